@@ -1,0 +1,35 @@
+# The two README commands: `make demo` and `make test`. Each creates .venv when missing.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.augment3d-installed
+DEMO_DIR ?= demo
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-slow clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+# The main job on the phantom cohort. Until segbench lands (issue 6) this builds the
+# phantom cohort, validates it, prepares it at the quick recipe's grid and saves a preview.
+demo: $(STAMP)
+	$(BIN)/augment3d phantom $(DEMO_DIR)/cohort --cases 24 --seed 0 --preview --force
+	$(BIN)/augment3d validate $(DEMO_DIR)/cohort
+	$(BIN)/augment3d prepare $(DEMO_DIR)/cohort --recipe quick --preview $(DEMO_DIR)/prepared.png
+	$(BIN)/augment3d info $(DEMO_DIR)/cohort
+	@echo "demo finished: cohort in $(DEMO_DIR)/cohort, previews $(DEMO_DIR)/cohort/preview.png and $(DEMO_DIR)/prepared.png"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache

@@ -1,0 +1,132 @@
+"""``ConditionEncoder``: categorical subject attributes to one-hot condition vectors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import DataError
+
+__all__ = ["ConditionEncoder"]
+
+_FORMAT = "augment3d.ConditionEncoder"
+_VERSION = 1
+
+
+class ConditionEncoder:
+    """One-hot encoding of categorical columns (e.g. ``site``, ``grade``), saved with a model.
+
+    Built on scikit-learn's ``OneHotEncoder`` with fixed, sorted categories, so the same
+    categories always give the same vector layout. Unknown categories are refused.
+
+    Example:
+        >>> enc = ConditionEncoder({"grade": ["HGG", "LGG"], "site": ["HIC", "SSA"]})
+        >>> enc.encode({"grade": "HGG", "site": "SSA"}).tolist()
+        [[1.0, 0.0, 0.0, 1.0]]
+        >>> ConditionEncoder.from_dict(enc.to_dict()) == enc
+        True
+    """
+
+    def __init__(self, categories: Mapping[str, Sequence[str]]):
+        self.categories: dict[str, list[str]] = {}
+        for column, values in categories.items():
+            values = [str(v) for v in values]
+            if not values:
+                raise ValueError(f"condition column '{column}' has no categories")
+            if len(set(values)) != len(values):
+                raise ValueError(f"condition column '{column}' lists a category twice: {values}")
+            self.categories[str(column)] = sorted(values)
+        self._onehot = None
+
+    @classmethod
+    def fit(cls, rows: Iterable[Mapping[str, str]], columns: Sequence[str]) -> ConditionEncoder:
+        """Collect the categories of ``columns`` seen in ``rows``."""
+        rows = list(rows)
+        return cls({c: sorted({str(r[c]) for r in rows}) for c in columns})
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.categories)
+
+    @property
+    def dim(self) -> int:
+        return sum(len(v) for v in self.categories.values())
+
+    def _encoder(self):
+        if self._onehot is None:
+            from sklearn.preprocessing import OneHotEncoder
+
+            enc = OneHotEncoder(
+                categories=[self.categories[c] for c in self.columns],
+                handle_unknown="error",
+                sparse_output=False,
+                dtype=np.float32,
+            )
+            enc.fit(np.array([[v[0] for v in self.categories.values()]], dtype=object))
+            self._onehot = enc
+        return self._onehot
+
+    def check(self, condition: Mapping[str, str], source: str | None = None) -> dict[str, str]:
+        """Return ``condition`` restricted to this encoder's columns; raise on unknown values."""
+        out = {}
+        for column, known in self.categories.items():
+            if column not in condition:
+                raise DataError(source, f"condition has no value for '{column}' (needs {', '.join(self.columns)})")
+            value = str(condition[column])
+            if value not in known:
+                raise DataError(source, f"unknown {column} '{value}' (known: {', '.join(known)})")
+            out[column] = value
+        return out
+
+    def encode(self, conditions: Mapping[str, str] | Sequence[Mapping[str, str]], source: str | None = None) -> np.ndarray:
+        """One-hot vectors, shape ``(n, dim)`` float32, for one condition or a list of them."""
+        if isinstance(conditions, Mapping):
+            conditions = [conditions]
+        checked = [self.check(c, source) for c in conditions]
+        if not self.categories:
+            return np.zeros((len(checked), 0), dtype=np.float32)
+        table = np.array([[c[col] for col in self.columns] for c in checked], dtype=object)
+        return self._encoder().transform(table).astype(np.float32)
+
+    def decode(self, vectors: np.ndarray) -> list[dict[str, str]]:
+        """Inverse of :meth:`encode` (argmax within each column's block)."""
+        vectors = np.atleast_2d(np.asarray(vectors))
+        out = []
+        for vec in vectors:
+            row, start = {}, 0
+            for column, known in self.categories.items():
+                block = vec[start : start + len(known)]
+                row[column] = known[int(np.argmax(block))]
+                start += len(known)
+            out.append(row)
+        return out
+
+    def all_conditions(self) -> list[dict[str, str]]:
+        """Every combination of categories, in a fixed order."""
+        combos: list[dict[str, str]] = [{}]
+        for column, known in self.categories.items():
+            combos = [{**c, column: v} for c in combos for v in known]
+        return combos
+
+    def to_dict(self) -> dict:
+        return {"format": _FORMAT, "version": _VERSION, "categories": self.categories}
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> ConditionEncoder:
+        if not isinstance(data, Mapping) or data.get("format") != _FORMAT:
+            raise ValueError("not a serialised ConditionEncoder")
+        if data.get("version") != _VERSION:
+            raise ValueError(f"ConditionEncoder version {data.get('version')} is not supported (expected {_VERSION})")
+        categories = data.get("categories")
+        if not isinstance(categories, Mapping) or not all(
+            isinstance(v, list) and all(isinstance(x, str) for x in v) for v in categories.values()
+        ):
+            raise ValueError("ConditionEncoder categories must map column names to lists of strings")
+        return cls(categories)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ConditionEncoder) and self.categories == other.categories
+
+    def __repr__(self) -> str:
+        return f"ConditionEncoder({self.categories!r})"

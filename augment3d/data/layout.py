@@ -1,0 +1,153 @@
+"""BraTS folder layouts: naming schemes and case discovery.
+
+Two naming schemes are recognised, both mapped onto the canonical keys
+``t1n, t1c, t2w, t2f`` (images) and ``seg`` (labels):
+
+* BraTS 2023+ (BraTS-Africa uses it): ``<case>/<case>-{t1n,t1c,t2w,t2f,seg}.nii.gz``,
+  labels 1 = NETC, 2 = SNFH, 3 = ET.
+* BraTS 2021: ``<case>/<case>_{t1,t1ce,t2,flair,seg}.nii.gz``, enhancing tumour labelled 4
+  (remapped to 3 on reading).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import DataError
+
+__all__ = [
+    "MODALITIES",
+    "LABEL_KEY",
+    "KEYS",
+    "NamingScheme",
+    "BRATS2023",
+    "BRATS2021",
+    "SCHEMES",
+    "Case",
+    "discover_cases",
+    "case_file_name",
+]
+
+MODALITIES: tuple[str, ...] = ("t1n", "t1c", "t2w", "t2f")
+LABEL_KEY = "seg"
+KEYS: tuple[str, ...] = (*MODALITIES, LABEL_KEY)
+NIFTI_EXTENSIONS = (".nii.gz", ".nii")
+
+
+@dataclass(frozen=True)
+class NamingScheme:
+    """How one BraTS release names its files and labels."""
+
+    name: str
+    separator: str
+    suffixes: dict[str, str]
+    label_values: frozenset[int]
+    label_remap: dict[int, int] = field(default_factory=dict)
+
+    def file_suffix(self, key: str) -> str:
+        return f"{self.separator}{self.suffixes[key]}"
+
+
+BRATS2023 = NamingScheme(
+    name="BraTS-2023",
+    separator="-",
+    suffixes={"t1n": "t1n", "t1c": "t1c", "t2w": "t2w", "t2f": "t2f", "seg": "seg"},
+    label_values=frozenset({0, 1, 2, 3}),
+)
+BRATS2021 = NamingScheme(
+    name="BraTS-2021",
+    separator="_",
+    suffixes={"t1n": "t1", "t1c": "t1ce", "t2w": "t2", "t2f": "flair", "seg": "seg"},
+    label_values=frozenset({0, 1, 2, 4}),
+    label_remap={4: 3},
+)
+SCHEMES: tuple[NamingScheme, ...] = (BRATS2023, BRATS2021)
+
+
+def case_file_name(subject_id: str, key: str, scheme: NamingScheme = BRATS2023) -> str:
+    """The file name of ``key`` for ``subject_id`` under ``scheme`` (gzip-compressed NIfTI)."""
+    return f"{subject_id}{scheme.file_suffix(key)}.nii.gz"
+
+
+@dataclass
+class Case:
+    """One subject's folder: where each canonical key's file is (``None`` when missing)."""
+
+    subject_id: str
+    folder: Path
+    scheme: NamingScheme
+    paths: dict[str, Path | None]
+
+    @property
+    def missing(self) -> list[str]:
+        return [key for key in KEYS if self.paths.get(key) is None]
+
+    def expected_path(self, key: str) -> Path:
+        return self.folder / case_file_name(self.subject_id, key, self.scheme)
+
+
+def _strip_extension(name: str) -> str | None:
+    for ext in NIFTI_EXTENSIONS:
+        if name.endswith(ext):
+            return name[: -len(ext)]
+    return None
+
+
+def _match(stems: dict[str, str], scheme: NamingScheme, subject_id: str, key: str) -> list[str]:
+    """File names in the folder that carry ``key`` under ``scheme``; the exact name wins."""
+    suffix = scheme.file_suffix(key)
+    exact = [name for stem, name in stems.items() if stem == f"{subject_id}{suffix}"]
+    if exact:
+        return exact
+    return [name for stem, name in stems.items() if stem.endswith(suffix)]
+
+
+def _read_case_folder(folder: Path) -> Case | None:
+    stems = {}
+    for entry in sorted(os.listdir(folder)):
+        stem = _strip_extension(entry)
+        if stem is not None and not entry.startswith(".") and (folder / entry).is_file():
+            stems[stem] = entry
+    if not stems:
+        return None
+    subject_id = folder.name
+    best, best_hits = BRATS2023, -1
+    for scheme in SCHEMES:
+        hits = sum(bool(_match(stems, scheme, subject_id, key)) for key in KEYS)
+        if hits > best_hits:
+            best, best_hits = scheme, hits
+    paths: dict[str, Path | None] = {}
+    for key in KEYS:
+        names = _match(stems, best, subject_id, key)
+        if len(names) > 1:
+            raise DataError(folder, f"several files could be the {key} image: {', '.join(names)}")
+        paths[key] = folder / names[0] if names else None
+    return Case(subject_id=subject_id, folder=folder, scheme=best, paths=paths)
+
+
+def discover_cases(root: str | os.PathLike) -> list[Case]:
+    """Find every case folder under ``root`` (one level down), sorted by subject id.
+
+    Folders without NIfTI files (caches, notes) are ignored. Raises :class:`DataError` when
+    ``root`` is not a folder or holds no case at all.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise DataError(root, "folder does not exist")
+    if not root.is_dir():
+        raise DataError(root, "is not a folder (expected a cohort folder in BraTS layout)")
+    cases = []
+    for entry in sorted(root.iterdir()):
+        if entry.is_dir() and not entry.name.startswith("."):
+            case = _read_case_folder(entry)
+            if case is not None:
+                cases.append(case)
+    if not cases:
+        raise DataError(
+            root,
+            "no BraTS cases found (expected <case>/<case>-t1n.nii.gz ... or "
+            "<case>/<case>_t1.nii.gz ... in sub-folders)",
+        )
+    return cases

@@ -1,0 +1,145 @@
+"""Writing a phantom cohort folder: cases in BraTS-2023 layout, metadata.csv, phantom.json."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ...atomic import atomic_write_text, fsync_dir
+from ...errors import DataError
+from ..layout import BRATS2023, case_file_name
+from ..metadata import METADATA_FILE
+from ..nifti_write import write_nifti
+from .anatomy import load_template, output_grid
+from .subject import SubjectParams, sample_subject_params, synthesize_subject
+
+__all__ = ["PhantomConfig", "make_phantom_cohort", "PHANTOM_FILE", "INTENSITY_SCALE"]
+
+PHANTOM_FILE = "phantom.json"
+INTENSITY_SCALE = 1000.0  # written as int16, white matter on T1 near 800
+
+
+@dataclass(frozen=True)
+class PhantomConfig:
+    """What to build: ``cases`` subjects, of which ``ssa_fraction`` from the SSA site."""
+
+    cases: int = 24
+    seed: int = 0
+    spacing: float = 2.0
+    ssa_fraction: float = 0.25
+
+    def __post_init__(self):
+        if self.cases < 1:
+            raise ValueError(f"cases must be at least 1, got {self.cases}")
+        if not 0.0 <= self.ssa_fraction <= 1.0:
+            raise ValueError(f"ssa_fraction must be in [0, 1], got {self.ssa_fraction}")
+        if not 0.5 <= self.spacing <= 8.0:
+            raise ValueError(f"spacing must be between 0.5 and 8 mm, got {self.spacing}")
+
+    def sites(self) -> list[str]:
+        """Site of each subject: a seeded shuffle holding round(cases * ssa_fraction) SSA subjects."""
+        n_ssa = int(round(self.cases * self.ssa_fraction))
+        sites = np.array(["SSA"] * n_ssa + ["HIC"] * (self.cases - n_ssa))
+        np.random.default_rng([self.seed, 2**31 - 1]).shuffle(sites)
+        return [str(s) for s in sites]
+
+
+def subject_id(index: int) -> str:
+    return f"BraTS-PHN-{index:05d}-000"
+
+
+def _metadata_csv(params: list[SubjectParams]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["subject_id", "site", "grade"])
+    for p in params:
+        writer.writerow([p.subject_id, p.site, p.grade])
+    return buffer.getvalue()
+
+
+def _write_subject(folder: Path, p: SubjectParams, images, label, affine) -> None:
+    case_dir = folder / p.subject_id
+    case_dir.mkdir()
+    for key, image in images.items():
+        scaled = np.clip(np.round(image * INTENSITY_SCALE), 0, np.iinfo(np.int16).max)
+        write_nifti(case_dir / case_file_name(p.subject_id, key, BRATS2023), scaled, affine, np.int16)
+    write_nifti(case_dir / case_file_name(p.subject_id, "seg", BRATS2023), label, affine, np.uint8)
+
+
+def make_phantom_cohort(
+    out: str | os.PathLike,
+    config: PhantomConfig = PhantomConfig(),
+    *,
+    force: bool = False,
+    preview: bool = False,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> Path:
+    """Build a phantom cohort in ``out``; the folder appears only once it is complete.
+
+    Args:
+        out: the cohort folder to create. An existing folder is refused unless ``force``.
+        config: number of cases, seed, voxel spacing (mm) and SSA share.
+        force: replace an existing ``out`` (only after the new cohort is complete).
+        preview: also write ``preview.png`` (three planes x four modalities, label overlay).
+        progress: ``progress(i, n, subject_id)`` called before each subject.
+
+    Returns:
+        The cohort folder. Same config, same bytes.
+    """
+    out = Path(out)
+    if out.exists() and not force:
+        raise DataError(out, "already exists; choose another folder or pass --force to replace it")
+    if out.exists() and not out.is_dir():
+        raise DataError(out, "exists and is not a folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    template = load_template(float(config.spacing))
+    _, affine = output_grid(template)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        params: list[SubjectParams] = []
+        previews = []
+        for index, site in enumerate(config.sites()):
+            sid = subject_id(index)
+            if progress is not None:
+                progress(index, config.cases, sid)
+            p = sample_subject_params(template, sid, index, config.seed, site)
+            images, label = synthesize_subject(p, template)
+            _write_subject(work, p, images, label, affine)
+            params.append(p)
+            if preview and len(previews) < 4 and sum(q.site == site for q in params) <= 2:
+                previews.append((f"{sid} {site} {p.grade}", images, label))
+        atomic_write_text(work / METADATA_FILE, _metadata_csv(params))
+        record = {
+            "generator": "augment3d phantom",
+            "template": "MNI152 2009a symmetric (nilearn)",
+            "config": {"cases": config.cases, "seed": config.seed, "spacing": config.spacing,
+                       "ssa_fraction": config.ssa_fraction},
+            "subjects": [p.to_dict() for p in params],
+        }
+        atomic_write_text(work / PHANTOM_FILE, json.dumps(record, indent=1) + "\n")
+        if preview:
+            from ...viz import save_montage
+
+            save_montage(previews, work / "preview.png")
+        os.chmod(work, 0o755)
+        if out.exists():
+            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, trash / out.name)
+            os.replace(work, out)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(work, out)
+        fsync_dir(out.parent)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return out

@@ -1,0 +1,227 @@
+"""The ``augment3d`` command line (Typer). Heavy imports live inside the commands."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(
+    name="augment3d",
+    help="Synthetic 3D brain-tumour MRI for segmentation: phantom cohorts, validation, GAN training, benchmarks.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+
+EXIT_BAD_DATA = 1  # validate found bad cases
+EXIT_USAGE = 2  # a user error: bad path, damaged file, bad recipe
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> None:
+    """Print one readable line to stderr and exit."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def user_errors(fn):
+    """Turn errors users can cause into one line on stderr and exit code 2 (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from augment3d.errors import Augment3DError
+
+        try:
+            return fn(*args, **kwargs)
+        except Augment3DError as exc:
+            fail(str(exc))
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _progress():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = _console(stderr=True)
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, disable=not console.is_terminal,  # no bar in logs and pipes
+    )
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+@app.command()
+@user_errors
+def phantom(
+    out: Annotated[Path, typer.Argument(help="Cohort folder to create (BraTS-2023 layout).")],
+    cases: Annotated[int, typer.Option(min=1, max=10000, help="Number of subjects.")] = 24,
+    seed: Annotated[int, typer.Option(min=0, help="Seed; same seed, same bytes.")] = 0,
+    spacing: Annotated[float, typer.Option(min=0.5, max=8.0, help="Voxel size in mm.")] = 2.0,
+    ssa_fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of subjects from the under-represented SSA site.")] = 0.25,
+    preview: Annotated[bool, typer.Option(help="Also save preview.png (3 planes x 4 modalities, label outlines).")] = False,
+    force: Annotated[bool, typer.Option(help="Replace OUT if it exists (only once the new cohort is complete).")] = False,
+) -> None:
+    """Build a phantom cohort from the MNI152 template (HIC and SSA sites, HGG and LGG tumours)."""
+    from augment3d.data.phantom import PhantomConfig, make_phantom_cohort
+
+    config = PhantomConfig(cases=cases, seed=seed, spacing=spacing, ssa_fraction=ssa_fraction)
+    with _progress() as bar:
+        task = bar.add_task("phantom", total=cases)
+        folder = make_phantom_cohort(
+            out, config, force=force, preview=preview,
+            progress=lambda i, n, sid: bar.update(task, completed=i, description=sid),
+        )
+        bar.update(task, completed=cases, description="phantom")
+    typer.echo(f"wrote {cases} cases to {folder}" + (f" (preview: {folder / 'preview.png'})" if preview else ""))
+
+
+def _recipe_columns(recipe: Optional[str], root: Path):
+    """Conditioning columns and allowed categories: from the recipe, else all metadata columns."""
+    from augment3d.config import load_recipe
+    from augment3d.data import read_metadata
+
+    if recipe is not None:
+        r = load_recipe(recipe)
+        return list(r.data.conditions), dict(r.data.categories)
+    metadata = read_metadata(root) if root.is_dir() else None
+    if metadata is None:
+        return [], {}
+    return [c for c in metadata.columns if c != "subject_id"], {}
+
+
+@app.command()
+@user_errors
+def validate(
+    data: Annotated[Path, typer.Argument(help="Cohort folder in BraTS layout.")],
+    recipe: Annotated[Optional[str], typer.Option(help="Recipe whose conditioning columns and categories to check.")] = None,
+) -> None:
+    """Check every case (files, gzip integrity, voxels, geometry, labels, metadata); exit 1 if any is bad."""
+    from rich.table import Table
+
+    from augment3d.data import validate_cohort
+
+    columns, categories = _recipe_columns(recipe, data)
+    with _progress() as bar:
+        task = bar.add_task("validate", total=None)
+        reports = validate_cohort(
+            data, columns, categories,
+            progress=lambda i, n, case: bar.update(task, total=n, completed=i, description=case.subject_id),
+        )
+        bar.update(task, completed=len(reports), description="validate")
+    table = Table(title=f"{data} ({len(reports)} cases)")
+    table.add_column("case", no_wrap=True)
+    for name in ("naming", "shape", "spacing (mm)", *columns):
+        table.add_column(name)
+    table.add_column("status", overflow="fold")
+    for report in reports:
+        shape = "x".join(map(str, report.shape)) if report.shape else "-"
+        zooms = "x".join(f"{z:g}" for z in report.zooms) if report.zooms else "-"
+        status = "[green]ok[/green]" if report.ok else "[red]" + "; ".join(str(p) for p in report.problems) + "[/red]"
+        conds = [report.conditions.get(c, "-") for c in columns]
+        table.add_row(report.case.subject_id, report.case.scheme.name, shape, zooms, *conds, status)
+    _console().print(table)
+    bad = [r for r in reports if not r.ok]
+    if bad:
+        for report in bad:
+            for problem in report.problems:
+                typer.echo(f"bad case {report.case.subject_id}: {problem}", err=True)
+        fail(f"{len(bad)} of {len(reports)} cases are bad", EXIT_BAD_DATA)
+    typer.echo(f"all {len(reports)} cases are valid")
+
+
+@app.command()
+@user_errors
+def prepare(
+    data: Annotated[Path, typer.Argument(help="Cohort folder in BraTS layout.")],
+    recipe: Annotated[str, typer.Option(help="Recipe name or .toml path (sets grid and conditions).")] = "quick",
+    cache: Annotated[Optional[Path], typer.Option(help="Cache folder (default $AUGMENT3D_CACHE or ~/.cache/augment3d/prepared).")] = None,
+    skip_bad: Annotated[bool, typer.Option(help="Skip bad cases and list them instead of stopping.")] = False,
+    use_cache: Annotated[bool, typer.Option("--use-cache/--no-cache", help="Reuse prepared cases.")] = True,
+    preview: Annotated[Optional[Path], typer.Option(help="Save a montage PNG of the first prepared cases here.")] = None,
+) -> None:
+    """Preprocess a cohort onto the recipe's grid (crop, pad, resample, scale to [-1, 1]) and cache it."""
+    from augment3d.config import load_recipe
+    from augment3d.data import prepare_cohort
+
+    r = load_recipe(recipe)
+    with _progress() as bar:
+        task = bar.add_task("prepare", total=None)
+        cohort = prepare_cohort(
+            data, r.data.preprocess(), r.data.conditions, r.data.categories,
+            skip_bad=skip_bad, cache_dir=cache, use_cache=use_cache,
+            progress=lambda i, n, case: bar.update(task, total=n, completed=i, description=case.subject_id),
+        )
+        bar.update(task, completed=len(cohort.cases) + len(cohort.skipped), description="prepare")
+    for skipped in cohort.skipped:
+        typer.echo(f"skipped {skipped.case.subject_id}: {skipped.error}", err=True)
+    shape = "x".join(map(str, r.data.preprocess().shape))
+    typer.echo(
+        f"prepared {len(cohort.cases)} cases at {shape} ({cohort.cache_hits} from cache), "
+        f"skipped {len(cohort.skipped)}"
+    )
+    if preview is not None:
+        from augment3d.viz import save_montage
+
+        items = [(f"{c.subject_id} {' '.join(c.conditions.values())}", c.images, c.label) for c in cohort.cases[:3]]
+        save_montage(items, preview)
+        typer.echo(f"preview: {preview}")
+
+
+@app.command()
+@user_errors
+def info(path: Annotated[Path, typer.Argument(help="A cohort folder.")]) -> None:
+    """Summarise a cohort: cases per site and grade, shapes and voxel sizes (headers only)."""
+    from collections import Counter
+
+    from augment3d.data import MODALITIES, discover_cases, read_metadata
+    from augment3d.data.nifti import read_header
+    from augment3d.errors import DataError
+
+    cases = discover_cases(path)
+    metadata = read_metadata(path)
+    schemes = Counter(c.scheme.name for c in cases)
+    shapes, zooms, unreadable = Counter(), Counter(), []
+    for case in cases:
+        p = case.paths.get(MODALITIES[0])
+        try:
+            header = read_header(p if p is not None else case.expected_path(MODALITIES[0]))
+        except DataError as exc:
+            unreadable.append(str(exc))
+            continue
+        shapes["x".join(map(str, header.get_data_shape()[:3]))] += 1
+        zooms["x".join(f"{z:g}" for z in header.get_zooms()[:3])] += 1
+    typer.echo(f"cohort {path}: {len(cases)} cases ({', '.join(f'{n} {k}' for k, n in schemes.items())} naming)")
+    typer.echo(f"  shapes: {dict(shapes)}")
+    typer.echo(f"  voxel sizes (mm): {dict(zooms)}")
+    if metadata is None:
+        typer.echo("  no metadata.csv")
+    else:
+        ids = {c.subject_id for c in cases}
+        for column in (c for c in metadata.columns if c != "subject_id"):
+            counts = Counter(row.get(column) or "(empty)" for sid, row in metadata.rows.items() if sid in ids)
+            typer.echo(f"  {column}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+        missing = sorted(ids - set(metadata.rows))
+        if missing:
+            typer.echo(f"  {len(missing)} cases have no metadata row: {', '.join(missing[:5])}")
+    for line in unreadable:
+        typer.echo(f"  unreadable: {line}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

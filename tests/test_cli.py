@@ -1,0 +1,108 @@
+"""The command line as users meet it: exit codes and one readable line for bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from helpers import corrupt_gzip_block, path_of, truncate
+from typer.testing import CliRunner
+
+from cli import app
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_help_lists_commands():
+    result = run("--help")
+    assert result.exit_code == 0
+    for command in ("phantom", "validate", "prepare", "info"):
+        assert command in result.output
+
+
+def test_validate_good_cohort(cohort):
+    result = run("validate", cohort)
+    assert result.exit_code == 0, result.output
+    assert "all 3 cases are valid" in result.output
+
+
+@pytest.mark.parametrize(
+    "damage, fragment",
+    [(truncate, "truncated gzip stream"), (corrupt_gzip_block, "corrupted gzip data"), (lambda p: p.unlink(), "missing t1c image")],
+)
+def test_validate_bad_case_exits_1_and_names_file(cohort, damage, fragment):
+    path = path_of(cohort, "BraTS-TST-00001-000", "t1c")
+    damage(path)
+    result = run("validate", cohort)
+    assert result.exit_code == 1
+    assert f"bad case BraTS-TST-00001-000: {path}: {fragment}" in result.stderr
+    assert "1 of 3 cases are bad" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_validate_with_recipe_checks_categories(cohort):
+    text = (cohort / "metadata.csv").read_text().replace("SSA", "EUR")
+    (cohort / "metadata.csv").write_text(text)
+    result = run("validate", cohort, "--recipe", "quick")
+    assert result.exit_code == 1
+    assert "unknown site 'EUR' (known: HIC, SSA)" in result.stderr
+
+
+def test_prepare_stops_on_bad_case_with_one_line(cohort, tmp_path):
+    path = path_of(cohort, "BraTS-TST-00002-000", "t2w")
+    truncate(path)
+    result = run("prepare", cohort, "--recipe", "ci", "--cache", tmp_path / "c")
+    assert result.exit_code == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == [f"error: {path}: truncated gzip stream: the file ends before its compressed data does"]
+
+
+def test_prepare_skip_bad_lists_skipped(cohort, tmp_path):
+    truncate(path_of(cohort, "BraTS-TST-00002-000", "t2w"))
+    result = run("prepare", cohort, "--recipe", "ci", "--cache", tmp_path / "c", "--skip-bad", "--preview", tmp_path / "p.png")
+    assert result.exit_code == 0, result.output
+    assert "skipped BraTS-TST-00002-000:" in result.stderr
+    assert "prepared 2 cases at 16x16x16 (0 from cache), skipped 1" in result.stdout
+    assert (tmp_path / "p.png").is_file()
+
+
+def test_missing_folder_and_unknown_recipe_are_one_line_errors(tmp_path):
+    result = run("validate", tmp_path / "absent")
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines()[-1] == f"error: {tmp_path / 'absent'}: folder does not exist"
+    result = run("prepare", tmp_path, "--recipe", "nonesuch")
+    assert result.exit_code == 2
+    assert "error: no recipe named 'nonesuch'" in result.stderr
+
+
+def test_phantom_refuses_existing_folder(tmp_path):
+    (tmp_path / "c").mkdir()
+    result = run("phantom", tmp_path / "c", "--cases", "1", "--spacing", "6")
+    assert result.exit_code == 2
+    assert "already exists" in result.stderr
+
+
+def test_phantom_validate_info_end_to_end(tmp_path):
+    out = tmp_path / "cohort"
+    result = run("phantom", out, "--cases", "3", "--seed", "1", "--spacing", "6", "--ssa-fraction", "0.34", "--preview")
+    assert result.exit_code == 0, result.output
+    assert (out / "preview.png").is_file()
+    assert run("validate", out, "--recipe", "quick").exit_code == 0
+    result = run("info", out)
+    assert result.exit_code == 0
+    assert "3 cases" in result.stdout and "site: HIC 2, SSA 1" in result.stdout
+
+
+def test_console_script_runs_without_traceback(tmp_path):
+    """The installed entry point, in a fresh interpreter, fails cleanly on bad input."""
+    result = subprocess.run(
+        [sys.executable, "-c", "import cli; cli.main()", "validate", str(tmp_path / "absent")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: {tmp_path / 'absent'}: folder does not exist"

@@ -1,0 +1,100 @@
+"""The phantom cohort: valid BraTS layout, reproducible bytes, site and grade effects."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from augment3d.data import discover_cases, read_case, validate_cohort
+from augment3d.data.phantom import PhantomConfig, make_phantom_cohort
+from augment3d.data.phantom.contrast import SITE_CONTRAST, TISSUES
+from augment3d.errors import DataError
+
+
+def file_bytes(root):
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_phantom_is_a_valid_cohort(phantom_cohort):
+    reports = validate_cohort(phantom_cohort, ["site", "grade"], {"site": ["HIC", "SSA"], "grade": ["HGG", "LGG"]})
+    assert len(reports) == 6 and all(r.ok for r in reports), [r.problems for r in reports]
+    rows = list(csv.DictReader((phantom_cohort / "metadata.csv").open()))
+    assert [r["subject_id"] for r in rows] == [c.subject_id for c in discover_cases(phantom_cohort)]
+    assert sum(r["site"] == "SSA" for r in rows) == 3
+    record = json.loads((phantom_cohort / "phantom.json").read_text())
+    assert [s["site"] for s in record["subjects"]] == [r["site"] for r in rows]
+    assert all(s["radius_mm"] > 0 for s in record["subjects"])
+
+
+def test_tumour_labels_follow_grade(phantom_cohort):
+    rows = {r["subject_id"]: r for r in csv.DictReader((phantom_cohort / "metadata.csv").open())}
+    for case in discover_cases(phantom_cohort):
+        label = read_case(case).label
+        values = set(np.unique(label).tolist())
+        assert {1, 2} <= values, (case.subject_id, values)
+        if rows[case.subject_id]["grade"] == "HGG":
+            assert 3 in values
+        else:
+            assert 3 not in values
+
+
+def test_same_seed_same_bytes_other_seed_differs(tmp_path):
+    config = PhantomConfig(cases=2, seed=7, spacing=6.0, ssa_fraction=0.5)
+    a = make_phantom_cohort(tmp_path / "a", config)
+    b = make_phantom_cohort(tmp_path / "b", config)
+    assert file_bytes(a) == file_bytes(b)
+    c = make_phantom_cohort(tmp_path / "c", PhantomConfig(cases=2, seed=8, spacing=6.0, ssa_fraction=0.5))
+    assert file_bytes(c)["metadata.csv"] != b"" and file_bytes(c) != file_bytes(a)
+
+
+def test_existing_folder_needs_force_and_failure_leaves_nothing(tmp_path):
+    out = tmp_path / "cohort"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    config = PhantomConfig(cases=2, seed=0, spacing=6.0)
+    with pytest.raises(DataError, match="already exists"):
+        make_phantom_cohort(out, config)
+    assert (out / "keep.txt").read_text() == "mine"
+
+    def boom(i, n, sid):
+        if i == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        make_phantom_cohort(out, config, force=True, progress=boom)
+    assert (out / "keep.txt").read_text() == "mine"  # the old folder is untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cohort"]  # no partial folder left
+    make_phantom_cohort(out, config, force=True, preview=True)
+    assert not (out / "keep.txt").exists()
+    assert (out / "preview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sites_differ_in_ways_monotone_intensity_maps_cannot_undo():
+    """Tissue order changes between sites on some sequences: no gamma or bias maps HIC to SSA."""
+    flipped = []
+    for modality in SITE_CONTRAST["HIC"]:
+        hic, ssa = np.array(SITE_CONTRAST["HIC"][modality]), np.array(SITE_CONTRAST["SSA"][modality])
+        for i in range(len(TISSUES)):
+            for j in range(len(TISSUES)):
+                if hic[i] < hic[j] and ssa[i] > ssa[j]:
+                    flipped.append((modality, TISSUES[i], TISSUES[j]))
+    assert ("t2f", "wm", "gm") in flipped  # FLAIR grey/white order flips
+    assert ("t2w", "oedema", "csf") in flipped  # oedema brighter than CSF on the SSA T2
+
+
+def test_ssa_images_are_noisier_and_tumours_larger(tmp_path):
+    out = make_phantom_cohort(tmp_path / "p", PhantomConfig(cases=8, seed=1, spacing=4.0, ssa_fraction=0.5))
+    record = json.loads((out / "phantom.json").read_text())
+    by_site = {s: [x for x in record["subjects"] if x["site"] == s] for s in ("HIC", "SSA")}
+    assert min(x["noise"] for x in by_site["SSA"]) > max(x["noise"] for x in by_site["HIC"])
+    mean_volume = {}
+    for site, subjects in by_site.items():
+        volumes = []
+        for s in subjects:
+            (case,) = [c for c in discover_cases(out) if c.subject_id == s["subject_id"]]
+            volumes.append(np.count_nonzero(np.isin(read_case(case).label, (1, 3))))
+        mean_volume[site] = np.mean(volumes)
+    assert mean_volume["SSA"] > mean_volume["HIC"]
