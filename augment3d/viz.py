@@ -13,11 +13,12 @@ import numpy as np
 
 from .atomic import atomic_write_bytes
 
-__all__ = ["LABEL_COLOURS", "save_montage"]
+__all__ = ["OUTLINES", "save_montage"]
 
 MODALITY_TITLES = {"t1n": "T1", "t1c": "T1Gd", "t2w": "T2", "t2f": "FLAIR"}
-#: RGB per label: NETC red, SNFH (oedema) green, ET yellow
-LABEL_COLOURS = {1: (1.0, 0.15, 0.15), 2: (0.1, 0.9, 0.2), 3: (1.0, 0.9, 0.0)}
+#: outlines drawn, in order: whole tumour (green, so oedema is between green and the rest),
+#: enhancing tumour (yellow), necrotic / non-enhancing core (red)
+OUTLINES = (((1, 2, 3), (0.1, 0.9, 0.2)), ((3,), (1.0, 0.9, 0.0)), ((1,), (1.0, 0.15, 0.15)))
 
 
 def _as_dict(images) -> dict[str, np.ndarray]:
@@ -38,11 +39,11 @@ def _planes(volume: np.ndarray, centre) -> list[np.ndarray]:
 
 
 def _draw_label(ax, label_plane: np.ndarray, aspect: float) -> None:
-    """Outline each label region, so the tissue underneath stays visible."""
-    for value, colour in LABEL_COLOURS.items():
-        region = (label_plane == value).astype(np.float32)
+    """Outline the label regions, so the tissue underneath stays visible."""
+    for values, colour in OUTLINES:
+        region = np.isin(label_plane, values).astype(np.float32)
         if region.any():
-            ax.contour(region, levels=[0.5], colors=[colour[:3]], linewidths=0.8, origin="lower")
+            ax.contour(region, levels=[0.5], colors=[colour], linewidths=0.8, origin="lower")
     ax.set_aspect(aspect)
 
 
