@@ -106,3 +106,34 @@ def test_console_script_runs_without_traceback(tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: {tmp_path / 'absent'}: folder does not exist"
+
+
+def _nan(path):
+    import numpy as np
+    from helpers import brain_and_label, rewrite
+
+    images, _ = brain_and_label()
+    images["t1n"][1, 2, 3] = np.nan
+    rewrite(path, images["t1n"])
+
+
+@pytest.mark.parametrize(
+    "key, damage, fragment",
+    [
+        ("t1n", truncate, "truncated gzip stream"),
+        ("t1n", corrupt_gzip_block, "corrupted gzip data"),
+        ("t1n", lambda p: p.write_bytes(b"\x1f\x8b" + b"\x00" * 50), "corrupted gzip data"),
+        ("t1n", _nan, "1 voxels are NaN or Inf"),
+        ("seg", lambda p: p.unlink(), "missing label map"),
+    ],
+    ids=["truncated", "corrupt-block", "bad-gzip-header", "nan", "missing-label"],
+)
+def test_prepare_bad_input_matrix(cohort, tmp_path, key, damage, fragment):
+    path = path_of(cohort, "BraTS-TST-00000-000", key)
+    damage(path)
+    out_cache = tmp_path / "c"
+    result = run("prepare", cohort, "--recipe", "ci", "--cache", out_cache)
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path}: ") and fragment in lines[0], lines
+    assert not out_cache.exists() or not any(out_cache.iterdir())  # nothing half-written
