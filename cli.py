@@ -218,6 +218,80 @@ def info(path: Annotated[Path, typer.Argument(help="A cohort folder.")]) -> None
         typer.echo(f"  unreadable: {line}")
 
 
+@app.command()
+@user_errors
+def train(
+    data: Annotated[Path, typer.Argument(help="Cohort folder in BraTS layout (train on all of it).")],
+    out: Annotated[Path, typer.Option(help="Run folder to create (or continue with --resume).")],
+    recipe: Annotated[str, typer.Option(help="Recipe name or .toml path.")] = "quick",
+    resume: Annotated[bool, typer.Option(help="Continue the run in OUT exactly where its last checkpoint left off.")] = False,
+    force: Annotated[bool, typer.Option(help="Delete an existing OUT and start over.")] = False,
+    skip_bad: Annotated[bool, typer.Option(help="Skip bad cases and list them instead of stopping.")] = False,
+    steps: Annotated[Optional[int], typer.Option(min=1, help="Override the recipe's number of steps.")] = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+) -> None:
+    """Train the conditional 3D StyleGAN on a cohort (checkpoints, JSONL log, montages in OUT)."""
+    from augment3d.config import load_recipe
+    from augment3d.training.run import train_run
+
+    r = load_recipe(recipe)
+    total = steps or r.train.steps
+    with _progress() as bar:
+        task = bar.add_task("train", total=total)
+
+        def report(step, n, metrics):
+            bar.update(task, completed=step, description=f"train D {metrics['d_loss']:.3f} G {metrics['g_loss']:.3f}")
+
+        folder, cohort, last = train_run(data, r, out, resume=resume, force=force, skip_bad=skip_bad,
+                                         steps=steps, device=device, progress=report)
+    for skipped in cohort.skipped:
+        typer.echo(f"skipped {skipped.case.subject_id}: {skipped.error}", err=True)
+    if last:
+        typer.echo(f"step {last['step']}: D loss {last['d_loss']:.4f}, G loss {last['g_loss']:.4f}, augment p {last['ada_p']:.3f}")
+    typer.echo(f"run folder: {folder} (generator.safetensors, log.jsonl, curves.png, samples_latest.png)")
+
+
+def _parse_conditions(values: list[str]) -> dict[str, str]:
+    out = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            fail(f"--condition expects KEY=VALUE, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+@app.command()
+@user_errors
+def sample(
+    run: Annotated[Path, typer.Argument(help="Run folder holding generator.safetensors + generator.json.")],
+    out: Annotated[Path, typer.Argument(help="Folder to write the synthetic cohort to.")],
+    n: Annotated[int, typer.Option(min=1, help="Number of subjects.")] = 8,
+    condition: Annotated[Optional[list[str]], typer.Option(help="KEY=VALUE, repeatable (e.g. --condition site=SSA).")] = None,
+    seed: Annotated[int, typer.Option(min=0, help="First seed; subjects use seeds SEED .. SEED+N-1.")] = 0,
+    psi: Annotated[float, typer.Option(min=0.0, max=2.0, help="Truncation towards the condition's mean (1 = none).")] = 1.0,
+    fmt: Annotated[str, typer.Option("--format", help="brats (BraTS-2023 layout + metadata.csv) or nnunet (nnU-Net v2 raw).")] = "brats",
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    force: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
+) -> None:
+    """Generate synthetic subjects (images + labels) from a trained run; a seed names a subject."""
+    from augment3d.export import FORMATS, export_synthetic
+    from augment3d.sampling import load_generator
+
+    if fmt not in FORMATS:
+        fail(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    gen = load_generator(run, device)
+    cond = _parse_conditions(condition or [])
+    unknown = sorted(set(cond) - set(gen.conditions))
+    if unknown:
+        fail(f"{run}: the model has no condition {', '.join(unknown)} (it knows: {', '.join(gen.conditions) or 'none'})")
+    seeds = list(range(seed, seed + n))
+    images, labels = gen.generate(condition=gen.encoder.check(cond, source=str(run)) if gen.conditions else None,
+                                  seeds=seeds, psi=psi)
+    export_synthetic(out, images, labels, seeds, cond, gen.affine, fmt=fmt, psi=psi, force=force)
+    typer.echo(f"wrote {n} synthetic subjects ({fmt}) to {out}")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -7,7 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "fsync_dir"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "fsync_dir", "staged_folder"]
 
 
 def fsync_dir(path: str | os.PathLike) -> None:
@@ -49,3 +49,38 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Text version of :func:`atomic_write_bytes` (UTF-8)."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def staged_folder(out: str | os.PathLike, force: bool = False):
+    """Build a folder under a hidden temporary name and move it to ``out`` only when complete.
+
+    An existing ``out`` is refused unless ``force``; with ``force`` it is replaced only after the
+    new folder is complete. If the block raises (or is interrupted), the partial folder is removed
+    and ``out`` is left as it was.
+    """
+    import shutil
+
+    from .errors import DataError
+
+    out = Path(out)
+    if out.exists() and not force:
+        raise DataError(out, "already exists; choose another folder or pass --force to replace it")
+    if out.exists() and not out.is_dir():
+        raise DataError(out, "exists and is not a folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        yield work
+        os.chmod(work, 0o777 & ~_umask())
+        if out.exists():
+            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, trash / out.name)
+            os.replace(work, out)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(work, out)
+        fsync_dir(out.parent)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise

@@ -14,6 +14,7 @@ from pathlib import Path
 from .data.phantom.cohort import PhantomConfig
 from .data.preprocess import PreprocessConfig
 from .errors import RecipeError
+from .training.trainer import TrainConfig
 
 __all__ = ["DataConfig", "Recipe", "load_recipe"]
 
@@ -38,6 +39,17 @@ class Recipe:
     data: DataConfig
     phantom: PhantomConfig
     path: Path
+    model: dict = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def model_config(self, cond_dim: int):
+        """The architecture for this recipe's grid and a condition vector of ``cond_dim`` values."""
+        from .models import ModelConfig
+
+        try:
+            return ModelConfig(shape=self.data.preprocess().shape, cond_dim=cond_dim, **self.model)
+        except (TypeError, ValueError) as exc:
+            raise RecipeError(self.path, f"[model]: {exc}") from None
 
 
 def _section(cls, table: dict, where: str, path: Path):
@@ -67,7 +79,7 @@ def load_recipe(name_or_path: str | os.PathLike) -> Recipe:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise RecipeError(path, f"not valid TOML ({exc})") from None
-    unknown = sorted(set(raw) - {"description", "data", "phantom"})
+    unknown = sorted(set(raw) - {"description", "data", "phantom", "model", "train"})
     if unknown:
         raise RecipeError(path, f"unknown section(s): {', '.join(unknown)}")
     data = dict(raw.get("data", {}))
@@ -85,10 +97,21 @@ def load_recipe(name_or_path: str | os.PathLike) -> Recipe:
     except ValueError as exc:
         raise RecipeError(path, f"[data]: {exc}") from None
     phantom = _section(PhantomConfig, dict(raw.get("phantom", {})), "phantom", path)
-    return Recipe(
+    train = _section(TrainConfig, dict(raw.get("train", {})), "train", path)
+    model = dict(raw.get("model", {}))
+    recipe = Recipe(
         name=path.stem,
         description=str(raw.get("description", "")),
         data=data_cfg,
         phantom=phantom,
         path=path,
+        model=model,
+        train=train,
     )
+    from .models import ModelConfig
+
+    bad = sorted(set(model) - set(ModelConfig.__dataclass_fields__) | set(model) & {"shape", "cond_dim"})
+    if bad:
+        raise RecipeError(path, f"unknown or derived key(s) in [model]: {', '.join(bad)}")
+    recipe.model_config(cond_dim=0)
+    return recipe

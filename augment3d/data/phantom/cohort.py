@@ -6,16 +6,13 @@ import csv
 import io
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ...atomic import atomic_write_text, fsync_dir
-from ...errors import DataError
+from ...atomic import atomic_write_text, staged_folder
 from ..layout import BRATS2023, case_file_name
 from ..metadata import METADATA_FILE
 from ..nifti_write import write_nifti
@@ -96,15 +93,9 @@ def make_phantom_cohort(
         The cohort folder. Same config, same bytes.
     """
     out = Path(out)
-    if out.exists() and not force:
-        raise DataError(out, "already exists; choose another folder or pass --force to replace it")
-    if out.exists() and not out.is_dir():
-        raise DataError(out, "exists and is not a folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
     template = load_template(float(config.spacing))
     _, affine = output_grid(template)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
+    with staged_folder(out, force) as work:
         params: list[SubjectParams] = []
         previews = []
         for index, site in enumerate(config.sites()):
@@ -130,16 +121,4 @@ def make_phantom_cohort(
             from ...viz import save_montage
 
             save_montage(previews, work / "preview.png")
-        os.chmod(work, 0o755)
-        if out.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, trash / out.name)
-            os.replace(work, out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(work, out)
-        fsync_dir(out.parent)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     return out

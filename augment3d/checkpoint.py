@@ -1,0 +1,80 @@
+"""Checkpoints: safetensors weights + a JSON description, written atomically, never unpickled.
+
+A run folder holds:
+
+* ``generator.safetensors`` + ``config.json`` - the EMA generator, with everything needed to use
+  it (architecture, modalities, shape, condition encoder, preprocessing, package version, step);
+* ``train_state.safetensors`` + ``train_state.json`` - G, D, EMA, optimiser moments and RNG state,
+  for ``--resume``.
+
+Each JSON file records the SHA-256 of its weights file and is written last, so a half-finished
+save (killed between the two renames) is detected rather than loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from .atomic import atomic_write_bytes, atomic_write_text
+from .errors import CheckpointError
+
+__all__ = ["FORMAT_VERSION", "save_bundle", "load_bundle", "bundle_exists"]
+
+FORMAT_VERSION = 1
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def save_bundle(folder: str | os.PathLike, name: str, kind: str, tensors: Mapping[str, torch.Tensor], meta: dict) -> None:
+    """Write ``<name>.safetensors`` then ``<name>.json`` (atomic each; JSON carries the hash)."""
+    from safetensors.torch import save
+
+    folder = Path(folder)
+    clean = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    blob = save(clean)
+    atomic_write_bytes(folder / f"{name}.safetensors", blob)
+    record = {"format": f"augment3d.{kind}", "format_version": FORMAT_VERSION, **meta,
+              "weights": f"{name}.safetensors", "weights_sha256": _sha256(blob)}
+    atomic_write_text(folder / f"{name}.json", json.dumps(record, indent=1, sort_keys=True) + "\n")
+
+
+def bundle_exists(folder: str | os.PathLike, name: str) -> bool:
+    folder = Path(folder)
+    return (folder / f"{name}.json").is_file() and (folder / f"{name}.safetensors").is_file()
+
+
+def load_bundle(folder: str | os.PathLike, name: str, kind: str) -> tuple[dict[str, torch.Tensor], dict]:
+    """Read and check a bundle written by :func:`save_bundle`. Raises :class:`CheckpointError`."""
+    from safetensors.torch import load
+
+    folder = Path(folder)
+    meta_path, weights_path = folder / f"{name}.json", folder / f"{name}.safetensors"
+    if not meta_path.is_file():
+        raise CheckpointError(meta_path, "missing (not an augment3d run folder, or the run saved nothing yet)")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(meta_path, f"not a JSON file ({exc.__class__.__name__})") from None
+    if not isinstance(meta, dict) or meta.get("format") != f"augment3d.{kind}":
+        raise CheckpointError(meta_path, f"not an augment3d {kind} description (format {meta.get('format') if isinstance(meta, dict) else None!r})")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(meta_path, f"format version {version!r} is newer than this augment3d reads ({FORMAT_VERSION}); upgrade augment3d")
+    if not weights_path.is_file():
+        raise CheckpointError(weights_path, "missing")
+    blob = weights_path.read_bytes()
+    if _sha256(blob) != meta.get("weights_sha256"):
+        raise CheckpointError(weights_path, "does not match the SHA-256 recorded in " + meta_path.name + " (damaged, replaced or half-written)")
+    try:
+        tensors = load(blob)
+    except Exception as exc:  # safetensors parses; it never executes what it reads
+        raise CheckpointError(weights_path, f"not a safetensors file ({exc})") from None
+    return tensors, meta

@@ -1,0 +1,79 @@
+"""``ModelConfig``: the architecture of the conditional 3D StyleGAN, as a dataclass from a recipe."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+__all__ = ["ModelConfig", "synthesis_plan", "STYLE_MODES"]
+
+STYLE_MODES = ("modulated", "adain")
+
+
+def synthesis_plan(shape: tuple[int, int, int]) -> tuple[tuple[int, int, int], int]:
+    """Base grid and number of doublings for ``shape``: the most doublings leaving every side >= 3.
+
+    Example:
+        >>> synthesis_plan((32, 32, 32))
+        ((4, 4, 4), 3)
+        >>> synthesis_plan((48, 48, 48))
+        ((3, 3, 3), 4)
+    """
+    doublings = 0
+    while all(s % 2 ** (doublings + 1) == 0 and s // 2 ** (doublings + 1) >= 3 for s in shape):
+        doublings += 1
+    return tuple(s // 2**doublings for s in shape), doublings
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture settings. ``shape`` is the output grid; ``cond_dim`` the condition vector size."""
+
+    shape: tuple[int, int, int] = (32, 32, 32)
+    image_channels: int = 4
+    label_classes: int = 4
+    cond_dim: int = 0
+    z_dim: int = 128
+    w_dim: int = 128
+    cond_embed_dim: int = 32
+    mapping_layers: int = 4
+    mapping_lr_mul: float = 0.01
+    channel_base: int = 1024
+    channel_max: int = 64
+    style_mode: str = "modulated"
+    d_channel_base: int = 1024
+    d_channel_max: int = 64
+    mbstd_group: int = 4
+
+    def __post_init__(self):
+        shape = self.shape
+        if isinstance(shape, int):
+            shape = (shape,) * 3
+        shape = tuple(int(s) for s in shape)
+        object.__setattr__(self, "shape", shape)
+        if len(shape) != 3 or min(shape) < 8:
+            raise ValueError(f"model shape must be three sides >= 8, got {self.shape!r}")
+        _, doublings = synthesis_plan(shape)
+        if doublings < 1:
+            raise ValueError(f"model shape {shape} cannot be reached by doubling a base grid of sides >= 3")
+        if self.style_mode not in STYLE_MODES:
+            raise ValueError(f"style_mode must be one of {STYLE_MODES}, got {self.style_mode!r}")
+
+    def channels(self, resolution: int, discriminator: bool = False) -> int:
+        base, cap = (self.d_channel_base, self.d_channel_max) if discriminator else (self.channel_base, self.channel_max)
+        return max(8, min(cap, base // resolution))
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["shape"] = list(self.shape)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelConfig:
+        known = set(cls.__dataclass_fields__)
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown model settings: {', '.join(sorted(unknown))}")
+        data = dict(data)
+        if "shape" in data:
+            data["shape"] = tuple(data["shape"])
+        return cls(**data)

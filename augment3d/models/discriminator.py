@@ -1,0 +1,68 @@
+"""Discriminator3D: residual downsampling, minibatch standard deviation, projection conditioning."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ModelConfig, synthesis_plan
+from .layers import EqualConv3d, EqualLinear, lrelu
+
+__all__ = ["Discriminator3D", "minibatch_stddev"]
+
+
+def minibatch_stddev(x: torch.Tensor, group: int) -> torch.Tensor:
+    """Append one channel: the std of features across a group of samples, averaged."""
+    batch = x.shape[0]
+    g = max(d for d in range(1, min(group, batch) + 1) if batch % d == 0)
+    y = x.reshape(g, -1, *x.shape[1:]).float()
+    y = (y - y.mean(dim=0)).pow(2).mean(dim=0).add(1e-8).sqrt()
+    y = y.mean(dim=tuple(range(1, y.dim())))  # (batch / g,)
+    y = y.reshape(-1, 1, 1, 1, 1).repeat(g, 1, *x.shape[2:]).to(x.dtype)
+    return torch.cat([x, y], dim=1)
+
+
+class DiscriminatorBlock(nn.Module):
+    def __init__(self, in_ch: int, out_ch: int):
+        super().__init__()
+        self.conv1 = EqualConv3d(in_ch, in_ch, 3)
+        self.conv2 = EqualConv3d(in_ch, out_ch, 3)
+        self.skip = EqualConv3d(in_ch, out_ch, 1, bias=False)
+
+    def forward(self, x):
+        skip = self.skip(F.avg_pool3d(x, 2))
+        x = lrelu(self.conv1(x))
+        x = F.avg_pool3d(lrelu(self.conv2(x)), 2)
+        return (x + skip) / math.sqrt(2.0)
+
+
+class Discriminator3D(nn.Module):
+    """Scores (images, label one-hot / softmax) given a condition vector; higher means real."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        base, doublings = synthesis_plan(config.shape)
+        res = [min(config.shape) // 2**i for i in range(doublings + 1)]
+        ch = [config.channels(r, discriminator=True) for r in res]
+        self.from_input = EqualConv3d(config.image_channels + config.label_classes, ch[0], 1)
+        self.blocks = nn.ModuleList(DiscriminatorBlock(ch[i], ch[i + 1]) for i in range(doublings))
+        top = ch[-1]
+        self.conv = EqualConv3d(top + 1, top, 3)
+        self.fc = EqualLinear(top * math.prod(base), top, activate=True)
+        self.out = EqualLinear(top, 1)
+        self.embed = EqualLinear(config.cond_dim, top) if config.cond_dim else None
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        x = lrelu(self.from_input(torch.cat([images, labels.to(images.dtype)], dim=1)))
+        for block in self.blocks:
+            x = block(x)
+        x = lrelu(self.conv(minibatch_stddev(x, self.config.mbstd_group)))
+        h = self.fc(x.flatten(1))
+        score = self.out(h)
+        if self.embed is not None:
+            score = score + (h * self.embed(c)).sum(dim=1, keepdim=True) / math.sqrt(h.shape[1])
+        return score[:, 0]

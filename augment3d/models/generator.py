@@ -1,0 +1,129 @@
+"""Generator3D: learned constant, upsampling style blocks with noise, skip outputs.
+
+The output holds the four image channels and the tumour-label logits, generated jointly, so
+every synthetic subject comes with its segmentation.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ModelConfig, synthesis_plan
+from .layers import AdaINConv3d, EqualConv3d, ModulatedConv3d, NoiseInjection, lrelu
+from .mapping import MappingNetwork
+
+__all__ = ["Generator3D", "SynthesisLayer", "SynthesisBlock"]
+
+
+def _upsample(x: torch.Tensor) -> torch.Tensor:
+    return F.interpolate(x, scale_factor=2, mode="trilinear", align_corners=False)
+
+
+class SynthesisLayer(nn.Module):
+    """Style convolution (modulated or AdaIN), noise, bias, leaky ReLU."""
+
+    def __init__(self, in_ch: int, out_ch: int, config: ModelConfig):
+        super().__init__()
+        if config.style_mode == "adain":
+            self.conv = AdaINConv3d(in_ch, out_ch, 3, config.w_dim)
+        else:
+            self.conv = ModulatedConv3d(in_ch, out_ch, 3, config.w_dim)
+        self.noise = NoiseInjection()
+        self.bias = nn.Parameter(torch.zeros(out_ch))
+
+    def forward(self, x, w, noise):
+        x = self.noise(self.conv(x, w), noise)
+        return lrelu(x + self.bias[None, :, None, None, None].to(x.dtype))
+
+
+class ToOutput(nn.Module):
+    """1x1 modulated convolution (no demodulation) to image channels + label logits."""
+
+    def __init__(self, in_ch: int, config: ModelConfig):
+        super().__init__()
+        out = config.image_channels + config.label_classes
+        self.conv = ModulatedConv3d(in_ch, out, 1, config.w_dim, demodulate=False)
+        self.bias = nn.Parameter(torch.zeros(out))
+
+    def forward(self, x, w):
+        return self.conv(x, w) + self.bias[None, :, None, None, None].to(x.dtype)
+
+
+class SynthesisBlock(nn.Module):
+    """Upsample x2, two style layers, and add this resolution's output to the upsampled skip."""
+
+    def __init__(self, in_ch: int, out_ch: int, config: ModelConfig):
+        super().__init__()
+        self.layer1 = SynthesisLayer(in_ch, out_ch, config)
+        self.layer2 = SynthesisLayer(out_ch, out_ch, config)
+        self.to_output = ToOutput(out_ch, config)
+
+    num_ws = 3
+
+    def forward(self, x, skip, ws, noises):
+        x = _upsample(x)
+        x = self.layer1(x, ws[:, 0], noises[0])
+        x = self.layer2(x, ws[:, 1], noises[1])
+        return x, _upsample(skip) + self.to_output(x, ws[:, 2])
+
+
+class Generator3D(nn.Module):
+    """Conditional 3D StyleGAN generator.
+
+    Example:
+        >>> g = Generator3D(ModelConfig(shape=(16, 16, 16), cond_dim=4, channel_max=16, z_dim=32, w_dim=32))
+        >>> images, logits = g(torch.randn(2, 32), torch.eye(4)[:2])
+        >>> tuple(images.shape), tuple(logits.shape)
+        ((2, 4, 16, 16, 16), (2, 4, 16, 16, 16))
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.base, doublings = synthesis_plan(config.shape)
+        self.mapping = MappingNetwork(config)
+        res = [min(self.base) * 2**i for i in range(doublings + 1)]
+        ch = [config.channels(r) for r in res]
+        self.const = nn.Parameter(torch.randn(ch[0], *self.base))
+        self.first = SynthesisLayer(ch[0], ch[0], config)
+        self.first_out = ToOutput(ch[0], config)
+        self.blocks = nn.ModuleList(SynthesisBlock(ch[i], ch[i + 1], config) for i in range(doublings))
+        self.num_ws = 2 + SynthesisBlock.num_ws * doublings
+        self.noise_shapes = [self.base] + [
+            tuple(b * 2 ** (i + 1) for b in self.base) for i in range(doublings) for _ in range(2)
+        ]
+
+    def make_noise(self, batch: int, generator: torch.Generator | None = None, device=None) -> list[torch.Tensor]:
+        """Per-voxel noise for every layer, drawn on the CPU (so a seed gives the same noise anywhere)."""
+        return [torch.randn((batch, 1, *s), generator=generator).to(device) for s in self.noise_shapes]
+
+    def synthesize(self, ws: torch.Tensor, noises: list[torch.Tensor | None] | None = None) -> torch.Tensor:
+        """ws: (B, num_ws, w_dim). Returns (B, image_channels + label_classes, *shape)."""
+        if noises is None:
+            noises = [None] * len(self.noise_shapes)
+        x = self.const[None].expand(ws.shape[0], *self.const.shape).to(ws.dtype)
+        x = self.first(x, ws[:, 0], noises[0])
+        out = self.first_out(x, ws[:, 1])
+        for i, block in enumerate(self.blocks):
+            k = 2 + SynthesisBlock.num_ws * i
+            x, out = block(x, out, ws[:, k : k + SynthesisBlock.num_ws], noises[1 + 2 * i : 3 + 2 * i])
+        return out
+
+    def forward(self, z, c=None, *, truncation_psi: float = 1.0, w_centre: torch.Tensor | None = None,
+                noise: str = "random", generator: torch.Generator | None = None):
+        """Images (B, 4, ...) and label logits (B, classes, ...) for latents ``z`` and conditions ``c``.
+
+        ``noise`` is ``random`` (fresh noise, from ``generator`` if given) or ``none``.
+        Truncation pulls w towards ``w_centre`` (the per-condition mean w) by ``truncation_psi``.
+        """
+        w = self.mapping(z, c)
+        if truncation_psi != 1.0:
+            if w_centre is None:
+                raise ValueError("truncation needs w_centre (the mean w of the condition)")
+            w = w_centre + truncation_psi * (w - w_centre)
+        ws = w[:, None].expand(-1, self.num_ws, -1)
+        noises = self.make_noise(z.shape[0], generator, z.device) if noise == "random" else None
+        out = self.synthesize(ws, noises)
+        return out[:, : self.config.image_channels], out[:, self.config.image_channels :]

@@ -1,0 +1,125 @@
+"""``augment3d train``: a cohort folder and a recipe in, a run folder out."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import atomic_write_text
+from ..checkpoint import bundle_exists
+from ..config import Recipe
+from ..data.cohort import PreparedCohort, prepare_cohort
+from ..data.conditions import ConditionEncoder
+from ..errors import DataError
+from .state import TRAIN_STATE
+from .trainer import TrainingData, train_gan
+
+__all__ = ["train_run", "save_samples_montage", "save_loss_curves"]
+
+
+def _encoder(recipe: Recipe, cohort: PreparedCohort) -> ConditionEncoder:
+    columns = list(recipe.data.conditions)
+    categories = {c: recipe.data.categories[c] for c in columns if c in recipe.data.categories}
+    seen = ConditionEncoder.fit([c.conditions for c in cohort.cases], columns)
+    return ConditionEncoder({c: categories.get(c, seen.categories[c]) for c in columns})
+
+
+def save_samples_montage(generator, encoder: ConditionEncoder, path: Path, step: int) -> None:
+    """One EMA sample (seed 0) per condition, as a montage PNG."""
+    import torch
+
+    from ..viz import save_montage
+
+    items = []
+    generator.eval()
+    for condition in encoder.all_conditions() or [{}]:
+        vec = torch.from_numpy(encoder.encode(condition)) if encoder.dim else None
+        g = torch.Generator().manual_seed(0)
+        z = torch.randn(1, generator.config.z_dim, generator=g)
+        with torch.no_grad():
+            images, logits = generator(z, vec, generator=g)
+        title = f"step {step} " + " ".join(condition.values())
+        items.append((title, images[0].clamp(-1, 1).numpy(), logits[0].argmax(0).numpy().astype(np.uint8)))
+    save_montage(items, path)
+
+
+def save_loss_curves(log_path: Path, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import io
+
+    import matplotlib.pyplot as plt
+
+    from ..atomic import atomic_write_bytes
+
+    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    if not rows:
+        return
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3))
+    steps = [r["step"] for r in rows]
+    ax1.plot(steps, [r["d_loss"] for r in rows], label="D")
+    ax1.plot(steps, [r["g_loss"] for r in rows], label="G")
+    ax1.set_xlabel("step")
+    ax1.legend()
+    ax1.set_title("losses")
+    ax2.plot(steps, [r["ada_p"] for r in rows], label="augment p")
+    ax2.plot(steps, [r.get("ada_rt", np.nan) for r in rows], label="r_t (D sign on reals)")
+    ax2.set_xlabel("step")
+    ax2.legend()
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    plt.close(fig)
+    atomic_write_bytes(png, buffer.getvalue())
+
+
+def train_run(
+    data_dir: str | os.PathLike,
+    recipe: Recipe,
+    out: str | os.PathLike,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    skip_bad: bool = False,
+    steps: int | None = None,
+    device: str = "cpu",
+    cache_dir=None,
+    progress: Callable[[int, int, dict], None] | None = None,
+) -> tuple[Path, PreparedCohort, dict]:
+    """Prepare ``data_dir`` with the recipe and train (or resume) into ``out``."""
+    out = Path(out)
+    if resume:
+        if not bundle_exists(out, TRAIN_STATE):
+            raise DataError(out, "nothing to resume: no train_state.json/.safetensors in this folder")
+    elif out.exists() and any(out.iterdir()):
+        if not force:
+            raise DataError(out, "already exists; use --resume to continue it or --force to start over")
+        shutil.rmtree(out)
+    cohort = prepare_cohort(data_dir, recipe.data.preprocess(), recipe.data.conditions, recipe.data.categories,
+                            skip_bad=skip_bad, cache_dir=cache_dir)
+    encoder = _encoder(recipe, cohort)
+    train_cfg = recipe.train if steps is None else replace(recipe.train, steps=steps)
+    model_cfg = recipe.model_config(encoder.dim)
+    voxel_mm = float(np.median([np.sqrt((c.affine[:3, :3] ** 2).sum(0)).mean() for c in cohort.cases]))
+    preprocess = {**recipe.data.preprocess().to_dict(), "voxel_mm": voxel_mm, "recipe": recipe.name}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "recipe.toml", recipe.path.read_text(encoding="utf-8"))
+    if not (out / "reals.png").exists():
+        from ..viz import save_montage
+
+        save_montage([(f"real {c.subject_id} " + " ".join(c.conditions.values()), c.images, c.label)
+                      for c in cohort.cases[:3]], out / "reals.png")
+    data = TrainingData.from_cases(cohort.cases, encoder)
+    last = train_gan(
+        out, data, model_cfg, train_cfg, encoder, preprocess, resume=resume, device=device, progress=progress,
+        on_checkpoint=lambda step, g: save_samples_montage(g, encoder, out / "samples_latest.png", step),
+    )
+    save_loss_curves(out / "log.jsonl", out / "curves.png")
+    return out, cohort, last

@@ -1,0 +1,155 @@
+"""Training runs, checkpoints, resume, the NaN guard, untrusted files and sampling."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from augment3d.data import ConditionEncoder
+from augment3d.errors import CheckpointError
+from augment3d.models import ModelConfig
+from augment3d.sampling import load_generator
+from augment3d.training.trainer import TrainConfig, TrainingData, TrainingDiverged, train_gan
+from cli import app
+
+ENC = ConditionEncoder({"site": ["HIC", "SSA"]})
+MODEL = ModelConfig(shape=16, cond_dim=2, z_dim=16, w_dim=16, channel_max=8, d_channel_max=8, mapping_layers=2)
+TRAIN = TrainConfig(steps=6, batch=2, loss="nonsaturating", g_lr=2.5e-4, d_lr=2.5e-4, r1_interval=2,
+                    checkpoint_every=3, log_every=1, ada_interval=1, ada_images=50)
+
+
+def tiny_data(n=4):
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(n, 4, 16, 16, 16, generator=g) * 2 - 1
+    labels = torch.randint(0, 4, (n, 16, 16, 16), generator=g)
+    conds = torch.from_numpy(ENC.encode([{"site": "HIC"}, {"site": "SSA"}] * (n // 2)))
+    return TrainingData(images, labels, conds)
+
+
+def weights(run):
+    return {k: v.clone() for k, v in load_generator(run).network.state_dict().items()}
+
+
+def test_resume_continues_exactly(tmp_path):
+    data = tiny_data()
+    train_gan(tmp_path / "straight", data, MODEL, TRAIN, ENC, {})
+    train_gan(tmp_path / "split", data, MODEL, replace(TRAIN, steps=3), ENC, {})
+    train_gan(tmp_path / "split", data, MODEL, TRAIN, ENC, {}, resume=True)
+    a, b = weights(tmp_path / "straight"), weights(tmp_path / "split")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    log = [json.loads(line) for line in (tmp_path / "split" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6]
+    assert any(r["ada_p"] > 0 for r in log)  # D is confident on the reals: augmentation switches on
+
+
+def test_nan_guard_stops_without_poisoning_the_checkpoint(tmp_path):
+    data = tiny_data()
+    run = tmp_path / "run"
+    train_gan(run, data, MODEL, replace(TRAIN, steps=3), ENC, {})
+    before = weights(run)
+    data.images[:] = float("nan")
+    with pytest.raises(TrainingDiverged, match="non-finite loss at step 4"):
+        train_gan(run, data, MODEL, TRAIN, ENC, {}, resume=True)
+    after = weights(run)
+    assert json.loads((run / "generator.json").read_text())["step"] == 3
+    for key in before:
+        assert torch.equal(before[key], after[key])
+        assert torch.isfinite(after[key]).all()
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_forged_pickle_is_refused_without_running_it(tmp_path):
+    run = tmp_path / "run"
+    train_gan(run, tiny_data(), MODEL, replace(TRAIN, steps=1), ENC, {})
+    marker = tmp_path / "pwned"
+    blob = pickle.dumps({"weights": _Payload(str(marker))})
+    (run / "generator.safetensors").write_bytes(blob)
+    with pytest.raises(CheckpointError, match="does not match the SHA-256"):
+        load_generator(run)
+    # even with the hash forged to match, the file is parsed as safetensors and refused
+    meta = json.loads((run / "generator.json").read_text())
+    import hashlib
+
+    meta["weights_sha256"] = hashlib.sha256(blob).hexdigest()
+    (run / "generator.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="not a safetensors file"):
+        load_generator(run)
+    assert not marker.exists()
+
+
+def test_untrusted_and_damaged_checkpoints(tmp_path):
+    run = tmp_path / "run"
+    train_gan(run, tiny_data(), MODEL, replace(TRAIN, steps=1), ENC, {})
+    meta_path = run / "generator.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "format_version": 99}))
+    with pytest.raises(CheckpointError, match="newer than this augment3d reads"):
+        load_generator(run)
+    meta_path.write_text(json.dumps({**meta, "format": "someone.else"}))
+    with pytest.raises(CheckpointError, match="not an augment3d generator"):
+        load_generator(run)
+    meta_path.write_text("{not json")
+    with pytest.raises(CheckpointError, match="not a JSON file"):
+        load_generator(run)
+    meta_path.write_text(json.dumps({**meta, "model": {**meta["model"], "channel_max": 32}}))
+    with pytest.raises(CheckpointError, match="does not describe a usable generator"):
+        load_generator(run)
+    with pytest.raises(CheckpointError, match="not a run folder"):
+        load_generator(tmp_path / "absent")
+
+
+def test_a_seed_names_a_subject(tmp_path):
+    run = tmp_path / "run"
+    train_gan(run, tiny_data(), MODEL, replace(TRAIN, steps=2), ENC, {})
+    gen = load_generator(run)
+    a_img, a_lab = gen.generate(condition={"site": "SSA"}, seeds=[5, 6], psi=0.7)
+    again_img, again_lab = gen.generate(condition={"site": "SSA"}, seeds=[5, 6], psi=0.7)
+    np.testing.assert_array_equal(a_img, again_img)  # same call, same bytes
+    np.testing.assert_array_equal(a_lab, again_lab)
+    # in another batch the same seed gives the same subject up to float rounding of batched convs
+    b_img, b_lab = gen.generate(condition={"site": "SSA"}, seeds=[6], psi=0.7)
+    np.testing.assert_allclose(a_img[1], b_img[0], atol=1e-5)
+    assert (a_lab[1] == b_lab[0]).mean() > 0.999
+    assert not np.array_equal(a_img[0], a_img[1])
+    assert a_img.min() >= -1 and a_img.max() <= 1 and set(np.unique(a_lab)) <= {0, 1, 2, 3}
+    assert gen.conditions == {"site": ["HIC", "SSA"]} and gen.shape == (16, 16, 16)
+
+
+def test_cli_train_resume_sample(cohort, tmp_path):
+    runner = CliRunner()
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["train", str(cohort), "--recipe", "ci", "--out", str(run), "--steps", "3"])
+    assert result.exit_code == 0, result.output
+    for name in ("generator.safetensors", "generator.json", "log.jsonl", "curves.png", "samples_latest.png", "reals.png"):
+        assert (run / name).is_file(), name
+    again = runner.invoke(app, ["train", str(cohort), "--recipe", "ci", "--out", str(run)])
+    assert again.exit_code == 2 and "already exists; use --resume" in again.stderr
+    resumed = runner.invoke(app, ["train", str(cohort), "--recipe", "ci", "--out", str(run), "--resume"])
+    assert resumed.exit_code == 0 and "step 6" in resumed.stdout
+    out = tmp_path / "nn"
+    result = runner.invoke(app, ["sample", str(run), str(out), "--n", "2", "--condition", "site=SSA",
+                                 "--condition", "grade=LGG", "--seed", "3", "--format", "nnunet"])
+    assert result.exit_code == 0, result.output
+    dataset = json.loads((out / "dataset.json").read_text())
+    assert dataset["numTraining"] == 2 and dataset["labels"]["ET"] == 3
+    assert sorted(p.name for p in (out / "imagesTr").iterdir())[:4] == [f"BraTS-SYN-000003-000_{k:04d}.nii.gz" for k in range(4)]
+    assert len(os.listdir(out / "labelsTr")) == 2
+    bad = runner.invoke(app, ["sample", str(run), str(tmp_path / "x"), "--condition", "site=EU", "--condition", "grade=LGG"])
+    assert bad.exit_code == 2 and f"{run}: unknown site 'EU' (known: HIC, SSA)" in bad.stderr
+    assert not (tmp_path / "x").exists()
