@@ -16,14 +16,16 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
-# The main job on the phantom cohort. Until segbench lands (issue 6) this builds the
-# phantom cohort, validates it, prepares it at the quick recipe's grid and saves a preview.
+# The main job on the phantom cohort. Until segbench lands (issue 6) this builds the phantom
+# cohort, validates and prepares it, trains a tiny GAN (ci recipe) and samples from it.
 demo: $(STAMP)
 	$(BIN)/augment3d phantom $(DEMO_DIR)/cohort --cases 24 --seed 0 --preview --force
 	$(BIN)/augment3d validate $(DEMO_DIR)/cohort
 	$(BIN)/augment3d prepare $(DEMO_DIR)/cohort --recipe quick --preview $(DEMO_DIR)/prepared.png
 	$(BIN)/augment3d info $(DEMO_DIR)/cohort
-	@echo "demo finished: cohort in $(DEMO_DIR)/cohort, previews $(DEMO_DIR)/cohort/preview.png and $(DEMO_DIR)/prepared.png"
+	$(BIN)/augment3d train $(DEMO_DIR)/cohort --recipe ci --out $(DEMO_DIR)/run --force
+	$(BIN)/augment3d sample $(DEMO_DIR)/run $(DEMO_DIR)/synthetic --n 4 --condition site=SSA --condition grade=HGG --force
+	@echo "demo finished: cohort $(DEMO_DIR)/cohort (preview.png), prepared grid $(DEMO_DIR)/prepared.png, GAN run $(DEMO_DIR)/run, synthetic cohort $(DEMO_DIR)/synthetic"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)

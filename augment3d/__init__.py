@@ -27,6 +27,8 @@ _LAZY = {
     "make_phantom_cohort": "augment3d.data.phantom.cohort",
     "PhantomConfig": "augment3d.data.phantom.cohort",
     "load_recipe": "augment3d.config",
+    "load_generator": "augment3d.sampling",
+    "SyntheticGenerator": "augment3d.sampling",
 }
 
 __all__ = ["Augment3DError", "CheckpointError", "DataError", "RecipeError", "__version__", *_LAZY]

@@ -153,3 +153,21 @@ def test_cli_train_resume_sample(cohort, tmp_path):
     bad = runner.invoke(app, ["sample", str(run), str(tmp_path / "x"), "--condition", "site=EU", "--condition", "grade=LGG"])
     assert bad.exit_code == 2 and f"{run}: unknown site 'EU' (known: HIC, SSA)" in bad.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_early_stopping_keeps_the_best_generator(tmp_path):
+    run = tmp_path / "run"
+    # G frozen (lr 0): the metric cannot improve after the first evaluation, so patience 1 stops at the second
+    config = replace(TRAIN, steps=20, g_lr=0.0, eval_every=2, patience=1, checkpoint_every=100, eval_samples=4)
+    last = train_gan(run, tiny_data(), MODEL, config, ENC, {})
+    assert last["step"] == 4 and last["early_stop"] is True
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    evals = [r for r in log if "val_swd" in r]
+    assert [r["step"] for r in evals] == [2, 4]
+    assert json.loads((run / "generator.json").read_text())["step"] == 2
+    assert json.loads((run / "train_state.json").read_text())["step"] == 4
+
+
+def test_batch_must_split_into_micro_batches(tmp_path):
+    with pytest.raises(ValueError, match="does not split"):
+        train_gan(tmp_path / "r", tiny_data(), MODEL, replace(TRAIN, batch=3, accumulate=2), ENC, {})

@@ -2,6 +2,10 @@
 
 ``p`` is a buffer that the training loop adapts from the sign of D's outputs on real data:
 above the target, D is overfitting and ``p`` rises; below, it falls.
+
+Parameters are drawn for a whole (global) batch with :meth:`DiffAugment3D.draw` and applied to
+any slice of it with :meth:`DiffAugment3D.apply`, so gradient accumulation and several
+processes see exactly the draws one process would.
 """
 
 from __future__ import annotations
@@ -22,47 +26,61 @@ class DiffAugment3D(nn.Module):
         self.max_translate = max_translate
         self.cutout = cutout
 
-    def _mask(self, batch: int, generator: torch.Generator) -> torch.Tensor:
-        return torch.rand(batch, generator=generator) < self.p.item()
+    def draw(self, batch: int, spatial: tuple[int, int, int], generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """Random parameters for ``batch`` samples (CPU draws from ``generator``; fixed count)."""
+        p = float(self.p)
+        rand = lambda *shape: torch.rand(*shape, generator=generator)  # noqa: E731
+        limits = [int(s * self.max_translate) for s in spatial]
+        return {
+            "flip": rand(batch, 3) < p,
+            "move": rand(batch) < p,
+            "shift": torch.stack([torch.randint(-m, m + 1, (batch,), generator=generator) for m in limits], 1),
+            "cut": rand(batch) < p,
+            "centre": torch.stack([torch.randint(0, s, (batch,), generator=generator) for s in spatial], 1),
+            "bright": rand(batch) < p,
+            "delta": (rand(batch) - 0.5) * 0.4,
+            "contrast": rand(batch) < p,
+            "factor": rand(batch) * 0.7 + 0.7,
+        }
 
-    def forward(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator):
-        """Augment a batch; random draws come from ``generator`` (CPU) so runs are reproducible."""
-        if self.p.item() <= 0:
+    @staticmethod
+    def slice(params: dict[str, torch.Tensor], start: int, stop: int) -> dict[str, torch.Tensor]:
+        return {k: v[start:stop] for k, v in params.items()}
+
+    def apply(self, images: torch.Tensor, labels: torch.Tensor, params: dict[str, torch.Tensor]):
+        """Apply drawn parameters; differentiable in ``images`` and ``labels``."""
+        if not any(bool(params[k].any()) for k in ("flip", "move", "cut", "bright", "contrast")):
             return images, labels
-        batch, device = images.shape[0], images.device
+        device, dtype = images.device, images.dtype
         spatial = images.shape[2:]
+        view = lambda t: t.to(device)[:, None, None, None, None]  # noqa: E731
         for axis in range(3):
-            flip = self._mask(batch, generator).to(device)
+            flip = params["flip"][:, axis]
             if flip.any():
-                images = torch.where(flip[:, None, None, None, None], images.flip(2 + axis), images)
-                labels = torch.where(flip[:, None, None, None, None], labels.flip(2 + axis), labels)
-        move = self._mask(batch, generator)
-        shifts = [torch.randint(-int(s * self.max_translate), int(s * self.max_translate) + 1, (batch,),
-                                generator=generator) for s in spatial]
-        if move.any():
-            images, labels = images.clone(), labels.clone()
-            for i in torch.nonzero(move)[:, 0].tolist():
-                dims = (1, 2, 3)
-                offset = tuple(int(s[i]) for s in shifts)
-                images[i] = torch.roll(images[i], offset, dims)
-                labels[i] = torch.roll(labels[i], offset, dims)
-        cut = self._mask(batch, generator)
-        centres = [torch.randint(0, s, (batch,), generator=generator) for s in spatial]
-        if cut.any():
-            keep = torch.ones(batch, 1, *spatial, device=device, dtype=images.dtype)
-            for i in torch.nonzero(cut)[:, 0].tolist():
-                sl = [slice(None), slice(None)]
-                for s, c in zip(spatial, centres):
+                images = torch.where(view(flip), images.flip(2 + axis), images)
+                labels = torch.where(view(flip), labels.flip(2 + axis), labels)
+        if params["move"].any():
+            moved_i, moved_l = [], []
+            for i in range(images.shape[0]):
+                if params["move"][i]:
+                    offset = tuple(int(s) for s in params["shift"][i])
+                    moved_i.append(torch.roll(images[i], offset, (1, 2, 3)))
+                    moved_l.append(torch.roll(labels[i], offset, (1, 2, 3)))
+                else:
+                    moved_i.append(images[i])
+                    moved_l.append(labels[i])
+            images, labels = torch.stack(moved_i), torch.stack(moved_l)
+        if params["cut"].any():
+            keep = torch.ones(images.shape[0], 1, *spatial, device=device, dtype=dtype)
+            for i in torch.nonzero(params["cut"])[:, 0].tolist():
+                box = []
+                for s, c in zip(spatial, params["centre"][i].tolist()):
                     half = max(1, int(s * self.cutout) // 2)
-                    sl.append(slice(max(0, int(c[i]) - half), int(c[i]) + half))
-                keep[i][tuple(sl[1:])] = 0
-            images = images * keep + (-1.0) * (1 - keep)
+                    box.append(slice(max(0, c - half), c + half))
+                keep[(i, slice(None), *box)] = 0
+            images = images * keep - (1 - keep)
             labels = labels * keep
-        bright = self._mask(batch, generator).to(device)
-        delta = ((torch.rand(batch, generator=generator) - 0.5) * 0.4).to(device)
-        images = images + (bright * delta)[:, None, None, None, None].to(images.dtype)
-        contrast = self._mask(batch, generator).to(device)
-        factor = (torch.rand(batch, generator=generator) * 0.7 + 0.7).to(device)
-        factor = torch.where(contrast, factor, torch.ones_like(factor))[:, None, None, None, None].to(images.dtype)
+        images = images + view(params["bright"] * params["delta"]).to(dtype)
+        factor = view(torch.where(params["contrast"], params["factor"], torch.ones_like(params["factor"]))).to(dtype)
         mean = images.mean(dim=(1, 2, 3, 4), keepdim=True)
         return (images - mean) * factor + mean, labels

@@ -17,6 +17,7 @@ from ..config import Recipe
 from ..data.cohort import PreparedCohort, prepare_cohort
 from ..data.conditions import ConditionEncoder
 from ..errors import DataError
+from .distributed import init_world
 from .state import TRAIN_STATE
 from .trainer import TrainingData, train_gan
 
@@ -93,14 +94,19 @@ def train_run(
     cache_dir=None,
     progress: Callable[[int, int, dict], None] | None = None,
 ) -> tuple[Path, PreparedCohort, dict]:
-    """Prepare ``data_dir`` with the recipe and train (or resume) into ``out``."""
+    """Prepare ``data_dir`` with the recipe and train (or resume) into ``out``.
+
+    Under ``torchrun`` every process runs this; only rank 0 touches the run folder.
+    """
     out = Path(out)
+    world = init_world(device)
     if resume:
         if not bundle_exists(out, TRAIN_STATE):
             raise DataError(out, "nothing to resume: no train_state.json/.safetensors in this folder")
-    elif out.exists() and any(out.iterdir()):
-        if not force:
-            raise DataError(out, "already exists; use --resume to continue it or --force to start over")
+    elif out.exists() and any(out.iterdir()) and not force:
+        raise DataError(out, "already exists; use --resume to continue it or --force to start over")
+    _barrier(world)  # every rank has checked before rank 0 changes anything
+    if world.main and not resume and out.exists() and force:
         shutil.rmtree(out)
     cohort = prepare_cohort(data_dir, recipe.data.preprocess(), recipe.data.conditions, recipe.data.categories,
                             skip_bad=skip_bad, cache_dir=cache_dir)
@@ -109,17 +115,27 @@ def train_run(
     model_cfg = recipe.model_config(encoder.dim)
     voxel_mm = float(np.median([np.sqrt((c.affine[:3, :3] ** 2).sum(0)).mean() for c in cohort.cases]))
     preprocess = {**recipe.data.preprocess().to_dict(), "voxel_mm": voxel_mm, "recipe": recipe.name}
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "recipe.toml", recipe.path.read_text(encoding="utf-8"))
-    if not (out / "reals.png").exists():
+    if world.main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "recipe.toml", recipe.path.read_text(encoding="utf-8"))
+    if world.main and not (out / "reals.png").exists():
         from ..viz import save_montage
 
         save_montage([(f"real {c.subject_id} " + " ".join(c.conditions.values()), c.images, c.label)
                       for c in cohort.cases[:3]], out / "reals.png")
     data = TrainingData.from_cases(cohort.cases, encoder)
+    _barrier(world)
     last = train_gan(
         out, data, model_cfg, train_cfg, encoder, preprocess, resume=resume, device=device, progress=progress,
         on_checkpoint=lambda step, g: save_samples_montage(g, encoder, out / "samples_latest.png", step),
     )
-    save_loss_curves(out / "log.jsonl", out / "curves.png")
+    if world.main:
+        save_loss_curves(out / "log.jsonl", out / "curves.png")
     return out, cohort, last
+
+
+def _barrier(world) -> None:
+    if world.size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()

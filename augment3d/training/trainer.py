@@ -1,7 +1,11 @@
-"""The GAN training loop: losses, lazy R1, ADA-style augmentation, EMA, checkpoints, NaN guard.
+"""The GAN training loop: losses, lazy R1, ADA-style augmentation, EMA, checkpoints, NaN guard,
+gradient accumulation, multi-process training and early stopping.
 
 All random draws (batches, latents, noise, augmentation) come from one CPU ``torch.Generator``
 seeded from the recipe and saved in the training state, so a resumed run continues exactly.
+Each step draws the whole global batch; the global batch is cut into ``world size x accumulate``
+micro-batches, and each process works on its own, so the result does not depend on how the
+work is spread (up to the order of floating-point sums).
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from ..errors import Augment3DError
 from ..models import Discriminator3D, Generator3D, ModelConfig
 from ..sampling import save_generator
 from .augment import DiffAugment3D
+from .distributed import World, all_reduce_grads, all_reduce_sum, init_world
+from .evaluation import coarse_features, sliced_wasserstein
 from .losses import LOSSES, d_loss, g_loss, r1_penalty
 from .state import TRAIN_STATE, load_train_state, save_train_state
 
@@ -37,10 +43,17 @@ class TrainingDiverged(Augment3DError):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The ``[train]`` section of a recipe (defaults: the proposal's values)."""
+    """The ``[train]`` section of a recipe (defaults: the proposal's values).
+
+    ``batch`` is the global batch; it is split into ``accumulate`` micro-batches per process.
+    ``eval_every`` > 0 computes the validation metric (sliced Wasserstein distance, lower is
+    better) and keeps the best EMA generator; ``patience`` > 0 stops after that many
+    evaluations without improvement.
+    """
 
     steps: int = 1000
     batch: int = 4
+    accumulate: int = 1
     g_lr: float = 4e-4
     d_lr: float = 1e-4
     beta1: float = 0.0
@@ -56,6 +69,9 @@ class TrainConfig:
     amp: str = "none"
     checkpoint_every: int = 100
     log_every: int = 10
+    eval_every: int = 0
+    eval_samples: int = 16
+    patience: int = 0
     seed: int = 0
 
     def __post_init__(self):
@@ -63,8 +79,14 @@ class TrainConfig:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.amp not in ("none", "bf16", "fp16"):
             raise ValueError(f"amp must be none, bf16 or fp16, got {self.amp!r}")
-        if self.steps < 1 or self.batch < 1 or self.checkpoint_every < 1:
-            raise ValueError("steps, batch and checkpoint_every must be positive")
+        if min(self.steps, self.batch, self.accumulate, self.checkpoint_every, self.log_every) < 1:
+            raise ValueError("steps, batch, accumulate, checkpoint_every and log_every must be positive")
+
+    def micro_batches(self, world: int) -> int:
+        parts = world * self.accumulate
+        if self.batch % parts:
+            raise ValueError(f"batch {self.batch} does not split into {world} processes x {self.accumulate} accumulation steps")
+        return parts
 
 
 @dataclass
@@ -95,6 +117,147 @@ def _all_finite(*modules) -> bool:
     return all(bool(torch.isfinite(p).all()) for m in modules for p in m.parameters())
 
 
+class _Loop:
+    """One training run's state and its step; kept apart from the checkpoint logic."""
+
+    def __init__(self, data: TrainingData, model_config: ModelConfig, config: TrainConfig, device: str, world: World):
+        self.data, self.mc, self.cfg, self.device, self.world = data, model_config, config, device, world
+        self.rng = torch.Generator().manual_seed(config.seed)
+        torch.manual_seed(config.seed)  # initial weights: the same on every rank
+        self.G = Generator3D(model_config).to(device)
+        self.D = Discriminator3D(model_config).to(device)
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        self.augment = DiffAugment3D().to(device)
+        betas = (config.beta1, config.beta2)
+        ratio = config.r1_interval / (config.r1_interval + 1)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=config.g_lr, betas=betas)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=config.d_lr * ratio, betas=(betas[0] ** ratio, betas[1] ** ratio))
+        self.parts = config.micro_batches(world.size)
+        self.micro = config.batch // self.parts
+        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
+        self.ema_beta = 0.5 ** (config.batch / max(config.ema_images, 1e-8))
+        self.ada_sum, self.ada_n = 0.0, 0
+
+    @property
+    def modules(self):
+        return {"G": self.G, "D": self.D, "G_ema": self.G_ema, "augment": self.augment}
+
+    @property
+    def optimizers(self):
+        return {"G": self.opt_g, "D": self.opt_d}
+
+    def autocast(self):
+        return torch.autocast(torch.device(self.device).type, dtype=self.dtype, enabled=self.dtype is not None)
+
+    def _draw(self):
+        """Everything random for one phase, for the whole global batch."""
+        b, shape = self.cfg.batch, self.mc.shape
+        return {
+            "idx": torch.randint(0, self.data.images.shape[0], (b,), generator=self.rng),
+            "z": torch.randn(b, self.mc.z_dim, generator=self.rng),
+            "noise": self.G.make_noise(b, self.rng),
+            "aug_fake": self.augment.draw(b, shape, self.rng),
+            "aug_real": self.augment.draw(b, shape, self.rng),
+        }
+
+    def _my_slices(self):
+        for a in range(self.cfg.accumulate):
+            part = self.world.rank * self.cfg.accumulate + a
+            yield part * self.micro, (part + 1) * self.micro
+
+    def _real(self, idx):
+        images = self.data.images[idx].to(self.device)
+        onehot = F.one_hot(self.data.labels[idx], self.mc.label_classes).permute(0, 4, 1, 2, 3).float().to(self.device)
+        return images, onehot, self.data.conditions[idx].to(self.device)
+
+    def _fake(self, draw, lo, hi, c):
+        z = draw["z"][lo:hi].to(self.device)
+        noise = [n[lo:hi].to(self.device) for n in draw["noise"]]
+        w = self.G.mapping(z, c)
+        out = self.G.synthesize(w[:, None].expand(-1, self.G.num_ws, -1), noise)
+        k = self.mc.image_channels
+        return out[:, :k].float(), out[:, k:].float().softmax(1)
+
+    def step(self, step: int) -> dict:
+        cfg, scale = self.cfg, 1.0 / self.parts
+        do_r1 = cfg.r1_gamma > 0 and step % cfg.r1_interval == 0
+        # discriminator
+        draw = self._draw()
+        self.opt_d.zero_grad(set_to_none=True)
+        totals = [0.0, 0.0, 0.0, 0.0]  # D loss, R1, sum of signs, count
+        for lo, hi in self._my_slices():
+            real_img, real_lab, c = self._real(draw["idx"][lo:hi])
+            with torch.no_grad(), self.autocast():
+                fake_img, fake_lab = self._fake(draw, lo, hi, c)
+            real_img, real_lab = self.augment.apply(real_img, real_lab, DiffAugment3D.slice(draw["aug_real"], lo, hi))
+            fake_img, fake_lab = self.augment.apply(fake_img, fake_lab, DiffAugment3D.slice(draw["aug_fake"], lo, hi))
+            if do_r1:
+                real_img, real_lab = real_img.detach().requires_grad_(True), real_lab.detach().requires_grad_(True)
+            with self.autocast():
+                real_scores = self.D(real_img, real_lab, c).float()
+                fake_scores = self.D(fake_img, fake_lab, c).float()
+            loss = d_loss(cfg.loss, real_scores, fake_scores)
+            total = loss
+            if do_r1:
+                r1 = r1_penalty(real_scores, [real_img, real_lab])
+                total = total + 0.5 * cfg.r1_gamma * r1 * cfg.r1_interval
+                totals[1] += float(r1.detach()) * scale
+            (total * scale).backward()
+            totals[0] += float(loss.detach()) * scale
+            threshold = 0.5 if cfg.loss == "lsgan" else 0.0
+            totals[2] += float(torch.sign(real_scores.detach() - threshold).sum())
+            totals[3] += real_scores.numel()
+        all_reduce_grads(self.D, self.world)
+        self.opt_d.step()
+
+        # generator
+        draw = self._draw()
+        self.opt_g.zero_grad(set_to_none=True)
+        g_total = 0.0
+        for lo, hi in self._my_slices():
+            _, _, c = self._real(draw["idx"][lo:hi])
+            with self.autocast():
+                fake_img, fake_lab = self._fake(draw, lo, hi, c)
+            fake_img, fake_lab = self.augment.apply(fake_img, fake_lab, DiffAugment3D.slice(draw["aug_fake"], lo, hi))
+            with self.autocast():
+                loss = g_loss(cfg.loss, self.D(fake_img, fake_lab, c).float())
+            (loss * scale).backward()
+            g_total += float(loss.detach()) * scale
+        all_reduce_grads(self.G, self.world)
+        self.opt_g.step()
+        _ema_update(self.G_ema, self.G, self.ema_beta)
+
+        d_val, r1_val, signs, count, g_val = all_reduce_sum([*totals, g_total], self.world)
+        self.ada_sum += signs
+        self.ada_n += int(count)
+        metrics = {"step": step, "d_loss": d_val, "g_loss": g_val, "r1": r1_val if do_r1 else None}
+        if cfg.augment and step % cfg.ada_interval == 0 and self.ada_n:
+            r_t = self.ada_sum / self.ada_n
+            adjust = math.copysign(1.0, r_t - cfg.ada_target) * cfg.batch * cfg.ada_interval / cfg.ada_images
+            self.augment.p.copy_((self.augment.p + adjust).clamp(0.0, 1.0))
+            metrics["ada_rt"] = r_t
+            self.ada_sum, self.ada_n = 0.0, 0
+        metrics["ada_p"] = float(self.augment.p)
+        return metrics
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        """Sliced Wasserstein distance between EMA samples (fixed seeds) and the training data."""
+        n = min(self.cfg.eval_samples, self.data.images.shape[0] * 4)
+        g = torch.Generator().manual_seed(12345)
+        idx = torch.randint(0, self.data.images.shape[0], (n,), generator=g)
+        z = torch.randn(n, self.mc.z_dim, generator=g)
+        noise = self.G_ema.make_noise(n, g)
+        c = self.data.conditions[idx].to(self.device)
+        w = self.G_ema.mapping(z.to(self.device), c)
+        out = self.G_ema.synthesize(w[:, None].expand(-1, self.G_ema.num_ws, -1), [x.to(self.device) for x in noise]).float()
+        k = self.mc.image_channels
+        fake = coarse_features(out[:, :k].clamp(-1, 1).cpu(), out[:, k:].softmax(1).cpu())
+        onehot = F.one_hot(self.data.labels, self.mc.label_classes).permute(0, 4, 1, 2, 3).float()
+        real = coarse_features(self.data.images, onehot)
+        return sliced_wasserstein(real, fake)
+
+
 def train_gan(
     run_dir: str | os.PathLike,
     data: TrainingData,
@@ -108,112 +271,67 @@ def train_gan(
     progress: Callable[[int, int, dict], None] | None = None,
     on_checkpoint: Callable[[int, Generator3D], None] | None = None,
 ) -> dict:
-    """Train (or resume) a conditional 3D StyleGAN; returns the last logged metrics."""
+    """Train (or resume) a conditional 3D StyleGAN; returns the last step's metrics.
+
+    Under ``torchrun`` every process calls this with the same arguments; only rank 0 writes.
+    """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    rng = torch.Generator().manual_seed(config.seed)
-    torch.manual_seed(config.seed)  # initial weights
-    G, D = Generator3D(model_config).to(device), Discriminator3D(model_config).to(device)
-    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
-    augment = DiffAugment3D().to(device)
-    betas = (config.beta1, config.beta2)
-    r1_ratio = config.r1_interval / (config.r1_interval + 1)
-    opt_g = torch.optim.Adam(G.parameters(), lr=config.g_lr, betas=betas)
-    opt_d = torch.optim.Adam(D.parameters(), lr=config.d_lr * r1_ratio, betas=(betas[0] ** r1_ratio, betas[1] ** r1_ratio))
-    modules = {"G": G, "D": D, "G_ema": G_ema, "augment": augment}
-    optimizers = {"G": opt_g, "D": opt_d}
-    start, ada_sum, ada_n = 0, 0.0, 0
+    world = init_world(device)
+    loop = _Loop(data, model_config, config, device, world)
+    start, best, bad_evals = 0, math.inf, 0
     if resume and bundle_exists(run_dir, TRAIN_STATE):
-        meta = load_train_state(run_dir, modules=modules, optimizers=optimizers, rng=rng)
-        start, ada_sum, ada_n = meta["step"], meta.get("ada_sum", 0.0), meta.get("ada_n", 0)
+        meta = load_train_state(run_dir, modules=loop.modules, optimizers=loop.optimizers, rng=loop.rng)
+        start = meta["step"]
+        loop.ada_sum, loop.ada_n = meta.get("ada_sum", 0.0), meta.get("ada_n", 0)
+        best, bad_evals = meta.get("best_metric", math.inf), meta.get("bad_evals", 0)
     log_path = run_dir / "log.jsonl"
-    if start == 0 and log_path.exists():
-        log_path.unlink()
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
-    dev_type = torch.device(device).type
-    n = data.images.shape[0]
-    classes = model_config.label_classes
-    ema_beta = 0.5 ** (config.batch / max(config.ema_images, 1e-8))
+    if world.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if start == 0 and log_path.exists():
+            log_path.unlink()
+    evaluating = config.eval_every > 0
     last: dict = {}
     t0 = time.perf_counter()
 
-    def autocast():
-        return torch.autocast(dev_type, dtype=dtype, enabled=dtype is not None)
-
-    def batch_of(idx):
-        images = data.images[idx].to(device)
-        onehot = F.one_hot(data.labels[idx], classes).permute(0, 4, 1, 2, 3).float().to(device)
-        return images, onehot, data.conditions[idx].to(device)
-
-    def fake_batch(c):
-        z = torch.randn(c.shape[0], model_config.z_dim, generator=rng).to(device)
-        images, logits = G(z, c, generator=rng)
-        return images, logits.float().softmax(1)
+    def checkpoint(step: int, save_generator_now: bool) -> None:
+        if not _all_finite(loop.G, loop.D, loop.G_ema):
+            raise TrainingDiverged(run_dir, f"non-finite weights at step {step}; not saved, the last checkpoint is intact")
+        if not world.main:
+            return
+        if save_generator_now:
+            save_generator(run_dir, loop.G_ema, encoder, preprocess, step)
+        save_train_state(run_dir, step=step, modules=loop.modules, optimizers=loop.optimizers, rng=loop.rng,
+                         extra={"ada_sum": loop.ada_sum, "ada_n": loop.ada_n, "best_metric": best,
+                                "bad_evals": bad_evals, "train": asdict(config), "model": model_config.to_dict()})
+        if on_checkpoint is not None:
+            on_checkpoint(step, loop.G_ema)
 
     for step in range(start + 1, config.steps + 1):
-        # discriminator
-        real_img, real_lab, c = batch_of(torch.randint(0, n, (config.batch,), generator=rng))
-        with torch.no_grad(), autocast():
-            fake_img, fake_lab = fake_batch(c)
-        do_r1 = config.r1_gamma > 0 and step % config.r1_interval == 0
-        real_img_a, real_lab_a = augment(real_img, real_lab, rng)
-        fake_img_a, fake_lab_a = augment(fake_img.float(), fake_lab, rng)
-        if do_r1:
-            real_img_a = real_img_a.detach().requires_grad_(True)
-            real_lab_a = real_lab_a.detach().requires_grad_(True)
-        with autocast():
-            real_scores = D(real_img_a, real_lab_a, c).float()
-            fake_scores = D(fake_img_a, fake_lab_a, c).float()
-        loss_d = d_loss(config.loss, real_scores, fake_scores)
-        r1 = torch.zeros(())
-        if do_r1:
-            r1 = r1_penalty(real_scores, [real_img_a, real_lab_a])
-            loss_d = loss_d + 0.5 * config.r1_gamma * r1 * config.r1_interval
-        opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        opt_d.step()
-        ada_sum += float(torch.sign(real_scores.detach() - (0.5 if config.loss == "lsgan" else 0.0)).sum())
-        ada_n += real_scores.numel()
-
-        # generator
-        _, _, c = batch_of(torch.randint(0, n, (config.batch,), generator=rng))
-        with autocast():
-            fake_img, fake_lab = fake_batch(c)
-        fake_img_a, fake_lab_a = augment(fake_img.float(), fake_lab, rng)
-        with autocast():
-            loss_g = g_loss(config.loss, D(fake_img_a, fake_lab_a, c).float())
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opt_g.step()
-        _ema_update(G_ema, G, ema_beta)
-
-        ld, lg = float(loss_d.detach()), float(loss_g.detach())
-        if not (math.isfinite(ld) and math.isfinite(lg)):
+        metrics = loop.step(step)
+        if not (math.isfinite(metrics["d_loss"]) and math.isfinite(metrics["g_loss"])):
             raise TrainingDiverged(
-                run_dir, f"non-finite loss at step {step} (D {ld}, G {lg}); stopped without "
-                f"saving, the last checkpoint is intact; lower the learning rates or enable R1, then --resume"
+                run_dir, f"non-finite loss at step {step} (D {metrics['d_loss']}, G {metrics['g_loss']}); stopped "
+                "without saving, the last checkpoint is intact; lower the learning rates or raise r1_gamma, then --resume"
             )
-        if config.augment and step % config.ada_interval == 0 and ada_n:
-            r_t = ada_sum / ada_n
-            adjust = math.copysign(1.0, r_t - config.ada_target) * config.batch * config.ada_interval / config.ada_images
-            augment.p.copy_((augment.p + adjust).clamp(0.0, 1.0))
-            last["ada_rt"] = r_t
-            ada_sum, ada_n = 0.0, 0
-
-        last.update(step=step, d_loss=ld, g_loss=lg, r1=float(r1.detach()), ada_p=float(augment.p),
-                    seconds=round(time.perf_counter() - t0, 3))
-        if step % config.log_every == 0 or step == config.steps:
+        stop = False
+        improved = False
+        if evaluating and step % config.eval_every == 0:
+            value = loop.evaluate()
+            metrics["val_swd"] = value
+            improved = value < best
+            best, bad_evals = (value, 0) if improved else (best, bad_evals + 1)
+            stop = config.patience > 0 and bad_evals >= config.patience
+            metrics["early_stop"] = stop
+        metrics["seconds"] = round(time.perf_counter() - t0, 3)
+        last = metrics
+        if world.main and (step % config.log_every == 0 or step == config.steps or "val_swd" in metrics):
             with log_path.open("a") as handle:
-                handle.write(json.dumps(last) + "\n")
-        if progress is not None:
-            progress(step, config.steps, last)
-        if step % config.checkpoint_every == 0 or step == config.steps:
-            if not _all_finite(G, D, G_ema):
-                raise TrainingDiverged(run_dir, f"non-finite weights at step {step}; not saved, the last checkpoint is intact")
-            save_generator(run_dir, G_ema, encoder, preprocess, step)
-            save_train_state(run_dir, step=step, modules=modules, optimizers=optimizers, rng=rng,
-                             extra={"ada_sum": ada_sum, "ada_n": ada_n, "train": asdict(config),
-                                    "model": model_config.to_dict()})
-            if on_checkpoint is not None:
-                on_checkpoint(step, G_ema)
+                handle.write(json.dumps(metrics) + "\n")
+        if progress is not None and world.main:
+            progress(step, config.steps, metrics)
+        if stop or step % config.checkpoint_every == 0 or step == config.steps or improved:
+            keep_best = improved or not evaluating or not bundle_exists(run_dir, "generator")
+            checkpoint(step, save_generator_now=keep_best)
+        if stop:
+            break
     return last
