@@ -180,9 +180,13 @@ def prepare(
 
 @app.command()
 @user_errors
-def info(path: Annotated[Path, typer.Argument(help="A cohort folder.")]) -> None:
-    """Summarise a cohort: cases per site and grade, shapes and voxel sizes (headers only)."""
+def info(path: Annotated[Path, typer.Argument(help="A cohort folder or a training run folder.")]) -> None:
+    """Summarise a cohort (cases per site and grade, shapes, voxel sizes) or a training run."""
     from collections import Counter
+
+    if (path / "generator.json").is_file() or (path / "train_state.json").is_file():
+        _run_info(path)
+        return
 
     from augment3d.data import MODALITIES, discover_cases, read_metadata
     from augment3d.data.nifti import read_header
@@ -248,7 +252,31 @@ def train(
         typer.echo(f"skipped {skipped.case.subject_id}: {skipped.error}", err=True)
     if last:
         typer.echo(f"step {last['step']}: D loss {last['d_loss']:.4f}, G loss {last['g_loss']:.4f}, augment p {last['ada_p']:.3f}")
-    typer.echo(f"run folder: {folder} (generator.safetensors, log.jsonl, curves.png, samples_latest.png)")
+    typer.echo(f"run folder: {folder} (generator.safetensors, log.jsonl, curves.png, samples_latest.png: real vs generated per condition)")
+
+
+def _run_info(path: Path) -> None:
+    import json
+
+    from augment3d.sampling import load_generator
+
+    gen = load_generator(path)
+    cfg = gen.network.config
+    typer.echo(f"run {path}: generator at step {gen.meta['step']} (augment3d {gen.meta.get('augment3d_version')})")
+    typer.echo(f"  grid {'x'.join(map(str, gen.shape))}, style {cfg.style_mode}, z/w {cfg.z_dim}/{cfg.w_dim}, "
+               f"{sum(p.numel() for p in gen.network.parameters()):,} generator parameters")
+    typer.echo("  conditions: " + (", ".join(f"{k} {{{', '.join(v)}}}" for k, v in gen.conditions.items()) or "none"))
+    log = path / "log.jsonl"
+    if log.is_file():
+        rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        if rows:
+            last = rows[-1]
+            typer.echo(f"  last logged step {last['step']}: D {last['d_loss']:.4f}, G {last['g_loss']:.4f}, "
+                       f"augment p {last['ada_p']:.3f}, {last['seconds']:.0f} s")
+            evals = [r for r in rows if "val_swd" in r]
+            if evals:
+                best = min(evals, key=lambda r: r["val_swd"])
+                typer.echo(f"  validation SWD: best {best['val_swd']:.4f} at step {best['step']}, last {evals[-1]['val_swd']:.4f}")
 
 
 def _parse_conditions(values: list[str]) -> dict[str, str]:

@@ -136,12 +136,14 @@ def test_cli_train_resume_sample(cohort, tmp_path):
     run = tmp_path / "run"
     result = runner.invoke(app, ["train", str(cohort), "--recipe", "ci", "--out", str(run), "--steps", "3"])
     assert result.exit_code == 0, result.output
-    for name in ("generator.safetensors", "generator.json", "log.jsonl", "curves.png", "samples_latest.png", "reals.png"):
+    for name in ("generator.safetensors", "generator.json", "log.jsonl", "curves.png", "samples_latest.png"):
         assert (run / name).is_file(), name
     again = runner.invoke(app, ["train", str(cohort), "--recipe", "ci", "--out", str(run)])
     assert again.exit_code == 2 and "already exists; use --resume" in again.stderr
     resumed = runner.invoke(app, ["train", str(cohort), "--recipe", "ci", "--out", str(run), "--resume"])
     assert resumed.exit_code == 0 and "step 6" in resumed.stdout
+    info = runner.invoke(app, ["info", str(run)])
+    assert info.exit_code == 0 and "generator at step 6" in info.stdout and "site {HIC, SSA}" in info.stdout
     out = tmp_path / "nn"
     result = runner.invoke(app, ["sample", str(run), str(out), "--n", "2", "--condition", "site=SSA",
                                  "--condition", "grade=LGG", "--seed", "3", "--format", "nnunet"])
@@ -171,3 +173,20 @@ def test_early_stopping_keeps_the_best_generator(tmp_path):
 def test_batch_must_split_into_micro_batches(tmp_path):
     with pytest.raises(ValueError, match="does not split"):
         train_gan(tmp_path / "r", tiny_data(), MODEL, replace(TRAIN, batch=3, accumulate=2), ENC, {})
+
+
+def test_bf16_autocast_trains(tmp_path):
+    run = tmp_path / "run"
+    last = train_gan(run, tiny_data(), MODEL, replace(TRAIN, steps=2, amp="bf16"), ENC, {})
+    assert np.isfinite(last["d_loss"]) and np.isfinite(last["g_loss"])
+    for value in weights(run).values():
+        assert value.dtype == torch.float32 and torch.isfinite(value).all()
+
+
+def test_ema_ramps_up_early():
+    from augment3d.training.trainer import _Loop
+    from augment3d.training.distributed import World
+
+    loop = _Loop(tiny_data(), MODEL, replace(TRAIN, batch=4, ema_images=2000, ema_rampup=0.05), "cpu", World())
+    assert loop.ema_beta(10) < 0.95  # after 40 images the EMA follows quickly
+    assert loop.ema_beta(100000) == pytest.approx(0.5 ** (4 / 2000))

@@ -31,8 +31,8 @@ def _encoder(recipe: Recipe, cohort: PreparedCohort) -> ConditionEncoder:
     return ConditionEncoder({c: categories.get(c, seen.categories[c]) for c in columns})
 
 
-def save_samples_montage(generator, encoder: ConditionEncoder, path: Path, step: int) -> None:
-    """One EMA sample (seed 0) per condition, as a montage PNG."""
+def save_samples_montage(generator, encoder: ConditionEncoder, path: Path, step: int, reals=()) -> None:
+    """Per condition: one real case of that condition (when there is one) beside one EMA sample (seed 0)."""
     import torch
 
     from ..viz import save_montage
@@ -40,13 +40,17 @@ def save_samples_montage(generator, encoder: ConditionEncoder, path: Path, step:
     items = []
     generator.eval()
     for condition in encoder.all_conditions() or [{}]:
+        name = " ".join(condition.values())
+        real = next((c for c in reals if all(c.conditions.get(k) == v for k, v in condition.items())), None)
+        if real is not None:
+            items.append((f"real {name}", real.images, real.label))
         vec = torch.from_numpy(encoder.encode(condition)) if encoder.dim else None
         g = torch.Generator().manual_seed(0)
         z = torch.randn(1, generator.config.z_dim, generator=g)
         with torch.no_grad():
             images, logits = generator(z, vec, generator=g)
-        title = f"step {step} " + " ".join(condition.values())
-        items.append((title, images[0].clamp(-1, 1).numpy(), logits[0].argmax(0).numpy().astype(np.uint8)))
+        items.append((f"step {step} {name}", images[0].float().clamp(-1, 1).numpy(),
+                      logits[0].argmax(0).numpy().astype(np.uint8)))
     save_montage(items, path)
 
 
@@ -118,16 +122,11 @@ def train_run(
     if world.main:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "recipe.toml", recipe.path.read_text(encoding="utf-8"))
-    if world.main and not (out / "reals.png").exists():
-        from ..viz import save_montage
-
-        save_montage([(f"real {c.subject_id} " + " ".join(c.conditions.values()), c.images, c.label)
-                      for c in cohort.cases[:3]], out / "reals.png")
     data = TrainingData.from_cases(cohort.cases, encoder)
     _barrier(world)
     last = train_gan(
         out, data, model_cfg, train_cfg, encoder, preprocess, resume=resume, device=device, progress=progress,
-        on_checkpoint=lambda step, g: save_samples_montage(g, encoder, out / "samples_latest.png", step),
+        on_checkpoint=lambda step, g: save_samples_montage(g, encoder, out / "samples_latest.png", step, cohort.cases),
     )
     if world.main:
         save_loss_curves(out / "log.jsonl", out / "curves.png")

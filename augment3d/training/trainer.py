@@ -62,6 +62,7 @@ class TrainConfig:
     r1_gamma: float = 1.0
     r1_interval: int = 16
     ema_images: float = 2000.0
+    ema_rampup: float = 0.05
     augment: bool = True
     ada_target: float = 0.6
     ada_interval: int = 4
@@ -135,8 +136,14 @@ class _Loop:
         self.parts = config.micro_batches(world.size)
         self.micro = config.batch // self.parts
         self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
-        self.ema_beta = 0.5 ** (config.batch / max(config.ema_images, 1e-8))
         self.ada_sum, self.ada_n = 0.0, 0
+
+    def ema_beta(self, step: int) -> float:
+        """EMA decay per step: half-life ``ema_images``, ramped up with the images seen so far."""
+        images = self.cfg.ema_images
+        if self.cfg.ema_rampup > 0:
+            images = min(images, step * self.cfg.batch * self.cfg.ema_rampup)
+        return 0.5 ** (self.cfg.batch / max(images, 1e-8))
 
     @property
     def modules(self):
@@ -225,7 +232,7 @@ class _Loop:
             g_total += float(loss.detach()) * scale
         all_reduce_grads(self.G, self.world)
         self.opt_g.step()
-        _ema_update(self.G_ema, self.G, self.ema_beta)
+        _ema_update(self.G_ema, self.G, self.ema_beta(step))
 
         d_val, r1_val, signs, count, g_val = all_reduce_sum([*totals, g_total], self.world)
         self.ada_sum += signs
