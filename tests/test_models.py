@@ -74,3 +74,21 @@ def test_discriminator_and_generator_learn(loss):
         opt_g.step()
         losses.append(loss_g.item())
     assert losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize("side", [32, 48, 64, 128])
+def test_generator_reaches_recipe_grids(side):
+    """Every grid the recipes use (up to the proposal's 128^3) is built and generated."""
+    cfg = ModelConfig(shape=side, cond_dim=2, **{**SMALL, "channel_max": 4, "d_channel_max": 4})
+    g = Generator3D(cfg)
+    with torch.no_grad():
+        images, logits = g(torch.randn(1, 16), torch.tensor([[0.0, 1.0]]), noise="none")
+    assert images.shape == (1, 4, side, side, side) and logits.shape == (1, 4, side, side, side)
+    assert Discriminator3D(cfg)(images, logits.softmax(1), torch.tensor([[0.0, 1.0]])).shape == (1,)
+
+
+def test_bad_shapes_are_refused():
+    with pytest.raises(ValueError, match="cannot be reached by doubling"):
+        ModelConfig(shape=(9, 9, 9))
+    with pytest.raises(ValueError, match="style_mode"):
+        ModelConfig(style_mode="wavelet")
