@@ -29,6 +29,9 @@ _LAZY = {
     "load_recipe": "augment3d.config",
     "load_generator": "augment3d.sampling",
     "SyntheticGenerator": "augment3d.sampling",
+    "SyntheticAugmenter": "augment3d.augmenter",
+    "SyntheticReplacement": "augment3d.augmenter",
+    "SyntheticSubjectsDataset": "augment3d.synthetic_dataset",
 }
 
 __all__ = ["Augment3DError", "CheckpointError", "DataError", "RecipeError", "__version__", *_LAZY]

@@ -83,6 +83,15 @@ def test_encoder_round_trip_through_json():
     assert vectors.sum(axis=1).tolist() == [2.0, 2.0]
 
 
+def test_encoder_layout_survives_sorted_json():
+    """Column order fixes the vector layout; a JSON writer that sorts keys must not change it."""
+    enc = ConditionEncoder({"site": ["HIC", "SSA"], "grade": ["HGG", "LGG"]})
+    restored = ConditionEncoder.from_dict(json.loads(json.dumps(enc.to_dict(), sort_keys=True)))
+    assert restored.columns == ["site", "grade"]
+    row = {"site": "SSA", "grade": "HGG"}
+    np.testing.assert_array_equal(restored.encode(row), enc.encode(row))
+
+
 def test_encoder_refuses_unknown_category():
     enc = ConditionEncoder(CATS)
     with pytest.raises(DataError, match=r"unknown grade 'GBM' \(known: HGG, LGG\)"):

@@ -110,7 +110,8 @@ class ConditionEncoder:
         return combos
 
     def to_dict(self) -> dict:
-        return {"format": _FORMAT, "version": _VERSION, "categories": self.categories}
+        # the column order fixes the vector layout: keep it explicitly (JSON writers may sort keys)
+        return {"format": _FORMAT, "version": _VERSION, "columns": self.columns, "categories": self.categories}
 
     @classmethod
     def from_dict(cls, data: Mapping) -> ConditionEncoder:
@@ -123,7 +124,10 @@ class ConditionEncoder:
             isinstance(v, list) and all(isinstance(x, str) for x in v) for v in categories.values()
         ):
             raise ValueError("ConditionEncoder categories must map column names to lists of strings")
-        return cls(categories)
+        columns = data.get("columns", list(categories))
+        if sorted(columns) != sorted(categories):
+            raise ValueError("ConditionEncoder columns and categories disagree")
+        return cls({c: categories[c] for c in columns})
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ConditionEncoder) and self.categories == other.categories

@@ -17,7 +17,7 @@ from ..errors import DataError
 from .layout import MODALITIES
 from .validation import LoadedCase
 
-__all__ = ["PreprocessConfig", "PreparedCase", "preprocess_case", "to_canonical"]
+__all__ = ["PreprocessConfig", "PreparedCase", "CubeBox", "cube_box", "preprocess_case", "to_canonical"]
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,38 @@ def _resample(volumes: np.ndarray, shape, mode: str, zoom_factors) -> np.ndarray
     return out[0].numpy()
 
 
+@dataclass(frozen=True)
+class CubeBox:
+    """Where the model grid sits in a (RAS-ordered) volume: crop box, cube padding, grid affine."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+    padded: np.ndarray
+    before: np.ndarray
+    factors: np.ndarray
+    grid_affine: np.ndarray
+
+
+def cube_box(mask: np.ndarray, affine: np.ndarray, config: PreprocessConfig) -> CubeBox:
+    """The brain's bounding box (plus margin), padded to a cube in mm, and the grid's world affine.
+
+    ``mask`` and ``affine`` are in RAS voxel order (see :func:`to_canonical`).
+    """
+    zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    margin = tuple(int(np.ceil(config.margin_mm / z)) for z in zooms)
+    lo, hi = _bounding_box(mask, margin)
+    side_mm = float(((hi - lo) * zooms).max())
+    padded = np.maximum(np.round(side_mm / zooms).astype(int), hi - lo)
+    before = (padded - (hi - lo)) // 2
+    origin = lo - before  # index of the padded block's first voxel (may be negative)
+    factors = padded / np.array(config.shape)
+    # output voxel j sits at input index origin + (j + 0.5) * factor - 0.5
+    grid = np.eye(4)
+    grid[:3, :3] = np.diag(factors)
+    grid[:3, 3] = origin + 0.5 * factors - 0.5
+    return CubeBox(lo=lo, hi=hi, padded=padded, before=before, factors=factors, grid_affine=affine @ grid)
+
+
 def preprocess_case(loaded: LoadedCase, config: PreprocessConfig) -> PreparedCase:
     """Bring one checked case onto the model grid described by ``config``."""
     paths = loaded.case.paths
@@ -110,18 +142,12 @@ def preprocess_case(loaded: LoadedCase, config: PreprocessConfig) -> PreparedCas
     stack, affine = to_canonical(np.moveaxis(stack, 0, -1), loaded.affine)
     stack = np.moveaxis(stack, -1, 0)
     label, _ = to_canonical(loaded.label, loaded.affine)
-    zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
 
     mask = np.any(stack != 0, axis=0)
     if not mask.any():
         raise DataError(paths[MODALITIES[0]], "no brain voxels: every modality is zero")
-    margin = tuple(int(np.ceil(config.margin_mm / z)) for z in zooms)
-    lo, hi = _bounding_box(mask, margin)
-    extent_mm = (hi - lo) * zooms
-    side_mm = float(extent_mm.max())
-    padded = np.maximum(np.round(side_mm / zooms).astype(int), hi - lo)
-    before = (padded - (hi - lo)) // 2
-    origin = lo - before  # index of the padded block's first voxel (may be negative)
+    box = cube_box(mask, affine, config)
+    lo, hi, padded, before = box.lo, box.hi, box.padded, box.before
 
     def crop_pad(vol: np.ndarray, fill) -> np.ndarray:
         out = np.full(tuple(padded), fill, dtype=vol.dtype)
@@ -140,22 +166,16 @@ def preprocess_case(loaded: LoadedCase, config: PreprocessConfig) -> PreparedCas
     label = crop_pad(label, 0)
 
     shape = np.array(config.shape)
-    factors = padded / shape
-    images = _resample(images, shape, "trilinear", factors)
-    new_mask = _resample(crop_mask[None].astype(np.float32), shape, "trilinear", factors)[0] > 0.5
+    images = _resample(images, shape, "trilinear", box.factors)
+    new_mask = _resample(crop_mask[None].astype(np.float32), shape, "trilinear", box.factors)[0] > 0.5
     images[:, ~new_mask] = -1.0
     images = np.clip(images, -1.0, 1.0)
-    label = _resample(label[None].astype(np.float32), shape, "nearest-exact", factors)[0].astype(np.uint8)
-
-    # output voxel j sits at input index origin + (j + 0.5) * factor - 0.5
-    grid = np.eye(4)
-    grid[:3, :3] = np.diag(factors)
-    grid[:3, 3] = origin + 0.5 * factors - 0.5
+    label = _resample(label[None].astype(np.float32), shape, "nearest-exact", box.factors)[0].astype(np.uint8)
     return PreparedCase(
         subject_id=loaded.subject_id,
         images=images.astype(np.float32),
         label=label,
-        affine=affine @ grid,
+        affine=box.grid_affine,
         conditions=dict(loaded.conditions),
         source_shape=tuple(int(s) for s in loaded.label.shape),
         source_affine=loaded.affine,

@@ -1,0 +1,278 @@
+"""``SyntheticAugmenter``: a trained generator as a torchio transform.
+
+With probability ``p`` the subject's four images and label map are replaced by a generated
+subject, mapped from the model grid into the subject's own space (shape and affine) and
+intensity range. The random transform draws a seed and hands over to its deterministic twin,
+:class:`SyntheticReplacement`, whose small arguments (checkpoint path and hash, the batch's
+seeds, the index in the batch, condition, psi) are what ``subject.get_composed_history()``
+replays, to the same tensors.
+
+Example:
+    >>> import torchio as tio                                                   # doctest: +SKIP
+    >>> augment = tio.Compose([tio.RandomFlip(), SyntheticAugmenter("runs/quick", p=0.3)])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchio.transforms.augmentation import RandomTransform
+from torchio.transforms.transform import Transform
+
+from .data.layout import MODALITIES
+from .data.preprocess import PreprocessConfig, cube_box, to_canonical
+from .errors import CheckpointError, DataError
+
+__all__ = ["SyntheticAugmenter", "SyntheticReplacement", "DEFAULT_NAMES"]
+
+#: subject image names tried for each canonical modality (BraTS 2023 and 2021 names, common aliases)
+DEFAULT_NAMES = {
+    "t1n": ("t1n", "t1", "T1"),
+    "t1c": ("t1c", "t1ce", "t1gd", "T1Gd", "T1ce"),
+    "t2w": ("t2w", "t2", "T2"),
+    "t2f": ("t2f", "flair", "FLAIR"),
+}
+
+_GENERATORS: dict[tuple, object] = {}
+_BATCHES: OrderedDict = OrderedDict()
+_BATCH_CACHE_SIZE = 8
+
+
+def _device(device: str) -> str:
+    """CUDA cannot be re-initialised in forked DataLoader workers: generate on the CPU there."""
+    if torch.device(device).type == "cuda" and torch.utils.data.get_worker_info() is not None:
+        return "cpu"
+    return device
+
+
+def checkpoint_hash(path: str | os.PathLike) -> str:
+    """The SHA-256 of a run's generator weights, as recorded in its ``generator.json``."""
+    import json
+
+    meta_path = Path(path) / "generator.json"
+    try:
+        return str(json.loads(meta_path.read_text())["weights_sha256"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise CheckpointError(meta_path, "missing or not an augment3d generator description") from None
+
+
+def get_generator(path: str, sha256: str, device: str):
+    """The generator of ``path`` for this process, loaded once (lazily) and checked against ``sha256``."""
+    from .sampling import load_generator
+
+    key = (str(Path(path).resolve()), device)
+    gen = _GENERATORS.get(key)
+    if gen is None or gen.meta.get("weights_sha256") != sha256:
+        gen = load_generator(path, device)
+        if gen.meta.get("weights_sha256") != sha256:
+            raise CheckpointError(path, f"generator weights changed since the transform was made (expected {sha256[:12]}..., found {str(gen.meta.get('weights_sha256'))[:12]}...)")
+        _GENERATORS[key] = gen
+    return gen
+
+
+def generate_batch(gen, seeds: tuple[int, ...], condition: dict | None, psi: float):
+    """A whole batch, cached: the twin replays exactly what the batch produced."""
+    key = (gen.meta.get("weights_sha256"), str(gen.device), seeds, tuple(sorted((condition or {}).items())), psi)
+    if key in _BATCHES:
+        _BATCHES.move_to_end(key)
+        return _BATCHES[key]
+    result = gen.generate(condition=condition, seeds=list(seeds), psi=psi, batch_size=len(seeds))
+    _BATCHES[key] = result
+    while len(_BATCHES) > _BATCH_CACHE_SIZE:
+        _BATCHES.popitem(last=False)
+    return result
+
+
+def _resolve_names(subject, modalities: Mapping[str, str] | None) -> dict[str, str]:
+    names = set(subject.get_images_names())
+    out = {}
+    for key in MODALITIES:
+        if modalities is not None:
+            if key in modalities:
+                out[key] = modalities[key]
+            continue
+        found = next((n for n in DEFAULT_NAMES[key] if n in names), None)
+        if found is not None:
+            out[key] = found
+    missing = [v for v in out.values() if v not in names]
+    if missing:
+        raise DataError(None, f"subject has no image named {', '.join(missing)} (it has {', '.join(sorted(names))})")
+    return out
+
+
+def _to_subject_space(volumes: np.ndarray, grid_affine: np.ndarray, affine: np.ndarray, shape, mode: str) -> np.ndarray:
+    """Resample (C, S, S, S) from the model grid (world affine) onto a subject's voxel grid."""
+    import torch.nn.functional as F
+
+    to_grid = np.linalg.inv(grid_affine) @ affine
+    axes = [torch.arange(n, dtype=torch.float64) for n in shape]
+    ijk = torch.stack(torch.meshgrid(*axes, indexing="ij"))  # (3, X, Y, Z)
+    m = torch.from_numpy(to_grid)
+    coords = torch.einsum("ij,jxyz->ixyz", m[:3, :3], ijk) + m[:3, 3].reshape(3, 1, 1, 1)
+    size = torch.tensor(volumes.shape[1:], dtype=torch.float64).reshape(3, 1, 1, 1)
+    norm = ((2 * coords + 1) / size - 1).permute(3, 2, 1, 0).float()[None]  # (1, Z, Y, X, 3), xyz = axes 0,1,2
+    vol = torch.from_numpy(np.ascontiguousarray(volumes.transpose(0, 3, 2, 1), dtype=np.float32))[None]
+    out = F.grid_sample(vol, norm, mode=mode, padding_mode="zeros", align_corners=False)
+    return out[0].numpy().transpose(0, 3, 2, 1)
+
+
+class SyntheticReplacement(Transform):
+    """Deterministic twin of :class:`SyntheticAugmenter`: replace a subject with one known synthetic subject.
+
+    Args:
+        checkpoint: run folder of the generator.
+        checkpoint_sha256: hash of its weights; a changed checkpoint is refused.
+        seeds: the seeds of the batch the subject was generated in.
+        index: which subject of that batch.
+        condition: e.g. ``{"site": "SSA", "grade": "HGG"}`` (``None`` for an unconditional model).
+        psi: truncation.
+        modalities: canonical key -> subject image name (default: found by name).
+        label_key: the label map's name (``None`` leaves labels alone).
+        device: where to generate (CPU inside DataLoader workers).
+    """
+
+    def __init__(self, checkpoint, checkpoint_sha256, seeds, index, condition=None, psi=1.0, modalities=None,
+                 label_key="seg", device="cpu", **kwargs):
+        super().__init__(**kwargs)
+        self.checkpoint = str(checkpoint)
+        self.checkpoint_sha256 = str(checkpoint_sha256)
+        self.seeds = [int(s) for s in seeds]
+        self.index = int(index)
+        self.condition = dict(condition) if condition else None
+        self.psi = float(psi)
+        self.modalities = dict(modalities) if modalities else None
+        self.label_key = label_key
+        self.device = device
+        self.args_names = ["checkpoint", "checkpoint_sha256", "seeds", "index", "condition", "psi", "modalities",
+                           "label_key", "device"]
+
+    def _selected(self, name: str) -> bool:
+        return (self.include is None or name in self.include) and (self.exclude is None or name not in self.exclude)
+
+    def apply_transform(self, subject):
+        gen = get_generator(self.checkpoint, self.checkpoint_sha256, _device(self.device))
+        images, labels = generate_batch(gen, tuple(self.seeds), self.condition, self.psi)
+        image, label = images[self.index], labels[self.index]
+        names = {k: v for k, v in _resolve_names(subject, self.modalities).items() if self._selected(v)}
+        label_name = self.label_key if self.label_key in subject and self._selected(self.label_key) else None
+        if not names and label_name is None:
+            return subject
+        reference = subject[next(iter(names.values()))] if names else subject[label_name]
+        affine, shape = np.asarray(reference.affine, dtype=np.float64), reference.spatial_shape
+        originals = {k: subject[v].data[0].numpy() for k, v in names.items()}
+        if originals:
+            mask = np.any([x != x.min() for x in originals.values()], axis=0)
+        else:
+            mask = np.ones(shape, dtype=bool)
+        if not mask.any():
+            mask[:] = True
+        mask_c, affine_c = to_canonical(mask, affine)
+        pre = gen.meta.get("preprocess", {})
+        config = PreprocessConfig(shape=gen.shape, margin_mm=float(pre.get("margin_mm", 2.0)))
+        grid_affine = cube_box(mask_c, affine_c, config).grid_affine
+        warped = _to_subject_space(image + 1.0, grid_affine, affine, shape, "bilinear") - 1.0
+        low, high = (float(x) for x in pre.get("clip_percentiles", (0.5, 99.5)))
+        for c, key in enumerate(MODALITIES):
+            if key not in names:
+                continue
+            original = originals[key]
+            inside = original[mask] if mask.any() else original.ravel()
+            lo, hi = np.percentile(inside, [low, high])
+            values = (warped[c] + 1.0) / 2.0 * (hi - lo) + lo
+            values[warped[c] <= -1.0 + 1e-3] = original.min()
+            subject[names[key]].set_data(torch.from_numpy(values.astype(np.float32))[None])
+        if label_name is not None:
+            new = _to_subject_space(label[None].astype(np.float32), grid_affine, affine, shape, "nearest")[0]
+            old = subject[label_name].data
+            new_label = torch.from_numpy(np.rint(new).astype(np.int64))[None]
+            if (old == 4).any() and not (old == 3).any():
+                new_label[new_label == 3] = 4  # the subject uses BraTS 2021 labels
+            subject[label_name].set_data(new_label.to(old.dtype))
+        return subject
+
+
+class SyntheticAugmenter(RandomTransform):
+    """With probability ``p``, replace the subject with a generated one (images and label map).
+
+    Args:
+        generator: a run folder (or a loaded generator from :func:`augment3d.load_generator`).
+        p: probability of replacing a subject.
+        condition: ``"subject"`` (read each condition column from the subject's attributes, e.g.
+            ``subject["site"]``), a fixed ``dict`` such as ``{"site": "SSA", "grade": "HGG"}``, or
+            ``None`` (draw a condition uniformly for each subject).
+        psi: truncation towards the condition's mean (1 = none).
+        modalities: canonical key (t1n, t1c, t2w, t2f) -> subject image name; default: found by name
+            (BraTS 2023 and 2021 names).
+        label_key: the label map's name.
+        device: where to generate in the main process (DataLoader workers use the CPU).
+        batch_size: subjects generated at once per condition; the rest wait in a small cache.
+        seed: make the draws reproducible (mixed with the DataLoader worker id, so workers differ);
+            ``None`` draws from torch's RNG like torchio's own transforms.
+        **kwargs: torchio ``Transform`` arguments (``include``, ``exclude``, ...).
+    """
+
+    def __init__(self, generator, p: float = 0.5, condition="subject", psi: float = 1.0, modalities=None,
+                 label_key: str = "seg", device: str = "cpu", batch_size: int = 8, seed: int | None = None, **kwargs):
+        super().__init__(p=p, **kwargs)
+        path = getattr(generator, "path", generator)
+        if path is None:
+            raise ValueError("the generator must come from a run folder (load_generator(path)) or be a path")
+        self.checkpoint = str(path)
+        self.checkpoint_sha256 = checkpoint_hash(self.checkpoint)
+        if not isinstance(generator, (str, os.PathLike)):
+            _GENERATORS[(str(Path(self.checkpoint).resolve()), str(generator.device))] = generator
+        if not (condition == "subject" or condition is None or isinstance(condition, Mapping)):
+            raise ValueError('condition must be "subject", a dict, or None')
+        self.condition = dict(condition) if isinstance(condition, Mapping) else condition
+        self.psi, self.modalities, self.label_key = float(psi), modalities, label_key
+        self.device, self.batch_size, self.seed = device, int(batch_size), seed
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self._queues: dict[tuple, list] = {}
+        self._rng = None
+        self._rng_worker = None
+        self.args_names = ["checkpoint", "condition", "psi", "modalities", "label_key", "device", "batch_size", "seed"]
+
+    def _draw_seed(self) -> int:
+        if self.seed is None:
+            return self._get_random_seed()
+        info = torch.utils.data.get_worker_info()
+        worker = -1 if info is None else info.id
+        if self._rng is None or self._rng_worker != worker:
+            self._rng = np.random.default_rng([int(self.seed), worker + 1])
+            self._rng_worker, self._queues = worker, {}
+        return int(self._rng.integers(0, 2**31))
+
+    def _condition_for(self, subject, gen) -> dict | None:
+        if not gen.conditions:
+            return None
+        if isinstance(self.condition, dict):
+            return gen.encoder.check(self.condition, source=self.checkpoint)
+        if self.condition is None:
+            options = gen.encoder.all_conditions()
+            return options[self._draw_seed() % len(options)]
+        values = {}
+        for column in gen.conditions:
+            if column not in subject:
+                raise DataError(None, f"subject has no '{column}' attribute to condition on; add it "
+                                      f"(tio.Subject(..., {column}=...)) or pass condition={{...}}")
+            values[column] = str(subject[column])
+        return gen.encoder.check(values, source=f"subject {subject.get('subject_id', '')}".strip())
+
+    def apply_transform(self, subject):
+        gen = get_generator(self.checkpoint, self.checkpoint_sha256, _device(self.device))
+        condition = self._condition_for(subject, gen)
+        key = tuple(sorted((condition or {}).items()))
+        queue = self._queues.get(key)
+        if not queue:
+            seeds = [self._draw_seed() for _ in range(self.batch_size)]
+            queue = self._queues[key] = [(seeds, i) for i in range(len(seeds))]
+        seeds, index = queue.pop(0)
+        twin = SyntheticReplacement(self.checkpoint, self.checkpoint_sha256, seeds, index, condition, self.psi,
+                                    self.modalities, self.label_key, self.device, **self._get_base_args())
+        return twin(subject)

@@ -1,0 +1,87 @@
+"""``SyntheticSubjectsDataset``: a fixed synthetic cohort as torchio subjects, for ratio mixing.
+
+Example:
+    >>> import torch, torchio as tio                                             # doctest: +SKIP
+    >>> synthetic = SyntheticSubjectsDataset("runs/quick", n=40, condition={"site": "SSA", "grade": "HGG"})  # doctest: +SKIP
+    >>> mixed = torch.utils.data.ConcatDataset([real_dataset, synthetic])       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+
+from .augmenter import _device, checkpoint_hash, generate_batch, get_generator
+from .data.layout import MODALITIES
+
+__all__ = ["SyntheticSubjectsDataset"]
+
+
+class SyntheticSubjectsDataset(torch.utils.data.Dataset):
+    """``n`` generated subjects; subject ``i`` is seed ``seed + i`` and never changes.
+
+    Args:
+        generator: a run folder (or a generator from :func:`augment3d.load_generator`).
+        n: number of subjects.
+        condition: a fixed condition dict, or ``None`` to cycle through every condition.
+        seed: seed of subject 0.
+        psi: truncation.
+        names: canonical key -> image name in the subjects (default the canonical keys).
+        label_key: the label map's name.
+        transform: a torchio transform applied to each subject (e.g. the same preprocessing as the
+            real subjects, so shapes match for batching).
+        batch_size: subjects generated at once.
+        device: where to generate (the CPU inside DataLoader workers).
+
+    Subjects are on the model grid with an isotropic affine of the training data's voxel size and
+    carry their condition as attributes plus ``subject_id`` and ``seed``.
+    """
+
+    def __init__(self, generator, n: int, condition: Mapping[str, str] | None = None, seed: int = 0,
+                 psi: float = 1.0, names: Mapping[str, str] | None = None, label_key: str = "seg",
+                 transform=None, batch_size: int = 8, device: str = "cpu"):
+        path = getattr(generator, "path", generator)
+        self.checkpoint = str(path)
+        self.checkpoint_sha256 = checkpoint_hash(self.checkpoint)
+        if n < 1:
+            raise ValueError("n must be at least 1")
+        self.n, self.seed, self.psi = int(n), int(seed), float(psi)
+        self.condition = dict(condition) if condition is not None else None
+        self.names = {k: (names or {}).get(k, k) for k in MODALITIES}
+        self.label_key, self.transform = label_key, transform
+        self.batch_size, self.device = int(batch_size), device
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _condition(self, gen, index: int):
+        if not gen.conditions:
+            return None
+        if self.condition is not None:
+            return gen.encoder.check(self.condition, source=self.checkpoint)
+        options = gen.encoder.all_conditions()
+        return options[index % len(options)]
+
+    def __getitem__(self, index: int):
+        import torchio as tio
+
+        if not 0 <= index < self.n:
+            raise IndexError(index)
+        gen = get_generator(self.checkpoint, self.checkpoint_sha256, _device(self.device))
+        condition = self._condition(gen, index)
+        # subjects of one condition are generated together in fixed batches
+        same = [i for i in range(self.n) if self._condition(gen, i) == condition]
+        pos = same.index(index)
+        start = pos - pos % self.batch_size
+        batch = same[start : start + self.batch_size]
+        images, labels = generate_batch(gen, tuple(self.seed + i for i in batch), condition, self.psi)
+        k = batch.index(index)
+        affine = gen.affine
+        fields = {self.names[m]: tio.ScalarImage(tensor=torch.from_numpy(images[k, c][None].copy()), affine=affine)
+                  for c, m in enumerate(MODALITIES)}
+        fields[self.label_key] = tio.LabelMap(tensor=torch.from_numpy(labels[k][None].astype(np.int64)), affine=affine)
+        subject = tio.Subject(**fields, subject_id=f"synthetic-{self.seed + index}", seed=self.seed + index,
+                              **(condition or {}))
+        return self.transform(subject) if self.transform is not None else subject

@@ -1,0 +1,133 @@
+"""SyntheticAugmenter and SyntheticSubjectsDataset inside real torchio pipelines."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torchio as tio
+from helpers import AFFINE, SHAPE, write_case
+
+from augment3d import SyntheticAugmenter, SyntheticReplacement, SyntheticSubjectsDataset
+from augment3d.data import BRATS2021
+from augment3d.errors import DataError
+
+KEYS = ("t1n", "t1c", "t2w", "t2f", "seg")
+
+
+def make_subject(root, sid="BraTS-TST-00000-000", site="SSA", grade="HGG", seed=0):
+    folder = write_case(root, sid, seed=seed)
+    images = {k: tio.ScalarImage(folder / f"{sid}-{k}.nii.gz") for k in KEYS[:4]}
+    return tio.Subject(**images, seg=tio.LabelMap(folder / f"{sid}-seg.nii.gz"), site=site, grade=grade, subject_id=sid)
+
+
+def tensors(subject):
+    return {k: subject[k].data.clone() for k in subject.get_images_names()}
+
+
+def test_p0_never_and_p1_always(tiny_run, tmp_path):
+    subject = make_subject(tmp_path)
+    before = tensors(subject)
+    never = SyntheticAugmenter(tiny_run, p=0.0)
+    for _ in range(5):
+        out = never(subject)
+        assert all(torch.equal(out[k].data, before[k]) for k in before)
+    always = SyntheticAugmenter(tiny_run, p=1.0, seed=0)
+    for _ in range(3):
+        out = always(subject)
+        assert all(not torch.equal(out[k].data, before[k]) for k in KEYS[:4])
+        assert set(out["seg"].data.unique().tolist()) <= {0, 1, 2, 3}
+        for k in KEYS:  # shapes, affines and keys preserved
+            assert out[k].spatial_shape == SHAPE
+            np.testing.assert_allclose(out[k].affine, AFFINE)
+        assert set(out.get_images_names()) == set(KEYS)
+        assert out["site"] == "SSA"
+    assert all(torch.equal(subject[k].data, before[k]) for k in before)  # the input is not modified
+
+
+def test_history_replays_to_identical_tensors(tiny_run, tmp_path):
+    subject = make_subject(tmp_path)
+    transform = tio.Compose([tio.RandomFlip(axes=(0,)), SyntheticAugmenter(tiny_run, p=1.0, psi=0.8)])
+    out = transform(subject)
+    names = [t.name for t in out.get_applied_transforms()]
+    assert "SyntheticReplacement" in names
+    replayed = out.get_composed_history()(subject)
+    for k in KEYS:
+        assert torch.equal(out[k].data, replayed[k].data), k
+
+
+def test_same_seed_same_output(tiny_run, tmp_path):
+    subject = make_subject(tmp_path)
+    a = SyntheticAugmenter(tiny_run, p=1.0, seed=7)(subject)
+    b = SyntheticAugmenter(tiny_run, p=1.0, seed=7)(subject)
+    c = SyntheticAugmenter(tiny_run, p=1.0, seed=8)(subject)
+    assert all(torch.equal(a[k].data, b[k].data) for k in KEYS)
+    assert not torch.equal(a["t1n"].data, c["t1n"].data)
+
+
+def test_condition_comes_from_the_subject_or_is_fixed(tiny_run, tmp_path):
+    subject = make_subject(tmp_path, site="SSA", grade="LGG")
+    out = SyntheticAugmenter(tiny_run, p=1.0, seed=1)(subject)
+    (replacement,) = [t for t in out.get_applied_transforms() if isinstance(t, SyntheticReplacement)]
+    assert replacement.condition == {"site": "SSA", "grade": "LGG"}
+    fixed = SyntheticAugmenter(tiny_run, p=1.0, seed=1, condition={"site": "HIC", "grade": "HGG"})(subject)
+    (replacement,) = [t for t in fixed.get_applied_transforms() if isinstance(t, SyntheticReplacement)]
+    assert replacement.condition == {"site": "HIC", "grade": "HGG"}
+    with pytest.raises(DataError, match="unknown site 'EUR' \\(known: HIC, SSA\\)"):
+        SyntheticAugmenter(tiny_run, p=1.0)(make_subject(tmp_path / "b", site="EUR"))
+    bare = make_subject(tmp_path / "c")
+    del bare["grade"]
+    with pytest.raises(DataError, match="no 'grade' attribute"):
+        SyntheticAugmenter(tiny_run, p=1.0)(bare)
+
+
+def test_exclude_keeps_the_label(tiny_run, tmp_path):
+    subject = make_subject(tmp_path)
+    out = SyntheticAugmenter(tiny_run, p=1.0, seed=2, exclude=["seg"])(subject)
+    assert torch.equal(out["seg"].data, subject["seg"].data)
+    assert not torch.equal(out["t1n"].data, subject["t1n"].data)
+
+
+def test_brats2021_names_and_labels(tiny_run, tmp_path):
+    sid = "BraTS2021_00000"
+    folder = write_case(tmp_path, sid, scheme=BRATS2021)
+    names = {"t1": "t1", "t1ce": "t1ce", "t2": "t2", "flair": "flair"}
+    subject = tio.Subject(**{n: tio.ScalarImage(folder / f"{sid}_{n}.nii.gz") for n in names},
+                          seg=tio.LabelMap(folder / f"{sid}_seg.nii.gz"), site="HIC", grade="HGG")
+    out = SyntheticAugmenter(tiny_run, p=1.0, seed=3, batch_size=1)(subject)
+    assert not torch.equal(out["flair"].data, subject["flair"].data)
+    assert 3 not in out["seg"].data.unique().tolist()
+    assert set(out["seg"].data.unique().tolist()) <= {0, 1, 2, 4}
+
+
+def test_subjects_loader_workers_and_queue(tiny_run, tmp_path):
+    subjects = [make_subject(tmp_path / str(i), sid=f"BraTS-TST-{i:05d}-000", seed=i) for i in range(4)]
+    same = [make_subject(tmp_path / "same")] * 4
+    transform = tio.Compose([tio.RescaleIntensity((0, 1)), SyntheticAugmenter(tiny_run, p=1.0, seed=11)])
+    loader = tio.SubjectsLoader(tio.SubjectsDataset(same, transform=transform), batch_size=1, num_workers=2)
+    outputs = [batch["t1n"][tio.DATA] for batch in loader]
+    assert len(outputs) == 4
+    # items 0 and 1 go to different workers: different synthetic subjects for the same input
+    assert not torch.equal(outputs[0], outputs[1])
+    queue = tio.Queue(tio.SubjectsDataset(subjects, transform=transform), max_length=8, samples_per_volume=2,
+                      sampler=tio.UniformSampler((8, 8, 8)), num_workers=2)
+    patches = list(tio.SubjectsLoader(queue, batch_size=4, num_workers=0))
+    assert sum(p["t1n"][tio.DATA].shape[0] for p in patches) == 8
+    assert all(p["seg"][tio.DATA].shape[1:] == (1, 8, 8, 8) for p in patches)
+
+
+def test_synthetic_subjects_dataset(tiny_run, tmp_path):
+    data = SyntheticSubjectsDataset(tiny_run, n=5, condition={"site": "SSA", "grade": "HGG"}, seed=100, batch_size=2)
+    assert len(data) == 5
+    first = data[3]
+    assert first["subject_id"] == "synthetic-103" and first["site"] == "SSA"
+    assert first["t1n"].spatial_shape == (16, 16, 16)
+    again = SyntheticSubjectsDataset(tiny_run, n=5, condition={"site": "SSA", "grade": "HGG"}, seed=100, batch_size=2)[3]
+    assert torch.equal(first["t2f"].data, again["t2f"].data)
+    cycling = SyntheticSubjectsDataset(tiny_run, n=4, seed=0)
+    assert [(s["site"], s["grade"]) for s in cycling] == [("HIC", "HGG"), ("HIC", "LGG"), ("SSA", "HGG"), ("SSA", "LGG")]
+    assert [s["seed"] for s in cycling] == [0, 1, 2, 3]
+    real = tio.SubjectsDataset([make_subject(tmp_path)], transform=tio.Resize((16, 16, 16)))
+    mixed = torch.utils.data.ConcatDataset([real, data])
+    batch = next(iter(tio.SubjectsLoader(mixed, batch_size=6)))
+    assert batch["t1n"][tio.DATA].shape == (6, 1, 16, 16, 16)
