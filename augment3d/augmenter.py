@@ -105,19 +105,42 @@ def _resolve_names(subject, modalities: Mapping[str, str] | None) -> dict[str, s
     return out
 
 
-def _to_subject_space(volumes: np.ndarray, grid_affine: np.ndarray, affine: np.ndarray, shape, mode: str) -> np.ndarray:
-    """Resample (C, S, S, S) from the model grid (world affine) onto a subject's voxel grid."""
+_GRIDS: OrderedDict = OrderedDict()
+
+
+def _sampling_grid(theta: np.ndarray, shape) -> torch.Tensor:
+    """``affine_grid`` for a subject geometry, cached: the same subjects come back every epoch."""
     import torch.nn.functional as F
 
+    key = (theta.tobytes(), tuple(shape))
+    if key not in _GRIDS:
+        _GRIDS[key] = F.affine_grid(torch.from_numpy(theta[:3]).float()[None], [1, 1, *shape[::-1]], align_corners=False)
+        while len(_GRIDS) > 4:
+            _GRIDS.popitem(last=False)
+    return _GRIDS[key]
+
+
+def _to_subject_space(volumes: np.ndarray, grid_affine: np.ndarray, affine: np.ndarray, shape, mode: str) -> np.ndarray:
+    """Resample (C, S, S, S) from the model grid (world affine) onto a subject's voxel grid.
+
+    One ``affine_grid`` + ``grid_sample``: the map from the subject's normalised voxel
+    coordinates to the model grid's is affine, composed in float64 (align_corners=False).
+    """
+    import torch.nn.functional as F
+
+    def normaliser(sizes) -> np.ndarray:  # voxel index -> [-1, 1]
+        n = np.asarray(sizes, dtype=np.float64)
+        m = np.eye(4)
+        m[:3, :3] = np.diag(2.0 / n)
+        m[:3, 3] = 1.0 / n - 1.0
+        return m
+
     to_grid = np.linalg.inv(grid_affine) @ affine
-    axes = [torch.arange(n, dtype=torch.float64) for n in shape]
-    ijk = torch.stack(torch.meshgrid(*axes, indexing="ij"))  # (3, X, Y, Z)
-    m = torch.from_numpy(to_grid)
-    coords = torch.einsum("ij,jxyz->ixyz", m[:3, :3], ijk) + m[:3, 3].reshape(3, 1, 1, 1)
-    size = torch.tensor(volumes.shape[1:], dtype=torch.float64).reshape(3, 1, 1, 1)
-    norm = ((2 * coords + 1) / size - 1).permute(3, 2, 1, 0).float()[None]  # (1, Z, Y, X, 3), xyz = axes 0,1,2
+    theta = normaliser(volumes.shape[1:]) @ to_grid @ np.linalg.inv(normaliser(shape))
+    # torch orders (x, y, z) as (W, H, D): keep our axis 0 as x by transposing the volumes
+    grid = _sampling_grid(theta, shape)
     vol = torch.from_numpy(np.ascontiguousarray(volumes.transpose(0, 3, 2, 1), dtype=np.float32))[None]
-    out = F.grid_sample(vol, norm, mode=mode, padding_mode="zeros", align_corners=False)
+    out = F.grid_sample(vol, grid, mode=mode, padding_mode="zeros", align_corners=False)
     return out[0].numpy().transpose(0, 3, 2, 1)
 
 
@@ -275,4 +298,8 @@ class SyntheticAugmenter(RandomTransform):
         seeds, index = queue.pop(0)
         twin = SyntheticReplacement(self.checkpoint, self.checkpoint_sha256, seeds, index, condition, self.psi,
                                     self.modalities, self.label_key, self.device, **self._get_base_args())
-        return twin(subject)
+        # the subject is already this transform's copy: apply the twin in place and record it,
+        # as calling it would (the recorded twin copies as usual when the history is replayed)
+        subject = twin.apply_transform(subject)
+        subject.add_transform(twin, twin._get_reproducing_arguments())
+        return subject

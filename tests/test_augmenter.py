@@ -131,3 +131,26 @@ def test_synthetic_subjects_dataset(tiny_run, tmp_path):
     mixed = torch.utils.data.ConcatDataset([real, data])
     batch = next(iter(tio.SubjectsLoader(mixed, batch_size=6)))
     assert batch["t1n"][tio.DATA].shape == (6, 1, 16, 16, 16)
+
+
+def test_grid_to_subject_space_inverts_preprocessing(tmp_path):
+    """The augmenter's placement: a prepared case mapped back lands on the subject's own anatomy."""
+    from augment3d.augmenter import _to_subject_space
+    from augment3d.data import PreprocessConfig, discover_cases, preprocess_case, read_case
+    from augment3d.data.preprocess import cube_box, to_canonical
+
+    write_case(tmp_path, "BraTS-TST-00000-000")
+    (case,) = discover_cases(tmp_path)
+    loaded = read_case(case)
+    config = PreprocessConfig(shape=16)
+    prepared = preprocess_case(loaded, config)
+    # the augmenter recomputes the grid from the subject alone
+    mask = np.any([v != v.min() for v in loaded.images.values()], axis=0)
+    box = cube_box(*to_canonical(mask, loaded.affine), config)
+    np.testing.assert_allclose(box.grid_affine, prepared.affine, atol=1e-6)
+    label = _to_subject_space(prepared.label[None].astype(np.float32), prepared.affine, loaded.affine, SHAPE, "nearest")[0]
+    tumour, truth = label > 0, loaded.label > 0
+    dice = 2 * (tumour & truth).sum() / (tumour.sum() + truth.sum())
+    assert dice > 0.8
+    image = _to_subject_space(prepared.images[:1] + 1, prepared.affine, loaded.affine, SHAPE, "bilinear")[0] - 1
+    assert np.corrcoef(image[mask], loaded.images["t1n"][mask])[0, 1] > 0.8

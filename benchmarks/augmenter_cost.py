@@ -1,0 +1,89 @@
+"""SyntheticAugmenter cost per subject against torchio's own spatial transforms (prints figures).
+
+Usage:
+    python benchmarks/augmenter_cost.py [--side 64] [--grid 32 64] [--subjects 32] [--batch-size 8]
+
+One 64^3 subject (four modalities + label map) is transformed --subjects times by each
+transform, in the same process; the augmenter's time is amortised over its batched generation
+(a new generator batch every --batch-size subjects). The generator has the `quick` recipe's
+architecture with random weights (cost does not depend on training).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import tempfile
+import time
+from dataclasses import replace
+
+import numpy as np
+import torch
+import torchio as tio
+
+from augment3d import SyntheticAugmenter
+from augment3d.config import load_recipe
+from augment3d.data import ConditionEncoder
+from augment3d.models import Generator3D
+from augment3d.sampling import save_generator
+
+
+def make_subject(side: int) -> tio.Subject:
+    rng = np.random.default_rng(0)
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, side)] * 3, indexing="ij"))
+    brain = (grid**2).sum(0) < 0.7
+    images = {k: tio.ScalarImage(tensor=torch.from_numpy((brain * (100 + rng.normal(0, 5, brain.shape)))[None].astype(np.float32)),
+                                 affine=np.diag([1.5, 1.5, 1.5, 1])) for k in ("t1n", "t1c", "t2w", "t2f")}
+    label = (((grid - 0.2) ** 2).sum(0) < 0.05).astype(np.int64) * 3
+    return tio.Subject(**images, seg=tio.LabelMap(tensor=torch.from_numpy(label[None]), affine=np.diag([1.5, 1.5, 1.5, 1])),
+                       site="SSA", grade="HGG")
+
+
+def time_per_subject(transform, subject, n: int) -> float:
+    transform(subject)  # warm-up (loads the generator, fills caches)
+    times = []
+    t0 = time.perf_counter()
+    for _ in range(n):
+        transform(subject)
+    times.append(time.perf_counter() - t0)
+    return statistics.median(times) / n
+
+
+def make_run(folder: str, grid: int) -> str:
+    recipe = load_recipe("quick")
+    enc = ConditionEncoder(recipe.data.categories)
+    torch.manual_seed(0)
+    net = Generator3D(replace(recipe.model_config(enc.dim), shape=(grid,) * 3))
+    pre = {"shape": [grid] * 3, "clip_percentiles": [0.5, 99.5], "margin_mm": 2.0, "voxel_mm": 2.0}
+    save_generator(folder, net, enc, pre, step=0)
+    return folder
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--side", type=int, default=64)
+    parser.add_argument("--grid", type=int, nargs="+", default=[32, 64])
+    parser.add_argument("--subjects", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=8)
+    args = parser.parse_args()
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, torchio {tio.__version__}, "
+          f"threads {torch.get_num_threads()}")
+    subject = make_subject(args.side)
+    print(f"subject: {args.side}^3, four modalities + label map; {args.subjects} subjects per transform")
+    elastic = time_per_subject(tio.RandomElasticDeformation(), subject, max(4, args.subjects // 4))
+    affine = time_per_subject(tio.RandomAffine(), subject, max(4, args.subjects // 4))
+    print(f"tio.RandomElasticDeformation: {1000 * elastic:.1f} ms/subject")
+    print(f"tio.RandomAffine:             {1000 * affine:.1f} ms/subject")
+    with tempfile.TemporaryDirectory() as tmp:
+        for grid in args.grid:
+            run = make_run(os.path.join(tmp, f"g{grid}"), grid)
+            aug = SyntheticAugmenter(run, p=1.0, seed=0, batch_size=args.batch_size)
+            cost = time_per_subject(aug, subject, args.subjects)
+            print(f"SyntheticAugmenter (generator grid {grid}^3, batch {args.batch_size}): {1000 * cost:.1f} ms/subject "
+                  f"= {cost / elastic:.3f} x RandomElasticDeformation, {cost / affine:.3f} x RandomAffine")
+
+
+if __name__ == "__main__":
+    main()
