@@ -122,6 +122,9 @@ def train_run(
     if world.main:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "recipe.toml", recipe.path.read_text(encoding="utf-8"))
+        atomic_write_text(out / "subjects.json", json.dumps(
+            {"data": str(Path(data_dir).resolve()), "train": [c.subject_id for c in cohort.cases],
+             "skipped": [s.case.subject_id for s in cohort.skipped]}, indent=1) + "\n")
     data = TrainingData.from_cases(cohort.cases, encoder)
     _barrier(world)
     last = train_gan(

@@ -183,7 +183,11 @@ class _Loop:
         w = self.G.mapping(z, c)
         out = self.G.synthesize(w[:, None].expand(-1, self.G.num_ws, -1), noise)
         k = self.mc.image_channels
-        return out[:, :k].float(), out[:, k:].float().softmax(1)
+        probs = out[:, k:].float().softmax(1)
+        # straight-through: D sees a hard one-hot map like the real labels (a soft map alone
+        # would tell D which input is fake), while G gets the softmax's gradient
+        hard = F.one_hot(probs.argmax(1), self.mc.label_classes).permute(0, 4, 1, 2, 3).to(probs.dtype)
+        return out[:, :k].float(), hard + probs - probs.detach()
 
     def step(self, step: int) -> dict:
         cfg, scale = self.cfg, 1.0 / self.parts

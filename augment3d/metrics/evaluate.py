@@ -1,0 +1,137 @@
+"""``augment3d evaluate``: every GAN metric of a run against real data, with N and references."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import atomic_write_text, staged_folder
+from ..data.cohort import prepare_cohort
+from ..data.preprocess import PreprocessConfig
+from . import settings
+from .consistency import condition_fidelity, label_consistency, train_segmenter
+from .diversity import mean_pairwise_ms_ssim, prdc
+from .features import extract, load_extractor
+from .frechet import frechet_distance, kernel_distance
+from .memorisation import memorisation_audit
+from .report import write_report
+from .similarity import mse, nearest, pairwise, psnr, ssim
+
+__all__ = ["evaluate_run", "split_for_evaluation"]
+
+
+def split_for_evaluation(run: Path, cases, seed: int = 0):
+    """Training cases (as recorded by the run) and held-out cases; a seeded half split if none is held out."""
+    listed = None
+    record = run / "subjects.json"
+    if record.is_file():
+        listed = set(json.loads(record.read_text()).get("train", []))
+    train = [c for c in cases if listed is None or c.subject_id in listed]
+    held = [c for c in cases if listed is not None and c.subject_id not in listed]
+    note = None
+    if len(held) < 2:
+        order = np.random.default_rng(seed).permutation(len(cases))
+        half = len(cases) // 2
+        held, train = [cases[i] for i in order[:half]], [cases[i] for i in order[half:]]
+        note = ("the run trained on every case given (or did not record its training cases): the references "
+                "compare two seeded halves of the data, both seen in training")
+    if len(train) < 2 or len(held) < 2:
+        raise ValueError("evaluation needs at least 4 real cases")
+    return train, held, note
+
+
+def _stack(cases):
+    return np.stack([c.images for c in cases]), np.stack([c.label for c in cases])
+
+
+def _mean_std(values) -> dict:
+    v = np.asarray(values, dtype=np.float64)
+    return {"mean": float(v.mean()), "std": float(v.std()), "n": int(v.size)}
+
+
+def evaluate_run(run: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike, *, n: int = 32,
+                 features: str = "fixed", weights=None, psi: float = 1.0, seed: int = 0, skip_bad: bool = False,
+                 force: bool = False, cache_dir=None, segmenter_steps: int = 150,
+                 progress: Callable[[str], None] | None = None) -> dict:
+    from ..sampling import load_generator
+
+    say = progress or (lambda message: None)
+    run = Path(run)
+    gen = load_generator(run)
+    pre = gen.meta.get("preprocess", {})
+    config = PreprocessConfig(shape=gen.shape, clip_percentiles=tuple(pre.get("clip_percentiles", (0.5, 99.5))),
+                              margin_mm=float(pre.get("margin_mm", 2.0)))
+    say("preparing real data")
+    cohort = prepare_cohort(data, config, list(gen.conditions), gen.conditions, skip_bad=skip_bad, cache_dir=cache_dir)
+    train, held, note = split_for_evaluation(run, cohort.cases, seed)
+    train_x, train_y = _stack(train)
+    held_x, held_y = _stack(held)
+
+    say(f"generating {n} synthetic subjects")
+    conditions = [train[i % len(train)].conditions for i in range(n)]
+    syn_x, syn_y = np.zeros((n, *train_x.shape[1:]), np.float32), np.zeros((n, *train_y.shape[1:]), np.uint8)
+    groups: dict[tuple, list[int]] = {}
+    for i, c in enumerate(conditions):
+        groups.setdefault(tuple(sorted(c.items())), []).append(i)
+    for key, members in groups.items():
+        images, labels = gen.generate(condition=dict(key) or None, seeds=[seed + i for i in members], psi=psi)
+        syn_x[members], syn_y[members] = images, labels
+
+    say("features")
+    extractor, extractor_name = load_extractor(features, weights)
+    f_train, f_held, f_syn = extract(extractor, train_x), extract(extractor, held_x), extract(extractor, syn_x)
+    metrics: dict = {"run": str(run), "data": str(data), "generator_step": gen.meta.get("step"), "psi": psi,
+                     "seed": seed, "extractor": extractor_name, "grid": list(gen.shape),
+                     "n": {"synthetic": n, "real_train": len(train), "real_held_out": len(held)},
+                     "settings": {k: getattr(settings, k) for k in settings.__all__}, "note": note}
+    metrics["fid"] = {"synthetic_vs_train": frechet_distance(f_train, f_syn),
+                      "floor_held_out_vs_train": frechet_distance(f_train, f_held),
+                      "synthetic_vs_held_out": frechet_distance(f_held, f_syn)}
+    kid, kid_std = kernel_distance(f_train, f_syn, seed=seed)
+    kid_floor, kid_floor_std = kernel_distance(f_train, f_held, seed=seed)
+    metrics["kid"] = {"synthetic_vs_train": kid, "synthetic_vs_train_std": kid_std,
+                      "floor_held_out_vs_train": kid_floor, "floor_std": kid_floor_std}
+
+    say("similarity to nearest real")
+    s_syn = pairwise(syn_x, held_x, ssim)
+    s_held_train = pairwise(held_x, train_x, ssim)
+    best, idx = nearest(s_syn)
+    s_ref, ref_idx = nearest(s_held_train)
+    metrics["ssim_to_nearest_held_out"] = _mean_std(best)
+    metrics["mse_to_nearest_held_out"] = _mean_std([mse(syn_x[i], held_x[j]) for i, j in enumerate(idx)])
+    metrics["psnr_to_nearest_held_out"] = _mean_std([psnr(syn_x[i], held_x[j]) for i, j in enumerate(idx)])
+    metrics["reference_held_out_to_nearest_train"] = {
+        "ssim": _mean_std(s_ref), "mse": _mean_std([mse(held_x[i], train_x[j]) for i, j in enumerate(ref_idx)])}
+
+    say("diversity and precision/recall")
+    if min(gen.shape) > 16:
+        div_syn, pairs_syn = mean_pairwise_ms_ssim(syn_x, max_pairs=100, seed=seed)
+        div_real, pairs_real = mean_pairwise_ms_ssim(train_x, max_pairs=100, seed=seed)
+        metrics["diversity_ms_ssim"] = {"synthetic": div_syn, "synthetic_pairs": pairs_syn, "real_train": div_real,
+                                        "real_pairs": pairs_real}
+    else:
+        metrics["diversity_ms_ssim"] = {"note": f"grid {gen.shape} too small for 3-scale MS-SSIM (needs sides > 16)"}
+    metrics["prdc"] = prdc(f_train, f_syn)
+    metrics["prdc_reference_held_out"] = prdc(f_train, f_held)
+
+    say("memorisation audit")
+    audit = memorisation_audit(syn_x, train_x, held_x, pairwise(syn_x, train_x, ssim), s_held_train)
+    metrics["memorisation"] = {k: v for k, v in audit.items() if k not in ("held_out_max_ssim",)}
+
+    say("label-image consistency (training a small segmenter on real data)")
+    judge = train_segmenter(train_x, train_y, steps=segmenter_steps, seed=seed)
+    metrics["label_consistency_dice"] = {"synthetic": label_consistency(judge, syn_x, syn_y),
+                                         "reference_held_out_real": label_consistency(judge, held_x, held_y)}
+    if gen.conditions:
+        metrics["condition_fidelity"] = condition_fidelity(f_train, [c.conditions for c in train], f_syn, conditions,
+                                                           f_held, [c.conditions for c in held])
+    out = Path(out)
+    with staged_folder(out, force) as work:
+        atomic_write_text(work / "metrics.json", json.dumps(metrics, indent=1) + "\n")
+        write_report(work, metrics, train, held, syn_x, syn_y, conditions, audit)
+    say(f"wrote {out}")
+    return metrics

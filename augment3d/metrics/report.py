@@ -1,0 +1,102 @@
+"""The evaluation report: report.md and PNGs (real vs synthetic, histograms, memorisation pairs)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import atomic_write_bytes, atomic_write_text
+from ..viz import MODALITY_TITLES, save_montage
+
+__all__ = ["write_report"]
+
+
+def _histograms(path: Path, real: np.ndarray, synthetic: np.ndarray) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 4, figsize=(12, 2.8))
+    bins = np.linspace(-1, 1, 51)
+    for c, (ax, title) in enumerate(zip(axes, MODALITY_TITLES.values())):
+        for data, name in ((real, "real"), (synthetic, "synthetic")):
+            values = data[:, c][data[:, c] > -0.999]
+            ax.hist(values, bins=bins, density=True, histtype="step", label=f"{name} (n={len(data)})")
+        ax.set_title(f"{title}, inside the brain")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _row(name: str, value, reference=None, better: str = "") -> str:
+    def fmt(v):
+        return "-" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
+
+    return f"| {name} | {fmt(value)} | {fmt(reference)} | {better} |"
+
+
+def write_report(folder: Path, m: dict, train, held, syn_x, syn_y, conditions, audit) -> None:
+    items, seen = [], set()
+    for i, condition in enumerate(conditions):
+        key = tuple(sorted(condition.items()))
+        if key in seen:
+            continue
+        seen.add(key)
+        real = next((c for c in train if c.conditions == condition), None)
+        name = " ".join(condition.values())
+        if real is not None:
+            items.append((f"real {real.subject_id} {name}", real.images, real.label))
+        items.append((f"synthetic seed {m['seed'] + i} {name}", syn_x[i], syn_y[i]))
+    save_montage(items, folder / "montage_real_vs_synthetic.png")
+    _histograms(folder / "histograms.png", np.stack([c.images for c in train]), syn_x)
+    pairs = []
+    for s, t, value in audit["closest_pairs"]:
+        pairs.append((f"synthetic {s} (SSIM {value:.3f})", syn_x[s], syn_y[s]))
+        pairs.append((f"nearest train {train[t].subject_id}", train[t].images, train[t].label))
+    save_montage(pairs, folder / "memorisation_pairs.png")
+
+    n = m["n"]
+    fid, kid = m["fid"], m["kid"]
+    lines = [
+        f"# GAN evaluation: {m['run']}",
+        "",
+        f"Generator step {m['generator_step']}, grid {'x'.join(map(str, m['grid']))}, psi {m['psi']}, "
+        f"features `{m['extractor']}`. N: {n['synthetic']} synthetic, {n['real_train']} real training, "
+        f"{n['real_held_out']} real held-out subjects. FID and KID are biased upwards at small N: compare "
+        "them with the floor (held-out real vs training real) computed at the same N, not across runs of other N.",
+        "",
+    ]
+    if m.get("note"):
+        lines += [f"> Note: {m['note']}.", ""]
+    lines += ["| metric | synthetic | reference (real) | better |", "| --- | --- | --- | --- |",
+              _row("FID vs training real", fid["synthetic_vs_train"], fid["floor_held_out_vs_train"], "lower, near the floor"),
+              _row("KID vs training real", kid["synthetic_vs_train"], kid["floor_held_out_vs_train"], "lower, near the floor"),
+              _row("SSIM to nearest held-out real", m["ssim_to_nearest_held_out"]["mean"],
+                   m["reference_held_out_to_nearest_train"]["ssim"]["mean"], "close to the reference"),
+              _row("MSE to nearest held-out real", m["mse_to_nearest_held_out"]["mean"],
+                   m["reference_held_out_to_nearest_train"]["mse"]["mean"], "close to the reference"),
+              _row("PSNR to nearest held-out real (dB)", m["psnr_to_nearest_held_out"]["mean"], None, "higher")]
+    div = m["diversity_ms_ssim"]
+    if "synthetic" in div:
+        lines.append(_row("mean pairwise MS-SSIM (diversity)", div["synthetic"], div["real_train"], "close to real; higher = less diverse"))
+    for key in ("precision", "recall", "density", "coverage"):
+        lines.append(_row(key.capitalize(), m["prdc"][key], m["prdc_reference_held_out"][key], "higher, near the reference"))
+    mem = m["memorisation"]
+    lines.append(_row("share flagged as near-copies", mem["share_flagged"], None,
+                      f"0 (threshold SSIM {mem['threshold_ssim']:.3f}, correlation {mem['threshold_correlation']:.3f})"))
+    for region, value in m["label_consistency_dice"]["synthetic"].items():
+        lines.append(_row(f"label consistency Dice {region}", value, m["label_consistency_dice"]["reference_held_out_real"][region],
+                          "higher; reference = the judge on held-out real"))
+    for column, result in m.get("condition_fidelity", {}).items():
+        if "synthetic_accuracy" in result:
+            lines.append(_row(f"condition fidelity: {column} accuracy", result["synthetic_accuracy"],
+                              result.get("held_out_real_accuracy"), "higher; reference = the classifier on held-out real"))
+    lines += ["", "Figures: `montage_real_vs_synthetic.png`, `histograms.png`, `memorisation_pairs.png`. "
+              "Every number with its N and settings is in `metrics.json`; docs/METRICS.md explains them.", ""]
+    atomic_write_text(folder / "report.md", "\n".join(lines))

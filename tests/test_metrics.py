@@ -1,0 +1,154 @@
+"""GAN metrics: cross-checks against independent implementations and behaviour on known cases."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import scipy.linalg
+
+from augment3d.metrics import frechet_distance, kernel_distance, memorisation_audit, prdc, ssim
+from augment3d.metrics.features import FIXED_WEIGHTS, extract, load_extractor
+from augment3d.metrics.settings import DATA_RANGE, SSIM_CROSS_CHECK_TOLERANCE, SSIM_SIGMA
+from augment3d.metrics.similarity import pairwise
+
+
+def smooth_volumes(n, seed=0, side=24):
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    vols = rng.normal(size=(n, 4, side, side, side))
+    vols = np.stack([[ndimage.gaussian_filter(c, 2) for c in v] for v in vols])
+    return np.clip(vols / (3 * vols.std()), -1, 1).astype(np.float32)
+
+
+def test_ssim_agrees_with_scikit_image():
+    from skimage.metrics import structural_similarity
+
+    a = smooth_volumes(1, 0)[0]
+    for b in (a + np.random.default_rng(1).normal(0, 0.2, a.shape).astype(np.float32), smooth_volumes(1, 2)[0]):
+        ours = ssim(a, b)
+        reference = structural_similarity(a, b, channel_axis=0, data_range=DATA_RANGE, gaussian_weights=True,
+                                          sigma=SSIM_SIGMA, use_sample_covariance=False)
+        assert abs(ours - reference) < SSIM_CROSS_CHECK_TOLERANCE, (ours, reference)
+    assert ssim(a, a) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_batched_pairwise_ssim_matches_single_calls():
+    a, b = smooth_volumes(3, 0, 16), smooth_volumes(2, 5, 16)
+    matrix = pairwise(a, b)
+    assert matrix.shape == (3, 2)
+    assert matrix[2, 1] == pytest.approx(ssim(a[2], b[1]), abs=1e-6)
+
+
+def test_frechet_matches_independent_computation():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 12))
+    y = rng.normal(size=(150, 12)) @ rng.normal(size=(12, 12)) * 0.5 + 0.3
+    mu_x, mu_y = x.mean(0), y.mean(0)
+    cx, cy = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
+    root = scipy.linalg.sqrtm(cx @ cy).real
+    expected = ((mu_x - mu_y) ** 2).sum() + np.trace(cx + cy - 2 * root)
+    assert frechet_distance(x, y) == pytest.approx(expected, rel=1e-8)
+    assert frechet_distance(x, x) == pytest.approx(0.0, abs=1e-8)
+
+
+def test_kid_is_near_zero_for_one_distribution():
+    rng = np.random.default_rng(0)
+    same, _ = kernel_distance(rng.normal(size=(100, 8)), rng.normal(size=(100, 8)))
+    other, _ = kernel_distance(rng.normal(size=(100, 8)), rng.normal(size=(100, 8)) + 1)
+    assert abs(same) < 0.05 < other
+
+
+def test_fid_real_vs_real_near_floor_real_vs_noise_far(phantom_cohort):
+    from augment3d.data import PreprocessConfig, prepare_cohort
+
+    cases = prepare_cohort(phantom_cohort, PreprocessConfig(shape=16)).cases
+    real = np.stack([c.images for c in cases])
+    model, name = load_extractor("fixed")
+    assert name == "fixed-encoder3d-v1"
+    features = extract(model, real)
+    flipped = extract(model, real[:, :, ::-1].copy())  # the same anatomy, mirrored: still brains
+    noise = extract(model, np.random.default_rng(0).uniform(-1, 1, real.shape).astype(np.float32))
+    real_vs_real = frechet_distance(features, flipped)
+    real_vs_noise = frechet_distance(features, noise)
+    assert real_vs_noise > 10 * real_vs_real
+
+
+def test_shipped_feature_weights_are_checked(tmp_path, monkeypatch):
+    import augment3d.metrics.features as features
+
+    assert FIXED_WEIGHTS.is_file()
+    fake = tmp_path / "w.safetensors"
+    fake.write_bytes(FIXED_WEIGHTS.read_bytes()[:-1] + b"\x00")
+    monkeypatch.setattr(features, "FIXED_WEIGHTS", fake)
+    from augment3d.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="shipped feature weights were changed"):
+        load_extractor("fixed")
+
+
+def test_prdc_on_identical_and_disjoint_sets():
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(60, 5))
+    same = prdc(real, real.copy())
+    assert same["precision"] == same["recall"] == same["coverage"] == 1.0
+    far = prdc(real, real + 100)
+    assert far["precision"] == far["recall"] == far["coverage"] == far["density"] == 0.0
+
+
+def test_memorisation_audit_flags_a_copy():
+    train = smooth_volumes(6, 0, 16)
+    held = smooth_volumes(5, 1, 16)
+    synthetic = np.concatenate([smooth_volumes(3, 2, 16), train[2:3] + 0.001])
+    audit = memorisation_audit(synthetic, train, held)
+    assert audit["n_flagged"] == 1 and audit["share_flagged"] == 0.25
+    assert audit["closest_pairs"][0][:2] == (3, 2)
+
+
+def test_medicalnet_loader_refuses_pickles_and_reads_tensors(tmp_path):
+    import pickle
+
+    import torch
+
+    from augment3d.errors import CheckpointError
+    from augment3d.metrics.features import MedicalNetResNet
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    bad = tmp_path / "resnet_10.pth"
+    bad.write_bytes(pickle.dumps({"state_dict": Payload()}))
+    with pytest.raises(CheckpointError, match="not a tensors-only PyTorch file"):
+        load_extractor("medicalnet", bad)
+    assert not marker.exists()
+    good = tmp_path / "resnet_10_23dataset.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in MedicalNetResNet(10).state_dict().items()}}, good)
+    model, name = load_extractor("medicalnet", good)
+    assert name.startswith("medicalnet-resnet10")
+    assert extract(model, np.zeros((2, 4, 32, 32, 32), np.float32)).shape == (2, 512)
+
+
+def test_evaluate_cli_writes_report(tiny_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from augment3d.data.phantom import PhantomConfig, make_phantom_cohort
+    from cli import app
+
+    data = make_phantom_cohort(tmp_path / "cohort", PhantomConfig(cases=6, seed=4, spacing=6.0, ssa_fraction=0.5))
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(app, ["evaluate", str(tiny_run), str(data), "--out", str(out), "--n", "6"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n"] == {"synthetic": 6, "real_train": 3, "real_held_out": 3}
+    assert metrics["extractor"] == "fixed-encoder3d-v1"
+    assert metrics["fid"]["floor_held_out_vs_train"] >= 0 and "synthetic_vs_train" in metrics["fid"]
+    for name in ("report.md", "montage_real_vs_synthetic.png", "histograms.png", "memorisation_pairs.png"):
+        assert (out / name).is_file(), name
+    assert "| FID vs training real |" in (out / "report.md").read_text()
+    again = CliRunner().invoke(app, ["evaluate", str(tiny_run), str(data), "--out", str(out), "--n", "6"])
+    assert again.exit_code == 2 and "already exists" in again.stderr
