@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 # The main job on the phantom cohort. Until segbench lands (issue 6) this builds the phantom
-# cohort, validates and prepares it, trains a tiny GAN (ci recipe) and samples from it.
+# cohort, validates and prepares it, trains a tiny GAN (ci recipe), samples from it and
+# evaluates it (a tiny GAN makes poor samples: the demo shows the pipeline, not quality).
 demo: $(STAMP)
 	$(BIN)/augment3d phantom $(DEMO_DIR)/cohort --cases 24 --seed 0 --preview --force
 	$(BIN)/augment3d validate $(DEMO_DIR)/cohort
@@ -25,7 +26,8 @@ demo: $(STAMP)
 	$(BIN)/augment3d info $(DEMO_DIR)/cohort
 	$(BIN)/augment3d train $(DEMO_DIR)/cohort --recipe ci --out $(DEMO_DIR)/run --force
 	$(BIN)/augment3d sample $(DEMO_DIR)/run $(DEMO_DIR)/synthetic --n 4 --condition site=SSA --condition grade=HGG --force
-	@echo "demo finished: cohort $(DEMO_DIR)/cohort (preview.png), prepared grid $(DEMO_DIR)/prepared.png, GAN run $(DEMO_DIR)/run, synthetic cohort $(DEMO_DIR)/synthetic"
+	$(BIN)/augment3d evaluate $(DEMO_DIR)/run $(DEMO_DIR)/cohort --out $(DEMO_DIR)/eval --n 8 --force
+	@echo "demo finished: cohort $(DEMO_DIR)/cohort (preview.png), prepared grid $(DEMO_DIR)/prepared.png, GAN run $(DEMO_DIR)/run, synthetic cohort $(DEMO_DIR)/synthetic, GAN metrics $(DEMO_DIR)/eval/report.md"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
