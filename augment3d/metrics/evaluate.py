@@ -126,6 +126,9 @@ def evaluate_run(run: str | os.PathLike, data: str | os.PathLike, out: str | os.
     judge = train_segmenter(train_x, train_y, steps=segmenter_steps, seed=seed)
     metrics["label_consistency_dice"] = {"synthetic": label_consistency(judge, syn_x, syn_y),
                                          "reference_held_out_real": label_consistency(judge, held_x, held_y)}
+    # empty-vs-empty scores Dice 1, so say how many subjects have a tumour at all
+    metrics["share_with_tumour"] = {"synthetic": float(np.mean([(y > 0).any() for y in syn_y])),
+                                    "real_held_out": float(np.mean([(y > 0).any() for y in held_y]))}
     if gen.conditions:
         metrics["condition_fidelity"] = condition_fidelity(f_train, [c.conditions for c in train], f_syn, conditions,
                                                            f_held, [c.conditions for c in held])
