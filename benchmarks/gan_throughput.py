@@ -25,6 +25,9 @@ from augment3d.models import Generator3D
 from augment3d.training.trainer import TrainingData, train_gan
 
 
+AMP = [None]  # --amp overrides the recipe's autocast setting
+
+
 def machine() -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, threads {torch.get_num_threads()}"
 
@@ -47,7 +50,7 @@ def train_rate(recipe, shape: int, steps: int) -> float:
         times.append(now - last[0])
         last[0] = now
 
-    cfg = replace(recipe.train, steps=steps + 1, checkpoint_every=10**9, log_every=10**9)
+    cfg = replace(recipe.train, steps=steps + 1, checkpoint_every=10**9, log_every=10**9, amp=AMP[0] or recipe.train.amp)
     with tempfile.TemporaryDirectory() as tmp:
         train_gan(tmp, data, model, cfg, enc, {}, progress=tick)
     return cfg.batch / statistics.median(times[1:])
@@ -76,10 +79,13 @@ def main() -> None:
     parser.add_argument("--gen-shapes", type=int, nargs="+", default=[32, 64, 128])
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--recipe", default="quick")
+    parser.add_argument("--amp", choices=["none", "bf16", "fp16"], default=None, help="override the recipe's autocast")
     args = parser.parse_args()
+    AMP[0] = args.amp
     recipe = load_recipe(args.recipe)
     print(f"machine: {machine()}")
-    print(f"recipe: {args.recipe} (model {recipe.model}, batch {recipe.train.batch}, loss {recipe.train.loss})")
+    print(f"recipe: {args.recipe} (model {recipe.model}, batch {recipe.train.batch}, loss {recipe.train.loss}, "
+          f"training autocast {args.amp or recipe.train.amp})")
     for shape in args.shapes:
         rate = train_rate(recipe, shape, args.steps)
         print(f"train {shape}^3 batch {recipe.train.batch}: {rate:.2f} volumes/s ({recipe.train.batch / rate:.2f} s/step)")
