@@ -1,7 +1,8 @@
 """segbench: does synthetic data improve 3D tumour segmentation?
 
-The harness (arms, segmentation-models-pytorch-3d models, BraTS metrics, reports) is being
-built in issue 6; this package holds it.
+So far: ``segbench.metrics`` (Dice, HD95 in mm, BraTS-2023 lesion-wise scores per WT/TC/ET).
+The harness (splits, arms, segmentation-models-pytorch-3d models, statistics, reports,
+``augment3d bench``) is issue 6.
 """
 
 __all__: list[str] = []

@@ -1,0 +1,63 @@
+"""Segmentation scores against hand-computed cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from segbench.metrics import MISS_HD95, dice_score, hd95, lesion_wise, score_case
+
+
+def cube(shape, lo, hi):
+    m = np.zeros(shape, dtype=bool)
+    m[tuple(slice(a, b) for a, b in zip(lo, hi))] = True
+    return m
+
+
+def test_dice_by_hand():
+    a = cube((10, 10, 10), (0, 0, 0), (4, 4, 4))  # 64 voxels
+    b = cube((10, 10, 10), (2, 0, 0), (6, 4, 4))  # 64 voxels, 32 shared
+    assert dice_score(a, b) == pytest.approx(2 * 32 / 128)
+    assert dice_score(np.zeros_like(a), np.zeros_like(a)) == 1.0
+
+
+def test_hd95_in_millimetres():
+    a = cube((20, 20, 20), (5, 5, 5), (10, 10, 10))
+    b = cube((20, 20, 20), (8, 5, 5), (13, 10, 10))  # shifted 3 voxels along x
+    assert hd95(a, b) == pytest.approx(3.0)
+    assert hd95(a, b, spacing=(2.0, 1.0, 1.0)) == pytest.approx(6.0)  # spacing is honoured
+    empty = np.zeros_like(a)
+    assert hd95(empty, empty) == 0.0
+    assert hd95(a, empty) == MISS_HD95 and hd95(empty, a) == MISS_HD95
+
+
+def test_lesion_wise_miss_and_false_positive():
+    shape = (40, 40, 40)
+    truth = cube(shape, (2, 2, 2), (8, 8, 8)) | cube(shape, (20, 20, 20), (26, 26, 26))  # two lesions of 216
+    pred = cube(shape, (2, 2, 2), (8, 8, 8)) | cube(shape, (30, 2, 2), (36, 8, 8))  # one hit, one false positive
+    result = lesion_wise(pred, truth)
+    # lesion 1 perfect (1, 0), lesion 2 missed (0, 374), one false positive (0, 374): mean of three
+    assert result["dice"] == pytest.approx(1 / 3)
+    assert result["hd95"] == pytest.approx(2 * MISS_HD95 / 3)
+    assert result["lesions"] == 2 and result["false_positives"] == 1
+
+
+def test_lesion_wise_ignores_small_components_and_empty_cases():
+    shape = (30, 30, 30)
+    truth = cube(shape, (2, 2, 2), (8, 8, 8))
+    speck = cube(shape, (20, 20, 20), (23, 23, 23))  # 27 voxels < 50
+    result = lesion_wise(truth | speck, truth)
+    assert result["dice"] == 1.0 and result["false_positives"] == 0
+    assert lesion_wise(np.zeros(shape, bool), np.zeros(shape, bool)) == {"dice": 1.0, "hd95": 0.0, "lesions": 0,
+                                                                        "false_positives": 0}
+
+
+def test_score_case_regions():
+    truth = np.zeros((30, 30, 30), np.uint8)
+    truth[5:15, 5:15, 5:15] = 2
+    truth[8:12, 8:12, 8:12] = 1
+    pred = truth.copy()
+    pred[pred == 1] = 3  # core labelled enhancing: WT and TC right, ET wrong
+    scores = score_case(pred, truth)
+    assert scores["WT"]["dice"] == 1.0 and scores["TC"]["dice"] == 1.0
+    assert scores["ET"]["dice"] == 0.0 and scores["ET"]["hd95"] == MISS_HD95
