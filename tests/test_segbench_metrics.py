@@ -61,3 +61,26 @@ def test_score_case_regions():
     scores = score_case(pred, truth)
     assert scores["WT"]["dice"] == 1.0 and scores["TC"]["dice"] == 1.0
     assert scores["ET"]["dice"] == 0.0 and scores["ET"]["hd95"] == MISS_HD95
+
+
+def test_splits_are_disjoint_stratified_and_seeded():
+    from segbench.splits import make_splits
+
+    conditions = {f"s{i:02d}": {"site": "SSA" if i < 6 else "HIC", "grade": "HGG" if i % 3 else "LGG"} for i in range(30)}
+    a = make_splits(conditions, seed=1)
+    b = make_splits(conditions, seed=1)
+    c = make_splits(conditions, seed=2)
+    assert a == b and a != c
+    sets = [set(a[k]) for k in ("train", "val", "test")]
+    assert sets[0].isdisjoint(sets[1]) and sets[0].isdisjoint(sets[2]) and sets[1].isdisjoint(sets[2])
+    assert set().union(*sets) == set(conditions)
+    for split in ("train", "test"):
+        assert any(conditions[s]["site"] == "SSA" for s in a[split])  # the scarce site is in every split
+
+
+def test_hd95_with_anisotropic_spacing_and_lesion_spacing():
+    shape = (20, 20, 20)
+    a = cube(shape, (5, 5, 5), (10, 10, 10))
+    b = cube(shape, (5, 5, 7), (10, 10, 12))  # shifted 2 voxels along z
+    assert hd95(a, b, spacing=(1.0, 1.0, 3.0)) == pytest.approx(6.0)
+    assert lesion_wise(a, b, spacing=(1.0, 1.0, 3.0), min_voxels=10)["hd95"] == pytest.approx(6.0)

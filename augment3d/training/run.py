@@ -64,6 +64,8 @@ def save_loss_curves(log_path: Path, png: Path) -> None:
 
     from ..atomic import atomic_write_bytes
 
+    if not log_path.is_file():
+        return
     rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
     if not rows:
         return
@@ -75,7 +77,10 @@ def save_loss_curves(log_path: Path, png: Path) -> None:
     ax1.legend()
     ax1.set_title("losses")
     ax2.plot(steps, [r["ada_p"] for r in rows], label="augment p")
-    ax2.plot(steps, [r.get("ada_rt", np.nan) for r in rows], label="r_t (D sign on reals)")
+    ax2.plot(steps, [r.get("ada_rt", np.nan) for r in rows], ".", label="r_t (D sign on reals)")
+    evals = [r for r in rows if "val_swd" in r]
+    if evals:
+        ax2.plot([r["step"] for r in evals], [r["val_swd"] for r in evals], "o-", label="validation SWD")
     ax2.set_xlabel("step")
     ax2.legend()
     fig.tight_layout()
@@ -129,11 +134,17 @@ def train_run(
     _barrier(world)
     last = train_gan(
         out, data, model_cfg, train_cfg, encoder, preprocess, resume=resume, device=device, progress=progress,
-        on_checkpoint=lambda step, g: save_samples_montage(g, encoder, out / "samples_latest.png", step, cohort.cases),
+        on_checkpoint=lambda step, g: _at_checkpoint(out, g, encoder, step, cohort.cases),
     )
     if world.main:
         save_loss_curves(out / "log.jsonl", out / "curves.png")
     return out, cohort, last
+
+
+def _at_checkpoint(out: Path, generator, encoder, step: int, reals) -> None:
+    """Refresh the pictures a person looks at during a long run."""
+    save_samples_montage(generator, encoder, out / "samples_latest.png", step, reals)
+    save_loss_curves(out / "log.jsonl", out / "curves.png")
 
 
 def _barrier(world) -> None:

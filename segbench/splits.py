@@ -1,0 +1,49 @@
+"""Subject-level splits, seeded and stratified by site and grade, saved as ``splits.json``."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from augment3d.atomic import atomic_write_text
+
+__all__ = ["make_splits", "save_splits", "load_splits"]
+
+
+def make_splits(conditions: Mapping[str, Mapping[str, str]], seed: int = 0, val: float = 0.15, test: float = 0.3,
+                strata: Sequence[str] = ("site", "grade")) -> dict[str, list[str]]:
+    """Split subject ids into train / val / test, per stratum (e.g. SSA-HGG), seeded.
+
+    Every stratum with at least 3 subjects puts at least one in test, and with at least 4 one in
+    val, so the scarce site is represented in every split when it can be.
+    """
+    groups: dict[tuple, list[str]] = {}
+    for sid in sorted(conditions):
+        key = tuple(conditions[sid].get(s, "") for s in strata)
+        groups.setdefault(key, []).append(sid)
+    rng = np.random.default_rng(seed)
+    out: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    for key in sorted(groups):
+        ids = list(groups[key])
+        rng.shuffle(ids)
+        n = len(ids)
+        n_test = max(1 if n >= 3 else 0, int(round(n * test)))
+        n_val = max(1 if n >= 4 else 0, int(round(n * val)))
+        n_val = min(n_val, n - n_test - 1) if n - n_test > 1 else 0
+        out["test"] += ids[:n_test]
+        out["val"] += ids[n_test : n_test + n_val]
+        out["train"] += ids[n_test + n_val :]
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def save_splits(path: str | os.PathLike, splits: dict[str, list[str]], seed: int) -> None:
+    atomic_write_text(path, json.dumps({"seed": seed, **splits}, indent=1) + "\n")
+
+
+def load_splits(path: str | os.PathLike) -> dict[str, list[str]]:
+    data = json.loads(Path(path).read_text())
+    return {k: list(data[k]) for k in ("train", "val", "test")}
