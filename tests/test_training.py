@@ -41,6 +41,8 @@ def test_resume_continues_exactly(tmp_path):
     data = tiny_data()
     train_gan(tmp_path / "straight", data, MODEL, TRAIN, ENC, {})
     train_gan(tmp_path / "split", data, MODEL, replace(TRAIN, steps=3), ENC, {})
+    with (tmp_path / "split" / "log.jsonl").open("a") as log:  # as if killed after logging step 4
+        log.write(json.dumps({"step": 4, "d_loss": 0.0, "g_loss": 0.0}) + "\n")
     train_gan(tmp_path / "split", data, MODEL, TRAIN, ENC, {}, resume=True)
     a, b = weights(tmp_path / "straight"), weights(tmp_path / "split")
     assert a.keys() == b.keys()

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..atomic import atomic_write_text
 from ..checkpoint import bundle_exists
 from ..data.conditions import ConditionEncoder
 from ..errors import Augment3DError
@@ -300,6 +301,10 @@ def train_gan(
         run_dir.mkdir(parents=True, exist_ok=True)
         if start == 0 and log_path.exists():
             log_path.unlink()
+        elif log_path.exists():  # a killed run logged steps after its last checkpoint: they are redone
+            kept = [line for line in log_path.read_text().splitlines()
+                    if line.strip() and json.loads(line)["step"] <= start]
+            atomic_write_text(log_path, "".join(line + "\n" for line in kept))
     evaluating = config.eval_every > 0
     last: dict = {}
     t0 = time.perf_counter()
