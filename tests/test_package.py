@@ -39,3 +39,10 @@ def test_recipe_typos_are_refused(tmp_path):
     path.write_text("[data\n")
     with pytest.raises(RecipeError, match="not valid TOML"):
         load_recipe(path)
+
+
+def test_integer_hyperparameters_are_accepted(tmp_path):
+    path = tmp_path / "r.toml"
+    path.write_text("[data]\nshape = 16\n[train]\nbeta1 = 0\nr1_gamma = 1\n")
+    recipe = load_recipe(path)
+    assert recipe.train.beta1 == 0.0 and isinstance(recipe.train.beta1, float)

@@ -77,6 +77,8 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self):
+        for name in ("g_lr", "d_lr", "beta1", "beta2", "r1_gamma", "ema_images", "ema_rampup", "ada_target", "ada_images"):
+            object.__setattr__(self, name, float(getattr(self, name)))  # TOML may give ints (beta1 = 0)
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.amp not in ("none", "bf16", "fp16"):
