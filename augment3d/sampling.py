@@ -125,12 +125,9 @@ class SyntheticGenerator:
             z = torch.cat([lat[0] for lat in latents]).to(self.device)
             noise = [torch.cat([lat[1][k] for lat in latents]).to(self.device) for k in range(len(latents[0][1]))]
             w = self.network.mapping(z, self._condition_vector(condition, len(chunk)))
-            if centre is not None:
-                w = centre + psi * (w - centre)
-            out = self.network.synthesize(w[:, None].expand(-1, self.network.num_ws, -1), noise).float()
-            k = self.network.config.image_channels
-            images.append(out[:, :k].clamp(-1, 1).cpu())
-            labels.append(out[:, k:].argmax(1).to(torch.uint8).cpu())
+            image, logits = self.network.from_w(self.network.truncate(w, centre, psi), noise)
+            images.append(image.float().clamp(-1, 1).cpu())
+            labels.append(logits.argmax(1).to(torch.uint8).cpu())
         return torch.cat(images).numpy(), torch.cat(labels).numpy()
 
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig, synthesis_plan
-from .layers import AdaINConv3d, EqualConv3d, ModulatedConv3d, NoiseInjection, lrelu
+from .layers import AdaINConv3d, ModulatedConv3d, NoiseInjection, lrelu
 from .mapping import MappingNetwork
 
 __all__ = ["Generator3D", "SynthesisLayer", "SynthesisBlock"]
@@ -111,6 +111,21 @@ class Generator3D(nn.Module):
             x, out = block(x, out, ws[:, k : k + SynthesisBlock.num_ws], noises[1 + 2 * i : 3 + 2 * i])
         return out
 
+    def from_w(self, w: torch.Tensor, noises: list[torch.Tensor | None] | None = None):
+        """Images and label logits for intermediate latents ``w`` (B, w_dim), used by every layer."""
+        out = self.synthesize(w[:, None].expand(-1, self.num_ws, -1), noises)
+        k = self.config.image_channels
+        return out[:, :k], out[:, k:]
+
+    @staticmethod
+    def truncate(w: torch.Tensor, centre: torch.Tensor | None, psi: float) -> torch.Tensor:
+        """Pull ``w`` towards ``centre`` (the condition's mean w) by ``psi`` (1 leaves it alone)."""
+        if psi == 1.0:
+            return w
+        if centre is None:
+            raise ValueError("truncation needs w_centre (the mean w of the condition)")
+        return centre + psi * (w - centre)
+
     def forward(self, z, c=None, *, truncation_psi: float = 1.0, w_centre: torch.Tensor | None = None,
                 noise: str = "random", generator: torch.Generator | None = None):
         """Images (B, 4, ...) and label logits (B, classes, ...) for latents ``z`` and conditions ``c``.
@@ -118,12 +133,6 @@ class Generator3D(nn.Module):
         ``noise`` is ``random`` (fresh noise, from ``generator`` if given) or ``none``.
         Truncation pulls w towards ``w_centre`` (the per-condition mean w) by ``truncation_psi``.
         """
-        w = self.mapping(z, c)
-        if truncation_psi != 1.0:
-            if w_centre is None:
-                raise ValueError("truncation needs w_centre (the mean w of the condition)")
-            w = w_centre + truncation_psi * (w - w_centre)
-        ws = w[:, None].expand(-1, self.num_ws, -1)
+        w = self.truncate(self.mapping(z, c), w_centre, truncation_psi)
         noises = self.make_noise(z.shape[0], generator, z.device) if noise == "random" else None
-        out = self.synthesize(ws, noises)
-        return out[:, : self.config.image_channels], out[:, self.config.image_channels :]
+        return self.from_w(w, noises)

@@ -109,6 +109,11 @@ class TrainingData:
         return cls(images, labels, conds)
 
 
+def _one_hot(labels: torch.Tensor, classes: int) -> torch.Tensor:
+    """(B, X, Y, Z) integer labels -> (B, classes, X, Y, Z) float one-hot."""
+    return F.one_hot(labels.long(), classes).permute(0, 4, 1, 2, 3).float()
+
+
 def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, beta: float) -> None:
     with torch.no_grad():
         for p_ema, p in zip(ema.parameters(), model.parameters()):
@@ -177,20 +182,18 @@ class _Loop:
 
     def _real(self, idx):
         images = self.data.images[idx].to(self.device)
-        onehot = F.one_hot(self.data.labels[idx], self.mc.label_classes).permute(0, 4, 1, 2, 3).float().to(self.device)
+        onehot = _one_hot(self.data.labels[idx], self.mc.label_classes).to(self.device)
         return images, onehot, self.data.conditions[idx].to(self.device)
 
     def _fake(self, draw, lo, hi, c):
         z = draw["z"][lo:hi].to(self.device)
         noise = [n[lo:hi].to(self.device) for n in draw["noise"]]
-        w = self.G.mapping(z, c)
-        out = self.G.synthesize(w[:, None].expand(-1, self.G.num_ws, -1), noise)
-        k = self.mc.image_channels
-        probs = out[:, k:].float().softmax(1)
+        images, logits = self.G.from_w(self.G.mapping(z, c), noise)
+        probs = logits.float().softmax(1)
         # straight-through: D sees a hard one-hot map like the real labels (a soft map alone
         # would tell D which input is fake), while G gets the softmax's gradient
-        hard = F.one_hot(probs.argmax(1), self.mc.label_classes).permute(0, 4, 1, 2, 3).to(probs.dtype)
-        return out[:, :k].float(), hard + probs - probs.detach()
+        hard = _one_hot(probs.argmax(1), self.mc.label_classes).to(probs.dtype)
+        return images.float(), hard + probs - probs.detach()
 
     def step(self, step: int) -> dict:
         cfg, scale = self.cfg, 1.0 / self.parts
@@ -263,12 +266,9 @@ class _Loop:
         z = torch.randn(n, self.mc.z_dim, generator=g)
         noise = self.G_ema.make_noise(n, g)
         c = self.data.conditions[idx].to(self.device)
-        w = self.G_ema.mapping(z.to(self.device), c)
-        out = self.G_ema.synthesize(w[:, None].expand(-1, self.G_ema.num_ws, -1), [x.to(self.device) for x in noise]).float()
-        k = self.mc.image_channels
-        fake = coarse_features(out[:, :k].clamp(-1, 1).cpu(), out[:, k:].softmax(1).cpu())
-        onehot = F.one_hot(self.data.labels, self.mc.label_classes).permute(0, 4, 1, 2, 3).float()
-        real = coarse_features(self.data.images, onehot)
+        images, logits = self.G_ema.from_w(self.G_ema.mapping(z.to(self.device), c), [x.to(self.device) for x in noise])
+        fake = coarse_features(images.float().clamp(-1, 1).cpu(), logits.float().softmax(1).cpu())
+        real = coarse_features(self.data.images, _one_hot(self.data.labels, self.mc.label_classes))
         return sliced_wasserstein(real, fake)
 
 
