@@ -336,6 +336,8 @@ def sample(
 
     if fmt not in FORMATS:
         fail(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if out.exists() and not force:
+        fail(f"{out}: already exists; choose another folder or pass --force to replace it")
     gen = load_generator(run, device)
     cond = _parse_conditions(condition or [])
     unknown = sorted(set(cond) - set(gen.conditions))
@@ -346,6 +348,66 @@ def sample(
                                   seeds=seeds, psi=psi)
     export_synthetic(out, images, labels, seeds, cond, gen.affine, fmt=fmt, psi=psi, force=force)
     typer.echo(f"wrote {n} synthetic subjects ({fmt}) to {out}")
+
+
+@app.command()
+@user_errors
+def bench(
+    out: Annotated[Path, typer.Option(help="Bench folder (created, or continued: finished stages and jobs are kept).")],
+    recipe: Annotated[str, typer.Option(help="Recipe name or .toml path (its [bench] section sets arms, seeds, model).")] = "quick",
+    data: Annotated[Optional[Path], typer.Option(help="Cohort folder in BraTS layout; default: the recipe's phantom cohort.")] = None,
+    generator: Annotated[Optional[Path], typer.Option(help="A trained run folder to use instead of training a GAN on the training split.")] = None,
+    arm: Annotated[Optional[str], typer.Option(help="Run only this arm (real, real+classic, real+synthetic, real+classic+synthetic).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Run only this seed (one of the recipe's seeds).")] = None,
+    setup_only: Annotated[bool, typer.Option(help="Only build the shared stages (cohort, splits, GAN, GAN metrics), e.g. before a job array.")] = False,
+    force: Annotated[bool, typer.Option(help="Delete an existing OUT and start over.")] = False,
+    skip_bad: Annotated[bool, typer.Option(help="Skip bad cases and list them instead of stopping.")] = False,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+) -> None:
+    """Does synthetic data improve segmentation? Train segmenters with and without it and report per site."""
+    from augment3d.config import load_recipe
+    from segbench.bench import run_bench
+
+    import time
+
+    r = load_recipe(recipe)
+    start = time.monotonic()
+
+    def say(message: str) -> None:
+        minutes, seconds = divmod(int(time.monotonic() - start), 60)
+        typer.echo(f"[{minutes:02d}:{seconds:02d}] {message}", err=True)
+    with _progress() as bar:
+        def progress(name: str, total: int):
+            task = bar.add_task(name, total=total)
+
+            def update(step, n, metrics):
+                shown = f"D {metrics['d_loss']:.3f} G {metrics['g_loss']:.3f}" if "d_loss" in metrics else f"val Dice {metrics['val_dice']:.3f}"
+                bar.update(task, completed=step, description=f"{name} {shown}")
+            return update
+
+        setup, report = run_bench(r, out, data=data, generator=generator, arm=arm, seed=seed, setup_only=setup_only,
+                                  force=force, skip_bad=skip_bad, device=device, say=say, progress=progress)
+    for skipped in setup.skipped:
+        typer.echo(f"skipped {skipped.case.subject_id}: {skipped.error}", err=True)
+    if report is None:
+        typer.echo(f"set up {out}: {len(setup.train)}/{len(setup.val)}/{len(setup.test)} train/val/test cases"
+                   + (f", generator {setup.generator}" if setup.generator else ""))
+        return
+    typer.echo(report["answer"])
+    typer.echo(f"report: {out / 'report.md'}")
+
+
+@app.command("bench-report")
+@user_errors
+def bench_report(folder: Annotated[Path, typer.Argument(help="A bench folder (augment3d bench --out).")]) -> None:
+    """Merge whatever bench jobs have finished into report.json, report.md and the PNGs."""
+    from segbench.report import write_report
+
+    report = write_report(folder)
+    typer.echo(report["answer"])
+    if report["missing"]:
+        typer.echo(f"not finished yet: {', '.join(report['missing'])}")
+    typer.echo(f"report: {folder / 'report.md'}")
 
 
 def main() -> None:

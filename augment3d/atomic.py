@@ -7,7 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "fsync_dir", "staged_folder"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "fsync_dir", "remove_stale_temporaries", "staged_folder"]
 
 
 def fsync_dir(path: str | os.PathLike) -> None:
@@ -44,6 +44,16 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         raise
     fsync_dir(path.parent)
     return path
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> int:
+    """Delete the temp files a killed :func:`atomic_write_bytes` left in ``folder``; returns how many."""
+    removed = 0
+    for leftover in Path(folder).glob(".*.tmp"):
+        with contextlib.suppress(OSError):
+            leftover.unlink()
+            removed += 1
+    return removed
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

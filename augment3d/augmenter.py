@@ -144,6 +144,46 @@ def _to_subject_space(volumes: np.ndarray, grid_affine: np.ndarray, affine: np.n
     return out[0].numpy().transpose(0, 3, 2, 1)
 
 
+_CHECKED_FILES: OrderedDict = OrderedDict()
+
+
+def _check_file(path) -> None:
+    """Read a subject's NIfTI file strictly once per process (per size and mtime).
+
+    torchio's readers load a truncated or CRC-corrupt .nii.gz without complaint (and hide NaNs);
+    the strict reader names the file and the problem.
+    """
+    if path is None or isinstance(path, (list, tuple)) or not str(path).endswith((".nii", ".nii.gz")):
+        return
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return  # torchio reports a missing file itself
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key in _CHECKED_FILES:
+        return
+    from .data.nifti import read_nifti
+
+    read_nifti(path, allow_constant=True)
+    _CHECKED_FILES[key] = True
+    while len(_CHECKED_FILES) > 4096:
+        _CHECKED_FILES.popitem(last=False)
+
+
+def _read(subject, name: str) -> np.ndarray:
+    """One image's voxels; a damaged file, or NaN/Inf, is a DataError naming the file."""
+    image = subject[name]
+    where = getattr(image, "path", None) or f"subject image '{name}'"
+    _check_file(getattr(image, "path", None))
+    try:
+        data = image.data[0].numpy()
+    except Exception as exc:  # torchio reads lazily: a damaged file fails here
+        raise DataError(where, f"cannot read image '{name}' ({exc.__class__.__name__}: {exc})") from None
+    if data.dtype.kind == "f" and not np.isfinite(data).all():
+        raise DataError(where, f"image '{name}' has {int((~np.isfinite(data)).sum())} NaN or Inf voxels")
+    return data
+
+
 class SyntheticReplacement(Transform):
     """Deterministic twin of :class:`SyntheticAugmenter`: replace a subject with one known synthetic subject.
 
@@ -185,9 +225,11 @@ class SyntheticReplacement(Transform):
         label_name = self.label_key if self.label_key in subject and self._selected(self.label_key) else None
         if not names and label_name is None:
             return subject
+        originals = {k: _read(subject, v) for k, v in names.items()}
         reference = subject[next(iter(names.values()))] if names else subject[label_name]
+        if label_name is not None:
+            _check_file(getattr(subject[label_name], "path", None))
         affine, shape = np.asarray(reference.affine, dtype=np.float64), reference.spatial_shape
-        originals = {k: subject[v].data[0].numpy() for k, v in names.items()}
         if originals:
             mask = np.any([x != x.min() for x in originals.values()], axis=0)
         else:
@@ -226,7 +268,8 @@ class SyntheticAugmenter(RandomTransform):
         generator: a run folder (or a loaded generator from :func:`augment3d.load_generator`).
         p: probability of replacing a subject.
         condition: ``"subject"`` (read each condition column from the subject's attributes, e.g.
-            ``subject["site"]``), a fixed ``dict`` such as ``{"site": "SSA", "grade": "HGG"}``, or
+            ``subject["site"]``), a ``dict`` such as ``{"site": "SSA", "grade": "HGG"}`` (columns it
+            leaves out come from the subject: ``{"site": "SSA"}`` keeps each subject's grade), or
             ``None`` (draw a condition uniformly for each subject).
         psi: truncation towards the condition's mean (1 = none).
         modalities: canonical key (t1n, t1c, t2w, t2f) -> subject image name; default: found by name
@@ -274,16 +317,16 @@ class SyntheticAugmenter(RandomTransform):
     def _condition_for(self, subject, gen) -> dict | None:
         if not gen.conditions:
             return None
-        if isinstance(self.condition, dict):
-            return gen.encoder.check(self.condition, source=self.checkpoint)
         if self.condition is None:
             options = gen.encoder.all_conditions()
             return options[self._draw_seed() % len(options)]
-        values = {}
+        values = gen.encoder.check_partial(self.condition, self.checkpoint) if isinstance(self.condition, dict) else {}
         for column in gen.conditions:
+            if column in values:
+                continue
             if column not in subject:
                 raise DataError(None, f"subject has no '{column}' attribute to condition on; add it "
-                                      f"(tio.Subject(..., {column}=...)) or pass condition={{...}}")
+                                      f"(tio.Subject(..., {column}=...)) or fix it in condition={{...}}")
             values[column] = str(subject[column])
         return gen.encoder.check(values, source=f"subject {subject.get('subject_id', '')}".strip())
 

@@ -2,13 +2,17 @@
 
 A run folder holds:
 
-* ``generator.safetensors`` + ``config.json`` - the EMA generator, with everything needed to use
+* ``generator.safetensors`` + ``generator.json`` - the EMA generator, with everything needed to use
   it (architecture, modalities, shape, condition encoder, preprocessing, package version, step);
 * ``train_state.safetensors`` + ``train_state.json`` - G, D, EMA, optimiser moments and RNG state,
   for ``--resume``.
 
-Each JSON file records the SHA-256 of its weights file and is written last, so a half-finished
-save (killed between the two renames) is detected rather than loaded.
+Each JSON file records the SHA-256 of its weights file. A save writes the new weights to
+``<name>.safetensors.next``, then the JSON, then renames the weights into place, each step
+atomic, so a save killed at any point leaves one intact bundle: the old one (JSON not yet
+replaced; the stray ``.next`` is ignored) or the new one (JSON replaced; the loader finds the
+weights matching its hash in ``.next`` and finishes the rename). Weights matching neither are
+refused.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from .atomic import atomic_write_bytes, atomic_write_text
+from .atomic import atomic_write_bytes, atomic_write_text, fsync_dir
 from .errors import CheckpointError
 
 __all__ = ["FORMAT_VERSION", "save_bundle", "load_bundle", "bundle_exists"]
@@ -40,15 +44,39 @@ def save_bundle(folder: str | os.PathLike, name: str, kind: str, tensors: Mappin
     folder = Path(folder)
     clean = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     blob = save(clean)
-    atomic_write_bytes(folder / f"{name}.safetensors", blob)
+    weights, pending = folder / f"{name}.safetensors", folder / f"{name}.safetensors{_NEXT}"
+    atomic_write_bytes(pending, blob)
     record = {"format": f"augment3d.{kind}", "format_version": FORMAT_VERSION, **meta,
-              "weights": f"{name}.safetensors", "weights_sha256": _sha256(blob)}
+              "weights": weights.name, "weights_sha256": _sha256(blob)}
     atomic_write_text(folder / f"{name}.json", json.dumps(record, indent=1, sort_keys=True) + "\n")
+    os.replace(pending, weights)
+    fsync_dir(folder)
+
+
+_NEXT = ".next"
 
 
 def bundle_exists(folder: str | os.PathLike, name: str) -> bool:
     folder = Path(folder)
-    return (folder / f"{name}.json").is_file() and (folder / f"{name}.safetensors").is_file()
+    weights = folder / f"{name}.safetensors"
+    return (folder / f"{name}.json").is_file() and (weights.is_file() or weights.with_name(weights.name + _NEXT).is_file())
+
+
+def _matching_weights(weights_path: Path, sha256) -> bytes | None:
+    """The weights whose hash the JSON records: in place, or in ``.next`` when a save was cut short."""
+    blob = weights_path.read_bytes() if weights_path.is_file() else None
+    if blob is not None and _sha256(blob) == sha256:
+        return blob
+    pending = weights_path.with_name(weights_path.name + _NEXT)
+    if pending.is_file():
+        candidate = pending.read_bytes()
+        if _sha256(candidate) == sha256:
+            try:  # finish the interrupted save
+                os.replace(pending, weights_path)
+            except OSError:
+                pass
+            return candidate
+    return None
 
 
 def load_bundle(folder: str | os.PathLike, name: str, kind: str) -> tuple[dict[str, torch.Tensor], dict]:
@@ -68,10 +96,10 @@ def load_bundle(folder: str | os.PathLike, name: str, kind: str) -> tuple[dict[s
     version = meta.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise CheckpointError(meta_path, f"format version {version!r} is newer than this augment3d reads ({FORMAT_VERSION}); upgrade augment3d")
-    if not weights_path.is_file():
+    if not bundle_exists(folder, name):
         raise CheckpointError(weights_path, "missing")
-    blob = weights_path.read_bytes()
-    if _sha256(blob) != meta.get("weights_sha256"):
+    blob = _matching_weights(weights_path, meta.get("weights_sha256"))
+    if blob is None:
         raise CheckpointError(weights_path, "does not match the SHA-256 recorded in " + meta_path.name + " (damaged, replaced or half-written)")
     try:
         tensors = load(blob)

@@ -41,6 +41,7 @@ class Recipe:
     path: Path
     model: dict = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
+    bench: object = None  # segbench.config.BenchConfig (imported lazily: augment3d stays free of segbench)
 
     def model_config(self, cond_dim: int):
         """The architecture for this recipe's grid and a condition vector of ``cond_dim`` values."""
@@ -79,7 +80,7 @@ def load_recipe(name_or_path: str | os.PathLike) -> Recipe:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise RecipeError(path, f"not valid TOML ({exc})") from None
-    unknown = sorted(set(raw) - {"description", "data", "phantom", "model", "train"})
+    unknown = sorted(set(raw) - {"description", "data", "phantom", "model", "train", "bench"})
     if unknown:
         raise RecipeError(path, f"unknown section(s): {', '.join(unknown)}")
     data = dict(raw.get("data", {}))
@@ -99,6 +100,9 @@ def load_recipe(name_or_path: str | os.PathLike) -> Recipe:
     phantom = _section(PhantomConfig, dict(raw.get("phantom", {})), "phantom", path)
     train = _section(TrainConfig, dict(raw.get("train", {})), "train", path)
     model = dict(raw.get("model", {}))
+    from segbench.config import BenchConfig
+
+    bench = _section(BenchConfig, dict(raw.get("bench", {})), "bench", path)
     recipe = Recipe(
         name=path.stem,
         description=str(raw.get("description", "")),
@@ -107,6 +111,7 @@ def load_recipe(name_or_path: str | os.PathLike) -> Recipe:
         path=path,
         model=model,
         train=train,
+        bench=bench,
     )
     from .models import ModelConfig
 

@@ -142,8 +142,25 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") 
         encoder = ConditionEncoder.from_dict(meta["conditions"])
         if config.cond_dim != encoder.dim:
             raise ValueError(f"model expects {config.cond_dim} condition values, encoder gives {encoder.dim}")
+        if list(meta.get("modalities", MODALITIES)) != list(MODALITIES):
+            raise ValueError(f"modalities {meta.get('modalities')} are not the {', '.join(MODALITIES)} this augment3d generates")
         network = Generator3D(config)
         network.load_state_dict(tensors, strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(path / f"{GENERATOR_FILE}.json", f"does not describe a usable generator ({exc})") from None
     return SyntheticGenerator(network, encoder, meta, device=device, path=path)
+
+
+def check_conditions_match(gen: SyntheticGenerator, data_root: str | os.PathLike) -> None:
+    """Refuse a generator conditioned on columns the cohort's metadata.csv does not have."""
+    from .data.metadata import read_metadata
+
+    if not gen.conditions:
+        return
+    metadata = read_metadata(data_root)
+    columns = set(metadata.columns) if metadata is not None else set()
+    missing = [c for c in gen.conditions if c not in columns]
+    if missing:
+        raise CheckpointError(Path(gen.path) / f"{GENERATOR_FILE}.json",
+                              f"conditioned on {', '.join(gen.conditions)}, but {data_root} has no "
+                              f"{'metadata.csv' if metadata is None else 'column ' + ', '.join(missing)} to match")

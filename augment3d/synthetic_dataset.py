@@ -25,7 +25,8 @@ class SyntheticSubjectsDataset(torch.utils.data.Dataset):
     Args:
         generator: a run folder (or a generator from :func:`augment3d.load_generator`).
         n: number of subjects.
-        condition: a fixed condition dict, or ``None`` to cycle through every condition.
+        condition: a condition dict, or ``None`` to cycle through every condition; a dict that
+            fixes only some columns (``{"site": "SSA"}``) cycles through the others' values.
         seed: seed of subject 0.
         psi: truncation.
         names: canonical key -> image name in the subjects (default the canonical keys).
@@ -59,9 +60,8 @@ class SyntheticSubjectsDataset(torch.utils.data.Dataset):
     def _condition(self, gen, index: int):
         if not gen.conditions:
             return None
-        if self.condition is not None:
-            return gen.encoder.check(self.condition, source=self.checkpoint)
-        options = gen.encoder.all_conditions()
+        fixed = gen.encoder.check_partial(self.condition or {}, source=self.checkpoint)
+        options = [c for c in gen.encoder.all_conditions() if all(c[k] == v for k, v in fixed.items())]
         return options[index % len(options)]
 
     def __getitem__(self, index: int):

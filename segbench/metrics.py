@@ -8,13 +8,15 @@ reports HD95 in voxels). Conventions, as in BraTS 2023:
 * lesion-wise: truth lesions are 26-connected components; a truth lesion's match is every
   predicted component touching it after a one-voxel dilation; its Dice and HD95 are computed
   against the union of those components; a missed lesion and every unmatched predicted
-  component score Dice 0 and HD95 374; components smaller than ``min_voxels`` (default 50,
-  in truth and prediction alike) are ignored; the score is the mean over truth lesions and false
+  component score Dice 0 and HD95 374; components smaller than ``min_voxels`` (in truth and
+  prediction alike) are ignored - by default BraTS-2023's 50 voxels at 1 mm^3, i.e. 50 mm^3,
+  converted with the voxel spacing, so a 6 mm grid does not drop every lesion under 10.8 cm^3; the score is the mean over truth lesions and false
   positives.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -22,7 +24,7 @@ from scipy import ndimage
 
 from augment3d.metrics.regions import REGIONS, region_mask
 
-__all__ = ["MISS_HD95", "dice_score", "hd95", "lesion_wise", "score_case"]
+__all__ = ["MISS_HD95", "MIN_LESION_MM3", "dice_score", "hd95", "lesion_wise", "min_lesion_voxels", "score_case"]
 
 MISS_HD95 = 374.0
 _STRUCTURE = np.ones((3, 3, 3), dtype=bool)  # 26-connectivity
@@ -49,6 +51,14 @@ def hd95(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float] = (1.0, 1
     return float(max(np.percentile(to_truth[sp], 95), np.percentile(to_pred[st], 95)))
 
 
+MIN_LESION_MM3 = 50.0  # BraTS 2023: 50 voxels of 1 mm^3
+
+
+def min_lesion_voxels(spacing: Sequence[float]) -> int:
+    """The lesion size threshold in voxels for this spacing (at least 1)."""
+    return max(1, int(math.ceil(MIN_LESION_MM3 / float(np.prod(spacing)) - 1e-9)))
+
+
 def _components(mask: np.ndarray, min_voxels: int) -> tuple[np.ndarray, list[int]]:
     labels, n = ndimage.label(mask, structure=_STRUCTURE)
     if n == 0:
@@ -58,8 +68,10 @@ def _components(mask: np.ndarray, min_voxels: int) -> tuple[np.ndarray, list[int
 
 
 def lesion_wise(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0),
-                min_voxels: int = 50) -> dict[str, float]:
+                min_voxels: int | None = None) -> dict[str, float]:
     """BraTS-2023 lesion-wise Dice and HD95 of binary masks (see the module docstring)."""
+    if min_voxels is None:
+        min_voxels = min_lesion_voxels(spacing)
     truth_labels, truth_ids = _components(truth, min_voxels)
     pred_labels, pred_ids = _components(pred, min_voxels)
     if not truth_ids and not pred_ids:
@@ -82,7 +94,7 @@ def lesion_wise(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float] = 
 
 
 def score_case(pred_labels: np.ndarray, truth_labels: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0),
-               min_voxels: int = 50) -> dict[str, dict[str, float]]:
+               min_voxels: int | None = None) -> dict[str, dict[str, float]]:
     """Dice, HD95 (mm) and lesion-wise scores per region (WT, TC, ET) of label maps (0-3)."""
     out = {}
     for region in REGIONS:

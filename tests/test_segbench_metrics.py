@@ -50,6 +50,11 @@ def test_lesion_wise_ignores_small_components_and_empty_cases():
     assert result["dice"] == 1.0 and result["false_positives"] == 0
     assert lesion_wise(np.zeros(shape, bool), np.zeros(shape, bool)) == {"dice": 1.0, "hd95": 0.0, "lesions": 0,
                                                                         "false_positives": 0}
+    # the threshold is 50 mm^3: at 2 mm voxels (8 mm^3) the 27-voxel speck is a lesion, a 6-voxel one is not
+    coarse = lesion_wise(truth | speck, truth, spacing=(2.0, 2.0, 2.0))
+    assert coarse["false_positives"] == 1 and coarse["dice"] == pytest.approx(0.5)
+    tiny = cube(shape, (20, 20, 20), (23, 22, 21))  # 3 x 2 x 1 = 6 voxels = 48 mm^3
+    assert lesion_wise(truth | tiny, truth, spacing=(2.0, 2.0, 2.0))["false_positives"] == 0
 
 
 def test_score_case_regions():

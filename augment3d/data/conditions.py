@@ -79,6 +79,18 @@ class ConditionEncoder:
             out[column] = value
         return out
 
+    def check_partial(self, condition: Mapping[str, str], source: str | None = None) -> dict[str, str]:
+        """Check a condition that may fix only some columns; unknown columns or values raise."""
+        unknown = sorted(set(condition) - set(self.categories))
+        if unknown:
+            raise DataError(source, f"no condition column {', '.join(unknown)} (known: {', '.join(self.columns) or 'none'})")
+        out = {}
+        for column, value in condition.items():
+            if str(value) not in self.categories[column]:
+                raise DataError(source, f"unknown {column} '{value}' (known: {', '.join(self.categories[column])})")
+            out[column] = str(value)
+        return out
+
     def encode(self, conditions: Mapping[str, str] | Sequence[Mapping[str, str]], source: str | None = None) -> np.ndarray:
         """One-hot vectors, shape ``(n, dim)`` float32, for one condition or a list of them."""
         if isinstance(conditions, Mapping):

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_write_text
+from ..atomic import atomic_write_text, remove_stale_temporaries
 from ..checkpoint import bundle_exists
 from ..config import Recipe
 from ..data.cohort import PreparedCohort, prepare_cohort
@@ -101,31 +101,45 @@ def train_run(
     steps: int | None = None,
     device: str = "cpu",
     cache_dir=None,
+    subjects: Sequence[str] | None = None,
     progress: Callable[[int, int, dict], None] | None = None,
 ) -> tuple[Path, PreparedCohort, dict]:
     """Prepare ``data_dir`` with the recipe and train (or resume) into ``out``.
+
+    ``subjects`` restricts training to those subject ids (e.g. a benchmark's training split); the
+    run records them in ``subjects.json`` so ``augment3d evaluate`` holds the others out.
 
     Under ``torchrun`` every process runs this; only rank 0 touches the run folder.
     """
     out = Path(out)
     world = init_world(device)
-    if resume:
-        if not bundle_exists(out, TRAIN_STATE):
+    if resume and not bundle_exists(out, TRAIN_STATE):
+        if not (out / "recipe.toml").is_file():
             raise DataError(out, "nothing to resume: no train_state.json/.safetensors in this folder")
-    elif out.exists() and any(out.iterdir()) and not force:
+        resume, force = False, True  # our run, killed before its first checkpoint: start it again
+    if not resume and out.exists() and any(out.iterdir()) and not force:
         raise DataError(out, "already exists; use --resume to continue it or --force to start over")
-    _barrier(world)  # every rank has checked before rank 0 changes anything
-    if world.main and not resume and out.exists() and force:
-        shutil.rmtree(out)
     cohort = prepare_cohort(data_dir, recipe.data.preprocess(), recipe.data.conditions, recipe.data.categories,
                             skip_bad=skip_bad, cache_dir=cache_dir)
+    if subjects is not None:
+        wanted = set(subjects)
+        missing = sorted(wanted - {c.subject_id for c in cohort.cases} - {s.case.subject_id for s in cohort.skipped})
+        if missing:
+            raise DataError(data_dir, f"no case named {', '.join(missing[:5])} to train on")
+        cohort = replace(cohort, cases=[c for c in cohort.cases if c.subject_id in wanted])
+        if not cohort.cases:
+            raise DataError(data_dir, "none of the requested training subjects is usable")
     encoder = _encoder(recipe, cohort)
+    _barrier(world)  # every rank has read the data before rank 0 changes anything
+    if world.main and not resume and out.exists() and force:
+        shutil.rmtree(out)  # only once the data is known to be good: a bad cohort leaves the old run alone
     train_cfg = recipe.train if steps is None else replace(recipe.train, steps=steps)
     model_cfg = recipe.model_config(encoder.dim)
     voxel_mm = float(np.median([np.sqrt((c.affine[:3, :3] ** 2).sum(0)).mean() for c in cohort.cases]))
     preprocess = {**recipe.data.preprocess().to_dict(), "voxel_mm": voxel_mm, "recipe": recipe.name}
     if world.main:
         out.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(out)  # a killed run's half-written files
         atomic_write_text(out / "recipe.toml", recipe.path.read_text(encoding="utf-8"))
         atomic_write_text(out / "subjects.json", json.dumps(
             {"data": str(Path(data_dir).resolve()), "train": [c.subject_id for c in cohort.cases],

@@ -1,0 +1,242 @@
+"""``augment3d bench``: cohort, splits, GAN on the training split, segmentation arms x seeds, report.
+
+A bench folder holds every stage's output; a stage that finished is never redone, so an
+interrupted bench continues where it stopped (finished jobs kept, the GAN resumed from its last
+checkpoint), and independent ``--arm/--seed`` jobs can run on other machines over the same folder::
+
+    OUT/bench.json              recipe, data and generator this folder belongs to
+    OUT/recipe.toml             the recipe as run
+    OUT/cohort/                 the phantom cohort (when no --data was given)
+    OUT/splits.json             train / val / test subject ids
+    OUT/gan/                    the GAN run, trained on the training split (unless --generator)
+    OUT/gan_eval/               ``augment3d evaluate`` of that generator
+    OUT/synthetic_samples.png   synthetic subjects of the conditions the arms generate
+    OUT/arms/<arm>/seed<S>/result.json
+    OUT/report.json, report.md, dice_by_arm.png, learning_curves.png
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from augment3d.atomic import atomic_write_text
+from augment3d.config import Recipe
+from augment3d.errors import DataError
+
+from .config import BenchConfig
+from .splits import load_splits, make_splits, save_splits
+from .train import result_path, run_job
+
+__all__ = ["BenchSetup", "setup_bench", "run_bench", "jobs"]
+
+MARKER = "bench.json"
+
+
+@dataclass
+class BenchSetup:
+    folder: Path
+    recipe: Recipe
+    config: BenchConfig
+    data_dir: Path
+    generator: str | None
+    train: list
+    val: list
+    test: list
+    skipped: list
+
+
+def _identity(recipe: Recipe, data: Path | None, generator: Path | None) -> dict:
+    text = recipe.path.read_text(encoding="utf-8")
+    return {"recipe": recipe.name, "recipe_sha256": hashlib.sha256(text.encode()).hexdigest(),
+            "data": str(data.resolve()) if data else "phantom",
+            "generator": str(generator.resolve()) if generator else None}
+
+
+def _check_folder(out: Path, identity: dict, force: bool) -> bool:
+    """True when ``out`` is this bench's folder (to continue); refuse another one unless ``force``."""
+    marker = out / MARKER
+    if out.exists() and not out.is_dir():
+        raise DataError(out, "exists and is not a folder")
+    if force or not out.exists():
+        return False
+    if marker.is_file():
+        try:
+            found = json.loads(marker.read_text())
+        except ValueError:
+            raise DataError(marker, "damaged bench marker; use --force to start over") from None
+        changed = [k for k in identity if found.get(k) != identity[k]]
+        if changed:
+            raise DataError(out, f"is a bench with a different {', '.join(changed)}; use another --out or --force to start over")
+        return True
+    if any(out.iterdir()):
+        raise DataError(out, "exists and is not a bench folder; choose another --out or pass --force")
+    return False
+
+
+def _claim_folder(out: Path, identity: dict, ours: bool) -> None:
+    if ours:
+        return
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    atomic_write_text(out / MARKER, json.dumps(identity, indent=1) + "\n")
+
+
+def jobs(config: BenchConfig, arm: str | None = None, seed: int | None = None) -> list[tuple[str, int]]:
+    """The (arm, seed) jobs of a recipe, optionally narrowed to one arm and/or seed."""
+    if arm is not None and arm not in config.arms:
+        raise DataError(None, f"--arm {arm!r} is not one of this recipe's arms: {', '.join(config.arms)}")
+    if seed is not None and seed not in config.seeds:
+        raise DataError(None, f"--seed {seed} is not one of this recipe's seeds: {', '.join(map(str, config.seeds))}")
+    return [(a, s) for a in config.arms for s in config.seeds if (arm is None or a == arm) and (seed is None or s == seed)]
+
+
+def _cohort(out: Path, recipe: Recipe, data: Path | None, say) -> Path:
+    if data is not None:
+        return data
+    from augment3d.data.phantom import make_phantom_cohort
+
+    folder = out / "cohort"
+    if not (folder / "phantom.json").is_file():
+        say(f"building the phantom cohort ({recipe.phantom.cases} cases, {recipe.phantom.ssa_fraction:.0%} SSA)")
+        make_phantom_cohort(folder, recipe.phantom, force=folder.exists())
+    return folder
+
+
+def _splits(out: Path, config: BenchConfig, cases) -> dict[str, list[str]]:
+    path = out / "splits.json"
+    ids = {c.subject_id for c in cases}
+    if path.is_file():
+        splits = load_splits(path)
+        missing = sorted(set().union(*splits.values()) - ids)
+        if missing:
+            raise DataError(path, f"lists cases that are not usable here: {', '.join(missing[:5])}; use --force to start over")
+        return splits
+    splits = make_splits({c.subject_id: c.conditions for c in cases}, seed=config.split_seed,
+                         val=config.val_fraction, test=config.test_fraction)
+    if not splits["train"] or not splits["test"]:
+        raise DataError(out, f"{len(cases)} usable cases are too few to split into train and test")
+    save_splits(path, splits, config.split_seed)
+    return splits
+
+
+def _gan(out: Path, recipe: Recipe, config: BenchConfig, data_dir: Path, train_ids, skip_bad: bool, device: str,
+         cache_dir, say, progress) -> Path:
+    from augment3d.checkpoint import bundle_exists
+    from augment3d.training.run import train_run
+    from augment3d.training.state import TRAIN_STATE
+
+    run = out / "gan"
+    steps = config.gan_steps or recipe.train.steps
+    resume = bundle_exists(run, TRAIN_STATE)
+    say(f"GAN on the {len(train_ids)} training cases: {steps} steps" + (" (resuming)" if resume else ""))
+    train_run(data_dir, replace(recipe, train=replace(recipe.train, steps=steps)), run, resume=resume,
+              force=not resume, skip_bad=skip_bad, device=device, cache_dir=cache_dir, subjects=train_ids,
+              progress=progress("GAN", steps) if progress else None)
+    return run
+
+
+def _gan_eval(out: Path, generator: str, data_dir: Path, config: BenchConfig, skip_bad: bool, cache_dir, say) -> None:
+    from augment3d.metrics.evaluate import evaluate_run
+
+    if (out / "gan_eval" / "metrics.json").is_file():
+        return
+    say(f"GAN metrics on {config.gan_eval_n} synthetic subjects")
+    evaluate_run(generator, data_dir, out / "gan_eval", n=config.gan_eval_n, psi=config.psi, skip_bad=skip_bad,
+                 force=True, cache_dir=cache_dir, segmenter_steps=config.judge_steps)
+
+
+def _synthetic_montage(out: Path, generator: str, config: BenchConfig) -> None:
+    from augment3d.sampling import load_generator
+    from augment3d.viz import save_montage
+
+    path = out / "synthetic_samples.png"
+    if path.is_file():
+        return
+    gen = load_generator(generator)
+    fixed = gen.encoder.check_partial(config.synthetic_condition, source=generator) if gen.conditions else {}
+    options = [c for c in gen.encoder.all_conditions() if all(c[k] == v for k, v in fixed.items())] or [None]
+    items = []
+    for condition in options[:4]:
+        images, labels = gen.generate(condition=condition, seeds=[0], psi=config.psi)
+        items.append((f"seed 0 {' '.join((condition or {}).values())}".strip(), images[0], labels[0]))
+    save_montage(items, path)
+
+
+def setup_bench(recipe: Recipe, out: str | os.PathLike, *, data: str | os.PathLike | None = None,
+                generator: str | os.PathLike | None = None, force: bool = False, skip_bad: bool = False,
+                device: str = "cpu", cache_dir=None, say: Callable[[str], None] = lambda m: None,
+                progress=None) -> BenchSetup:
+    """Every shared stage: folder, cohort, preparation, splits, GAN (+ its metrics and montage)."""
+    from augment3d.data import prepare_cohort
+
+    out = Path(out)
+    data = Path(data) if data is not None else None
+    generator = Path(generator) if generator is not None else None
+    config: BenchConfig = recipe.bench
+    if data is not None and not data.is_dir():
+        raise DataError(data, "cohort folder does not exist")
+    if generator is not None:
+        from augment3d.sampling import check_conditions_match, load_generator
+
+        gen = load_generator(generator)  # refuses anything that is not an intact generator
+        if data is not None:
+            check_conditions_match(gen, data)
+        if gen.conditions:
+            gen.encoder.check_partial(config.synthetic_condition, source=f"{recipe.path} [bench] synthetic_condition")
+    identity = _identity(recipe, data, generator)
+    ours = _check_folder(out, identity, force)
+
+    def prepare(folder: Path):
+        say(f"preparing {folder} on the {'x'.join(map(str, recipe.data.preprocess().shape))} grid")
+        return prepare_cohort(folder, recipe.data.preprocess(), recipe.data.conditions, recipe.data.categories,
+                              skip_bad=skip_bad, cache_dir=cache_dir)
+
+    cohort = prepare(data) if data is not None else None  # bad data is refused before OUT is touched
+    _claim_folder(out, identity, ours)
+    if not (out / "recipe.toml").is_file():
+        atomic_write_text(out / "recipe.toml", recipe.path.read_text(encoding="utf-8"))
+    data_dir = _cohort(out, recipe, data, say)
+    cohort = cohort or prepare(data_dir)
+    splits = _splits(out, config, cohort.cases)
+    by_id = {c.subject_id: c for c in cohort.cases}
+    parts = {k: [by_id[i] for i in v] for k, v in splits.items()}
+    gen_path = None
+    if any("synthetic" in a for a in config.arms):
+        gen_path = str(generator) if generator is not None else str(
+            _gan(out, recipe, config, data_dir, splits["train"], skip_bad, device, cache_dir, say, progress))
+        _gan_eval(out, gen_path, data_dir, config, skip_bad, cache_dir, say)
+        _synthetic_montage(out, gen_path, config)
+    return BenchSetup(out, recipe, config, data_dir, gen_path, parts["train"], parts["val"], parts["test"],
+                      cohort.skipped)
+
+
+def run_bench(recipe: Recipe, out: str | os.PathLike, *, data=None, generator=None, arm: str | None = None,
+              seed: int | None = None, setup_only: bool = False, force: bool = False, skip_bad: bool = False,
+              device: str = "cpu", cache_dir=None, say: Callable[[str], None] = lambda m: None,
+              progress=None) -> tuple[BenchSetup, dict | None]:
+    """Set up, run the selected jobs that have not finished, and write the report."""
+    from .report import write_report
+
+    if recipe.bench is None:
+        raise DataError(recipe.path, "the recipe has no [bench] section")
+    selected = jobs(recipe.bench, arm, seed)
+    setup = setup_bench(recipe, out, data=data, generator=generator, force=force, skip_bad=skip_bad, device=device,
+                        cache_dir=cache_dir, say=say, progress=progress)
+    if setup_only:
+        return setup, None
+    for a, s in selected:
+        if result_path(setup.folder, a, s).is_file():
+            say(f"{a} seed {s}: finished earlier, kept")
+            continue
+        say(f"{a} seed {s}: training on {len(setup.train)} cases")
+        result = run_job(setup.folder, a, s, setup.config, setup.train, setup.val, setup.test, setup.generator,
+                         device, progress(f"{a} s{s}", setup.config.steps) if progress else None)
+        say(f"{a} seed {s}: best validation Dice {result['best_val_dice']:.3f} at step {result['best_step']}")
+    return setup, write_report(setup.folder)

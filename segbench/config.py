@@ -1,0 +1,88 @@
+"""The ``[bench]`` section of a recipe: splits, arms, seeds, the segmentation model and its budget."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+__all__ = ["ARMS", "BenchConfig"]
+
+#: the four arms, in report order; ``real`` is the reference every other arm is compared with
+ARMS = ("real", "real+classic", "real+synthetic", "real+classic+synthetic")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Defaults suit the ``quick`` CPU run; the bundled recipes set every value they rely on.
+
+    Splits: ``val_fraction`` / ``test_fraction`` of each site x grade stratum, seeded by
+    ``split_seed``. Segmentation: an smp-3d ``architecture`` with ``encoder`` (never pretrained; ``norm = "group"`` swaps its BatchNorm
+    layers for GroupNorm, which small 3D batches need),
+    ``steps`` AdamW steps of ``batch`` subjects, validation Dice every ``val_every`` steps (the best
+    weights are kept), whole volumes when ``patch`` is 0, else ``patch``^3 patches through a
+    ``tio.Queue``. Synthetic data: ``synthetic = "augmenter"`` swaps each training subject for a
+    generated one with probability ``synthetic_p``; ``"cohort"`` adds ``synthetic_ratio`` x the
+    number of training subjects as a fixed synthetic cohort. ``synthetic_condition`` fixes some
+    condition columns (e.g. ``{site = "SSA"}`` to generate the scarce site); the others come from
+    the subject being replaced. ``gan_steps`` = 0 keeps the recipe's ``[train] steps``.
+    """
+
+    arms: tuple[str, ...] = ARMS
+    seeds: tuple[int, ...] = (0,)
+    split_seed: int = 0
+    val_fraction: float = 0.15
+    test_fraction: float = 0.3
+    architecture: str = "Unet"
+    encoder: str = "mobileone_s0"
+    decoder_channels: tuple[int, ...] = (64, 32, 16, 16, 8)
+    norm: str = "group"
+    steps: int = 300
+    batch: int = 2
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    val_every: int = 25
+    patch: int = 0
+    samples_per_volume: int = 4
+    queue_length: int = 16
+    workers: int = 0
+    synthetic: str = "augmenter"
+    synthetic_p: float = 0.5
+    synthetic_ratio: float = 1.0
+    synthetic_condition: dict[str, str] = field(default_factory=lambda: {"site": "SSA"})
+    psi: float = 1.0
+    gan_steps: int = 0
+    gan_eval_n: int = 16
+    judge_steps: int = 150
+    bootstrap: int = 10000
+    headline_site: str = "SSA"
+
+    def __post_init__(self):
+        for name in ("arms", "seeds", "decoder_channels"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        for name in ("val_fraction", "test_fraction", "lr", "weight_decay", "synthetic_p", "synthetic_ratio", "psi"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+        unknown = [a for a in self.arms if a not in ARMS]
+        if unknown or not self.arms:
+            raise ValueError(f"arms must be among {', '.join(ARMS)}, got {', '.join(unknown) or 'none'}")
+        if "real" not in self.arms:
+            raise ValueError("arms must include 'real', the reference the others are compared with")
+        if len(set(self.arms)) != len(self.arms) or len(set(self.seeds)) != len(self.seeds) or not self.seeds:
+            raise ValueError("arms and seeds must be non-empty lists without repeats")
+        if self.norm not in ("group", "batch"):
+            raise ValueError(f"norm must be 'group' (GroupNorm, batch-size independent) or 'batch', got {self.norm!r}")
+        if self.synthetic not in ("augmenter", "cohort"):
+            raise ValueError(f"synthetic must be 'augmenter' or 'cohort', got {self.synthetic!r}")
+        if min(self.steps, self.batch, self.val_every, self.samples_per_volume, self.queue_length, self.bootstrap) < 1:
+            raise ValueError("steps, batch, val_every, samples_per_volume, queue_length and bootstrap must be >= 1")
+        if self.patch < 0 or self.patch % 32:
+            raise ValueError(f"patch must be 0 (whole volumes) or a multiple of 32, got {self.patch}")
+        if not (0 < self.test_fraction < 1 and 0 <= self.val_fraction < 1 and self.val_fraction + self.test_fraction < 1):
+            raise ValueError("val_fraction and test_fraction must leave cases for training")
+        if not 0 <= self.synthetic_p <= 1 or self.synthetic_ratio <= 0:
+            raise ValueError("synthetic_p must be in [0, 1] and synthetic_ratio > 0")
+        if self.gan_eval_n < 4 or self.gan_steps < 0 or self.workers < 0:
+            raise ValueError("gan_eval_n must be >= 4, gan_steps and workers >= 0")
+        if len(self.decoder_channels) != 5:
+            raise ValueError("decoder_channels needs 5 values (encoder_depth 5: smp-3d crashes at other depths)")
+
+    def to_dict(self) -> dict:
+        return asdict(self)

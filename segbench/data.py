@@ -1,0 +1,76 @@
+"""torchio subjects from prepared cases, and each arm's training data (transforms, synthetic data)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torchio as tio
+
+from augment3d.data.layout import MODALITIES
+from augment3d.data.preprocess import PreparedCase
+
+from .config import BenchConfig
+
+__all__ = ["to_subject", "classic_augmentation", "arm_transform", "arm_dataset", "voxel_spacing"]
+
+
+def voxel_spacing(affine: np.ndarray) -> tuple[float, float, float]:
+    """Voxel sizes in mm along the array axes of an affine."""
+    return tuple(float(v) for v in np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(0)))
+
+
+def to_subject(case: PreparedCase) -> tio.Subject:
+    """A torchio subject with images t1n/t1c/t2w/t2f, label map ``seg`` and the case's conditions."""
+    images = {m: tio.ScalarImage(tensor=torch.from_numpy(np.ascontiguousarray(case.images[i]))[None], affine=case.affine)
+              for i, m in enumerate(MODALITIES)}
+    label = tio.LabelMap(tensor=torch.from_numpy(case.label.astype(np.int64))[None], affine=case.affine)
+    return tio.Subject(**images, seg=label, subject_id=case.subject_id, **case.conditions)
+
+
+def classic_augmentation() -> tio.Compose:
+    """A standard torchio stack for [-1, 1] images with background at -1 (each transform p=0.5 or less)."""
+    return tio.Compose([
+        tio.RandomAffine(scales=0.1, degrees=10, translation=4, default_pad_value="minimum", p=0.5),
+        tio.RandomElasticDeformation(num_control_points=6, max_displacement=6, p=0.3),
+        tio.RandomBiasField(coefficients=0.3, p=0.3),
+        tio.RandomGamma(log_gamma=0.2, p=0.3),
+        tio.RandomNoise(std=(0, 0.05), p=0.3),
+    ])
+
+
+def _positive(transform: tio.Transform) -> tio.Compose:
+    """Run an intensity transform on [0, 2] instead of [-1, 1] (gamma and bias fields assume >= 0)."""
+    return tio.Compose([tio.Lambda(lambda x: x + 1, types_to_apply=[tio.INTENSITY]), transform,
+                        tio.Lambda(lambda x: x - 1, types_to_apply=[tio.INTENSITY])])
+
+
+def arm_transform(arm: str, config: BenchConfig, generator: str | None, seed: int) -> tio.Transform:
+    """Flips for every arm, plus the classic stack and/or the synthetic augmenter."""
+    steps: list[tio.Transform] = []
+    if "synthetic" in arm and config.synthetic == "augmenter":
+        from augment3d import SyntheticAugmenter
+
+        steps.append(SyntheticAugmenter(generator, p=config.synthetic_p, condition=config.synthetic_condition,
+                                        psi=config.psi, seed=seed))
+    steps.append(tio.RandomFlip(axes=(0,), flip_probability=0.5))
+    if "classic" in arm:
+        steps.append(_positive(classic_augmentation()))
+    return tio.Compose(steps)
+
+
+def arm_dataset(arm: str, config: BenchConfig, cases: Sequence[PreparedCase], generator: str | None,
+                seed: int) -> torch.utils.data.Dataset:
+    """The training subjects of one arm (a synthetic cohort concatenated in ``cohort`` mode)."""
+    transform = arm_transform(arm, config, generator, seed)
+    real = tio.SubjectsDataset([to_subject(c) for c in cases], transform=transform)
+    if "synthetic" not in arm or config.synthetic != "cohort":
+        return real
+    from augment3d import SyntheticSubjectsDataset
+
+    n = max(1, round(config.synthetic_ratio * len(cases)))
+    names = {m: m for m in MODALITIES}
+    synthetic = SyntheticSubjectsDataset(generator, n, condition=config.synthetic_condition, seed=1_000_000 * (seed + 1),
+                                         psi=config.psi, names=names, label_key="seg", transform=transform)
+    return torch.utils.data.ConcatDataset([real, synthetic])

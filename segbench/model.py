@@ -1,0 +1,106 @@
+"""Segmentation networks from segmentation-models-pytorch-3d, the Dice + cross-entropy loss, inference."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from augment3d.errors import RecipeError
+
+from .config import BenchConfig
+
+__all__ = ["build_model", "seg_loss", "pad_to", "predict"]
+
+N_CLASSES = 4  # background, necrotic core, oedema, enhancing tumour
+_MULTIPLE = 32  # smp-3d's encoders downsample five times; its own shape check never fires
+
+
+def build_model(config: BenchConfig) -> torch.nn.Module:
+    """An smp-3d network with 4 input modalities and 4 classes; weights never downloaded."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit deprecations inside some encoders
+        import segmentation_models_pytorch_3d as smp
+
+        cls = getattr(smp, config.architecture, None)
+        if cls is None or not isinstance(cls, type):
+            raise RecipeError(None, f"[bench] architecture {config.architecture!r} is not in segmentation-models-pytorch-3d")
+        kwargs = {"decoder_channels": config.decoder_channels} if config.architecture in ("Unet", "UnetPlusPlus") else {}
+        try:
+            model = cls(encoder_name=config.encoder, encoder_weights=None, in_channels=4, classes=N_CLASSES,
+                        encoder_depth=5, **kwargs)
+        except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+            raise RecipeError(None, f"[bench] cannot build {config.architecture} with encoder {config.encoder!r}: {exc}") from None
+    return group_norm(model) if config.norm == "group" else model
+
+
+def group_norm(module: torch.nn.Module, groups: int = 8) -> torch.nn.Module:
+    """Swap every BatchNorm for GroupNorm (in place).
+
+    A 32^3 input reaches the encoder's bottom at 1^3: BatchNorm there sees batch-size values per
+    channel, its running statistics never settle, and evaluation-mode predictions collapse to
+    background (measured: validation Dice stuck at 0.08 for most of a quick run). GroupNorm does
+    not depend on the batch.
+    """
+    for name, child in module.named_children():
+        if isinstance(child, torch.nn.modules.batchnorm._BatchNorm):
+            channels = child.num_features
+            g = next(k for k in range(min(groups, channels), 0, -1) if channels % k == 0)
+            setattr(module, name, torch.nn.GroupNorm(g, channels, affine=child.affine))
+        else:
+            group_norm(child, groups)
+    return module
+
+
+def _region_probabilities(probs: torch.Tensor) -> torch.Tensor:
+    """WT (1+2+3), TC (1+3), ET (3) from class probabilities (B, 4, ...)."""
+    return torch.stack([probs[:, 1:].sum(1), probs[:, 1] + probs[:, 3], probs[:, 3]], 1)
+
+
+def seg_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy plus soft Dice on the BraTS regions (WT, TC, ET), the regions that are scored."""
+    labels = labels.long()
+    ce = F.cross_entropy(logits, labels)
+    probs = _region_probabilities(logits.float().softmax(1))
+    truth = _region_probabilities(F.one_hot(labels, N_CLASSES).movedim(-1, 1).float())
+    dims = (0, *range(2, probs.ndim))  # batch Dice: one score per region over the whole batch
+    dice = (2 * (probs * truth).sum(dims) + 1e-3) / (probs.sum(dims) + truth.sum(dims) + 1e-3)
+    return ce + (1 - dice.mean())
+
+
+def pad_to(x: torch.Tensor, multiple: int = _MULTIPLE, value: float = -1.0) -> tuple[torch.Tensor, tuple[slice, ...]]:
+    """Pad the spatial axes of (B, C, X, Y, Z) up to a multiple; returns the tensor and the crop back."""
+    sizes = x.shape[2:]
+    extra = [(-s) % multiple for s in sizes]
+    pad = []
+    for e in reversed(extra):
+        pad += [e // 2, e - e // 2]
+    crop = tuple(slice(e // 2, e // 2 + s) for e, s in zip(extra, sizes))
+    return (F.pad(x, pad, value=value) if any(extra) else x), crop
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, images: np.ndarray, device: str = "cpu", patch: int = 0) -> np.ndarray:
+    """Label map (X, Y, Z) uint8 of one case's images (4, X, Y, Z) in [-1, 1]."""
+    model.eval()
+    x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))[None].to(device)
+    if patch and any(s > patch for s in x.shape[2:]):
+        return _predict_patches(model, x, device, patch)
+    padded, crop = pad_to(x)
+    logits = model(padded)[(slice(None), slice(None), *crop)]
+    return logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
+
+
+def _predict_patches(model, x: torch.Tensor, device: str, patch: int) -> np.ndarray:
+    """Sliding window (half-patch overlap, averaged logits) for volumes larger than the patch."""
+    import torchio as tio
+
+    subject = tio.Subject(image=tio.ScalarImage(tensor=x[0].cpu()))
+    sampler = tio.GridSampler(subject, patch, patch // 2, padding_mode=-1.0)
+    aggregator = tio.GridAggregator(sampler, overlap_mode="average")
+    for batch in tio.SubjectsLoader(sampler, batch_size=2):
+        logits = model(batch["image"][tio.DATA].to(device)).float()
+        aggregator.add_batch(logits.cpu(), batch[tio.LOCATION])
+    return aggregator.get_output_tensor().argmax(0).to(torch.uint8).numpy()

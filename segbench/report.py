@@ -1,0 +1,246 @@
+"""Merge whatever jobs finished into ``report.json``, ``report.md`` and PNGs; the Markdown opens with the answer."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from augment3d.atomic import atomic_write_bytes, atomic_write_text
+from augment3d.errors import DataError
+from augment3d.metrics.regions import REGIONS
+
+from .stats import MEAN, arm_summary, paired_comparison
+from .train import RESULT
+
+__all__ = ["load_results", "build_report", "write_report"]
+
+METRICS = ("dice", "hd95", "lesion_dice", "lesion_hd95")
+SCORED = (*REGIONS, MEAN)
+
+
+def load_results(folder: Path) -> dict[str, list[dict]]:
+    """arm -> finished results (one per seed); damaged result files are reported, not merged."""
+    out: dict[str, list[dict]] = {}
+    for path in sorted(Path(folder).glob(f"arms/*/seed*/{RESULT}")):
+        try:
+            result = json.loads(path.read_text())
+            out.setdefault(result["arm"], []).append(result)
+        except (ValueError, KeyError) as exc:
+            raise DataError(path, f"damaged job result ({exc}); delete it to re-run that job") from None
+    return out
+
+
+def _sites(results: dict[str, list[dict]]) -> list[str | None]:
+    found = sorted({row.get("site") for rs in results.values() for r in rs for row in r["cases"] if row.get("site")})
+    return [None, *found]
+
+
+def _name(site) -> str:
+    return "all" if site is None else site
+
+
+def build_report(folder: Path) -> dict:
+    from augment3d.config import load_recipe
+
+    folder = Path(folder)
+    recipe = load_recipe(folder / "recipe.toml")
+    name = json.loads((folder / "bench.json").read_text()).get("recipe", recipe.name) if (folder / "bench.json").is_file() else recipe.name
+    config = recipe.bench
+    results = load_results(folder)
+    if "real" not in results:
+        raise DataError(folder, "no finished 'real' job yet: nothing to compare against")
+    arms = [a for a in config.arms if a in results]
+    sites = _sites(results)
+    summary = {_name(s): {a: {r: {m: arm_summary(results[a], m, r, s, config.bootstrap) for m in METRICS}
+                              for r in SCORED} for a in arms} for s in sites}
+    comparisons = {_name(s): {a: {r: {m: paired_comparison(results[a], results["real"], m, r, s, config.bootstrap)
+                                      for m in ("dice", "lesion_dice")} for r in SCORED}
+                              for a in arms if a != "real"} for s in sites}
+    gan = _gan_metrics(folder)
+    report = {
+        "recipe": name,
+        "finished": {a: sorted(r["seed"] for r in results[a]) for a in arms},
+        "missing": [f"{a} seed {s}" for a in config.arms for s in config.seeds
+                    if s not in {r["seed"] for r in results.get(a, [])}],
+        "headline_site": config.headline_site,
+        "summary": summary,
+        "vs_real": comparisons,
+        "gan": gan,
+        "seconds": {a: [round(r["seconds"], 1) for r in results[a]] for a in arms},
+        "validation": sorted({r.get("validation", "") for rs in results.values() for r in rs}),
+    }
+    report["answer"] = _answer(report, config)
+    return report
+
+
+def _gan_metrics(folder: Path) -> dict | None:
+    path = folder / "gan_eval" / "metrics.json"
+    if not path.is_file():
+        return None
+    m = json.loads(path.read_text())
+    pick = {
+        "fid_synthetic_vs_train": m["fid"]["synthetic_vs_train"],
+        "fid_floor_held_out_vs_train": m["fid"]["floor_held_out_vs_train"],
+        "ssim_to_nearest_held_out": m["ssim_to_nearest_held_out"]["mean"],
+        "mse_to_nearest_held_out": m["mse_to_nearest_held_out"]["mean"],
+        "memorised_share": m["memorisation"]["share_flagged"],
+        "label_consistency_dice_synthetic": m["label_consistency_dice"]["synthetic"],
+        "label_consistency_dice_real": m["label_consistency_dice"]["reference_held_out_real"],
+        "share_with_tumour_synthetic": m["share_with_tumour"]["synthetic"],
+    }
+    diversity = m.get("diversity_ms_ssim", {})
+    if "synthetic" in diversity:
+        pick["ms_ssim_synthetic"], pick["ms_ssim_real"] = diversity["synthetic"], diversity["real_train"]
+    return pick
+
+
+MIN_CASES = 5  # fewer paired test cases than this get no verdict, whatever the interval says
+
+
+def _verdict(low: float, high: float, cases: int) -> str:
+    if cases < MIN_CASES:
+        return f"too few test cases for a verdict (fewer than {MIN_CASES})"
+    if low > 0:
+        return "helped"
+    if high < 0:
+        return "hurt"
+    return "no clear effect (the 95% CI includes 0)"
+
+
+def _answer(report: dict, config) -> str:
+    site = config.headline_site if config.headline_site in report["vs_real"] else "all"
+    lines = []
+    for arm in ("real+synthetic", "real+classic+synthetic"):
+        c = report["vs_real"][site].get(arm)
+        if c is None:
+            continue
+        d = c[MEAN]["dice"]
+        p = "n/a" if d["wilcoxon_p"] is None else f"{d['wilcoxon_p']:.3g}"
+        lines.append(f"{arm} vs real on the {site} test cases (n={d['cases']}, {len(report['finished'][arm])} seed(s)): "
+                     f"mean Dice (WT/TC/ET) {d['difference']:+.3f}, 95% CI [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}], "
+                     f"Wilcoxon p={p}: {_verdict(*d['ci95'], d['cases'])}.")
+    if not lines:
+        return "No synthetic arm has finished yet."
+    return " ".join(lines)
+
+
+def _fmt(x, digits: int = 3) -> str:
+    return "-" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.{digits}f}"
+
+
+def _markdown(report: dict) -> str:
+    out = [f"# segbench report ({report['recipe']})", "", f"**Did synthetic data help?** {report['answer']}", ""]
+    if report["missing"]:
+        out += [f"Jobs not finished yet (merge again with `augment3d bench-report`): {', '.join(report['missing'])}.", ""]
+    out += ["## Test Dice per arm", "",
+            "Mean over test cases (each case averaged over seeds), bootstrap 95% CI in brackets; "
+            "HD95 and lesion-wise HD95 in mm (a miss scores 374).", ""]
+    out += ["| site | arm | WT | TC | ET | mean Dice | lesion-wise Dice | HD95 | lesion-wise HD95 | seeds (mean +- std) |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for site, arms in report["summary"].items():
+        for arm, regions in arms.items():
+            cells = [f"{_fmt(regions[r]['dice']['mean'])} [{_fmt(regions[r]['dice']['ci95'][0], 2)}, "
+                     f"{_fmt(regions[r]['dice']['ci95'][1], 2)}]" for r in SCORED]
+            m = regions[MEAN]
+            out.append(f"| {site} (n={m['dice']['cases']}) | {arm} | {' | '.join(cells)} | {_fmt(m['lesion_dice']['mean'])} | "
+                       f"{_fmt(m['hd95']['mean'], 1)} | {_fmt(m['lesion_hd95']['mean'], 1)} | "
+                       f"{_fmt(m['dice']['seed_mean'])} +- {_fmt(m['dice']['seed_std'])} ({m['dice']['seeds']}) |")
+    out += ["", "## Paired differences against `real`", "",
+            "Per test case, arm minus `real` (averaged over the seeds both finished); bootstrap 95% CI, "
+            "two-sided Wilcoxon signed-rank p (n/a: fewer than 2 cases or all differences 0).", "",
+            "| site | arm | WT | TC | ET | mean Dice [95% CI] | Wilcoxon p | lesion-wise mean Dice [95% CI] |",
+            "|---|---|---|---|---|---|---|---|"]
+    for site, arms in report["vs_real"].items():
+        for arm, regions in arms.items():
+            d, lw = regions[MEAN]["dice"], regions[MEAN]["lesion_dice"]
+            p = "n/a" if d["wilcoxon_p"] is None else f"{d['wilcoxon_p']:.3g}"
+            per_region = " | ".join(f"{regions[r]['dice']['difference']:+.3f}" for r in REGIONS)
+            out.append(f"| {site} (n={d['cases']}) | {arm} | {per_region} | {d['difference']:+.3f} "
+                       f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] | {p} | {lw['difference']:+.3f} "
+                       f"[{lw['ci95'][0]:+.3f}, {lw['ci95'][1]:+.3f}] |")
+    gan = report["gan"]
+    if gan:
+        out += ["", "## The generator behind the synthetic arms (`gan_eval/report.md`)", "",
+                "| metric | value |", "|---|---|"]
+        out += [f"| {k.replace('_', ' ')} | {', '.join(f'{r} {_fmt(x)}' for r, x in v.items()) if isinstance(v, dict) else _fmt(v)} |"
+                for k, v in gan.items()]
+        out += ["", "Read together: a FID far above its floor, a label-consistency Dice far below the real reference "
+                "or few synthetic subjects with a tumour mean the synthetic subjects teach the segmenter little."]
+    out += ["", "## Figures", "", "![Dice per arm](dice_by_arm.png)", "", "![Validation Dice](learning_curves.png)", ""]
+    if gan:
+        out += ["![Synthetic subjects](synthetic_samples.png)", ""]
+    out += [f"Validation chose the best weights on: {', '.join(report['validation'])}. "
+            f"Seconds per job: {json.dumps(report['seconds'])}.", ""]
+    return "\n".join(out)
+
+
+def _png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png", dpi=90)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _plots(folder: Path, report: dict, results: dict[str, list[dict]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    sites = list(report["summary"])
+    fig, axes = plt.subplots(1, len(sites), figsize=(4.5 * len(sites), 3.4), squeeze=False, sharey=True)
+    for ax, site in zip(axes[0], sites):
+        arms = list(report["summary"][site])
+        width = 0.8 / len(arms)
+        for k, arm in enumerate(arms):
+            s = report["summary"][site][arm]
+            means = np.array([s[r]["dice"]["mean"] for r in SCORED])
+            ci = np.array([s[r]["dice"]["ci95"] for r in SCORED]).T
+            ax.bar(np.arange(len(SCORED)) + k * width, means, width,
+                   yerr=np.abs(ci - means), capsize=2, label=arm)
+        n = report["summary"][site]["real"][MEAN]["dice"]["cases"]
+        ax.set_xticks(np.arange(len(SCORED)) + 0.4 - width / 2, SCORED)
+        ax.set_title(f"{site} test cases (n={n})")
+        ax.set_ylim(0, 1)
+    axes[0][0].set_ylabel("Dice (95% CI)")
+    axes[0][-1].legend(fontsize=7)
+    atomic_write_bytes(folder / "dice_by_arm.png", _png(fig))
+
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    for k, arm in enumerate(report["summary"]["all"]):
+        for j, r in enumerate(results[arm]):
+            ax.plot([c["step"] for c in r["curve"]], [c["val_dice"] for c in r["curve"]], color=f"C{k}",
+                    label=arm if j == 0 else None)
+    ax.set_xlabel("step")
+    ax.set_ylabel("validation Dice (WT/TC/ET mean)")
+    ax.legend(fontsize=7)
+    atomic_write_bytes(folder / "learning_curves.png", _png(fig))
+
+
+def _finite(value):
+    """NaN (an empty site or arm) as JSON null, so report.json is strict JSON."""
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def write_report(folder: str | Path) -> dict:
+    """Merge finished jobs in a bench folder; writes report.json, report.md and the PNGs."""
+    folder = Path(folder)
+    if not (folder / "recipe.toml").is_file():
+        raise DataError(folder, "not a bench folder (no recipe.toml)")
+    report = build_report(folder)
+    _plots(folder, report, load_results(folder))
+    atomic_write_text(folder / "report.json", json.dumps(_finite(report), indent=1) + "\n")
+    atomic_write_text(folder / "report.md", _markdown(report))
+    return report

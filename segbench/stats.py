@@ -1,0 +1,84 @@
+"""Statistics over finished jobs: per-arm means over seeds, paired per-case differences vs ``real``.
+
+Per case, a score is first averaged over the seeds both arms finished; the paired differences
+(arm - real) over test cases get a percentile bootstrap 95% CI of their mean (seeded) and a
+two-sided Wilcoxon signed-rank test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["bootstrap_ci", "wilcoxon_p", "case_table", "arm_summary", "paired_comparison"]
+
+#: a case's summary score: the mean of the legacy Dice over WT, TC and ET
+MEAN = "mean"
+
+
+def bootstrap_ci(values: Sequence[float], n: int = 10000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean; (nan, nan) for no values, (v, v) for one."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, v.size, size=(n, v.size))].mean(1)
+    alpha = (1 - level) / 2
+    return (float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha)))
+
+
+def wilcoxon_p(differences: Sequence[float]) -> float | None:
+    """Two-sided Wilcoxon signed-rank p-value; None when it is undefined (fewer than 2 cases, all ties)."""
+    from scipy.stats import wilcoxon
+
+    d = np.asarray(differences, dtype=np.float64)
+    if d.size < 2 or np.all(d == 0):
+        return None
+    return float(wilcoxon(d).pvalue)
+
+
+def _score(row: dict, region: str, metric: str) -> float:
+    if region == MEAN:
+        return float(np.mean([s[metric] for s in row["scores"].values()]))
+    return float(row["scores"][region][metric])
+
+
+def case_table(results: Sequence[dict], metric: str, region: str) -> dict[str, dict[int, float]]:
+    """subject_id -> {seed: score} for one arm's results."""
+    table: dict[str, dict[int, float]] = {}
+    for result in results:
+        for row in result["cases"]:
+            table.setdefault(row["subject_id"], {})[result["seed"]] = _score(row, region, metric)
+    return table
+
+
+def _subset(results: Sequence[dict], site: str | None, column: str = "site") -> set[str]:
+    return {row["subject_id"] for r in results for row in r["cases"] if site is None or row.get(column) == site}
+
+
+def arm_summary(results: Sequence[dict], metric: str, region: str, site: str | None, n_boot: int) -> dict:
+    """Mean over cases (averaged over seeds) with a bootstrap CI, and mean +- std over seeds."""
+    keep = _subset(results, site)
+    table = {k: v for k, v in case_table(results, metric, region).items() if k in keep}
+    per_case = [float(np.mean(list(v.values()))) for v in table.values()]
+    per_seed = [float(np.mean([v[s] for v in table.values() if s in v])) for s in sorted({r["seed"] for r in results})]
+    low, high = bootstrap_ci(per_case, n_boot)
+    return {"mean": float(np.mean(per_case)) if per_case else float("nan"), "ci95": [low, high], "cases": len(per_case),
+            "seeds": len(per_seed), "seed_mean": float(np.mean(per_seed)) if per_seed else float("nan"),
+            "seed_std": float(np.std(per_seed)) if per_seed else float("nan")}
+
+
+def paired_comparison(arm: Sequence[dict], reference: Sequence[dict], metric: str, region: str, site: str | None,
+                      n_boot: int) -> dict:
+    """arm - reference per test case over the seeds both finished; mean, bootstrap CI, Wilcoxon p."""
+    keep = _subset(arm, site) & _subset(reference, site)
+    a, r = case_table(arm, metric, region), case_table(reference, metric, region)
+    diffs = []
+    for case in sorted(keep):
+        seeds = sorted(set(a.get(case, {})) & set(r.get(case, {})))
+        if seeds:
+            diffs.append(float(np.mean([a[case][s] - r[case][s] for s in seeds])))
+    low, high = bootstrap_ci(diffs, n_boot)
+    return {"difference": float(np.mean(diffs)) if diffs else float("nan"), "ci95": [low, high], "cases": len(diffs),
+            "wilcoxon_p": wilcoxon_p(diffs)}

@@ -1,0 +1,119 @@
+"""One job: train a segmentation net for one arm and seed, keep the best by validation Dice, score the test split."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from augment3d.atomic import atomic_write_text
+from augment3d.data.preprocess import PreparedCase
+from augment3d.metrics.regions import REGIONS
+
+from .config import BenchConfig
+from .data import arm_dataset, voxel_spacing
+from .metrics import dice_score, score_case
+from .model import build_model, pad_to, predict, seg_loss
+
+__all__ = ["RESULT", "result_path", "run_job", "score_cases"]
+
+RESULT = "result.json"
+
+
+def result_path(bench_dir: Path, arm: str, seed: int) -> Path:
+    return Path(bench_dir) / "arms" / arm / f"seed{seed}" / RESULT
+
+
+def _batches(dataset, config: BenchConfig, seed: int):
+    """Endless training batches: whole subjects, or patches through a tio.Queue when ``patch`` is set."""
+    import torchio as tio
+
+    g = torch.Generator().manual_seed(seed)
+    if config.patch:
+        sampler = tio.LabelSampler(config.patch, label_name="seg", label_probabilities={0: 1, 1: 1, 2: 1, 3: 1})
+        source = tio.Queue(dataset, config.queue_length, config.samples_per_volume, sampler,
+                           num_workers=config.workers, shuffle_subjects=True, shuffle_patches=True)
+        loader = tio.SubjectsLoader(source, batch_size=config.batch, num_workers=0)
+    else:
+        loader = tio.SubjectsLoader(dataset, batch_size=config.batch, shuffle=True, drop_last=len(dataset) > config.batch,
+                                    num_workers=config.workers, generator=g)
+    while True:
+        yield from loader
+
+
+def _stack(batch) -> tuple[torch.Tensor, torch.Tensor]:
+    import torchio as tio
+
+    from augment3d.data.layout import MODALITIES
+
+    x = torch.cat([batch[m][tio.DATA].float() for m in MODALITIES], 1)
+    return x, batch["seg"][tio.DATA][:, 0].long()
+
+
+def _validation_dice(model, cases: Sequence[PreparedCase], device: str, patch: int) -> float:
+    from augment3d.metrics.regions import region_mask
+
+    scores = []
+    for case in cases:
+        pred = predict(model, case.images, device, patch)
+        scores += [dice_score(region_mask(pred, r), region_mask(case.label, r)) for r in REGIONS]
+    return float(np.mean(scores))
+
+
+def score_cases(model, cases: Sequence[PreparedCase], device: str, patch: int) -> list[dict]:
+    """Per test case: its conditions and Dice / HD95 (mm) / lesion-wise scores per region."""
+    rows = []
+    for case in cases:
+        pred = predict(model, case.images, device, patch)
+        rows.append({"subject_id": case.subject_id, **case.conditions,
+                     "scores": score_case(pred, case.label, voxel_spacing(case.affine))})
+    return rows
+
+
+def run_job(bench_dir: Path, arm: str, seed: int, config: BenchConfig, train: Sequence[PreparedCase],
+            val: Sequence[PreparedCase], test: Sequence[PreparedCase], generator: str | None, device: str = "cpu",
+            progress: Callable[[int, int, dict], None] | None = None) -> dict:
+    """Train, validate, test one (arm, seed); writes ``arms/<arm>/seed<seed>/result.json`` atomically."""
+    torch.manual_seed(seed)
+    model = build_model(config).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    dataset = arm_dataset(arm, config, train, generator, seed)
+    validation = list(val) or list(train)  # with no validation cases the training cases choose (said in the report)
+    curve, best_dice, best_step, best_state = [], -1.0, 0, None
+    t0, losses = time.perf_counter(), []
+    batches = _batches(dataset, config, seed)
+    for step in range(1, config.steps + 1):
+        model.train()
+        x, y = _stack(next(batches))
+        x, _ = pad_to(x.to(device))
+        y = pad_to(y.to(device)[:, None].float(), value=0)[0][:, 0].long()
+        loss = seg_loss(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        if step % config.val_every == 0 or step == config.steps:
+            dice = _validation_dice(model, validation, device, config.patch)
+            curve.append({"step": step, "train_loss": float(np.mean(losses)), "val_dice": dice})
+            losses = []
+            if dice > best_dice:
+                best_dice, best_step, best_state = dice, step, copy.deepcopy(model.state_dict())
+            if progress is not None:
+                progress(step, config.steps, curve[-1])
+    model.load_state_dict(best_state)
+    result = {
+        "arm": arm, "seed": seed, "steps": config.steps, "best_step": best_step, "best_val_dice": best_dice,
+        "validation": "val split" if val else "training cases (no validation split)",
+        "seconds": time.perf_counter() - t0, "train_cases": len(train), "curve": curve,
+        "cases": score_cases(model, test, device, config.patch),
+        "regions": list(REGIONS),
+    }
+    path = result_path(bench_dir, arm, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(result, indent=1) + "\n")
+    return result

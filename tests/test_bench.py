@@ -1,0 +1,174 @@
+"""segbench end to end (the ci recipe), its statistics, its arms and its folder rules."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from cli import app
+
+runner = CliRunner()
+
+
+def _invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="session")
+def ci_bench(tmp_path_factory):
+    """The whole ci bench, run once: phantom cohort, splits, GAN on the training split, four arms, report."""
+    out = tmp_path_factory.mktemp("bench") / "ci"
+    result = _invoke("bench", "--recipe", "ci", "--out", out)
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def test_ci_bench_runs_the_whole_pipeline(ci_bench):
+    out, output = ci_bench
+    assert "report:" in output
+    splits = json.loads((out / "splits.json").read_text())
+    train, val, test = (set(splits[k]) for k in ("train", "val", "test"))
+    assert train and test and not (train & val) and not (train & test) and not (val & test)
+    # the GAN saw the training split only
+    assert set(json.loads((out / "gan" / "subjects.json").read_text())["train"]) == train
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["summary"]["all"]) == {"real", "real+classic", "real+synthetic", "real+classic+synthetic"}
+    assert report["missing"] == []
+    assert {"all", "HIC", "SSA"} <= set(report["summary"])
+    scored = {row["subject_id"] for row in json.loads((out / "arms" / "real" / "seed0" / "result.json").read_text())["cases"]}
+    assert scored == test
+    md = (out / "report.md").read_text()
+    assert md.splitlines()[2].startswith("**Did synthetic data help?** real+synthetic vs real on the SSA test cases")
+    for png in ("dice_by_arm.png", "learning_curves.png", "synthetic_samples.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    assert report["gan"]["fid_synthetic_vs_train"] >= 0
+
+
+def test_rerun_keeps_finished_jobs(ci_bench):
+    out, _ = ci_bench
+    result_file = out / "arms" / "real" / "seed0" / "result.json"
+    before = result_file.stat().st_mtime_ns
+    again = _invoke("bench", "--recipe", "ci", "--out", out)
+    assert again.exit_code == 0, again.output
+    assert "finished earlier, kept" in again.output
+    assert result_file.stat().st_mtime_ns == before
+
+
+def test_one_job_then_bench_report_merges_what_finished(ci_bench, tmp_path):
+    source, _ = ci_bench
+    out = tmp_path / "split-jobs"
+    common = ["--recipe", "ci", "--out", out, "--data", source / "cohort", "--generator", source / "gan"]
+    setup = _invoke("bench", *common, "--setup-only")
+    assert setup.exit_code == 0, setup.output
+    assert not (out / "arms").exists() and (out / "splits.json").is_file()
+    one = _invoke("bench", *common, "--arm", "real", "--seed", 0)
+    assert one.exit_code == 0, one.output
+    two = _invoke("bench", *common, "--arm", "real+synthetic", "--seed", 0)
+    assert two.exit_code == 0, two.output
+    merged = _invoke("bench-report", out)
+    assert merged.exit_code == 0, merged.output
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["finished"]) == {"real", "real+synthetic"}
+    assert "real+classic seed 0" in report["missing"]
+    assert "not finished yet" in merged.output
+
+
+def test_bench_refuses_foreign_or_mismatched_folders(ci_bench, tmp_path):
+    out, _ = ci_bench
+    other = _invoke("bench", "--recipe", "quick", "--out", out, "--setup-only")
+    assert other.exit_code == 2 and "different recipe" in other.output
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    refused = _invoke("bench", "--recipe", "ci", "--out", foreign)
+    assert refused.exit_code == 2 and "not a bench folder" in refused.output
+    assert (foreign / "notes.txt").read_text() == "mine"
+    bad_arm = _invoke("bench", "--recipe", "ci", "--out", out, "--arm", "real+gan")
+    assert bad_arm.exit_code == 2 and "is not one of this recipe's arms" in bad_arm.output
+    empty = _invoke("bench-report", tmp_path)
+    assert empty.exit_code == 2 and "not a bench folder" in empty.output
+
+
+def test_bootstrap_and_wilcoxon():
+    from segbench.stats import bootstrap_ci, wilcoxon_p
+
+    assert bootstrap_ci([0.2, 0.2, 0.2]) == (pytest.approx(0.2), pytest.approx(0.2))
+    values = np.random.default_rng(0).normal(0.5, 0.1, 40)
+    low, high = bootstrap_ci(values)
+    assert low < values.mean() < high and high - low < 0.1
+    assert bootstrap_ci(values, seed=1) != bootstrap_ci(values, seed=2)
+    assert wilcoxon_p([0.0, 0.0, 0.0]) is None and wilcoxon_p([0.1]) is None
+    assert wilcoxon_p([0.1] * 10) < 0.01
+
+
+def test_paired_comparison_by_hand():
+    from segbench.stats import arm_summary, paired_comparison
+
+    def result(seed, scores):
+        return {"seed": seed, "cases": [{"subject_id": f"c{i}", "site": "SSA" if i < 2 else "HIC",
+                                          "scores": {r: {"dice": d} for r in ("WT", "TC", "ET")}}
+                                         for i, d in enumerate(scores)]}
+
+    real = [result(0, [0.5, 0.6, 0.7]), result(1, [0.5, 0.8, 0.7])]
+    synth = [result(0, [0.6, 0.6, 0.7]), result(1, [0.7, 0.8, 0.9])]
+    c = paired_comparison(synth, real, "dice", "WT", "SSA", 1000)
+    # case c0: mean(0.1, 0.2) = 0.15; case c1: 0; mean 0.075
+    assert c["cases"] == 2 and c["difference"] == pytest.approx(0.075)
+    s = arm_summary(real, "dice", "mean", None, 1000)
+    assert s["mean"] == pytest.approx(np.mean([0.5, 0.7, 0.7])) and s["seeds"] == 2
+    assert s["seed_std"] == pytest.approx(np.std([0.6, 2 / 3]))
+
+
+def test_synthetic_arm_replaces_subjects_and_real_arm_only_flips(tiny_run):
+    from augment3d.data.preprocess import PreparedCase
+    from segbench.config import BenchConfig
+    from segbench.data import arm_dataset
+
+    rng = np.random.default_rng(0)
+    label = np.zeros((16, 16, 16), np.uint8)
+    label[5:9, 5:9, 5:9] = 2
+    case = PreparedCase(subject_id="c0", images=rng.uniform(-1, 1, (4, 16, 16, 16)).astype(np.float32), label=label,
+                        affine=np.diag([3.0, 3.0, 3.0, 1.0]), conditions={"site": "HIC", "grade": "LGG"})
+    real = arm_dataset("real", BenchConfig(), [case], None, seed=0)[0]
+    assert torch.equal(real["seg"].data.sum(), torch.tensor(int(label.astype(np.int64).sum())))
+    config = BenchConfig(synthetic_p=1.0, synthetic_condition={"site": "SSA"})
+    swapped = arm_dataset("real+synthetic", config, [case], str(tiny_run), seed=0)[0]
+    assert not np.allclose(swapped["t1n"].data.numpy()[0], case.images[0])
+    assert set(np.unique(swapped["seg"].data.numpy())) <= {0, 1, 2, 3}
+    history = [t.name for t in swapped.get_applied_transforms()]
+    assert "SyntheticReplacement" in history
+    replacement = next(t for t in swapped.get_applied_transforms() if t.name == "SyntheticReplacement")
+    assert replacement.condition == {"site": "SSA", "grade": "LGG"}  # site fixed, grade from the subject
+    cohort = arm_dataset("real+synthetic", BenchConfig(synthetic="cohort", synthetic_ratio=2.0), [case], str(tiny_run), 0)
+    assert len(cohort) == 3
+
+
+def test_model_pads_any_shape_and_loss_prefers_the_truth():
+    from segbench.config import BenchConfig
+    from segbench.model import build_model, predict, seg_loss
+
+    model = build_model(BenchConfig(decoder_channels=(16, 16, 8, 8, 8)))
+    out = predict(model, np.zeros((4, 20, 24, 18), np.float32))
+    assert out.shape == (20, 24, 18) and out.dtype == np.uint8
+    labels = torch.zeros(1, 8, 8, 8, dtype=torch.long)
+    labels[0, 2:5, 2:5, 2:5] = 3
+    perfect = torch.nn.functional.one_hot(labels, 4).movedim(-1, 1).float() * 20
+    assert seg_loss(perfect, labels) < seg_loss(torch.zeros_like(perfect), labels)
+
+
+def test_bench_section_is_checked(tmp_path):
+    from augment3d.config import load_recipe
+    from augment3d.errors import RecipeError
+
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[data]\nshape = 16\n[bench]\npatch = 40\n')
+    with pytest.raises(RecipeError, match="multiple of 32"):
+        load_recipe(recipe)
+    recipe.write_text('[data]\nshape = 16\n[bench]\narms = ["real+synthetic"]\n')
+    with pytest.raises(RecipeError, match="must include 'real'"):
+        load_recipe(recipe)
+    recipe.write_text('[data]\nshape = 16\n[bench]\nstep = 3\n')
+    with pytest.raises(RecipeError, match="unknown key"):
+        load_recipe(recipe)
