@@ -172,3 +172,25 @@ def test_bench_section_is_checked(tmp_path):
     recipe.write_text('[data]\nshape = 16\n[bench]\nstep = 3\n')
     with pytest.raises(RecipeError, match="unknown key"):
         load_recipe(recipe)
+
+
+def test_patch_training_through_a_queue_and_sliding_window_inference(tmp_path):
+    from augment3d.data.preprocess import PreparedCase
+    from segbench.config import BenchConfig
+    from segbench.train import run_job
+
+    rng = np.random.default_rng(1)
+
+    def case(i):
+        label = np.zeros((40, 36, 44), np.uint8)
+        label[10:20, 8:18, 12:24] = 2
+        label[13:17, 11:15, 15:20] = 3
+        images = rng.uniform(-1, 1, (4, 40, 36, 44)).astype(np.float32)
+        return PreparedCase(f"c{i}", images, label, np.diag([2.0, 2.0, 2.0, 1.0]), {"site": "SSA", "grade": "HGG"})
+
+    config = BenchConfig(patch=32, samples_per_volume=2, queue_length=4, steps=2, val_every=1, batch=2,
+                         decoder_channels=(16, 16, 8, 8, 8))
+    result = run_job(tmp_path, "real", 0, config, [case(0), case(1)], [case(2)], [case(3)], None)
+    assert len(result["curve"]) == 2 and result["cases"][0]["subject_id"] == "c3"
+    assert set(result["cases"][0]["scores"]) == {"WT", "TC", "ET"}
+    assert (tmp_path / "arms" / "real" / "seed0" / "result.json").is_file()
