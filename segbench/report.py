@@ -91,6 +91,11 @@ def _gan_metrics(folder: Path) -> dict | None:
         "label_consistency_dice_real": m["label_consistency_dice"]["reference_held_out_real"],
         "share_with_tumour_synthetic": m["share_with_tumour"]["synthetic"],
     }
+    pick["share_with_tumour_real"] = m["share_with_tumour"]["real_held_out"]
+    pick["ssim_reference_held_out_to_train"] = m["reference_held_out_to_nearest_train"]["ssim"]["mean"]
+    for column, fidelity in m.get("condition_fidelity", {}).items():
+        pick[f"condition_accuracy_{column}"] = {"synthetic": fidelity["synthetic_accuracy"],
+                                                "real": fidelity["held_out_real_accuracy"]}
     diversity = m.get("diversity_ms_ssim", {})
     if "synthetic" in diversity:
         pick["ms_ssim_synthetic"], pick["ms_ssim_real"] = diversity["synthetic"], diversity["real_train"]
@@ -125,6 +130,30 @@ def _answer(report: dict, config) -> str:
     if not lines:
         return "No synthetic arm has finished yet."
     return " ".join(lines)
+
+
+def _diagnosis(gan: dict) -> list[str]:
+    """Plain-language flags from the GAN metrics, so a reader sees why synthetic data did or did not help."""
+    lines = []
+    syn, real = gan["share_with_tumour_synthetic"], gan["share_with_tumour_real"]
+    if syn < 0.5 * real:
+        lines.append(f"only {syn:.0%} of synthetic subjects carry a tumour label (real held-out: {real:.0%}): "
+                     "replacing real subjects with them teaches the segmenter that tumours are rare or absent")
+    floor = gan["fid_floor_held_out_vs_train"]
+    ratio = gan["fid_synthetic_vs_train"] / max(floor, 1e-12)
+    lines.append(f"FID {gan['fid_synthetic_vs_train']:.3g} is {ratio:.0f}x the real-vs-real floor ({floor:.3g})"
+                 + ("; the images are far from the real distribution" if ratio > 5 else ""))
+    ssim, reference = gan["ssim_to_nearest_held_out"], gan["ssim_reference_held_out_to_train"]
+    lines.append(f"SSIM to the nearest held-out case {ssim:.2f} against {reference:.2f} between real cases"
+                 + ("; anatomy is not reproduced" if ssim < 0.8 * reference else ""))
+    for key, value in gan.items():
+        if key.startswith("condition_accuracy_") and value["synthetic"] < 0.75 * value["real"]:
+            lines.append(f"a classifier trained on real data recognises the {key.removeprefix('condition_accuracy_')} of "
+                         f"{value['synthetic']:.0%} of synthetic subjects (real: {value['real']:.0%}): the conditioning "
+                         "does not show in the images")
+    if gan["memorised_share"] > 0:
+        lines.append(f"{gan['memorised_share']:.0%} of synthetic subjects are flagged as near-copies of training cases")
+    return lines
 
 
 def _fmt(x, digits: int = 3) -> str:
@@ -167,8 +196,7 @@ def _markdown(report: dict) -> str:
                 "| metric | value |", "|---|---|"]
         out += [f"| {k.replace('_', ' ')} | {', '.join(f'{r} {_fmt(x)}' for r, x in v.items()) if isinstance(v, dict) else _fmt(v)} |"
                 for k, v in gan.items()]
-        out += ["", "Read together: a FID far above its floor, a label-consistency Dice far below the real reference "
-                "or few synthetic subjects with a tumour mean the synthetic subjects teach the segmenter little."]
+        out += ["", "What these say about the synthetic subjects:", ""] + [f"- {line}" for line in _diagnosis(gan)]
     out += ["", "## Figures", "", "![Dice per arm](dice_by_arm.png)", "", "![Validation Dice](learning_curves.png)", ""]
     if gan:
         out += ["![Synthetic subjects](synthetic_samples.png)", ""]
