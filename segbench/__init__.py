@@ -1,8 +1,10 @@
 """segbench: does synthetic data improve 3D tumour segmentation?
 
-So far: ``segbench.metrics`` (Dice, HD95 in mm, BraTS-2023 lesion-wise scores per WT/TC/ET).
-The harness (splits, arms, segmentation-models-pytorch-3d models, statistics, reports,
-``augment3d bench``) is issue 6.
+``augment3d bench`` runs it (see docs/BENCH.md). Modules: ``config`` (the ``[bench]`` recipe
+section), ``splits``, ``data`` (subjects and each arm's training data), ``model`` (smp-3d
+networks, loss, inference), ``train`` (one arm x seed job), ``metrics`` (Dice, HD95 in mm,
+BraTS-2023 lesion-wise), ``stats`` (bootstrap CIs, Wilcoxon), ``report`` and ``bench`` (the
+stages). Importing ``segbench`` imports none of them.
 """
 
 __all__: list[str] = []

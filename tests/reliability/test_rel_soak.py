@@ -55,4 +55,6 @@ def test_augmenter_soak_500_subjects(tiny_run):
             if seen >= 500:
                 break
     growth = (max(samples[len(samples) // 2:]) - samples[0]) / samples[0]
+    print(f"soak: {seen} subjects, RSS (main + workers) after warm-up {samples[0] / 1024:.0f} MiB, "
+          f"peak in the second half {max(samples[len(samples) // 2:]) / 1024:.0f} MiB, growth {growth:+.1%}")
     assert growth < 0.10, f"RSS grew {growth:.1%} after warm-up ({samples[0]} -> {max(samples)} KiB)"
