@@ -336,8 +336,9 @@ def sample(
 
     if fmt not in FORMATS:
         fail(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    if out.exists() and not force:
-        fail(f"{out}: already exists; choose another folder or pass --force to replace it")
+    from augment3d.atomic import refuse_existing
+
+    refuse_existing(out, force)  # before generating, not after
     gen = load_generator(run, device)
     cond = _parse_conditions(condition or [])
     unknown = sorted(set(cond) - set(gen.conditions))

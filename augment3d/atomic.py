@@ -7,7 +7,8 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "fsync_dir", "remove_stale_temporaries", "staged_folder"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "fsync_dir", "refuse_existing", "remove_stale_temporaries",
+           "staged_folder"]
 
 
 def fsync_dir(path: str | os.PathLike) -> None:
@@ -61,6 +62,17 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def refuse_existing(out: str | os.PathLike, force: bool = False) -> None:
+    """Raise ``DataError`` when ``out`` exists and ``force`` is not set (call before long work)."""
+    from .errors import DataError
+
+    out = Path(out)
+    if out.exists() and not force:
+        raise DataError(out, "already exists; choose another folder or pass --force to replace it")
+    if out.exists() and not out.is_dir():
+        raise DataError(out, "exists and is not a folder")
+
+
 @contextlib.contextmanager
 def staged_folder(out: str | os.PathLike, force: bool = False):
     """Build a folder under a hidden temporary name and move it to ``out`` only when complete.
@@ -71,13 +83,8 @@ def staged_folder(out: str | os.PathLike, force: bool = False):
     """
     import shutil
 
-    from .errors import DataError
-
     out = Path(out)
-    if out.exists() and not force:
-        raise DataError(out, "already exists; choose another folder or pass --force to replace it")
-    if out.exists() and not out.is_dir():
-        raise DataError(out, "exists and is not a folder")
+    refuse_existing(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:

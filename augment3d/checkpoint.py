@@ -31,6 +31,7 @@ from .errors import CheckpointError
 __all__ = ["FORMAT_VERSION", "save_bundle", "load_bundle", "bundle_exists"]
 
 FORMAT_VERSION = 1
+_NEXT = ".next"  # suffix of weights written but not yet committed
 
 
 def _sha256(data: bytes) -> str:
@@ -51,9 +52,6 @@ def save_bundle(folder: str | os.PathLike, name: str, kind: str, tensors: Mappin
     atomic_write_text(folder / f"{name}.json", json.dumps(record, indent=1, sort_keys=True) + "\n")
     os.replace(pending, weights)
     fsync_dir(folder)
-
-
-_NEXT = ".next"
 
 
 def bundle_exists(folder: str | os.PathLike, name: str) -> bool:

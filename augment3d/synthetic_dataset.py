@@ -60,8 +60,7 @@ class SyntheticSubjectsDataset(torch.utils.data.Dataset):
     def _condition(self, gen, index: int):
         if not gen.conditions:
             return None
-        fixed = gen.encoder.check_partial(self.condition or {}, source=self.checkpoint)
-        options = [c for c in gen.encoder.all_conditions() if all(c[k] == v for k, v in fixed.items())]
+        options = gen.encoder.matching(self.condition or {}, source=self.checkpoint)
         return options[index % len(options)]
 
     def __getitem__(self, index: int):

@@ -160,8 +160,7 @@ def _synthetic_montage(out: Path, generator: str, config: BenchConfig) -> None:
     if path.is_file():
         return
     gen = load_generator(generator)
-    fixed = gen.encoder.check_partial(config.synthetic_condition, source=generator) if gen.conditions else {}
-    options = [c for c in gen.encoder.all_conditions() if all(c[k] == v for k, v in fixed.items())] or [None]
+    options = (gen.encoder.matching(config.synthetic_condition, source=generator) if gen.conditions else []) or [None]
     items = []
     for condition in options[:4]:
         images, labels = gen.generate(condition=condition, seeds=[0], psi=config.psi)

@@ -42,14 +42,15 @@ def _name(site) -> str:
     return "all" if site is None else site
 
 
-def build_report(folder: Path) -> dict:
+def build_report(folder: Path, results: dict[str, list[dict]] | None = None) -> dict:
+    """The merged report of a bench folder (``results`` from :func:`load_results`, read when not given)."""
     from augment3d.config import load_recipe
 
     folder = Path(folder)
     recipe = load_recipe(folder / "recipe.toml")
     name = json.loads((folder / "bench.json").read_text()).get("recipe", recipe.name) if (folder / "bench.json").is_file() else recipe.name
     config = recipe.bench
-    results = load_results(folder)
+    results = load_results(folder) if results is None else results
     if "real" not in results:
         raise DataError(folder, "no finished 'real' job yet: nothing to compare against")
     arms = [a for a in config.arms if a in results]
@@ -267,8 +268,9 @@ def write_report(folder: str | Path) -> dict:
     folder = Path(folder)
     if not (folder / "recipe.toml").is_file():
         raise DataError(folder, "not a bench folder (no recipe.toml)")
-    report = build_report(folder)
-    _plots(folder, report, load_results(folder))
+    results = load_results(folder)
+    report = build_report(folder, results)
+    _plots(folder, report, results)
     atomic_write_text(folder / "report.json", json.dumps(_finite(report), indent=1) + "\n")
     atomic_write_text(folder / "report.md", _markdown(report))
     return report

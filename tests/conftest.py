@@ -17,16 +17,9 @@ def _isolated_cache(tmp_path, monkeypatch):
 @pytest.fixture
 def cohort(tmp_path):
     """Three valid BraTS-2023 cases with metadata."""
-    from helpers import write_case, write_metadata
+    from helpers import write_cohort
 
-    root = tmp_path / "cohort"
-    rows = []
-    for i, (site, grade) in enumerate([("HIC", "HGG"), ("HIC", "LGG"), ("SSA", "HGG")]):
-        sid = f"BraTS-TST-{i:05d}-000"
-        write_case(root, sid, seed=i)
-        rows.append({"subject_id": sid, "site": site, "grade": grade})
-    write_metadata(root, rows)
-    return root
+    return write_cohort(tmp_path / "cohort")
 
 
 @pytest.fixture(scope="session")

@@ -60,6 +60,17 @@ def write_case(
     return folder
 
 
+def write_cohort(root: Path) -> Path:
+    """Three valid BraTS-2023 cases (HIC-HGG, HIC-LGG, SSA-HGG) with metadata.csv."""
+    rows = []
+    for i, (site, grade) in enumerate([("HIC", "HGG"), ("HIC", "LGG"), ("SSA", "HGG")]):
+        sid = f"BraTS-TST-{i:05d}-000"
+        write_case(root, sid, seed=i)
+        rows.append({"subject_id": sid, "site": site, "grade": grade})
+    write_metadata(root, rows)
+    return Path(root)
+
+
 def path_of(root: Path, subject_id: str, key: str, scheme: NamingScheme = BRATS2023) -> Path:
     return Path(root) / subject_id / case_file_name(subject_id, key, scheme)
 

@@ -158,19 +158,19 @@ def test_model_pads_any_shape_and_loss_prefers_the_truth():
     assert seg_loss(perfect, labels) < seg_loss(torch.zeros_like(perfect), labels)
 
 
-def test_bench_section_is_checked(tmp_path):
+@pytest.mark.parametrize("line, message", [
+    ("patch = 40", "multiple of 32"),
+    ('arms = ["real+synthetic"]', "must include 'real'"),
+    ("step = 3", "unknown key"),
+    ('norm = "layer"', "norm must be"),
+])
+def test_bench_section_is_checked(tmp_path, line, message):
     from augment3d.config import load_recipe
     from augment3d.errors import RecipeError
 
     recipe = tmp_path / "r.toml"
-    recipe.write_text('[data]\nshape = 16\n[bench]\npatch = 40\n')
-    with pytest.raises(RecipeError, match="multiple of 32"):
-        load_recipe(recipe)
-    recipe.write_text('[data]\nshape = 16\n[bench]\narms = ["real+synthetic"]\n')
-    with pytest.raises(RecipeError, match="must include 'real'"):
-        load_recipe(recipe)
-    recipe.write_text('[data]\nshape = 16\n[bench]\nstep = 3\n')
-    with pytest.raises(RecipeError, match="unknown key"):
+    recipe.write_text(f"[data]\nshape = 16\n[bench]\n{line}\n")
+    with pytest.raises(RecipeError, match=message):
         load_recipe(recipe)
 
 

@@ -91,6 +91,11 @@ class ConditionEncoder:
             out[column] = str(value)
         return out
 
+    def matching(self, partial: Mapping[str, str], source: str | None = None) -> list[dict[str, str]]:
+        """Every full condition that agrees with ``partial`` (checked), in :meth:`all_conditions` order."""
+        fixed = self.check_partial(partial, source)
+        return [c for c in self.all_conditions() if all(c[k] == v for k, v in fixed.items())]
+
     def encode(self, conditions: Mapping[str, str] | Sequence[Mapping[str, str]], source: str | None = None) -> np.ndarray:
         """One-hot vectors, shape ``(n, dim)`` float32, for one condition or a list of them."""
         if isinstance(conditions, Mapping):

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_write_text, staged_folder
+from ..atomic import atomic_write_text, refuse_existing, staged_folder
 from ..data.cohort import prepare_cohort
 from ..data.preprocess import PreprocessConfig
-from ..errors import DataError
 from . import settings
 from .consistency import condition_fidelity, label_consistency, train_segmenter
 from .diversity import mean_pairwise_ms_ssim, prdc
@@ -66,8 +65,7 @@ def evaluate_run(run: str | os.PathLike, data: str | os.PathLike, out: str | os.
     pre = gen.meta.get("preprocess", {})
     config = PreprocessConfig(shape=gen.shape, clip_percentiles=tuple(pre.get("clip_percentiles", (0.5, 99.5))),
                               margin_mm=float(pre.get("margin_mm", 2.0)))
-    if Path(out).exists() and not force:  # refuse before the minutes of work, not after
-        raise DataError(out, "already exists; choose another folder or pass --force to replace it")
+    refuse_existing(out, force)  # before the minutes of work, not after
     check_conditions_match(gen, data)
     say("preparing real data")
     cohort = prepare_cohort(data, config, list(gen.conditions), gen.conditions, skip_bad=skip_bad, cache_dir=cache_dir)

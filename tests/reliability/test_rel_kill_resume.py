@@ -61,17 +61,11 @@ def _weights(run: Path) -> dict:
 def straight(tmp_path_factory):
     """The uninterrupted ci run on the 3-case cohort, the cohort, and a warm prepared-case cache
     (so the counted renames are the run's own)."""
-    from helpers import write_case, write_metadata
+    from helpers import write_cohort
 
     root = tmp_path_factory.mktemp("kill")
     cache = root / "cache"
-    cohort = root / "cohort"
-    rows = []
-    for i, (site, grade) in enumerate([("HIC", "HGG"), ("HIC", "LGG"), ("SSA", "HGG")]):
-        sid = f"BraTS-TST-{i:05d}-000"
-        write_case(cohort, sid, seed=i)
-        rows.append({"subject_id": sid, "site": site, "grade": grade})
-    write_metadata(cohort, rows)
+    cohort = write_cohort(root / "cohort")
     run = root / "straight"
     result = runner.invoke(app, ["train", str(cohort), "--recipe", "ci", "--out", str(run)],
                            env={"AUGMENT3D_CACHE": str(cache)})
