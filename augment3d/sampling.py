@@ -20,9 +20,19 @@ from .data.layout import MODALITIES
 from .errors import CheckpointError
 from .models import Generator3D, ModelConfig
 
-__all__ = ["SyntheticGenerator", "load_generator", "save_generator", "GENERATOR_FILE"]
+__all__ = ["SyntheticGenerator", "load_generator", "save_generator", "GENERATOR_FILE", "PRECISIONS"]
 
 GENERATOR_FILE = "generator"
+
+#: generation precisions: fp32 (exact reference) or bf16 autocast (faster on CPUs with bf16
+#: instructions and on GPUs; images within about 0.1 of fp32 on the [-1, 1] scale)
+PRECISIONS = ("fp32", "bf16")
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return precision
 
 
 def _version() -> str:
@@ -51,6 +61,7 @@ class SyntheticGenerator:
 
     def __init__(self, network: Generator3D, encoder: ConditionEncoder, meta: dict, device="cpu", path=None):
         self.network = network.eval().to(device)
+        self.network.channels_last = True  # same values, faster convolutions (docs/PERFORMANCE.md)
         self.encoder = encoder
         self.meta = meta
         self.device = torch.device(device)
@@ -99,7 +110,8 @@ class SyntheticGenerator:
 
     @torch.no_grad()
     def generate(self, n: int | None = None, condition: Mapping[str, str] | None = None,
-                 seeds: Sequence[int] | None = None, psi: float = 1.0, batch_size: int = 8):
+                 seeds: Sequence[int] | None = None, psi: float = 1.0, batch_size: int = 8,
+                 precision: str = "fp32"):
         """Generate subjects. Returns ``(images (n, 4, X, Y, Z) float32 in [-1, 1], labels (n, X, Y, Z) uint8)``.
 
         Args:
@@ -107,7 +119,10 @@ class SyntheticGenerator:
             condition: e.g. ``{"site": "SSA", "grade": "HGG"}``; unknown categories raise DataError.
             seeds: one per subject; the same seed and condition always give the same subject.
             psi: truncation towards the condition's mean w (1 = none).
+            precision: ``fp32`` (default) or ``bf16`` autocast, about 2x faster on this CPU; a seed
+                gives the same subject in either, within bf16's rounding (part of its name).
         """
+        check_precision(precision)
         if seeds is None:
             if n is None:
                 raise ValueError("give n or seeds")
@@ -125,9 +140,10 @@ class SyntheticGenerator:
             z = torch.cat([lat[0] for lat in latents]).to(self.device)
             noise = [torch.cat([lat[1][k] for lat in latents]).to(self.device) for k in range(len(latents[0][1]))]
             w = self.network.mapping(z, self._condition_vector(condition, len(chunk)))
-            image, logits = self.network.from_w(self.network.truncate(w, centre, psi), noise)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                image, logits = self.network.from_w(self.network.truncate(w, centre, psi), noise)
             images.append(image.float().clamp(-1, 1).cpu())
-            labels.append(logits.argmax(1).to(torch.uint8).cpu())
+            labels.append(logits.float().max(1).indices.to(torch.uint8).cpu())  # = argmax(1), 8x faster on CPU
         return torch.cat(images).numpy(), torch.cat(labels).numpy()
 
 

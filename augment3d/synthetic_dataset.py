@@ -13,7 +13,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from .augmenter import _device, checkpoint_hash, generate_batch, get_generator
+from .augmenter import _check_precision, _device, checkpoint_hash, generate_batch, get_generator
 from .data.layout import MODALITIES
 
 __all__ = ["SyntheticSubjectsDataset"]
@@ -35,6 +35,7 @@ class SyntheticSubjectsDataset(torch.utils.data.Dataset):
             real subjects, so shapes match for batching).
         batch_size: subjects generated at once.
         device: where to generate (the CPU inside DataLoader workers).
+        precision: ``fp32`` (default) or ``bf16`` generation (see :meth:`SyntheticGenerator.generate`).
 
     Subjects are on the model grid with an isotropic affine of the training data's voxel size and
     carry their condition as attributes plus ``subject_id`` and ``seed``.
@@ -42,7 +43,7 @@ class SyntheticSubjectsDataset(torch.utils.data.Dataset):
 
     def __init__(self, generator, n: int, condition: Mapping[str, str] | None = None, seed: int = 0,
                  psi: float = 1.0, names: Mapping[str, str] | None = None, label_key: str = "seg",
-                 transform=None, batch_size: int = 8, device: str = "cpu"):
+                 transform=None, batch_size: int = 8, device: str = "cpu", precision: str = "fp32"):
         path = getattr(generator, "path", generator)
         self.checkpoint = str(path)
         self.checkpoint_sha256 = checkpoint_hash(self.checkpoint)
@@ -53,6 +54,7 @@ class SyntheticSubjectsDataset(torch.utils.data.Dataset):
         self.names = {k: (names or {}).get(k, k) for k in MODALITIES}
         self.label_key, self.transform = label_key, transform
         self.batch_size, self.device = int(batch_size), device
+        self.precision = _check_precision(precision)
 
     def __len__(self) -> int:
         return self.n
@@ -75,7 +77,7 @@ class SyntheticSubjectsDataset(torch.utils.data.Dataset):
         pos = same.index(index)
         start = pos - pos % self.batch_size
         batch = same[start : start + self.batch_size]
-        images, labels = generate_batch(gen, tuple(self.seed + i for i in batch), condition, self.psi)
+        images, labels = generate_batch(gen, tuple(self.seed + i for i in batch), condition, self.psi, self.precision)
         k = batch.index(index)
         affine = gen.affine
         fields = {self.names[m]: tio.ScalarImage(tensor=torch.from_numpy(images[k, c][None].copy()), affine=affine)

@@ -2,6 +2,7 @@
 
 Usage:
     python benchmarks/augmenter_cost.py [--side 64] [--grid 32 64] [--subjects 32] [--batch-size 8]
+                                        [--precision fp32 bf16]
 
 One 64^3 subject (four modalities + label map) is transformed --subjects times by each
 transform, in the same process; the augmenter's time is amortised over its batched generation
@@ -14,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import tempfile
 import time
 from dataclasses import replace
@@ -43,12 +43,10 @@ def make_subject(side: int) -> tio.Subject:
 
 def time_per_subject(transform, subject, n: int) -> float:
     transform(subject)  # warm-up (loads the generator, fills caches)
-    times = []
     t0 = time.perf_counter()
     for _ in range(n):
         transform(subject)
-    times.append(time.perf_counter() - t0)
-    return statistics.median(times) / n
+    return (time.perf_counter() - t0) / n
 
 
 def make_run(folder: str, grid: int) -> str:
@@ -67,6 +65,7 @@ def main() -> None:
     parser.add_argument("--grid", type=int, nargs="+", default=[32, 64])
     parser.add_argument("--subjects", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     args = parser.parse_args()
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, torchio {tio.__version__}, "
           f"threads {torch.get_num_threads()}")
@@ -79,10 +78,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for grid in args.grid:
             run = make_run(os.path.join(tmp, f"g{grid}"), grid)
-            aug = SyntheticAugmenter(run, p=1.0, seed=0, batch_size=args.batch_size)
-            cost = time_per_subject(aug, subject, args.subjects)
-            print(f"SyntheticAugmenter (generator grid {grid}^3, batch {args.batch_size}): {1000 * cost:.1f} ms/subject "
-                  f"= {cost / elastic:.3f} x RandomElasticDeformation, {cost / affine:.3f} x RandomAffine")
+            for precision in args.precision:
+                aug = SyntheticAugmenter(run, p=1.0, seed=0, batch_size=args.batch_size, precision=precision)
+                cost = time_per_subject(aug, subject, args.subjects)
+                # the machine's speed drifts: compare with RandomElasticDeformation timed just after
+                beside = time_per_subject(tio.RandomElasticDeformation(), subject, max(4, args.subjects // 4))
+                print(f"SyntheticAugmenter (generator grid {grid}^3, batch {args.batch_size}, {precision}): "
+                      f"{1000 * cost:.1f} ms/subject = {cost / elastic:.3f} x RandomElasticDeformation "
+                      f"({cost / beside:.3f} x its {1000 * beside:.0f} ms timed right after), "
+                      f"{cost / affine:.3f} x RandomAffine")
 
 
 if __name__ == "__main__":

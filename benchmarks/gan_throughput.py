@@ -1,11 +1,18 @@
 """GAN training and generation throughput on this machine (prints figures; not a test).
 
 Usage:
-    python benchmarks/gan_throughput.py [--shapes 32 64] [--steps 5] [--recipe quick]
+    python benchmarks/gan_throughput.py [--shapes 32 64] [--steps 5] [--recipe quick] [--amp bf16]
 
+Conv3d peak: a 64-channel 3x3x3 convolution on 32^3 (batch 4) in fp32 (channels-first) and in
+bf16 with ``channels_last_3d``, measured first in the same process: the reference the training
+figures are a share of.
 Training: full steps (D step with lazy R1 every 16th, G step, EMA) at batch 4 on random data,
-volumes/s = batch / seconds per step (median over --steps after one warm-up step).
-Generation: EMA generator forward, volumes/s at batch 1 and 8, fp32 and bf16 autocast.
+volumes/s = batch / seconds per step (median over --steps after one warm-up step). The FLOPs of
+one step (convolutions and matrix products, forward and backward, counted by
+``torch.utils.flop_counter``) over that time give the achieved GFLOP/s. Peak RSS is the
+process's maximum so far (shapes run in increasing order, so the last line is the largest's).
+Generation: generator forward, volumes/s at batch 1 and 8, fp32 and bf16 autocast, in
+``channels_last_3d`` (what ``load_generator`` uses) and, with --layouts both, channels-first.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import statistics
 import tempfile
 import time
@@ -26,10 +34,42 @@ from augment3d.training.trainer import TrainingData, train_gan
 
 
 AMP = [None]  # --amp overrides the recipe's autocast setting
+LAYOUT = [None]  # --train-layout overrides the recipe's channels_last setting
 
 
 def machine() -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, threads {torch.get_num_threads()}"
+
+
+def conv_peak(bf16: bool, channels_last: bool, side: int = 32, channels: int = 64, batch: int = 4,
+              repeats: int = 5) -> float:
+    """GFLOP/s of one 3x3x3 Conv3d forward (the machine's practical limit for our layers)."""
+    conv = torch.nn.Conv3d(channels, channels, 3, padding=1, bias=False)
+    x = torch.randn(batch, channels, side, side, side)
+    if channels_last:
+        conv, x = conv.to(memory_format=torch.channels_last_3d), x.contiguous(memory_format=torch.channels_last_3d)
+    if bf16:
+        conv, x = conv.to(torch.bfloat16), x.to(torch.bfloat16)
+    flops = 2 * channels * channels * 27 * batch * side**3
+    times = []
+    with torch.no_grad():
+        for _ in range(repeats + 1):
+            t = time.perf_counter()
+            conv(x)
+            times.append(time.perf_counter() - t)
+    return flops / statistics.median(times[1:]) / 1e9
+
+
+def step_flops(recipe, shape: int) -> tuple[float, float]:
+    """FLOPs of one training step (no R1) and the convolutions' share of them."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        train_rate(recipe, shape, steps=0)
+    total = counter.get_total_flops()
+    conv = sum(n for op, n in counter.get_flop_counts().get("Global", {}).items() if "convolution" in str(op))
+    return float(total), conv / max(total, 1)
 
 
 def train_rate(recipe, shape: int, steps: int) -> float:
@@ -50,18 +90,20 @@ def train_rate(recipe, shape: int, steps: int) -> float:
         times.append(now - last[0])
         last[0] = now
 
-    cfg = replace(recipe.train, steps=steps + 1, checkpoint_every=10**9, log_every=10**9, amp=AMP[0] or recipe.train.amp)
+    cfg = replace(recipe.train, steps=steps + 1, checkpoint_every=10**9, log_every=10**9, amp=AMP[0] or recipe.train.amp,
+                  channels_last=recipe.train.channels_last if LAYOUT[0] is None else LAYOUT[0] == "last")
     with tempfile.TemporaryDirectory() as tmp:
         train_gan(tmp, data, model, cfg, enc, {}, progress=tick)
-    return cfg.batch / statistics.median(times[1:])
+    return cfg.batch / statistics.median(times[1:]) if steps else 0.0
 
 
 @torch.no_grad()
-def generation_rate(recipe, shape: int, batch: int, bf16: bool, repeats: int = 3) -> float:
+def generation_rate(recipe, shape: int, batch: int, bf16: bool, channels_last: bool = True, repeats: int = 3) -> float:
     from dataclasses import replace
 
     enc = ConditionEncoder(recipe.data.categories)
     net = Generator3D(replace(recipe.model_config(enc.dim), shape=(shape,) * 3)).eval()
+    net.channels_last = channels_last
     z = torch.randn(batch, net.config.z_dim)
     c = torch.from_numpy(enc.encode(enc.all_conditions()[:1] * batch)) if enc.dim else None
     times = []
@@ -75,26 +117,42 @@ def generation_rate(recipe, shape: int, batch: int, bf16: bool, repeats: int = 3
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--shapes", type=int, nargs="+", default=[32, 64])
-    parser.add_argument("--gen-shapes", type=int, nargs="+", default=[32, 64, 128])
+    parser.add_argument("--shapes", type=int, nargs="*", default=[32, 64])
+    parser.add_argument("--gen-shapes", type=int, nargs="*", default=[32, 64, 128])
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--recipe", default="quick")
     parser.add_argument("--amp", choices=["none", "bf16", "fp16"], default=None, help="override the recipe's autocast")
+    parser.add_argument("--train-layout", choices=["first", "last"], default=None,
+                        help="override the recipe's channels_last setting for training")
+    parser.add_argument("--layouts", choices=["last", "both"], default="last", help="generation memory layouts")
     args = parser.parse_args()
-    AMP[0] = args.amp
+    AMP[0], LAYOUT[0] = args.amp, args.train_layout
     recipe = load_recipe(args.recipe)
     print(f"machine: {machine()}")
     print(f"recipe: {args.recipe} (model {recipe.model}, batch {recipe.train.batch}, loss {recipe.train.loss}, "
-          f"training autocast {args.amp or recipe.train.amp})")
-    for shape in args.shapes:
+          f"training autocast {args.amp or recipe.train.amp}, channels_last "
+          f"{recipe.train.channels_last if args.train_layout is None else args.train_layout == 'last'})")
+    peak32 = conv_peak(bf16=False, channels_last=False)
+    peak = conv_peak(bf16=True, channels_last=True)
+    print(f"Conv3d peak (64 ch, 3x3x3, 32^3, batch 4): fp32 {peak32:.0f} GFLOP/s, bf16 channels_last_3d {peak:.0f} GFLOP/s")
+    for shape in sorted(args.shapes):
+        flops, conv_share = step_flops(recipe, shape)
         rate = train_rate(recipe, shape, args.steps)
-        print(f"train {shape}^3 batch {recipe.train.batch}: {rate:.2f} volumes/s ({recipe.train.batch / rate:.2f} s/step)")
+        seconds = recipe.train.batch / rate
+        achieved = flops / seconds / 1e9
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"train {shape}^3 batch {recipe.train.batch}: {rate:.2f} volumes/s ({seconds:.2f} s/step), "
+              f"{flops / 1e9:.0f} GFLOP/step ({100 * conv_share:.0f}% of them in convolutions), {achieved:.0f} GFLOP/s = "
+              f"{100 * achieved / peak:.0f}% of the bf16 channels-last peak; peak RSS so far {rss:.0f} MiB")
+    layouts = (True, False) if args.layouts == "both" else (True,)
     for shape in args.gen_shapes:
         for batch in (1, 8):
             for bf16 in (False, True):
-                rate = generation_rate(recipe, shape, batch, bf16)
-                print(f"generate {shape}^3 batch {batch} {'bf16' if bf16 else 'fp32'}: {rate:.2f} volumes/s "
-                      f"({1000 / rate:.0f} ms/volume)")
+                for last in layouts:
+                    rate = generation_rate(recipe, shape, batch, bf16, last)
+                    print(f"generate {shape}^3 batch {batch} {'bf16' if bf16 else 'fp32'} "
+                          f"{'channels_last_3d' if last else 'channels-first'}: {rate:.2f} volumes/s "
+                          f"({1000 / rate:.0f} ms/volume)")
 
 
 if __name__ == "__main__":

@@ -154,3 +154,16 @@ def test_grid_to_subject_space_inverts_preprocessing(tmp_path):
     assert dice > 0.8
     image = _to_subject_space(prepared.images[:1] + 1, prepared.affine, loaded.affine, SHAPE, "bilinear")[0] - 1
     assert np.corrcoef(image[mask], loaded.images["t1n"][mask])[0, 1] > 0.8
+
+
+def test_bf16_precision_is_recorded_and_replays(tiny_run, tmp_path):
+    subject = make_subject(tmp_path)
+    out = SyntheticAugmenter(tiny_run, p=1.0, seed=4, precision="bf16")(subject)
+    (replacement,) = [t for t in out.get_applied_transforms() if isinstance(t, SyntheticReplacement)]
+    assert replacement.precision == "bf16"
+    replayed = out.get_composed_history()(subject)
+    assert all(torch.equal(out[k].data, replayed[k].data) for k in KEYS)
+    fp32 = SyntheticAugmenter(tiny_run, p=1.0, seed=4)(subject)
+    assert not torch.equal(fp32["t1n"].data, out["t1n"].data)  # precision is part of the subject's name
+    with pytest.raises(ValueError, match="precision must be one of"):
+        SyntheticAugmenter(tiny_run, precision="half")

@@ -55,9 +55,14 @@ class Discriminator3D(nn.Module):
         self.fc = EqualLinear(top * math.prod(base), top, activate=True)
         self.out = EqualLinear(top, 1)
         self.embed = EqualLinear(config.cond_dim, top) if config.cond_dim else None
+        #: run the convolutions in ``channels_last_3d`` memory layout (same values, see Generator3D)
+        self.channels_last = False
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
-        x = lrelu(self.from_input(torch.cat([images, labels.to(images.dtype)], dim=1)))
+        x = torch.cat([images, labels.to(images.dtype)], dim=1)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        x = lrelu(self.from_input(x))
         for block in self.blocks:
             x = block(x)
         x = lrelu(self.conv(minibatch_stddev(x, self.config.mbstd_group)))

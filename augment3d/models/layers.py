@@ -52,7 +52,10 @@ class EqualConv3d(nn.Module):
 class ModulatedConv3d(nn.Module):
     """StyleGAN2 convolution: weights scaled per sample by the style, then demodulated.
 
-    Implemented as one grouped convolution over the batch.
+    Computed without per-sample weights: the input is scaled by the style, convolved with the
+    shared weight, and the output scaled by the demodulation factor - the same result as one
+    grouped convolution over the batch (within 1e-5 in fp32), and 1.1-1.6x faster on CPU
+    (benchmarks/gan_throughput.py), since every sample shares one ordinary convolution.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel: int, w_dim: int, demodulate: bool = True):
@@ -65,14 +68,13 @@ class ModulatedConv3d(nn.Module):
         self.out_channels = out_channels
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        batch, in_ch = x.shape[:2]
-        style = self.affine(w)  # (B, Cin)
-        weight = self.weight[None] * self.scale * style[:, None, :, None, None, None]
-        if self.demodulate:
-            weight = weight * torch.rsqrt(weight.pow(2).sum(dim=(2, 3, 4, 5), keepdim=True) + 1e-8)
-        weight = weight.reshape(batch * self.out_channels, in_ch, *weight.shape[3:]).to(x.dtype)
-        out = F.conv3d(x.reshape(1, batch * in_ch, *x.shape[2:]), weight, padding=self.padding, groups=batch)
-        return out.reshape(batch, self.out_channels, *out.shape[2:])
+        style = self.affine(w).float() * self.scale  # (B, Cin)
+        out = F.conv3d(x * style.to(x.dtype)[:, :, None, None, None], self.weight.to(x.dtype), padding=self.padding)
+        if self.demodulate:  # 1 / |style-scaled weight| per sample and output channel
+            energy = self.weight.float().pow(2).sum(dim=(2, 3, 4))  # (Cout, Cin)
+            factor = torch.rsqrt((style.pow(2)[:, None, :] * energy[None]).sum(2) + 1e-8)  # (B, Cout), fp32
+            out = out * factor.to(out.dtype)[:, :, None, None, None]
+        return out
 
 
 class AdaINConv3d(nn.Module):

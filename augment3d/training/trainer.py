@@ -69,6 +69,7 @@ class TrainConfig:
     ada_interval: int = 4
     ada_images: float = 5000.0
     amp: str = "none"
+    channels_last: bool = False
     checkpoint_every: int = 100
     log_every: int = 10
     eval_every: int = 0
@@ -135,6 +136,7 @@ class _Loop:
         torch.manual_seed(config.seed)  # initial weights: the same on every rank
         self.G = Generator3D(model_config).to(device)
         self.D = Discriminator3D(model_config).to(device)
+        self.G.channels_last = self.D.channels_last = config.channels_last
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.augment = DiffAugment3D().to(device)
         betas = (config.beta1, config.beta2)
@@ -192,7 +194,7 @@ class _Loop:
         probs = logits.float().softmax(1)
         # straight-through: D sees a hard one-hot map like the real labels (a soft map alone
         # would tell D which input is fake), while G gets the softmax's gradient
-        hard = _one_hot(probs.argmax(1), self.mc.label_classes).to(probs.dtype)
+        hard = _one_hot(probs.max(1).indices, self.mc.label_classes).to(probs.dtype)  # argmax(1), faster on CPU
         return images.float(), hard + probs - probs.detach()
 
     def step(self, step: int) -> dict:
