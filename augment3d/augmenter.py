@@ -27,6 +27,7 @@ from torchio.transforms.transform import Transform
 from .data.layout import MODALITIES
 from .data.preprocess import PreprocessConfig, cube_box, to_canonical
 from .errors import CheckpointError, DataError
+from .sampling import check_precision
 
 __all__ = ["SyntheticAugmenter", "SyntheticReplacement", "DEFAULT_NAMES"]
 
@@ -87,12 +88,6 @@ def generate_batch(gen, seeds: tuple[int, ...], condition: dict | None, psi: flo
     while len(_BATCHES) > _BATCH_CACHE_SIZE:
         _BATCHES.popitem(last=False)
     return result
-
-
-def _check_precision(precision: str) -> str:
-    from .sampling import check_precision
-
-    return check_precision(precision)
 
 
 def _resolve_names(subject, modalities: Mapping[str, str] | None) -> dict[str, str]:
@@ -259,7 +254,7 @@ class SyntheticReplacement(Transform):
         self.modalities = dict(modalities) if modalities else None
         self.label_key = label_key
         self.device = device
-        self.precision = _check_precision(precision)
+        self.precision = check_precision(precision)
         self.args_names = ["checkpoint", "checkpoint_sha256", "seeds", "index", "condition", "psi", "modalities",
                            "label_key", "device", "precision"]
 
@@ -356,7 +351,7 @@ class SyntheticAugmenter(RandomTransform):
         self.condition = dict(condition) if isinstance(condition, Mapping) else condition
         self.psi, self.modalities, self.label_key = float(psi), modalities, label_key
         self.device, self.batch_size, self.seed = device, int(batch_size), seed
-        self.precision = _check_precision(precision)
+        self.precision = check_precision(precision)
         if self.batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self._queues: dict[tuple, list] = {}

@@ -119,8 +119,9 @@ class SyntheticGenerator:
             condition: e.g. ``{"site": "SSA", "grade": "HGG"}``; unknown categories raise DataError.
             seeds: one per subject; the same seed and condition always give the same subject.
             psi: truncation towards the condition's mean w (1 = none).
-            precision: ``fp32`` (default) or ``bf16`` autocast, about 2x faster on this CPU; a seed
-                gives the same subject in either, within bf16's rounding (part of its name).
+            precision: ``fp32`` (default) or ``bf16`` autocast (1.6-1.8x faster on this project's
+                CPU, which has bf16 instructions); a seed gives the same subject in either, within
+                bf16's rounding, so the precision is part of a subject's name.
         """
         check_precision(precision)
         if seeds is None:

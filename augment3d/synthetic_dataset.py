@@ -13,8 +13,9 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from .augmenter import _check_precision, _device, checkpoint_hash, generate_batch, get_generator
+from .augmenter import _device, checkpoint_hash, generate_batch, get_generator
 from .data.layout import MODALITIES
+from .sampling import check_precision
 
 __all__ = ["SyntheticSubjectsDataset"]
 
@@ -54,7 +55,7 @@ class SyntheticSubjectsDataset(torch.utils.data.Dataset):
         self.names = {k: (names or {}).get(k, k) for k in MODALITIES}
         self.label_key, self.transform = label_key, transform
         self.batch_size, self.device = int(batch_size), device
-        self.precision = _check_precision(precision)
+        self.precision = check_precision(precision)
 
     def __len__(self) -> int:
         return self.n
