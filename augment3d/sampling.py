@@ -24,8 +24,8 @@ __all__ = ["SyntheticGenerator", "load_generator", "save_generator", "GENERATOR_
 
 GENERATOR_FILE = "generator"
 
-#: generation precisions: fp32 (exact reference) or bf16 autocast (faster on CPUs with bf16
-#: instructions and on GPUs; images within about 0.1 of fp32 on the [-1, 1] scale)
+#: generation precisions: fp32 (the reference) or bf16 autocast (1.6-2.3x faster at batch 8 on
+#: this project's CPU, which has bf16 instructions; docs/PERFORMANCE.md)
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -119,9 +119,9 @@ class SyntheticGenerator:
             condition: e.g. ``{"site": "SSA", "grade": "HGG"}``; unknown categories raise DataError.
             seeds: one per subject; the same seed and condition always give the same subject.
             psi: truncation towards the condition's mean w (1 = none).
-            precision: ``fp32`` (default) or ``bf16`` autocast (1.6-1.8x faster on this project's
-                CPU, which has bf16 instructions); a seed gives the same subject in either, within
-                bf16's rounding, so the precision is part of a subject's name.
+            precision: ``fp32`` (default) or ``bf16`` autocast (1.6-2.3x faster at batch 8 on
+                this project's CPU, which has bf16 instructions); a seed gives the same subject
+                in either, within bf16's rounding, so the precision is part of a subject's name.
         """
         check_precision(precision)
         if seeds is None:

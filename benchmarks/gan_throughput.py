@@ -73,6 +73,7 @@ def step_flops(recipe, shape: int) -> tuple[float, float]:
 
 
 def train_rate(recipe, shape: int, steps: int) -> float:
+    """Volumes/s over ``steps`` timed steps after one warm-up step (``steps=0``: the warm-up only, 0.0)."""
     from dataclasses import replace
 
     enc = ConditionEncoder(recipe.data.categories)
