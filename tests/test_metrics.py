@@ -149,6 +149,13 @@ def test_evaluate_cli_writes_report(tiny_run, tmp_path):
     assert metrics["fid"]["floor_held_out_vs_train"] >= 0 and "synthetic_vs_train" in metrics["fid"]
     for name in ("report.md", "montage_real_vs_synthetic.png", "histograms.png", "memorisation_pairs.png"):
         assert (out / name).is_file(), name
-    assert "| FID vs training real |" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "| FID vs training real |" in report
+    profile = metrics["label_profile"]
+    for column in ("site", "grade"):  # every synthetic subject counted once per condition column
+        assert sum(p["n"] for p in profile["synthetic"][column].values()) == 6
+        assert sum(p["n"] for p in profile["real_train"][column].values()) == 3
+        for value in profile["synthetic"][column]:
+            assert f"| {column}={value} |" in report
     again = CliRunner().invoke(app, ["evaluate", str(tiny_run), str(data), "--out", str(out), "--n", "6"])
     assert again.exit_code == 2 and "already exists" in again.stderr

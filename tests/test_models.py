@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from augment3d.models import Discriminator3D, Generator3D, ModelConfig
-from augment3d.training.losses import d_loss, g_loss
+from augment3d.training.losses import condition_loss, d_loss, g_loss
 
 SMALL = dict(z_dim=16, w_dim=16, channel_max=8, d_channel_max=8, mapping_layers=2)
 
@@ -92,3 +92,20 @@ def test_bad_shapes_are_refused():
         ModelConfig(shape=(9, 9, 9))
     with pytest.raises(ValueError, match="style_mode"):
         ModelConfig(style_mode="wavelet")
+
+
+def test_condition_classifier_head_and_loss():
+    torch.manual_seed(0)
+    cfg = ModelConfig(shape=16, cond_dim=4, **SMALL)
+    images, labels = torch.randn(2, 4, 16, 16, 16), torch.rand(2, 4, 16, 16, 16)
+    c = torch.tensor([[1.0, 0, 0, 1], [0, 1, 1, 0]])
+    scores, logits = Discriminator3D(cfg, classifier=True)(images, labels, c, classes=True)
+    assert scores.shape == (2,) and logits.shape == (2, 4)
+    with pytest.raises(ValueError, match="without a condition classifier"):
+        Discriminator3D(cfg)(images, labels, c, classes=True)
+    # one cross-entropy per column: right in both columns ~ 0, wrong in one column ~ 10
+    right = (c * 2 - 1) * 10
+    assert condition_loss(right, c, [2, 2]) < 1e-6
+    wrong_site = torch.cat([right[:, :2], -right[:, 2:]], dim=1)
+    assert condition_loss(wrong_site, c, [2, 2]) == pytest.approx(20.0, rel=1e-3)
+

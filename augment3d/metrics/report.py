@@ -41,6 +41,25 @@ def _row(name: str, value, reference=None, better: str = "") -> str:
     return f"| {name} | {fmt(value)} | {fmt(reference)} | {better} |"
 
 
+def _profile_table(profile: dict | None) -> list[str]:
+    """Tumour size and class shares per condition category, synthetic beside real training."""
+    if not profile:
+        return []
+    lines = ["", "Tumour labels per condition (synthetic / real training; tumour = % of the grid, shares of the tumour):",
+             "", "| condition | N | tumour % | NETC share | SNFH share | ET share |", "| --- | --- | --- | --- | --- | --- |"]
+
+    def pair(a, b):
+        return " / ".join("-" if v is None else f"{v:.2f}" for v in (a, b))
+
+    for column, categories in profile["synthetic"].items():
+        for value, syn in categories.items():
+            real = profile["real_train"].get(column, {}).get(value, {})
+            lines.append(f"| {column}={value} | {syn['n']} / {real.get('n', 0)} | "
+                         f"{pair(syn['tumour_percent'], real.get('tumour_percent'))} | "
+                         + " | ".join(pair(syn[f"{k}_share"], real.get(f"{k}_share")) for k in ("NETC", "SNFH", "ET")) + " |")
+    return lines
+
+
 def write_report(folder: Path, m: dict, train, held, syn_x, syn_y, conditions, audit) -> None:
     items, seen = [], set()
     for i, condition in enumerate(conditions):
@@ -99,6 +118,7 @@ def write_report(folder: Path, m: dict, train, held, syn_x, syn_y, conditions, a
         if "synthetic_accuracy" in result:
             lines.append(_row(f"condition fidelity: {column} accuracy", result["synthetic_accuracy"],
                               result.get("held_out_real_accuracy"), "higher; reference = the classifier on held-out real"))
+    lines += _profile_table(m.get("label_profile"))
     lines += ["", "Figures: `montage_real_vs_synthetic.png`, `histograms.png`, `memorisation_pairs.png`. "
               "Every number with its N and settings is in `metrics.json`; docs/METRICS.md explains them.", ""]
     atomic_write_text(folder / "report.md", "\n".join(lines))

@@ -43,6 +43,9 @@ class ModelConfig:
     d_channel_base: int = 1024
     d_channel_max: int = 64
     mbstd_group: int = 4
+    #: also add a full-learning-rate projection of the condition to w, next to the mapping
+    #: network (whose lr multiplier of 0.01 lets the condition move w only slowly; docs/MODEL.md)
+    cond_bypass: bool = True
 
     def __post_init__(self):
         shape = self.shape
@@ -74,6 +77,7 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"unknown model settings: {', '.join(sorted(unknown))}")
         data = dict(data)
+        data.setdefault("cond_bypass", False)  # configs saved before the option had no bypass layer
         if "shape" in data:
             data["shape"] = tuple(data["shape"])
         return cls(**data)

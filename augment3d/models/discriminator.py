@@ -42,7 +42,7 @@ class DiscriminatorBlock(nn.Module):
 class Discriminator3D(nn.Module):
     """Scores (images, label one-hot / softmax) given a condition vector; higher means real."""
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, classifier: bool = False):
         super().__init__()
         self.config = config
         base, doublings = synthesis_plan(config.shape)
@@ -55,10 +55,14 @@ class Discriminator3D(nn.Module):
         self.fc = EqualLinear(top * math.prod(base), top, activate=True)
         self.out = EqualLinear(top, 1)
         self.embed = EqualLinear(config.cond_dim, top) if config.cond_dim else None
+        #: auxiliary head: logits of the condition vector (one block per condition column)
+        self.classifier = EqualLinear(top, config.cond_dim) if config.cond_dim and classifier else None
         #: run the convolutions in ``channels_last_3d`` memory layout (same values, see Generator3D)
         self.channels_last = False
 
-    def forward(self, images: torch.Tensor, labels: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, labels: torch.Tensor, c: torch.Tensor | None = None,
+                classes: bool = False):
+        """Scores (B,); with ``classes=True`` also the classifier's condition logits (B, cond_dim)."""
         x = torch.cat([images, labels.to(images.dtype)], dim=1)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last_3d)
@@ -70,4 +74,8 @@ class Discriminator3D(nn.Module):
         score = self.out(h)
         if self.embed is not None:
             score = score + (h * self.embed(c)).sum(dim=1, keepdim=True) / math.sqrt(h.shape[1])
-        return score[:, 0]
+        if not classes:
+            return score[:, 0]
+        if self.classifier is None:
+            raise ValueError("this discriminator was built without a condition classifier")
+        return score[:, 0], self.classifier(h)

@@ -28,6 +28,7 @@ class MappingNetwork(nn.Module):
             layers.append(EqualLinear(width, config.w_dim, lr_mul=config.mapping_lr_mul, activate=True))
             width = config.w_dim
         self.layers = nn.Sequential(*layers)
+        self.bypass = EqualLinear(config.cond_dim, config.w_dim) if config.cond_dim and config.cond_bypass else None
 
     def forward(self, z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
         x = normalize_2nd_moment(z)
@@ -36,4 +37,5 @@ class MappingNetwork(nn.Module):
                 raise ValueError(f"condition must have shape ({z.shape[0]}, {self.config.cond_dim}), got "
                                  f"{None if c is None else tuple(c.shape)}")
             x = torch.cat([x, normalize_2nd_moment(self.embed(c))], dim=1)
-        return self.layers(x)
+        w = self.layers(x)
+        return w if self.bypass is None else w + self.bypass(c)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["LOSSES", "d_loss", "g_loss", "r1_penalty"]
+__all__ = ["LOSSES", "condition_loss", "d_loss", "g_loss", "r1_penalty"]
 
 LOSSES = ("lsgan", "nonsaturating")
 
@@ -30,3 +30,17 @@ def r1_penalty(real_scores: torch.Tensor, real_inputs: list[torch.Tensor]) -> to
     """Squared gradient norm of D's real scores with respect to its real inputs (per sample, mean)."""
     grads = torch.autograd.grad(real_scores.sum(), real_inputs, create_graph=True)
     return sum(g.pow(2).flatten(1).sum(1) for g in grads).mean()
+
+
+def condition_loss(logits: torch.Tensor, conditions: torch.Tensor, groups: list[int]) -> torch.Tensor:
+    """Cross-entropy of condition logits against one-hot conditions, summed over the columns.
+
+    ``groups`` holds each column's number of categories, in the condition vector's order
+    (``[len(v) for v in encoder.categories.values()]``).
+    """
+    loss, start = logits.new_zeros(()), 0
+    for size in groups:
+        block = slice(start, start + size)
+        loss = loss + F.cross_entropy(logits[:, block].float(), conditions[:, block].max(1).indices)
+        start += size
+    return loss

@@ -32,7 +32,7 @@ from ..sampling import save_generator
 from .augment import DiffAugment3D
 from .distributed import World, all_reduce_grads, all_reduce_sum, init_world
 from .evaluation import coarse_features, sliced_wasserstein
-from .losses import LOSSES, d_loss, g_loss, r1_penalty
+from .losses import LOSSES, condition_loss, d_loss, g_loss, r1_penalty
 from .state import TRAIN_STATE, load_train_state, save_train_state
 
 __all__ = ["TrainConfig", "TrainingDiverged", "train_gan", "TrainingData"]
@@ -47,6 +47,8 @@ class TrainConfig:
     """The ``[train]`` section of a recipe (defaults: the proposal's values).
 
     ``batch`` is the global batch; it is split into ``accumulate`` micro-batches per process.
+    ``cond_loss`` > 0 adds an auxiliary condition classifier to D (trained on real subjects) and
+    rewards G, with that weight, when D recognises the asked-for condition in its fakes.
     ``eval_every`` > 0 computes the validation metric (sliced Wasserstein distance, lower is
     better) and keeps the best EMA generator; ``patience`` > 0 stops after that many
     evaluations without improvement.
@@ -62,6 +64,7 @@ class TrainConfig:
     loss: str = "lsgan"
     r1_gamma: float = 1.0
     r1_interval: int = 16
+    cond_loss: float = 0.0
     ema_images: float = 2000.0
     ema_rampup: float = 0.05
     augment: bool = True
@@ -78,7 +81,8 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self):
-        for name in ("g_lr", "d_lr", "beta1", "beta2", "r1_gamma", "ema_images", "ema_rampup", "ada_target", "ada_images"):
+        for name in ("g_lr", "d_lr", "beta1", "beta2", "r1_gamma", "ema_images", "ema_rampup", "ada_target", "ada_images",
+                     "cond_loss"):
             object.__setattr__(self, name, float(getattr(self, name)))  # TOML may give ints (beta1 = 0)
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
@@ -130,12 +134,16 @@ def _all_finite(*modules) -> bool:
 class _Loop:
     """One training run's state and its step; kept apart from the checkpoint logic."""
 
-    def __init__(self, data: TrainingData, model_config: ModelConfig, config: TrainConfig, device: str, world: World):
+    def __init__(self, data: TrainingData, model_config: ModelConfig, config: TrainConfig, device: str, world: World,
+                 groups: list[int] | None = None):
         self.data, self.mc, self.cfg, self.device, self.world = data, model_config, config, device, world
+        #: categories per condition column; the condition classifier is used when there is one
+        self.groups = list(groups or [])
+        self.classify = config.cond_loss > 0 and bool(self.groups)
         self.rng = torch.Generator().manual_seed(config.seed)
         torch.manual_seed(config.seed)  # initial weights: the same on every rank
         self.G = Generator3D(model_config).to(device)
-        self.D = Discriminator3D(model_config).to(device)
+        self.D = Discriminator3D(model_config, classifier=self.classify).to(device)
         self.G.channels_last = self.D.channels_last = config.channels_last
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.augment = DiffAugment3D().to(device)
@@ -203,7 +211,7 @@ class _Loop:
         # discriminator
         draw = self._draw()
         self.opt_d.zero_grad(set_to_none=True)
-        totals = [0.0, 0.0, 0.0, 0.0]  # D loss, R1, sum of signs, count
+        totals = [0.0, 0.0, 0.0, 0.0, 0.0]  # D loss, R1, sum of signs, count, D's condition loss
         for lo, hi in self._my_slices():
             real_img, real_lab, c = self._real(draw["idx"][lo:hi])
             with torch.no_grad(), self.autocast():
@@ -213,10 +221,15 @@ class _Loop:
             if do_r1:
                 real_img, real_lab = real_img.detach().requires_grad_(True), real_lab.detach().requires_grad_(True)
             with self.autocast():
-                real_scores = self.D(real_img, real_lab, c).float()
+                real_scores = self.D(real_img, real_lab, c, classes=self.classify)
                 fake_scores = self.D(fake_img, fake_lab, c).float()
+            if self.classify:
+                real_scores, real_classes = real_scores
+                cond = condition_loss(real_classes, c, self.groups)
+                totals[4] += float(cond.detach()) * scale
+            real_scores = real_scores.float()
             loss = d_loss(cfg.loss, real_scores, fake_scores)
-            total = loss
+            total = loss + cfg.cond_loss * cond if self.classify else loss
             if do_r1:
                 r1 = r1_penalty(real_scores, [real_img, real_lab])
                 total = total + 0.5 * cfg.r1_gamma * r1 * cfg.r1_interval
@@ -232,24 +245,31 @@ class _Loop:
         # generator
         draw = self._draw()
         self.opt_g.zero_grad(set_to_none=True)
-        g_total = 0.0
+        g_total, g_cond = 0.0, 0.0
         for lo, hi in self._my_slices():
             _, _, c = self._real(draw["idx"][lo:hi])
             with self.autocast():
                 fake_img, fake_lab = self._fake(draw, lo, hi, c)
             fake_img, fake_lab = self.augment.apply(fake_img, fake_lab, DiffAugment3D.slice(draw["aug_fake"], lo, hi))
             with self.autocast():
-                loss = g_loss(cfg.loss, self.D(fake_img, fake_lab, c).float())
-            (loss * scale).backward()
+                scores = self.D(fake_img, fake_lab, c, classes=self.classify)
+            if self.classify:
+                scores, classes = scores
+                cond = condition_loss(classes, c, self.groups)
+                g_cond += float(cond.detach()) * scale
+            loss = g_loss(cfg.loss, scores.float())
+            ((loss + cfg.cond_loss * cond if self.classify else loss) * scale).backward()
             g_total += float(loss.detach()) * scale
         all_reduce_grads(self.G, self.world)
         self.opt_g.step()
         _ema_update(self.G_ema, self.G, self.ema_beta(step))
 
-        d_val, r1_val, signs, count, g_val = all_reduce_sum([*totals, g_total], self.world)
+        d_val, r1_val, signs, count, d_cond, g_val, g_cond = all_reduce_sum([*totals, g_total, g_cond], self.world)
         self.ada_sum += signs
         self.ada_n += int(count)
         metrics = {"step": step, "d_loss": d_val, "g_loss": g_val, "r1": r1_val if do_r1 else None}
+        if self.classify:
+            metrics["d_cond"], metrics["g_cond"] = d_cond, g_cond
         if cfg.augment and step % cfg.ada_interval == 0 and self.ada_n:
             r_t = self.ada_sum / self.ada_n
             adjust = math.copysign(1.0, r_t - cfg.ada_target) * cfg.batch * cfg.ada_interval / cfg.ada_images
@@ -293,7 +313,7 @@ def train_gan(
     """
     run_dir = Path(run_dir)
     world = init_world(device)
-    loop = _Loop(data, model_config, config, device, world)
+    loop = _Loop(data, model_config, config, device, world, [len(v) for v in encoder.categories.values()])
     start, best, bad_evals = 0, math.inf, 0
     if resume and bundle_exists(run_dir, TRAIN_STATE):
         meta = load_train_state(run_dir, modules=loop.modules, optimizers=loop.optimizers, rng=loop.rng)
