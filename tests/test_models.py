@@ -109,3 +109,17 @@ def test_condition_classifier_head_and_loss():
     wrong_site = torch.cat([right[:, :2], -right[:, 2:]], dim=1)
     assert condition_loss(wrong_site, c, [2, 2]) == pytest.approx(20.0, rel=1e-3)
 
+
+
+def test_style_noise_strength_differs_per_sample():
+    """With ``noise_style`` the noise a sample gets depends on its w (zero map at start: global strength)."""
+    torch.manual_seed(0)
+    g = Generator3D(ModelConfig(shape=16, cond_dim=2, noise_style=True, **SMALL))
+    layer = g.first.noise
+    x, noise, w = torch.zeros(2, 1, 4, 4, 4), torch.ones(2, 1, 4, 4, 4), torch.randn(2, 16)
+    with torch.no_grad():
+        layer.strength.fill_(0.5)
+        assert torch.equal(layer(x, noise, w)[0], layer(x, noise, w)[1])  # the map starts at zero
+        layer.style.weight.normal_()
+    out = layer(x, noise, w)
+    assert not torch.allclose(out[0], out[1])

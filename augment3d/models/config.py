@@ -46,6 +46,8 @@ class ModelConfig:
     #: also add a full-learning-rate projection of the condition to w, next to the mapping
     #: network (whose lr multiplier of 0.01 lets the condition move w only slowly; docs/MODEL.md)
     cond_bypass: bool = True
+    #: per-sample noise strength from w (else one strength per layer for every subject)
+    noise_style: bool = False
 
     def __post_init__(self):
         shape = self.shape

@@ -30,11 +30,11 @@ class SynthesisLayer(nn.Module):
             self.conv = AdaINConv3d(in_ch, out_ch, 3, config.w_dim)
         else:
             self.conv = ModulatedConv3d(in_ch, out_ch, 3, config.w_dim)
-        self.noise = NoiseInjection()
+        self.noise = NoiseInjection(config.w_dim if config.noise_style else None)
         self.bias = nn.Parameter(torch.zeros(out_ch))
 
     def forward(self, x, w, noise):
-        x = self.noise(self.conv(x, w), noise)
+        x = self.noise(self.conv(x, w), noise, w)
         return lrelu(x + self.bias[None, :, None, None, None].to(x.dtype))
 
 

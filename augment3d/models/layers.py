@@ -95,13 +95,24 @@ class AdaINConv3d(nn.Module):
 
 
 class NoiseInjection(nn.Module):
-    """Adds per-voxel noise times a learned strength (starts at zero)."""
+    """Adds per-voxel noise times a learned strength (starts at zero).
 
-    def __init__(self):
+    With ``w_dim`` the strength also depends on each sample's w (a linear map that starts at
+    zero), so conditions can differ in noise, as scanners do.
+    """
+
+    def __init__(self, w_dim: int | None = None):
         super().__init__()
         self.strength = nn.Parameter(torch.zeros(()))
+        self.style = None
+        if w_dim:
+            self.style = EqualLinear(w_dim, 1)
+            nn.init.zeros_(self.style.weight)
 
-    def forward(self, x: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, noise: torch.Tensor | None, w: torch.Tensor | None = None) -> torch.Tensor:
         if noise is None:
             return x
-        return x + self.strength * noise.to(x.dtype)
+        strength = self.strength
+        if self.style is not None:
+            strength = (strength + self.style(w)).reshape(-1, 1, 1, 1, 1)
+        return x + strength.to(x.dtype) * noise.to(x.dtype)
