@@ -38,7 +38,7 @@ def seconds_per_step(shape: int, steps: int, channels_last: bool, compiled: bool
                         torch.randint(0, 4, (n, shape, shape, shape), generator=g),
                         torch.from_numpy(enc.encode(enc.all_conditions()[:1] * n)))
     cfg = replace(recipe.train, r1_gamma=0.0, amp="bf16", channels_last=channels_last)
-    loop = _Loop(data, model, cfg, "cpu", World(), [len(v) for v in enc.categories.values()])
+    loop = _Loop(data, model, cfg, "cpu", World(), enc.sizes)
     if compiled:
         loop.D = torch.compile(loop.D)
         loop.G.from_w = torch.compile(loop.G.from_w)

@@ -50,8 +50,13 @@ class ConditionEncoder:
         return list(self.categories)
 
     @property
+    def sizes(self) -> list[int]:
+        """Number of categories of each column, in the condition vector's order."""
+        return [len(v) for v in self.categories.values()]
+
+    @property
     def dim(self) -> int:
-        return sum(len(v) for v in self.categories.values())
+        return sum(self.sizes)
 
     def _encoder(self):
         if self._onehot is None:

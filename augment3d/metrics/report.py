@@ -9,6 +9,7 @@ import numpy as np
 
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..viz import MODALITY_TITLES, save_montage
+from .label_profile import LABEL_NAMES
 
 __all__ = ["write_report"]
 
@@ -56,7 +57,7 @@ def _profile_table(profile: dict | None) -> list[str]:
             real = profile["real_train"].get(column, {}).get(value, {})
             lines.append(f"| {column}={value} | {syn['n']} / {real.get('n', 0)} | "
                          f"{pair(syn['tumour_percent'], real.get('tumour_percent'))} | "
-                         + " | ".join(pair(syn[f"{k}_share"], real.get(f"{k}_share")) for k in ("NETC", "SNFH", "ET")) + " |")
+                         + " | ".join(pair(syn[f"{k}_share"], real.get(f"{k}_share")) for k in LABEL_NAMES.values()) + " |")
     return lines
 
 

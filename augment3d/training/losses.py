@@ -36,7 +36,7 @@ def condition_loss(logits: torch.Tensor, conditions: torch.Tensor, groups: list[
     """Cross-entropy of condition logits against one-hot conditions, summed over the columns.
 
     ``groups`` holds each column's number of categories, in the condition vector's order
-    (``[len(v) for v in encoder.categories.values()]``).
+    (``ConditionEncoder.sizes``).
     """
     loss, start = logits.new_zeros(()), 0
     for size in groups:

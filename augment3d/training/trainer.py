@@ -205,6 +205,16 @@ class _Loop:
         hard = _one_hot(probs.max(1).indices, self.mc.label_classes).to(probs.dtype)  # argmax(1), faster on CPU
         return images.float(), hard + probs - probs.detach()
 
+    def _judge(self, images, labels, c, classes: bool = False):
+        """D's scores (fp32) and, with ``classes`` and a classifier, its condition loss (else 0)."""
+        classes = classes and self.classify
+        with self.autocast():
+            out = self.D(images, labels, c, classes=classes)
+        if not classes:
+            return out.float(), torch.zeros((), device=out.device)
+        scores, logits = out
+        return scores.float(), condition_loss(logits, c, self.groups)
+
     def step(self, step: int) -> dict:
         cfg, scale = self.cfg, 1.0 / self.parts
         do_r1 = cfg.r1_gamma > 0 and step % cfg.r1_interval == 0
@@ -220,16 +230,11 @@ class _Loop:
             fake_img, fake_lab = self.augment.apply(fake_img, fake_lab, DiffAugment3D.slice(draw["aug_fake"], lo, hi))
             if do_r1:
                 real_img, real_lab = real_img.detach().requires_grad_(True), real_lab.detach().requires_grad_(True)
-            with self.autocast():
-                real_scores = self.D(real_img, real_lab, c, classes=self.classify)
-                fake_scores = self.D(fake_img, fake_lab, c).float()
-            if self.classify:
-                real_scores, real_classes = real_scores
-                cond = condition_loss(real_classes, c, self.groups)
-                totals[4] += float(cond.detach()) * scale
-            real_scores = real_scores.float()
+            real_scores, cond = self._judge(real_img, real_lab, c, classes=True)
+            fake_scores, _ = self._judge(fake_img, fake_lab, c)
             loss = d_loss(cfg.loss, real_scores, fake_scores)
-            total = loss + cfg.cond_loss * cond if self.classify else loss
+            total = loss + cfg.cond_loss * cond
+            totals[4] += float(cond.detach()) * scale
             if do_r1:
                 r1 = r1_penalty(real_scores, [real_img, real_lab])
                 total = total + 0.5 * cfg.r1_gamma * r1 * cfg.r1_interval
@@ -251,14 +256,10 @@ class _Loop:
             with self.autocast():
                 fake_img, fake_lab = self._fake(draw, lo, hi, c)
             fake_img, fake_lab = self.augment.apply(fake_img, fake_lab, DiffAugment3D.slice(draw["aug_fake"], lo, hi))
-            with self.autocast():
-                scores = self.D(fake_img, fake_lab, c, classes=self.classify)
-            if self.classify:
-                scores, classes = scores
-                cond = condition_loss(classes, c, self.groups)
-                g_cond += float(cond.detach()) * scale
-            loss = g_loss(cfg.loss, scores.float())
-            ((loss + cfg.cond_loss * cond if self.classify else loss) * scale).backward()
+            scores, cond = self._judge(fake_img, fake_lab, c, classes=True)
+            loss = g_loss(cfg.loss, scores)
+            ((loss + cfg.cond_loss * cond) * scale).backward()
+            g_cond += float(cond.detach()) * scale
             g_total += float(loss.detach()) * scale
         all_reduce_grads(self.G, self.world)
         self.opt_g.step()
@@ -313,7 +314,7 @@ def train_gan(
     """
     run_dir = Path(run_dir)
     world = init_world(device)
-    loop = _Loop(data, model_config, config, device, world, [len(v) for v in encoder.categories.values()])
+    loop = _Loop(data, model_config, config, device, world, encoder.sizes)
     start, best, bad_evals = 0, math.inf, 0
     if resume and bundle_exists(run_dir, TRAIN_STATE):
         meta = load_train_state(run_dir, modules=loop.modules, optimizers=loop.optimizers, rng=loop.rng)
