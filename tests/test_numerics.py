@@ -3,6 +3,9 @@
 - modulated convolution: input scaling + shared convolution + demodulation vs the per-sample
   weights of one grouped convolution (StyleGAN2's reference form): within 1e-5 in fp32;
 - generation in ``channels_last_3d`` vs the default layout: within 1e-5;
+- the discriminator's box downsampling (strided depthwise convolution, nearest-upsampled
+  gradient) vs ``avg_pool3d``: values and first and second derivatives within 1e-6 in fp64, and
+  the discriminator's scores and R1 penalty in ``channels_last_3d`` within 1e-4 of channels-first;
 - bf16 generation vs fp32: images within 0.25 on the [-1, 1] scale, labels agreeing on >= 90 %;
 - the augmenter's separable resampling vs ``affine_grid`` + ``grid_sample``: within 1e-5
   (bilinear), identical (nearest).
@@ -16,8 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from augment3d.augmenter import _to_subject_space
-from augment3d.models import Generator3D, ModelConfig
-from augment3d.models.layers import ModulatedConv3d
+from augment3d.models import Discriminator3D, Generator3D, ModelConfig
+from augment3d.models.layers import ModulatedConv3d, downsample2
+from augment3d.training.losses import r1_penalty
 
 SMALL = dict(z_dim=16, w_dim=16, channel_max=16, d_channel_max=8, mapping_layers=2)
 
@@ -56,6 +60,44 @@ def test_channels_last_generation_matches():
         ours = g.from_w(g.mapping(z, c), noise)
     for a, b in zip(ours, ref):
         assert a.is_contiguous() and torch.allclose(a, b, atol=1e-5)
+
+
+def test_box_downsampling_matches_avg_pool_with_its_derivatives():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 4, 6, 8, dtype=torch.float64)
+    for layout in (torch.contiguous_format, torch.channels_last_3d):
+        xx = x.contiguous(memory_format=layout).requires_grad_()
+        y = downsample2(xx)
+        assert y.shape == (2, 3, 2, 3, 4) and torch.allclose(y, F.avg_pool3d(x, 2), atol=1e-12)
+        # first and second derivatives (R1's double backward goes through the pooling)
+        assert torch.autograd.gradcheck(downsample2, (xx,))
+        assert torch.autograd.gradgradcheck(downsample2, (xx,))
+    # bf16 channels-last stays bf16 channels-last (what the training step relies on for speed)
+    xb = x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last_3d)
+    yb = downsample2(xb)
+    assert yb.dtype == torch.bfloat16 and yb.is_contiguous(memory_format=torch.channels_last_3d)
+    assert torch.allclose(yb.double(), F.avg_pool3d(xb.double(), 2), atol=1e-2)
+    # odd sizes floor like avg_pool3d
+    odd = torch.randn(1, 2, 5, 4, 4)
+    assert torch.equal(downsample2(odd), F.avg_pool3d(odd, 2))
+
+
+def test_channels_last_discriminator_and_r1_match():
+    torch.manual_seed(0)
+    d = Discriminator3D(ModelConfig(shape=16, cond_dim=2, **SMALL))
+    images, labels = torch.randn(4, 4, 16, 16, 16), torch.rand(4, 4, 16, 16, 16)
+    c = torch.tensor([[1.0, 0], [0, 1], [1, 0], [0, 1]])
+    results = []
+    for last in (False, True):
+        d.channels_last = last
+        d.zero_grad()
+        inputs = [images.clone().requires_grad_(), labels.clone().requires_grad_()]
+        scores = d(*inputs, c)
+        penalty = r1_penalty(scores, inputs)
+        penalty.backward()  # the double backward, through the downsampling
+        results.append((scores.detach(), penalty.detach(), d.blocks[0].conv1.weight.grad.clone()))
+    for a, b in zip(*results):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()))
 
 
 def test_bf16_generation_is_close_to_fp32(tiny_run):

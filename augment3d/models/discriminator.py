@@ -5,11 +5,10 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig, synthesis_plan
-from .layers import EqualConv3d, EqualLinear, lrelu
+from .layers import EqualConv3d, EqualLinear, downsample2
 
 __all__ = ["Discriminator3D", "minibatch_stddev"]
 
@@ -28,14 +27,13 @@ def minibatch_stddev(x: torch.Tensor, group: int) -> torch.Tensor:
 class DiscriminatorBlock(nn.Module):
     def __init__(self, in_ch: int, out_ch: int):
         super().__init__()
-        self.conv1 = EqualConv3d(in_ch, in_ch, 3)
-        self.conv2 = EqualConv3d(in_ch, out_ch, 3)
+        self.conv1 = EqualConv3d(in_ch, in_ch, 3, activate=True)
+        self.conv2 = EqualConv3d(in_ch, out_ch, 3, activate=True)
         self.skip = EqualConv3d(in_ch, out_ch, 1, bias=False)
 
     def forward(self, x):
-        skip = self.skip(F.avg_pool3d(x, 2))
-        x = lrelu(self.conv1(x))
-        x = F.avg_pool3d(lrelu(self.conv2(x)), 2)
+        skip = self.skip(downsample2(x))
+        x = downsample2(self.conv2(self.conv1(x)))
         return (x + skip) / math.sqrt(2.0)
 
 
@@ -48,10 +46,10 @@ class Discriminator3D(nn.Module):
         base, doublings = synthesis_plan(config.shape)
         res = [min(config.shape) // 2**i for i in range(doublings + 1)]
         ch = [config.channels(r, discriminator=True) for r in res]
-        self.from_input = EqualConv3d(config.image_channels + config.label_classes, ch[0], 1)
+        self.from_input = EqualConv3d(config.image_channels + config.label_classes, ch[0], 1, activate=True)
         self.blocks = nn.ModuleList(DiscriminatorBlock(ch[i], ch[i + 1]) for i in range(doublings))
         top = ch[-1]
-        self.conv = EqualConv3d(top + 1, top, 3)
+        self.conv = EqualConv3d(top + 1, top, 3, activate=True)
         self.fc = EqualLinear(top * math.prod(base), top, activate=True)
         self.out = EqualLinear(top, 1)
         self.embed = EqualLinear(config.cond_dim, top) if config.cond_dim else None
@@ -66,10 +64,10 @@ class Discriminator3D(nn.Module):
         x = torch.cat([images, labels.to(images.dtype)], dim=1)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last_3d)
-        x = lrelu(self.from_input(x))
+        x = self.from_input(x)
         for block in self.blocks:
             x = block(x)
-        x = lrelu(self.conv(minibatch_stddev(x, self.config.mbstd_group)))
+        x = self.conv(minibatch_stddev(x, self.config.mbstd_group))
         h = self.fc(x.flatten(1))
         score = self.out(h)
         if self.embed is not None:

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["EqualLinear", "EqualConv3d", "ModulatedConv3d", "AdaINConv3d", "NoiseInjection", "lrelu"]
+__all__ = ["EqualLinear", "EqualConv3d", "ModulatedConv3d", "AdaINConv3d", "NoiseInjection", "lrelu", "downsample2"]
 
 LRELU_GAIN = math.sqrt(2.0)
 
@@ -16,6 +16,37 @@ LRELU_GAIN = math.sqrt(2.0)
 def lrelu(x: torch.Tensor) -> torch.Tensor:
     """Leaky ReLU (0.2) with the gain that keeps activations' variance."""
     return F.leaky_relu(x, 0.2) * LRELU_GAIN
+
+
+class _BoxDown(torch.autograd.Function):
+    """2x2x2 average pooling as a depthwise strided convolution; gradient by nearest upsampling.
+
+    Same values as ``F.avg_pool3d(x, 2)`` on even sizes, but it keeps bf16 and
+    ``channels_last_3d``: on CPU ``avg_pool3d`` has no bf16 kernel (autocast runs it in fp32) and
+    returns channels-first, so every pooling paid two full-size conversions - a quarter of the
+    64^3 training step (docs/PERFORMANCE.md). The backward is written with differentiable
+    operations, so R1's double backward goes through it.
+    """
+
+    @staticmethod
+    def forward(ctx, x):
+        channels = x.shape[1]
+        return F.conv3d(x, x.new_full((channels, 1, 2, 2, 2), 0.125), stride=2, groups=channels)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return F.interpolate(grad * 0.125, scale_factor=2, mode="nearest")
+
+
+def downsample2(x: torch.Tensor) -> torch.Tensor:
+    """Average each 2x2x2 block (B, C, D, H, W -> D/2, H/2, W/2), in the input's dtype and layout.
+
+    Channels-first fp32 input, and odd sizes, go to ``F.avg_pool3d`` (fastest there; odd sizes floor).
+    """
+    channels_last = x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous()
+    if (x.dtype != torch.float32 or channels_last) and all(n % 2 == 0 for n in x.shape[2:]):
+        return _BoxDown.apply(x)
+    return F.avg_pool3d(x, 2)
 
 
 class EqualLinear(nn.Module):
@@ -36,17 +67,36 @@ class EqualLinear(nn.Module):
 
 
 class EqualConv3d(nn.Module):
-    """3D convolution with equalised learning rate ('same' padding)."""
+    """3D convolution with equalised learning rate ('same' padding); ``activate``: then ``lrelu``."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel: int, bias: bool = True):
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, bias: bool = True, activate: bool = False):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel, kernel, kernel))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         self.scale = 1.0 / math.sqrt(in_channels * kernel**3)
         self.padding = kernel // 2
+        self.activate = activate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv3d(x, self.weight * self.scale, self.bias, padding=self.padding)
+        if not self.activate:
+            return F.conv3d(x, self.weight * self.scale, self.bias, padding=self.padding)
+        # lrelu(conv(x)) with the gain folded into weight and bias: one full-size pass fewer
+        bias = None if self.bias is None else self.bias * LRELU_GAIN
+        return F.leaky_relu(F.conv3d(x, self.weight * (self.scale * LRELU_GAIN), bias, padding=self.padding), 0.2)
+
+
+def _scale_shift(x: torch.Tensor, scale: torch.Tensor | float, shift: torch.Tensor | None) -> torch.Tensor:
+    """``x * scale + shift`` in one pass, in x's dtype; shift (C,) or (B, C), broadcast over space."""
+    if isinstance(scale, torch.Tensor):
+        scale = scale.to(x.dtype)
+    elif shift is None and scale == 1.0:
+        return x
+    if shift is None:
+        return x * scale
+    shift = shift.to(x.dtype)[..., None, None, None]
+    if shift.dim() == 4:
+        shift = shift[None]
+    return torch.addcmul(shift, x, scale) if isinstance(scale, torch.Tensor) else torch.add(shift, x, alpha=scale)
 
 
 class ModulatedConv3d(nn.Module):
@@ -68,14 +118,16 @@ class ModulatedConv3d(nn.Module):
         self.demodulate = demodulate
         self.out_channels = out_channels
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, w: torch.Tensor, gain: float = 1.0,
+                bias: torch.Tensor | None = None) -> torch.Tensor:
+        """The modulated convolution, times ``gain``, plus ``bias`` (C,) if given (one fused pass)."""
         style = self.affine(w).float() * self.scale  # (B, Cin)
         out = F.conv3d(x * style.to(x.dtype)[:, :, None, None, None], self.weight.to(x.dtype), padding=self.padding)
         if self.demodulate:  # 1 / |style-scaled weight| per sample and output channel
             energy = self.weight.float().pow(2).sum(dim=(2, 3, 4))  # (Cout, Cin)
-            factor = torch.rsqrt((style.pow(2)[:, None, :] * energy[None]).sum(2) + 1e-8)  # (B, Cout), fp32
-            out = out * factor.to(out.dtype)[:, :, None, None, None]
-        return out
+            factor = gain * torch.rsqrt((style.pow(2)[:, None, :] * energy[None]).sum(2) + 1e-8)  # (B, Cout), fp32
+            return _scale_shift(out, factor[:, :, None, None, None], bias)
+        return _scale_shift(out, gain, bias)
 
 
 class AdaINConv3d(nn.Module):
@@ -88,10 +140,13 @@ class AdaINConv3d(nn.Module):
         with torch.no_grad():
             self.affine.bias[:out_channels] = 1.0
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, w: torch.Tensor, gain: float = 1.0,
+                bias: torch.Tensor | None = None) -> torch.Tensor:
+        """Normalised, styled convolution, times ``gain``, plus ``bias`` (C,) if given."""
         out = F.instance_norm(self.conv(x))
         gamma, beta = self.affine(w).chunk(2, dim=1)
-        return out * gamma[:, :, None, None, None] + beta[:, :, None, None, None]
+        shift = beta * gain if bias is None else beta * gain + bias
+        return _scale_shift(out, gamma[:, :, None, None, None] * gain, shift)
 
 
 class NoiseInjection(nn.Module):
@@ -109,10 +164,12 @@ class NoiseInjection(nn.Module):
             self.style = EqualLinear(w_dim, 1)
             nn.init.zeros_(self.style.weight)
 
-    def forward(self, x: torch.Tensor, noise: torch.Tensor | None, w: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, noise: torch.Tensor | None, w: torch.Tensor | None = None,
+                gain: float = 1.0) -> torch.Tensor:
+        """``x`` plus the noise times its strength (times ``gain``, when x was scaled by it)."""
         if noise is None:
             return x
         strength = self.strength
         if self.style is not None:
             strength = (strength + self.style(w)).reshape(-1, 1, 1, 1, 1)
-        return x + strength.to(x.dtype) * noise.to(x.dtype)
+        return torch.addcmul(x, (strength * gain).to(x.dtype), noise.to(x.dtype))

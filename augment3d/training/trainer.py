@@ -72,7 +72,7 @@ class TrainConfig:
     ada_interval: int = 4
     ada_images: float = 5000.0
     amp: str = "none"
-    channels_last: bool = False
+    channels_last: bool = True  # same values within rounding; faster on CPU at every size measured (docs/PERFORMANCE.md)
     checkpoint_every: int = 100
     log_every: int = 10
     eval_every: int = 0
