@@ -72,17 +72,24 @@ def step_flops(recipe, shape: int) -> tuple[float, float]:
     return float(total), conv / max(total, 1)
 
 
-def train_rate(recipe, shape: int, steps: int) -> float:
-    """Volumes/s over ``steps`` timed steps after one warm-up step (``steps=0``: the warm-up only, 0.0)."""
+def random_setup(recipe, shape: int, n: int = 8):
+    """(encoder, model config at ``shape``^3, ``n`` random training subjects) for timing steps."""
     from dataclasses import replace
 
     enc = ConditionEncoder(recipe.data.categories)
     model = replace(recipe.model_config(enc.dim), shape=(shape,) * 3)
-    n = 8
     g = torch.Generator().manual_seed(0)
     data = TrainingData(torch.rand(n, 4, shape, shape, shape, generator=g) * 2 - 1,
                         torch.randint(0, 4, (n, shape, shape, shape), generator=g),
                         torch.from_numpy(enc.encode(enc.all_conditions()[:1] * n)))
+    return enc, model, data
+
+
+def train_rate(recipe, shape: int, steps: int) -> float:
+    """Volumes/s over ``steps`` timed steps after one warm-up step (``steps=0``: the warm-up only, 0.0)."""
+    from dataclasses import replace
+
+    enc, model, data = random_setup(recipe, shape)
     times = []
     last = [time.perf_counter()]
 

@@ -20,23 +20,16 @@ from dataclasses import replace
 import torch
 
 from augment3d.config import load_recipe
-from augment3d.data import ConditionEncoder
 from augment3d.training.distributed import World
-from augment3d.training.trainer import TrainingData, _Loop
+from augment3d.training.trainer import _Loop
 
-from gan_throughput import machine
+from gan_throughput import machine, random_setup
 
 
 def seconds_per_step(shape: int, steps: int, channels_last: bool, compiled: bool) -> tuple[float, float]:
     """(median s/step, first step's seconds) for one configuration."""
     recipe = load_recipe("quick")
-    enc = ConditionEncoder(recipe.data.categories)
-    model = replace(recipe.model_config(enc.dim), shape=(shape,) * 3)
-    g = torch.Generator().manual_seed(0)
-    n = 8
-    data = TrainingData(torch.rand(n, 4, shape, shape, shape, generator=g) * 2 - 1,
-                        torch.randint(0, 4, (n, shape, shape, shape), generator=g),
-                        torch.from_numpy(enc.encode(enc.all_conditions()[:1] * n)))
+    enc, model, data = random_setup(recipe, shape)
     cfg = replace(recipe.train, r1_gamma=0.0, amp="bf16", channels_last=channels_last)
     loop = _Loop(data, model, cfg, "cpu", World(), enc.sizes)
     if compiled:

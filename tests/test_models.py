@@ -110,7 +110,6 @@ def test_condition_classifier_head_and_loss():
     assert condition_loss(wrong_site, c, [2, 2]) == pytest.approx(20.0, rel=1e-3)
 
 
-
 def test_style_noise_strength_differs_per_sample():
     """With ``noise_style`` the noise a sample gets depends on its w (zero map at start: global strength)."""
     torch.manual_seed(0)

@@ -4,7 +4,8 @@
   weights of one grouped convolution (StyleGAN2's reference form): within 1e-5 in fp32;
 - generation in ``channels_last_3d`` vs the default layout: within 1e-5;
 - the discriminator's box downsampling (strided depthwise convolution, nearest-upsampled
-  gradient) vs ``avg_pool3d``: values and first and second derivatives within 1e-6 in fp64, and
+  gradient) vs ``avg_pool3d``: values within 1e-12 in fp64, first and second derivatives by
+  ``gradcheck`` / ``gradgradcheck``, and
   the discriminator's scores and R1 penalty in ``channels_last_3d`` within 1e-4 of channels-first;
 - bf16 generation vs fp32: images within 0.25 on the [-1, 1] scale, labels agreeing on >= 90 %;
 - the augmenter's separable resampling vs ``affine_grid`` + ``grid_sample``: within 1e-5

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig, synthesis_plan
-from .layers import LRELU_GAIN, AdaINConv3d, ModulatedConv3d, NoiseInjection
+from .layers import LRELU_GAIN, LRELU_SLOPE, AdaINConv3d, ModulatedConv3d, NoiseInjection
 from .mapping import MappingNetwork
 
 __all__ = ["Generator3D", "SynthesisLayer", "SynthesisBlock"]
@@ -36,7 +36,7 @@ class SynthesisLayer(nn.Module):
     def forward(self, x, w, noise):
         # lrelu(conv + noise + bias) with lrelu's gain folded into each term: fewer full-size passes
         x = self.conv(x, w, gain=LRELU_GAIN, bias=self.bias * LRELU_GAIN)
-        return F.leaky_relu(self.noise(x, noise, w, gain=LRELU_GAIN), 0.2)
+        return F.leaky_relu(self.noise(x, noise, w, gain=LRELU_GAIN), LRELU_SLOPE)
 
 
 class ToOutput(nn.Module):

@@ -10,12 +10,13 @@ from torch import nn
 
 __all__ = ["EqualLinear", "EqualConv3d", "ModulatedConv3d", "AdaINConv3d", "NoiseInjection", "lrelu", "downsample2"]
 
+LRELU_SLOPE = 0.2
 LRELU_GAIN = math.sqrt(2.0)
 
 
 def lrelu(x: torch.Tensor) -> torch.Tensor:
-    """Leaky ReLU (0.2) with the gain that keeps activations' variance."""
-    return F.leaky_relu(x, 0.2) * LRELU_GAIN
+    """Leaky ReLU (slope 0.2) with the gain that keeps activations' variance."""
+    return F.leaky_relu(x, LRELU_SLOPE) * LRELU_GAIN
 
 
 class _BoxDown(torch.autograd.Function):
@@ -82,7 +83,7 @@ class EqualConv3d(nn.Module):
             return F.conv3d(x, self.weight * self.scale, self.bias, padding=self.padding)
         # lrelu(conv(x)) with the gain folded into weight and bias: one full-size pass fewer
         bias = None if self.bias is None else self.bias * LRELU_GAIN
-        return F.leaky_relu(F.conv3d(x, self.weight * (self.scale * LRELU_GAIN), bias, padding=self.padding), 0.2)
+        return F.leaky_relu(F.conv3d(x, self.weight * (self.scale * LRELU_GAIN), bias, padding=self.padding), LRELU_SLOPE)
 
 
 def _scale_shift(x: torch.Tensor, scale: torch.Tensor | float, shift: torch.Tensor | None) -> torch.Tensor:
