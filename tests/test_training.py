@@ -37,13 +37,15 @@ def weights(run):
     return {k: v.clone() for k, v in load_generator(run).network.state_dict().items()}
 
 
-def test_resume_continues_exactly(tmp_path):
+@pytest.mark.parametrize("regularisers", [{}, {"mode_seeking": 1.0, "lecam": 0.3}], ids=["plain", "ms-lecam"])
+def test_resume_continues_exactly(tmp_path, regularisers):
     data = tiny_data()
-    train_gan(tmp_path / "straight", data, MODEL, TRAIN, ENC, {})
-    train_gan(tmp_path / "split", data, MODEL, replace(TRAIN, steps=3), ENC, {})
+    train = replace(TRAIN, **regularisers)
+    train_gan(tmp_path / "straight", data, MODEL, train, ENC, {})
+    train_gan(tmp_path / "split", data, MODEL, replace(train, steps=3), ENC, {})
     with (tmp_path / "split" / "log.jsonl").open("a") as log:  # as if killed after logging step 4
         log.write(json.dumps({"step": 4, "d_loss": 0.0, "g_loss": 0.0}) + "\n")
-    train_gan(tmp_path / "split", data, MODEL, TRAIN, ENC, {}, resume=True)
+    train_gan(tmp_path / "split", data, MODEL, train, ENC, {}, resume=True)
     a, b = weights(tmp_path / "straight"), weights(tmp_path / "split")
     assert a.keys() == b.keys()
     for key in a:
@@ -227,3 +229,57 @@ def test_generators_saved_before_the_condition_bypass_still_load(tmp_path):
     assert gen.network.mapping.bypass is None
     images, _ = gen.generate(condition={"site": "SSA"}, seeds=[0])
     assert images.shape == (1, 4, 16, 16, 16)
+
+
+def test_mode_seeking_loss_rewards_different_subjects_for_different_latents():
+    from augment3d.training.losses import mode_seeking_loss
+
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(4, 16, generator=g)
+    same = torch.randn(2, 4, 8, 8, 8, generator=g).repeat(2, 1, 1, 1, 1)  # pairs (0, 2), (1, 3) identical
+    apart = same.clone()
+    apart[2:] += 0.5 * torch.randn(2, 4, 8, 8, 8, generator=g)
+    assert mode_seeking_loss(same, z) > 100 * mode_seeking_loss(apart, z)
+    assert float(mode_seeking_loss(same[:1], z[:1])) == 0.0  # no pair in a batch of one
+    # its gradient moves the two subjects of a pair apart
+    out = apart.clone().requires_grad_(True)
+    mode_seeking_loss(out, z).backward()
+    moved = (out - 0.1 * out.grad).detach()
+    assert (moved[:2] - moved[2:]).abs().mean() > (apart[:2] - apart[2:]).abs().mean()
+    # ... until they differ as much as the cap allows: past it, no pull
+    out.grad = None
+    mode_seeking_loss(out, z, cap=0.01).backward()
+    assert float(out.grad.abs().max()) == 0.0
+
+
+def test_real_pair_ratio_compares_subjects_of_one_condition():
+    from augment3d.training.losses import real_pair_ratio
+
+    subjects = torch.tensor([0.0, 0.0, 10.0, 11.0])[:, None].expand(4, 10)  # HIC 0 and 0, SSA 10 and 11
+    conds = torch.from_numpy(ENC.encode([{"site": "HIC"}, {"site": "HIC"}, {"site": "SSA"}, {"site": "SSA"}]))
+    ratio = real_pair_ratio(lambda i: subjects[i], conds, torch.Generator().manual_seed(0), pairs=200)
+    # the SSA pair differs by 1, the HIC pair by 0, about half the pairs drawn are SSA; an HIC
+    # subject against an SSA one (10 or more) never
+    assert 0.3 < ratio * 2 / np.sqrt(np.pi) < 0.7
+    one_each = conds[1:3]  # no condition with two subjects: any two are compared
+    assert real_pair_ratio(lambda i: subjects[1:3][i], one_each, torch.Generator()) == pytest.approx(10 * np.sqrt(np.pi) / 2)
+    assert real_pair_ratio(lambda i: subjects[i], conds[:1], torch.Generator()) == float("inf")
+
+
+def test_mode_seeking_pairs_share_condition_and_noise():
+    from augment3d.training.distributed import World
+    from augment3d.training.trainer import _Loop
+
+    loop = _Loop(tiny_data(8), MODEL, replace(TRAIN, batch=4, accumulate=2, mode_seeking=1.0), "cpu", World())
+    mapped, synthesised = [], []
+    mapping, from_w = loop.G.mapping.forward, loop.G.from_w
+    loop.G.mapping.forward = lambda z, c: mapped.append((z.clone(), c.clone())) or mapping(z, c)
+    loop.G.from_w = lambda w, noise: synthesised.append([n.clone() for n in noise]) or from_w(w, noise)
+    metrics = loop.step(0)
+    assert metrics["mode_seeking"] > 0
+    assert len(mapped) == len(synthesised) == 4  # D phase, then G phase: two micro-batches of two each
+    for (z, c), noise in zip(mapped[2:], synthesised[2:]):
+        assert not torch.equal(z[0], z[1])  # a pair differs in z ...
+        assert torch.equal(c[0], c[1]) and all(torch.equal(n[0], n[1]) for n in noise)  # ... only
+    with pytest.raises(ValueError, match="mode_seeking needs pairs"):
+        _Loop(tiny_data(), MODEL, replace(TRAIN, batch=2, accumulate=2, mode_seeking=1.0), "cpu", World())

@@ -32,10 +32,13 @@ from ..sampling import save_generator
 from .augment import DiffAugment3D
 from .distributed import World, all_reduce_grads, all_reduce_sum, init_world
 from .evaluation import coarse_features, sliced_wasserstein
-from .losses import LOSSES, condition_loss, d_loss, g_loss, r1_penalty
+from .losses import LOSSES, condition_loss, d_loss, g_loss, lecam_penalty, mode_seeking_loss, r1_penalty, real_pair_ratio
 from .state import TRAIN_STATE, load_train_state, save_train_state
 
 __all__ = ["TrainConfig", "TrainingDiverged", "train_gan", "TrainingData"]
+
+#: per-step decay of the running score means the LeCam regulariser anchors to (the paper's 0.99)
+LECAM_DECAY = 0.99
 
 
 class TrainingDiverged(Augment3DError):
@@ -51,7 +54,11 @@ class TrainConfig:
     rewards G, with that weight, when D recognises the asked-for condition in its fakes.
     ``eval_every`` > 0 computes the validation metric (sliced Wasserstein distance, lower is
     better) and keeps the best EMA generator; ``patience`` > 0 stops after that many
-    evaluations without improvement.
+    evaluations without improvement. ``mode_seeking`` > 0 adds the mode-seeking term with that
+    weight to G's loss: each micro-batch's second half gets the first half's conditions and noise,
+    and G is penalised when two latents give subjects more alike than two real subjects of one
+    condition are (needs micro-batches of at least 2). ``lecam`` > 0 adds the LeCam regulariser
+    with that weight to D's loss, against a D that memorises a small cohort (``lecam_penalty``).
     """
 
     steps: int = 1000
@@ -65,6 +72,8 @@ class TrainConfig:
     r1_gamma: float = 1.0
     r1_interval: int = 16
     cond_loss: float = 0.0
+    mode_seeking: float = 0.0
+    lecam: float = 0.0
     ema_images: float = 2000.0
     ema_rampup: float = 0.05
     augment: bool = True
@@ -82,7 +91,7 @@ class TrainConfig:
 
     def __post_init__(self):
         for name in ("g_lr", "d_lr", "beta1", "beta2", "r1_gamma", "ema_images", "ema_rampup", "ada_target", "ada_images",
-                     "cond_loss"):
+                     "cond_loss", "mode_seeking", "lecam"):
             object.__setattr__(self, name, float(getattr(self, name)))  # TOML may give ints (beta1 = 0)
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
@@ -127,6 +136,12 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, beta: float) -> No
             b_ema.copy_(b)
 
 
+def _paired(x: torch.Tensor) -> torch.Tensor:
+    """``x`` with its second half replaced by its first half (an odd last row kept)."""
+    half = x.shape[0] // 2
+    return torch.cat([x[:half], x[:half], x[2 * half:]])
+
+
 def _all_finite(*modules) -> bool:
     return all(bool(torch.isfinite(p).all()) for m in modules for p in m.parameters())
 
@@ -153,8 +168,17 @@ class _Loop:
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=config.d_lr * ratio, betas=(betas[0] ** ratio, betas[1] ** ratio))
         self.parts = config.micro_batches(world.size)
         self.micro = config.batch // self.parts
+        if config.mode_seeking > 0 and self.micro < 2:
+            raise ValueError(f"mode_seeking needs pairs of samples: batch {config.batch} over {self.parts} micro-batches "
+                             f"leaves {self.micro} per micro-batch; use a larger batch or fewer accumulation steps")
+        #: the mode-seeking term stops pulling pairs apart once they differ as much as real subjects
+        self.ms_cap = math.inf if config.mode_seeking <= 0 else real_pair_ratio(
+            lambda i: torch.cat([data.images[i], _one_hot(data.labels[i:i + 1], model_config.label_classes)[0]]),
+            data.conditions, torch.Generator().manual_seed(config.seed))
         self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
         self.ada_sum, self.ada_n = 0.0, 0
+        #: running means of D's real and fake scores, for the LeCam regulariser (saved with the state)
+        self.lecam_real, self.lecam_fake = 0.0, 0.0
 
     def ema_beta(self, step: int) -> float:
         """EMA decay per step: half-life ``ema_images``, ramped up with the images seen so far."""
@@ -195,9 +219,10 @@ class _Loop:
         onehot = _one_hot(self.data.labels[idx], self.mc.label_classes).to(self.device)
         return images, onehot, self.data.conditions[idx].to(self.device)
 
-    def _fake(self, draw, lo, hi, c):
+    def _fake(self, draw, lo, hi, c, paired: bool = False):
+        """G's subjects for ``draw``'s slice; ``paired`` gives the second half the first half's noise."""
         z = draw["z"][lo:hi].to(self.device)
-        noise = [n[lo:hi].to(self.device) for n in draw["noise"]]
+        noise = [(_paired(n[lo:hi]) if paired else n[lo:hi]).to(self.device) for n in draw["noise"]]
         images, logits = self.G.from_w(self.G.mapping(z, c), noise)
         probs = logits.float().softmax(1)
         # straight-through: D sees a hard one-hot map like the real labels (a soft map alone
@@ -221,7 +246,7 @@ class _Loop:
         # discriminator
         draw = self._draw()
         self.opt_d.zero_grad(set_to_none=True)
-        totals = [0.0, 0.0, 0.0, 0.0, 0.0]  # D loss, R1, sum of signs, count, D's condition loss
+        totals = [0.0] * 7  # D loss, R1, sum of signs, count, D's condition loss, mean real and fake score
         for lo, hi in self._my_slices():
             real_img, real_lab, c = self._real(draw["idx"][lo:hi])
             with torch.no_grad(), self.autocast():
@@ -234,7 +259,11 @@ class _Loop:
             fake_scores, _ = self._judge(fake_img, fake_lab, c)
             loss = d_loss(cfg.loss, real_scores, fake_scores)
             total = loss + cfg.cond_loss * cond
+            if cfg.lecam > 0:
+                total = total + cfg.lecam * lecam_penalty(real_scores, fake_scores, self.lecam_real, self.lecam_fake)
             totals[4] += float(cond.detach()) * scale
+            totals[5] += float(real_scores.detach().mean()) * scale
+            totals[6] += float(fake_scores.detach().mean()) * scale
             if do_r1:
                 r1 = r1_penalty(real_scores, [real_img, real_lab])
                 total = total + 0.5 * cfg.r1_gamma * r1 * cfg.r1_interval
@@ -250,27 +279,39 @@ class _Loop:
         # generator
         draw = self._draw()
         self.opt_g.zero_grad(set_to_none=True)
-        g_total, g_cond = 0.0, 0.0
+        g_total, g_cond, g_ms = 0.0, 0.0, 0.0
         for lo, hi in self._my_slices():
             _, _, c = self._real(draw["idx"][lo:hi])
+            paired = cfg.mode_seeking > 0  # pairs (i, i + half) share condition and noise, differ in z
+            c = _paired(c) if paired else c
             with self.autocast():
-                fake_img, fake_lab = self._fake(draw, lo, hi, c)
+                fake_img, fake_lab = self._fake(draw, lo, hi, c, paired)
+            ms = fake_img.new_zeros(())
+            if paired:  # compared as users get them: clamped to [-1, 1], where -1.5 and -2 are the same black
+                outputs = torch.cat([fake_img.clamp(-1, 1), fake_lab], 1)
+                ms = mode_seeking_loss(outputs, draw["z"][lo:hi].to(self.device), self.ms_cap)
             fake_img, fake_lab = self.augment.apply(fake_img, fake_lab, DiffAugment3D.slice(draw["aug_fake"], lo, hi))
             scores, cond = self._judge(fake_img, fake_lab, c, classes=True)
             loss = g_loss(cfg.loss, scores)
-            ((loss + cfg.cond_loss * cond) * scale).backward()
+            ((loss + cfg.cond_loss * cond + cfg.mode_seeking * ms) * scale).backward()
             g_cond += float(cond.detach()) * scale
             g_total += float(loss.detach()) * scale
+            g_ms += float(ms.detach()) * scale
         all_reduce_grads(self.G, self.world)
         self.opt_g.step()
         _ema_update(self.G_ema, self.G, self.ema_beta(step))
 
-        d_val, r1_val, signs, count, d_cond, g_val, g_cond = all_reduce_sum([*totals, g_total, g_cond], self.world)
+        d_val, r1_val, signs, count, d_cond, real_mean, fake_mean, g_val, g_cond, g_ms = all_reduce_sum(
+            [*totals, g_total, g_cond, g_ms], self.world)
+        self.lecam_real += (1.0 - LECAM_DECAY) * (real_mean - self.lecam_real)
+        self.lecam_fake += (1.0 - LECAM_DECAY) * (fake_mean - self.lecam_fake)
         self.ada_sum += signs
         self.ada_n += int(count)
         metrics = {"step": step, "d_loss": d_val, "g_loss": g_val, "r1": r1_val if do_r1 else None}
         if self.classify:
             metrics["d_cond"], metrics["g_cond"] = d_cond, g_cond
+        if cfg.mode_seeking > 0:
+            metrics["mode_seeking"] = g_ms
         if cfg.augment and step % cfg.ada_interval == 0 and self.ada_n:
             r_t = self.ada_sum / self.ada_n
             adjust = math.copysign(1.0, r_t - cfg.ada_target) * cfg.batch * cfg.ada_interval / cfg.ada_images
@@ -320,6 +361,7 @@ def train_gan(
         meta = load_train_state(run_dir, modules=loop.modules, optimizers=loop.optimizers, rng=loop.rng)
         start = meta["step"]
         loop.ada_sum, loop.ada_n = meta.get("ada_sum", 0.0), meta.get("ada_n", 0)
+        loop.lecam_real, loop.lecam_fake = meta.get("lecam_real", 0.0), meta.get("lecam_fake", 0.0)
         best, bad_evals = meta.get("best_metric", math.inf), meta.get("bad_evals", 0)
     log_path = run_dir / "log.jsonl"
     if world.main:
@@ -342,7 +384,8 @@ def train_gan(
         if save_generator_now:
             save_generator(run_dir, loop.G_ema, encoder, preprocess, step)
         save_train_state(run_dir, step=step, modules=loop.modules, optimizers=loop.optimizers, rng=loop.rng,
-                         extra={"ada_sum": loop.ada_sum, "ada_n": loop.ada_n, "best_metric": best,
+                         extra={"ada_sum": loop.ada_sum, "ada_n": loop.ada_n, "lecam_real": loop.lecam_real,
+                                "lecam_fake": loop.lecam_fake, "best_metric": best,
                                 "bad_evals": bad_evals, "train": asdict(config), "model": model_config.to_dict()})
         if on_checkpoint is not None:
             on_checkpoint(step, loop.G_ema)
