@@ -281,5 +281,7 @@ def test_mode_seeking_pairs_share_condition_and_noise():
     for (z, c), noise in zip(mapped[2:], synthesised[2:]):
         assert not torch.equal(z[0], z[1])  # a pair differs in z ...
         assert torch.equal(c[0], c[1]) and all(torch.equal(n[0], n[1]) for n in noise)  # ... only
+    with pytest.raises(ValueError, match="mode_seeking is a loss weight"):
+        replace(TRAIN, mode_seeking=-1.0)
     with pytest.raises(ValueError, match="mode_seeking needs pairs"):
         _Loop(tiny_data(), MODEL, replace(TRAIN, batch=2, accumulate=2, mode_seeking=1.0), "cpu", World())

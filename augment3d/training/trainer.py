@@ -95,6 +95,9 @@ class TrainConfig:
             object.__setattr__(self, name, float(getattr(self, name)))  # TOML may give ints (beta1 = 0)
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        for name in ("cond_loss", "mode_seeking", "lecam"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} is a loss weight and must be >= 0 (0 turns it off), got {getattr(self, name)}")
         if self.amp not in ("none", "bf16", "fp16"):
             raise ValueError(f"amp must be none, bf16 or fp16, got {self.amp!r}")
         if min(self.steps, self.batch, self.accumulate, self.checkpoint_every, self.log_every) < 1:
