@@ -91,11 +91,10 @@ def real_pair_ratio(subject, conditions: torch.Tensor, generator: torch.Generato
     _, group = torch.unique(conditions, dim=0, return_inverse=True)
     if int(torch.bincount(group).max()) < 2:
         group = torch.zeros_like(group)
+    has_mate = torch.nonzero(torch.bincount(group)[group] >= 2).flatten()
     total = 0.0
     for _ in range(pairs):
-        i = int(torch.randint(0, n, (), generator=generator))
-        while int((group == group[i]).sum()) < 2:
-            i = int(torch.randint(0, n, (), generator=generator))
+        i = int(has_mate[torch.randint(0, has_mate.numel(), (), generator=generator)])
         mates = torch.nonzero((group == group[i]) & (torch.arange(n) != i)).flatten()
         j = int(mates[torch.randint(0, mates.numel(), (), generator=generator)])
         total += float((subject(i).float() - subject(j).float()).abs().mean())

@@ -176,8 +176,7 @@ class _Loop:
                              f"leaves {self.micro} per micro-batch; use a larger batch or fewer accumulation steps")
         #: the mode-seeking term stops pulling pairs apart once they differ as much as real subjects
         self.ms_cap = math.inf if config.mode_seeking <= 0 else real_pair_ratio(
-            lambda i: torch.cat([data.images[i], _one_hot(data.labels[i:i + 1], model_config.label_classes)[0]]),
-            data.conditions, torch.Generator().manual_seed(config.seed))
+            lambda i: torch.cat(self._real([i])[:2], 1)[0], data.conditions, torch.Generator().manual_seed(config.seed))
         self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
         self.ada_sum, self.ada_n = 0.0, 0
         #: running means of D's real and fake scores, for the LeCam regulariser (saved with the state)
@@ -283,9 +282,9 @@ class _Loop:
         draw = self._draw()
         self.opt_g.zero_grad(set_to_none=True)
         g_total, g_cond, g_ms = 0.0, 0.0, 0.0
+        paired = cfg.mode_seeking > 0  # pairs (i, i + half) share condition and noise, differ in z
         for lo, hi in self._my_slices():
             _, _, c = self._real(draw["idx"][lo:hi])
-            paired = cfg.mode_seeking > 0  # pairs (i, i + half) share condition and noise, differ in z
             c = _paired(c) if paired else c
             with self.autocast():
                 fake_img, fake_lab = self._fake(draw, lo, hi, c, paired)
