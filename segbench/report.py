@@ -97,6 +97,9 @@ def _gan_metrics(folder: Path) -> dict | None:
     for column, fidelity in m.get("condition_fidelity", {}).items():
         pick[f"condition_accuracy_{column}"] = {"synthetic": fidelity["synthetic_accuracy"],
                                                 "real": fidelity["held_out_real_accuracy"]}
+    edge = m.get("tumour_at_head_edge")  # absent from evaluations written before it existed
+    if edge is not None:
+        pick["tumour_at_head_edge"] = {"synthetic": edge["synthetic"], "real": edge["real_train"]}
     diversity = m.get("diversity_ms_ssim", {})
     if "synthetic" in diversity:
         pick["ms_ssim_synthetic"], pick["ms_ssim_real"] = diversity["synthetic"], diversity["real_train"]
@@ -152,6 +155,10 @@ def _diagnosis(gan: dict) -> list[str]:
             lines.append(f"a classifier trained on real data recognises the {key.removeprefix('condition_accuracy_')} of "
                          f"{value['synthetic']:.0%} of synthetic subjects (real: {value['real']:.0%}): the conditioning "
                          "does not show in the images")
+    edge = gan.get("tumour_at_head_edge")
+    if edge and edge["synthetic"] is not None and edge["real"] is not None and edge["synthetic"] > max(2 * edge["real"], 0.15):
+        lines.append(f"{edge['synthetic']:.0%} of the synthetic tumour voxels lie at the head's edge (real: {edge['real']:.0%}): "
+                     "labels along the skull teach the segmenter tumour where there is none")
     if gan["memorised_share"] > 0:
         lines.append(f"{gan['memorised_share']:.0%} of synthetic subjects are flagged as near-copies of training cases")
     return lines

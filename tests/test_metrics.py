@@ -151,6 +151,9 @@ def test_evaluate_cli_writes_report(tiny_run, tmp_path):
         assert (out / name).is_file(), name
     report = (out / "report.md").read_text()
     assert "| FID vs training real |" in report
+    edge = metrics["tumour_at_head_edge"]
+    assert 0 <= edge["real_train"] <= 1 and (edge["synthetic"] is None or 0 <= edge["synthetic"] <= 1)
+    assert "| share of tumour voxels at the head's edge (2 voxels) |" in report
     profile = metrics["label_profile"]
     for column in ("site", "grade"):  # every synthetic subject counted once per condition column
         assert sum(p["n"] for p in profile["synthetic"][column].values()) == 6
@@ -159,3 +162,25 @@ def test_evaluate_cli_writes_report(tiny_run, tmp_path):
             assert f"| {column}={value} |" in report
     again = CliRunner().invoke(app, ["evaluate", str(tiny_run), str(data), "--out", str(out), "--n", "6"])
     assert again.exit_code == 2 and "already exists" in again.stderr
+
+
+def test_tumour_at_head_edge_tells_labels_on_the_skull_from_labels_inside():
+    from augment3d.metrics.label_profile import tumour_at_head_edge
+    from segbench.report import _diagnosis
+
+    images = -np.ones((3, 4, 16, 16, 16), np.float32)
+    images[:, :, 2:14, 2:14, 2:14] = 0.2
+    images[:, :, 7:9, 7:9, 7:9] = -1.0  # a dark ventricle inside the head is not its edge
+    labels = np.zeros((3, 16, 16, 16), np.uint8)
+    labels[0, 6:10, 6:10, 6:10] = 2  # a lesion around the ventricle
+    labels[1, 2:4, 2:14, 2:14] = 2  # oedema along the top of the head
+    assert tumour_at_head_edge(images[:1], labels[:1]) == 0.0
+    assert tumour_at_head_edge(images[1:2], labels[1:2]) == 1.0
+    assert tumour_at_head_edge(images, labels) == 0.5  # subject 2 has no tumour and is left out
+    assert tumour_at_head_edge(images[2:], labels[2:]) is None
+    gan = {"share_with_tumour_synthetic": 1.0, "share_with_tumour_real": 1.0, "fid_floor_held_out_vs_train": 0.1,
+           "fid_synthetic_vs_train": 0.2, "ssim_to_nearest_held_out": 0.6, "ssim_reference_held_out_to_train": 0.7,
+           "memorised_share": 0.0, "tumour_at_head_edge": {"synthetic": 0.27, "real": 0.08}}
+    assert any("head's edge" in line for line in _diagnosis(gan))
+    gan["tumour_at_head_edge"] = {"synthetic": 0.12, "real": 0.08}
+    assert not any("head's edge" in line for line in _diagnosis(gan))

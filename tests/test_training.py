@@ -10,6 +10,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from augment3d.data import ConditionEncoder
@@ -37,7 +38,8 @@ def weights(run):
     return {k: v.clone() for k, v in load_generator(run).network.state_dict().items()}
 
 
-@pytest.mark.parametrize("regularisers", [{}, {"mode_seeking": 1.0, "lecam": 0.3}], ids=["plain", "ms-lecam"])
+@pytest.mark.parametrize("regularisers", [{}, {"mode_seeking": 1.0, "lecam": 0.3, "seg_consistency": 1.0, "seg_warmup": 2}],
+                         ids=["plain", "ms-lecam-seg"])
 def test_resume_continues_exactly(tmp_path, regularisers):
     data = tiny_data()
     train = replace(TRAIN, **regularisers)
@@ -285,3 +287,49 @@ def test_mode_seeking_pairs_share_condition_and_noise():
         replace(TRAIN, mode_seeking=-1.0)
     with pytest.raises(ValueError, match="mode_seeking needs pairs"):
         _Loop(tiny_data(), MODEL, replace(TRAIN, batch=2, accumulate=2, mode_seeking=1.0), "cpu", World())
+
+
+def test_segmentation_loss_pulls_generated_labels_onto_what_the_segmenter_sees():
+    from augment3d.models.segmenter import segmentation_loss
+
+    seen = torch.zeros(1, 4, 8, 8, 8)
+    seen[:, 0] = 4.0
+    seen[:, 0, 2:6, 2:6, 2:6], seen[:, 2, 2:6, 2:6, 2:6] = 0.0, 4.0  # the segmenter sees oedema in a cube
+    logits = torch.randn(1, 4, 8, 8, 8, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+    opt = torch.optim.Adam([logits], lr=0.3)
+    for _ in range(60):
+        probs = logits.softmax(1)
+        hard = F.one_hot(probs.argmax(1), 4).permute(0, 4, 1, 2, 3).float()
+        loss = segmentation_loss(seen, hard + probs - probs.detach())  # G's straight-through labels
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert torch.equal(logits.argmax(1), seen.argmax(1))
+    agree = F.one_hot(seen.argmax(1), 4).permute(0, 4, 1, 2, 3).float()
+    assert segmentation_loss(seen, agree) < segmentation_loss(seen, torch.roll(agree, 3, 2))
+
+
+def test_seg_consistency_segmenter_learns_the_real_labels_only():
+    from augment3d.training.distributed import World
+    from augment3d.training.trainer import _Loop
+
+    data = tiny_data(8)
+    data.labels = (data.images[:, 0] > 0.6).long() * 2  # a label the images show
+    loop = _Loop(data, MODEL, replace(TRAIN, batch=4, seg_consistency=1.0, seg_warmup=1, seg_lr=1e-2), "cpu", World())
+    seen = []
+    forward = loop.S.forward
+    loop.S.forward = lambda x: seen.append(x.detach().clone()) or forward(x)
+    grads = []  # S's weights get a gradient once a step: from its loss on the reals, never from G's loss
+    loop.S.head.weight.register_hook(lambda g: grads.append(1))
+    log = [loop.step(step) for step in range(1, 41)]
+    assert len(grads) == 40
+    assert log[0]["seg_fake"] is None and log[1]["seg_fake"] > 0  # G's term waits for seg_warmup
+    assert np.mean([m["seg_real"] for m in log[-5:]]) < 0.6 * log[0]["seg_real"]
+    reals = {tuple(x.flatten()[:8].tolist()) for x in data.images}
+    # step 1: the real batch (trains S); then per step the real batch and G's subjects (S judges them, frozen)
+    assert len(seen) == 1 + 2 * 39
+    assert all(tuple(x[0].flatten()[:8].tolist()) in reals for x in [seen[0], *seen[1::2]])
+    assert not any(tuple(x[0].flatten()[:8].tolist()) in reals for x in seen[2::2])
+    assert all(p.requires_grad for p in loop.S.parameters())
+    with pytest.raises(ValueError, match="seg_consistency is a loss weight"):
+        replace(TRAIN, seg_consistency=-1.0)

@@ -14,35 +14,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
+from ..models.segmenter import TinySegmenter, segmentation_loss
 from .regions import REGIONS, dice
 
 __all__ = ["TinySegmenter", "train_segmenter", "segment", "label_consistency", "condition_fidelity"]
-
-
-class TinySegmenter(nn.Module):
-    """A two-level 3D U-Net: enough to find a tumour at 16-64^3, cheap on a CPU."""
-
-    def __init__(self, in_channels: int = 4, classes: int = 4, width: int = 16):
-        super().__init__()
-
-        def block(cin, cout):
-            return nn.Sequential(nn.Conv3d(cin, cout, 3, padding=1), nn.InstanceNorm3d(cout), nn.LeakyReLU(0.1),
-                                 nn.Conv3d(cout, cout, 3, padding=1), nn.InstanceNorm3d(cout), nn.LeakyReLU(0.1))
-
-        self.enc1, self.enc2 = block(in_channels, width), block(width, 2 * width)
-        self.bottom = block(2 * width, 4 * width)
-        self.dec2, self.dec1 = block(6 * width, 2 * width), block(3 * width, width)
-        self.head = nn.Conv3d(width, classes, 1)
-
-    def forward(self, x):
-        e1 = self.enc1(x)
-        e2 = self.enc2(F.max_pool3d(e1, 2))
-        b = self.bottom(F.max_pool3d(e2, 2))
-        d2 = self.dec2(torch.cat([F.interpolate(b, size=e2.shape[2:], mode="trilinear"), e2], 1))
-        d1 = self.dec1(torch.cat([F.interpolate(d2, size=e1.shape[2:], mode="trilinear"), e1], 1))
-        return self.head(d1)
 
 
 def train_segmenter(images: np.ndarray, labels: np.ndarray, steps: int = 150, batch: int = 4, seed: int = 0,
@@ -60,12 +36,7 @@ def train_segmenter(images: np.ndarray, labels: np.ndarray, steps: int = 150, ba
         for axis in range(3):
             if torch.rand(1, generator=g) < 0.5:
                 x, y = x.flip(2 + axis), y.flip(1 + axis)
-        logits = model(x)
-        probs = logits.softmax(1)
-        onehot = F.one_hot(y, 4).permute(0, 4, 1, 2, 3).float()
-        inter = (probs * onehot).sum((0, 2, 3, 4))
-        soft_dice = 1 - ((2 * inter + 1) / (probs.sum((0, 2, 3, 4)) + onehot.sum((0, 2, 3, 4)) + 1))[1:].mean()
-        loss = F.cross_entropy(logits, y) + soft_dice
+        loss = segmentation_loss(model(x), F.one_hot(y, 4).permute(0, 4, 1, 2, 3).float())
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -17,7 +17,7 @@ from .consistency import condition_fidelity, label_consistency, train_segmenter
 from .diversity import mean_pairwise_ms_ssim, prdc
 from .features import extract, load_extractor
 from .frechet import frechet_distance, kernel_distance
-from .label_profile import label_profile
+from .label_profile import label_profile, tumour_at_head_edge
 from .memorisation import memorisation_audit
 from .report import write_report
 from .similarity import mse, nearest, pairwise, psnr, ssim
@@ -132,6 +132,8 @@ def evaluate_run(run: str | os.PathLike, data: str | os.PathLike, out: str | os.
     # empty-vs-empty scores Dice 1, so say how many subjects have a tumour at all
     metrics["share_with_tumour"] = {"synthetic": float(np.mean([(y > 0).any() for y in syn_y])),
                                     "real_held_out": float(np.mean([(y > 0).any() for y in held_y]))}
+    metrics["tumour_at_head_edge"] = {"synthetic": tumour_at_head_edge(syn_x, syn_y),
+                                      "real_train": tumour_at_head_edge(train_x, train_y)}
     if gen.conditions:
         metrics["label_profile"] = {"synthetic": label_profile(syn_y, conditions),
                                     "real_train": label_profile(train_y, [c.conditions for c in train])}

@@ -112,6 +112,9 @@ def write_report(folder: Path, m: dict, train, held, syn_x, syn_y, conditions, a
                       f"0 (threshold SSIM {mem['threshold_ssim']:.3f}, correlation {mem['threshold_correlation']:.3f})"))
     lines.append(_row("share of subjects with a tumour label", m["share_with_tumour"]["synthetic"],
                       m["share_with_tumour"]["real_held_out"], "as real (empty vs empty scores Dice 1 below)"))
+    edge = m["tumour_at_head_edge"]
+    lines.append(_row("share of tumour voxels at the head's edge (2 voxels)", edge["synthetic"], edge["real_train"],
+                      "close to real (labels along the skull are wrong)"))
     for region, value in m["label_consistency_dice"]["synthetic"].items():
         lines.append(_row(f"label consistency Dice {region}", value, m["label_consistency_dice"]["reference_held_out_real"][region],
                           "higher; reference = the judge on held-out real"))

@@ -27,7 +27,8 @@ from ..atomic import atomic_write_text
 from ..checkpoint import bundle_exists
 from ..data.conditions import ConditionEncoder
 from ..errors import Augment3DError
-from ..models import Discriminator3D, Generator3D, ModelConfig
+from ..models import Discriminator3D, Generator3D, ModelConfig, TinySegmenter
+from ..models.segmenter import segmentation_loss
 from ..sampling import save_generator
 from .augment import DiffAugment3D
 from .distributed import World, all_reduce_grads, all_reduce_sum, init_world
@@ -59,6 +60,11 @@ class TrainConfig:
     and G is penalised when two latents give subjects more alike than two real subjects of one
     condition are (needs micro-batches of at least 2). ``lecam`` > 0 adds the LeCam regulariser
     with that weight to D's loss, against a D that memorises a small cohort (``lecam_penalty``).
+    ``seg_consistency`` > 0 trains a small segmenter (``TinySegmenter`` of width ``seg_width``)
+    on the real batch of every step and, from step ``seg_warmup`` on, adds its segmentation loss
+    on G's subjects (judged against G's own labels) with that weight to G's loss: G's images are
+    pushed to show a tumour where its labels put one, and its labels to sit where the images
+    show one.
     """
 
     steps: int = 1000
@@ -74,6 +80,10 @@ class TrainConfig:
     cond_loss: float = 0.0
     mode_seeking: float = 0.0
     lecam: float = 0.0
+    seg_consistency: float = 0.0
+    seg_width: int = 8
+    seg_lr: float = 2e-3
+    seg_warmup: int = 200
     ema_images: float = 2000.0
     ema_rampup: float = 0.05
     augment: bool = True
@@ -91,11 +101,11 @@ class TrainConfig:
 
     def __post_init__(self):
         for name in ("g_lr", "d_lr", "beta1", "beta2", "r1_gamma", "ema_images", "ema_rampup", "ada_target", "ada_images",
-                     "cond_loss", "mode_seeking", "lecam"):
+                     "cond_loss", "mode_seeking", "lecam", "seg_consistency", "seg_lr"):
             object.__setattr__(self, name, float(getattr(self, name)))  # TOML may give ints (beta1 = 0)
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
-        for name in ("cond_loss", "mode_seeking", "lecam"):
+        for name in ("cond_loss", "mode_seeking", "lecam", "seg_consistency"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} is a loss weight and must be >= 0 (0 turns it off), got {getattr(self, name)}")
         if self.amp not in ("none", "bf16", "fp16"):
@@ -164,11 +174,15 @@ class _Loop:
         self.D = Discriminator3D(model_config, classifier=self.classify).to(device)
         self.G.channels_last = self.D.channels_last = config.channels_last
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        #: the label-consistency segmenter, trained on real subjects only (None when off)
+        self.S = (TinySegmenter(model_config.image_channels, model_config.label_classes, config.seg_width).to(device)
+                  if config.seg_consistency > 0 else None)
         self.augment = DiffAugment3D().to(device)
         betas = (config.beta1, config.beta2)
         ratio = config.r1_interval / (config.r1_interval + 1)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=config.g_lr, betas=betas)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=config.d_lr * ratio, betas=(betas[0] ** ratio, betas[1] ** ratio))
+        self.opt_s = None if self.S is None else torch.optim.Adam(self.S.parameters(), lr=config.seg_lr)
         self.parts = config.micro_batches(world.size)
         self.micro = config.batch // self.parts
         if config.mode_seeking > 0 and self.micro < 2:
@@ -191,11 +205,13 @@ class _Loop:
 
     @property
     def modules(self):
-        return {"G": self.G, "D": self.D, "G_ema": self.G_ema, "augment": self.augment}
+        extra = {} if self.S is None else {"S": self.S}
+        return {"G": self.G, "D": self.D, "G_ema": self.G_ema, "augment": self.augment, **extra}
 
     @property
     def optimizers(self):
-        return {"G": self.opt_g, "D": self.opt_d}
+        extra = {} if self.opt_s is None else {"S": self.opt_s}
+        return {"G": self.opt_g, "D": self.opt_d, **extra}
 
     def autocast(self):
         return torch.autocast(torch.device(self.device).type, dtype=self.dtype, enabled=self.dtype is not None)
@@ -248,9 +264,15 @@ class _Loop:
         # discriminator
         draw = self._draw()
         self.opt_d.zero_grad(set_to_none=True)
-        totals = [0.0] * 7  # D loss, R1, sum of signs, count, D's condition loss, mean real and fake score
+        totals = [0.0] * 8  # D loss, R1, sum of signs, count, D's condition loss, mean real and fake score, S's loss
+        if self.S is not None:
+            self.opt_s.zero_grad(set_to_none=True)
         for lo, hi in self._my_slices():
             real_img, real_lab, c = self._real(draw["idx"][lo:hi])
+            if self.S is not None:  # on the real subjects as they are (not D's augmented view)
+                seg = segmentation_loss(self.S(real_img), real_lab)
+                (seg * scale).backward()
+                totals[7] += float(seg.detach()) * scale
             with torch.no_grad(), self.autocast():
                 fake_img, fake_lab = self._fake(draw, lo, hi, c)
             real_img, real_lab = self.augment.apply(real_img, real_lab, DiffAugment3D.slice(draw["aug_real"], lo, hi))
@@ -277,11 +299,17 @@ class _Loop:
             totals[3] += real_scores.numel()
         all_reduce_grads(self.D, self.world)
         self.opt_d.step()
+        if self.S is not None:
+            all_reduce_grads(self.S, self.world)
+            self.opt_s.step()
 
         # generator
         draw = self._draw()
         self.opt_g.zero_grad(set_to_none=True)
-        g_total, g_cond, g_ms = 0.0, 0.0, 0.0
+        g_total, g_cond, g_ms, g_seg = 0.0, 0.0, 0.0, 0.0
+        use_seg = self.S is not None and step > cfg.seg_warmup
+        if self.S is not None:
+            self.S.requires_grad_(False)  # G's loss passes through S but does not train it
         paired = cfg.mode_seeking > 0  # pairs (i, i + half) share condition and noise, differ in z
         for lo, hi in self._my_slices():
             _, _, c = self._real(draw["idx"][lo:hi])
@@ -292,19 +320,25 @@ class _Loop:
             if paired:  # compared as users get them: clamped to [-1, 1], where -1.5 and -2 are the same black
                 outputs = torch.cat([fake_img.clamp(-1, 1), fake_lab], 1)
                 ms = mode_seeking_loss(outputs, draw["z"][lo:hi].to(self.device), self.ms_cap)
+            seg = fake_img.new_zeros(())
+            if use_seg:
+                seg = segmentation_loss(self.S(fake_img), fake_lab)
             fake_img, fake_lab = self.augment.apply(fake_img, fake_lab, DiffAugment3D.slice(draw["aug_fake"], lo, hi))
             scores, cond = self._judge(fake_img, fake_lab, c, classes=True)
             loss = g_loss(cfg.loss, scores)
-            ((loss + cfg.cond_loss * cond + cfg.mode_seeking * ms) * scale).backward()
+            ((loss + cfg.cond_loss * cond + cfg.mode_seeking * ms + cfg.seg_consistency * seg) * scale).backward()
+            g_seg += float(seg.detach()) * scale
             g_cond += float(cond.detach()) * scale
             g_total += float(loss.detach()) * scale
             g_ms += float(ms.detach()) * scale
+        if self.S is not None:
+            self.S.requires_grad_(True)
         all_reduce_grads(self.G, self.world)
         self.opt_g.step()
         _ema_update(self.G_ema, self.G, self.ema_beta(step))
 
-        d_val, r1_val, signs, count, d_cond, real_mean, fake_mean, g_val, g_cond, g_ms = all_reduce_sum(
-            [*totals, g_total, g_cond, g_ms], self.world)
+        d_val, r1_val, signs, count, d_cond, real_mean, fake_mean, s_val, g_val, g_cond, g_ms, g_seg = all_reduce_sum(
+            [*totals, g_total, g_cond, g_ms, g_seg], self.world)
         self.lecam_real += (1.0 - LECAM_DECAY) * (real_mean - self.lecam_real)
         self.lecam_fake += (1.0 - LECAM_DECAY) * (fake_mean - self.lecam_fake)
         self.ada_sum += signs
@@ -314,6 +348,9 @@ class _Loop:
             metrics["d_cond"], metrics["g_cond"] = d_cond, g_cond
         if cfg.mode_seeking > 0:
             metrics["mode_seeking"] = g_ms
+        if self.S is not None:
+            metrics["seg_real"] = s_val
+            metrics["seg_fake"] = g_seg if use_seg else None
         if cfg.augment and step % cfg.ada_interval == 0 and self.ada_n:
             r_t = self.ada_sum / self.ada_n
             adjust = math.copysign(1.0, r_t - cfg.ada_target) * cfg.batch * cfg.ada_interval / cfg.ada_images
