@@ -2,6 +2,7 @@
 
 Usage:
     python benchmarks/gan_throughput.py [--shapes 32 64] [--steps 5] [--recipe quick] [--amp bf16]
+        [--train-set seg_consistency=1 seg_warmup=0]
 
 Conv3d peak: a 64-channel 3x3x3 convolution on 32^3 (batch 4) in fp32 (channels-first) and in
 bf16 with ``channels_last_3d``, measured first in the same process: the reference the training
@@ -35,6 +36,7 @@ from augment3d.training.trainer import TrainingData, train_gan
 
 AMP = [None]  # --amp overrides the recipe's autocast setting
 LAYOUT = [None]  # --train-layout overrides the recipe's channels_last setting
+TRAIN_SET: dict = {}  # --train-set KEY=VALUE overrides of the recipe's [train] section
 
 
 def machine() -> str:
@@ -99,7 +101,7 @@ def train_rate(recipe, shape: int, steps: int) -> float:
         last[0] = now
 
     cfg = replace(recipe.train, steps=steps + 1, checkpoint_every=10**9, log_every=10**9, amp=AMP[0] or recipe.train.amp,
-                  channels_last=recipe.train.channels_last if LAYOUT[0] is None else LAYOUT[0] == "last")
+                  channels_last=recipe.train.channels_last if LAYOUT[0] is None else LAYOUT[0] == "last", **TRAIN_SET)
     with tempfile.TemporaryDirectory() as tmp:
         train_gan(tmp, data, model, cfg, enc, {}, progress=tick)
     return cfg.batch / statistics.median(times[1:]) if steps else 0.0
@@ -133,13 +135,21 @@ def main() -> None:
     parser.add_argument("--train-layout", choices=["first", "last"], default=None,
                         help="override the recipe's channels_last setting for training")
     parser.add_argument("--layouts", choices=["last", "both"], default="last", help="generation memory layouts")
+    parser.add_argument("--train-set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="override [train] fields for the training figures (TOML values, e.g. seg_consistency=1)")
     args = parser.parse_args()
     AMP[0], LAYOUT[0] = args.amp, args.train_layout
+    import tomllib
+
+    for item in args.train_set:
+        key, _, value = item.partition("=")
+        TRAIN_SET[key] = tomllib.loads(f"v = {value}")["v"]
     recipe = load_recipe(args.recipe)
     print(f"machine: {machine()}")
     print(f"recipe: {args.recipe} (model {recipe.model}, batch {recipe.train.batch}, loss {recipe.train.loss}, "
           f"training autocast {args.amp or recipe.train.amp}, channels_last "
-          f"{recipe.train.channels_last if args.train_layout is None else args.train_layout == 'last'})")
+          f"{recipe.train.channels_last if args.train_layout is None else args.train_layout == 'last'})"
+          + (f", [train] overrides {TRAIN_SET}" if TRAIN_SET else ""))
     peak32 = conv_peak(bf16=False, channels_last=False)
     peak = conv_peak(bf16=True, channels_last=True)
     print(f"Conv3d peak (64 ch, 3x3x3, 32^3, batch 4): fp32 {peak32:.0f} GFLOP/s, bf16 channels_last_3d {peak:.0f} GFLOP/s")
