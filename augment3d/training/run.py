@@ -73,6 +73,9 @@ def save_loss_curves(log_path: Path, png: Path) -> None:
     steps = [r["step"] for r in rows]
     ax1.plot(steps, [r["d_loss"] for r in rows], label="D")
     ax1.plot(steps, [r["g_loss"] for r in rows], label="G")
+    if any("seg_real" in r for r in rows):  # the label-consistency segmenter: on reals, and on G's subjects
+        ax1.plot(steps, [r.get("seg_real", np.nan) for r in rows], label="S on real")
+        ax1.plot(steps, [np.nan if r.get("seg_fake") is None else r["seg_fake"] for r in rows], label="S on G's")
     ax1.set_xlabel("step")
     ax1.legend()
     ax1.set_title("losses")
