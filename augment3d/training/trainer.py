@@ -61,7 +61,7 @@ class TrainConfig:
     condition are (needs micro-batches of at least 2). ``lecam`` > 0 adds the LeCam regulariser
     with that weight to D's loss, against a D that memorises a small cohort (``lecam_penalty``).
     ``seg_consistency`` > 0 trains a small segmenter (``TinySegmenter`` of width ``seg_width``)
-    on the real batch of every step and, from step ``seg_warmup`` on, adds its segmentation loss
+    on the real batch of every step and, after the first ``seg_warmup`` steps, adds its segmentation loss
     on G's subjects (judged against G's own labels) with that weight to G's loss: G's images are
     pushed to show a tumour where its labels put one, and its labels to sit where the images
     show one.
