@@ -25,6 +25,7 @@ import resource
 import statistics
 import tempfile
 import time
+import tomllib
 
 import torch
 
@@ -139,8 +140,6 @@ def main() -> None:
                         help="override [train] fields for the training figures (TOML values, e.g. seg_consistency=1)")
     args = parser.parse_args()
     AMP[0], LAYOUT[0] = args.amp, args.train_layout
-    import tomllib
-
     for item in args.train_set:
         key, _, value = item.partition("=")
         TRAIN_SET[key] = tomllib.loads(f"v = {value}")["v"]

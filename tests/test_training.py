@@ -10,7 +10,6 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from augment3d.data import ConditionEncoder
@@ -290,7 +289,7 @@ def test_mode_seeking_pairs_share_condition_and_noise():
 
 
 def test_segmentation_loss_pulls_generated_labels_onto_what_the_segmenter_sees():
-    from augment3d.models.segmenter import segmentation_loss
+    from augment3d.models.segmenter import one_hot, segmentation_loss
 
     seen = torch.zeros(1, 4, 8, 8, 8)
     seen[:, 0] = 4.0
@@ -299,13 +298,13 @@ def test_segmentation_loss_pulls_generated_labels_onto_what_the_segmenter_sees()
     opt = torch.optim.Adam([logits], lr=0.3)
     for _ in range(60):
         probs = logits.softmax(1)
-        hard = F.one_hot(probs.argmax(1), 4).permute(0, 4, 1, 2, 3).float()
+        hard = one_hot(probs.argmax(1), 4)
         loss = segmentation_loss(seen, hard + probs - probs.detach())  # G's straight-through labels
         opt.zero_grad()
         loss.backward()
         opt.step()
     assert torch.equal(logits.argmax(1), seen.argmax(1))
-    agree = F.one_hot(seen.argmax(1), 4).permute(0, 4, 1, 2, 3).float()
+    agree = one_hot(seen.argmax(1), 4)
     assert segmentation_loss(seen, agree) < segmentation_loss(seen, torch.roll(agree, 3, 2))
 
 

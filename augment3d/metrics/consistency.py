@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ..models.segmenter import TinySegmenter, segmentation_loss
+from ..models.segmenter import TinySegmenter, one_hot, segmentation_loss
 from .regions import REGIONS, dice
 
 __all__ = ["TinySegmenter", "train_segmenter", "segment", "label_consistency", "condition_fidelity"]
@@ -36,7 +35,7 @@ def train_segmenter(images: np.ndarray, labels: np.ndarray, steps: int = 150, ba
         for axis in range(3):
             if torch.rand(1, generator=g) < 0.5:
                 x, y = x.flip(2 + axis), y.flip(1 + axis)
-        loss = segmentation_loss(model(x), F.one_hot(y, 4).permute(0, 4, 1, 2, 3).float())
+        loss = segmentation_loss(model(x), one_hot(y, 4))
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -1,4 +1,5 @@
-"""Tumour-label make-up per condition: does a generator draw each condition's lesions as the data has them?
+"""Tumour-label make-up per condition (does a generator draw each condition's lesions as the data
+has them?) and placement (do its labels stay off the head's edge?).
 
 Image classifiers on fixed features mostly see texture (noise, blur) and say little about the
 tumour itself; the label maps say directly whether, say, HGG subjects get an enhancing rim and

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["TinySegmenter", "segmentation_loss"]
+__all__ = ["TinySegmenter", "one_hot", "segmentation_loss"]
 
 
 class TinySegmenter(nn.Module):
@@ -36,6 +36,11 @@ class TinySegmenter(nn.Module):
         d2 = self.dec2(torch.cat([F.interpolate(b, size=e2.shape[2:], mode="trilinear"), e2], 1))
         d1 = self.dec1(torch.cat([F.interpolate(d2, size=e1.shape[2:], mode="trilinear"), e1], 1))
         return self.head(d1)
+
+
+def one_hot(labels: torch.Tensor, classes: int) -> torch.Tensor:
+    """(B, X, Y, Z) integer labels -> (B, classes, X, Y, Z) float one-hot."""
+    return F.one_hot(labels.long(), classes).permute(0, 4, 1, 2, 3).float()
 
 
 def segmentation_loss(logits: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:

@@ -21,14 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..atomic import atomic_write_text
 from ..checkpoint import bundle_exists
 from ..data.conditions import ConditionEncoder
 from ..errors import Augment3DError
 from ..models import Discriminator3D, Generator3D, ModelConfig, TinySegmenter
-from ..models.segmenter import segmentation_loss
+from ..models.segmenter import one_hot, segmentation_loss
 from ..sampling import save_generator
 from .augment import DiffAugment3D
 from .distributed import World, all_reduce_grads, all_reduce_sum, init_world
@@ -136,11 +135,6 @@ class TrainingData:
         return cls(images, labels, conds)
 
 
-def _one_hot(labels: torch.Tensor, classes: int) -> torch.Tensor:
-    """(B, X, Y, Z) integer labels -> (B, classes, X, Y, Z) float one-hot."""
-    return F.one_hot(labels.long(), classes).permute(0, 4, 1, 2, 3).float()
-
-
 def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, beta: float) -> None:
     with torch.no_grad():
         for p_ema, p in zip(ema.parameters(), model.parameters()):
@@ -234,7 +228,7 @@ class _Loop:
 
     def _real(self, idx):
         images = self.data.images[idx].to(self.device)
-        onehot = _one_hot(self.data.labels[idx], self.mc.label_classes).to(self.device)
+        onehot = one_hot(self.data.labels[idx], self.mc.label_classes).to(self.device)
         return images, onehot, self.data.conditions[idx].to(self.device)
 
     def _fake(self, draw, lo, hi, c, paired: bool = False):
@@ -245,7 +239,7 @@ class _Loop:
         probs = logits.float().softmax(1)
         # straight-through: D sees a hard one-hot map like the real labels (a soft map alone
         # would tell D which input is fake), while G gets the softmax's gradient
-        hard = _one_hot(probs.max(1).indices, self.mc.label_classes).to(probs.dtype)  # argmax(1), faster on CPU
+        hard = one_hot(probs.max(1).indices, self.mc.label_classes).to(probs.dtype)  # argmax(1), faster on CPU
         return images.float(), hard + probs - probs.detach()
 
     def _judge(self, images, labels, c, classes: bool = False):
@@ -371,7 +365,7 @@ class _Loop:
         c = self.data.conditions[idx].to(self.device)
         images, logits = self.G_ema.from_w(self.G_ema.mapping(z.to(self.device), c), [x.to(self.device) for x in noise])
         fake = coarse_features(images.float().clamp(-1, 1).cpu(), logits.float().softmax(1).cpu())
-        real = coarse_features(self.data.images, _one_hot(self.data.labels, self.mc.label_classes))
+        real = coarse_features(self.data.images, one_hot(self.data.labels, self.mc.label_classes))
         return sliced_wasserstein(real, fake)
 
 
