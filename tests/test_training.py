@@ -332,3 +332,21 @@ def test_seg_consistency_segmenter_learns_the_real_labels_only():
     assert all(p.requires_grad for p in loop.S.parameters())
     with pytest.raises(ValueError, match="seg_consistency is a loss weight"):
         replace(TRAIN, seg_consistency=-1.0)
+
+
+@pytest.mark.parametrize("pull", [True, False])
+def test_seg_pull_labels_off_leaves_the_labels_to_d(monkeypatch, pull):
+    """With ``seg_pull_labels`` off, the term's gradient reaches G's images but not its labels."""
+    from augment3d.training import trainer
+    from augment3d.training.distributed import World
+
+    loop = trainer._Loop(tiny_data(8), MODEL, replace(TRAIN, batch=4, seg_consistency=1.0, seg_warmup=0,
+                                                      seg_pull_labels=pull), "cpu", World())
+    calls = []  # (image gets a gradient, labels get a gradient) for the term on G's subjects
+    real_loss = trainer.segmentation_loss
+    monkeypatch.setattr(trainer, "segmentation_loss",
+                        lambda logits, onehot: calls.append((logits.requires_grad, onehot.requires_grad)) or real_loss(logits, onehot))
+    loop.step(1)
+    fake_calls = calls[1:]  # the first call is S's own loss on the real batch
+    assert fake_calls and all(image for image, _ in fake_calls)
+    assert all(labels is pull for _, labels in fake_calls)

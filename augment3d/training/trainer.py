@@ -63,7 +63,8 @@ class TrainConfig:
     on the real batch of every step and, after the first ``seg_warmup`` steps, adds its segmentation loss
     on G's subjects (judged against G's own labels) with that weight to G's loss: G's images are
     pushed to show a tumour where its labels put one, and its labels to sit where the images
-    show one.
+    show one. ``seg_pull_labels`` false keeps only the first push: the labels are S's targets
+    without a gradient, left to D, and only the images answer for a disagreement.
     """
 
     steps: int = 1000
@@ -83,6 +84,7 @@ class TrainConfig:
     seg_width: int = 8
     seg_lr: float = 2e-3
     seg_warmup: int = 200
+    seg_pull_labels: bool = True
     ema_images: float = 2000.0
     ema_rampup: float = 0.05
     augment: bool = True
@@ -316,7 +318,7 @@ class _Loop:
                 ms = mode_seeking_loss(outputs, draw["z"][lo:hi].to(self.device), self.ms_cap)
             seg = fake_img.new_zeros(())
             if use_seg:
-                seg = segmentation_loss(self.S(fake_img), fake_lab)
+                seg = segmentation_loss(self.S(fake_img), fake_lab if cfg.seg_pull_labels else fake_lab.detach())
             fake_img, fake_lab = self.augment.apply(fake_img, fake_lab, DiffAugment3D.slice(draw["aug_fake"], lo, hi))
             scores, cond = self._judge(fake_img, fake_lab, c, classes=True)
             loss = g_loss(cfg.loss, scores)
