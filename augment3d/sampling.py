@@ -111,7 +111,7 @@ class SyntheticGenerator:
     @torch.no_grad()
     def generate(self, n: int | None = None, condition: Mapping[str, str] | None = None,
                  seeds: Sequence[int] | None = None, psi: float = 1.0, batch_size: int = 8,
-                 precision: str = "fp32"):
+                 precision: str = "fp32", mix_seeds: Sequence[int] | None = None, mix_cutoff: int | None = None):
         """Generate subjects. Returns ``(images (n, 4, X, Y, Z) float32 in [-1, 1], labels (n, X, Y, Z) uint8)``.
 
         Args:
@@ -122,6 +122,14 @@ class SyntheticGenerator:
             precision: ``fp32`` (default) or ``bf16`` autocast (1.6-2.3x faster at batch 8 on
                 this project's CPU, which has bf16 instructions); a seed gives the same subject
                 in either, within bf16's rounding, so the precision is part of a subject's name.
+            mix_seeds, mix_cutoff: style mixing. Subject i takes the coarse styles (the style inputs
+                before ``mix_cutoff``) from ``seeds[i]`` and the finer ones from ``mix_seeds[i]``;
+                its noise is ``seeds[i]``'s. The style inputs run from coarse to fine: 0 and 1 on
+                the base grid, then three per doubling (``network.num_ws`` in all). Both or neither.
+
+        Example:
+            >>> gen = load_generator("runs/quick")                     # doctest: +SKIP
+            >>> images, labels = gen.generate(seeds=[0], mix_seeds=[7], mix_cutoff=5)  # doctest: +SKIP
         """
         check_precision(precision)
         if seeds is None:
@@ -131,6 +139,7 @@ class SyntheticGenerator:
         seeds = [int(s) for s in seeds]
         if n is not None and n != len(seeds):
             raise ValueError(f"n={n} but {len(seeds)} seeds given")
+        mixing = self._check_mixing(len(seeds), mix_seeds, mix_cutoff)
         if condition is not None or self.encoder.categories:
             condition = self.encoder.check(condition or {}, source=str(self.path) if self.path else None)
         centre = self.w_centre(condition) if psi != 1.0 else None
@@ -140,12 +149,30 @@ class SyntheticGenerator:
             latents = [self.latent(s) for s in chunk]
             z = torch.cat([lat[0] for lat in latents]).to(self.device)
             noise = [torch.cat([lat[1][k] for lat in latents]).to(self.device) for k in range(len(latents[0][1]))]
-            w = self.network.mapping(z, self._condition_vector(condition, len(chunk)))
+            c = self._condition_vector(condition, len(chunk))
+            w = self.network.truncate(self.network.mapping(z, c), centre, psi)
+            if mixing is not None:
+                z_mix = torch.cat([self.latent(s)[0] for s in mixing[start : start + batch_size]]).to(self.device)
+                w_mix = self.network.truncate(self.network.mapping(z_mix, c), centre, psi)
+                w = self.network.mix_styles(w, w_mix, mix_cutoff)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                image, logits = self.network.from_w(self.network.truncate(w, centre, psi), noise)
+                image, logits = self.network.from_w(w, noise)
             images.append(image.float().clamp(-1, 1).cpu())
             labels.append(logits.float().max(1).indices.to(torch.uint8).cpu())  # = argmax(1), 8x faster on CPU
         return torch.cat(images).numpy(), torch.cat(labels).numpy()
+
+    def _check_mixing(self, n: int, mix_seeds: Sequence[int] | None, mix_cutoff: int | None) -> list[int] | None:
+        if mix_seeds is None and mix_cutoff is None:
+            return None
+        if mix_seeds is None or mix_cutoff is None:
+            raise ValueError("style mixing needs both mix_seeds and mix_cutoff")
+        mix_seeds = [int(s) for s in mix_seeds]
+        if len(mix_seeds) != n:
+            raise ValueError(f"{len(mix_seeds)} mix_seeds for {n} seeds: give one per subject")
+        num_ws = self.network.num_ws
+        if not 0 <= int(mix_cutoff) <= num_ws:
+            raise ValueError(f"mix_cutoff must be between 0 and {num_ws} (this generator's style inputs), got {mix_cutoff}")
+        return mix_seeds
 
 
 def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> SyntheticGenerator:

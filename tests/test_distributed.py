@@ -7,6 +7,7 @@ import os
 import socket
 from dataclasses import replace
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 from test_training import ENC, MODEL, TRAIN, tiny_data, weights
@@ -20,11 +21,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int, run_dir: str, config) -> None:
+def _worker(rank: int, world: int, port: int, run_dir: str, config, model) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank))
     torch.set_num_threads(1)
     try:
-        train_gan(run_dir, tiny_data(), MODEL, config, ENC, {})
+        train_gan(run_dir, tiny_data(), model, config, ENC, {})
     finally:
         import torch.distributed as dist
 
@@ -32,13 +33,16 @@ def _worker(rank: int, world: int, port: int, run_dir: str, config) -> None:
             dist.destroy_process_group()
 
 
-def test_two_processes_match_one_with_accumulation(tmp_path):
-    config = replace(TRAIN, batch=4, steps=4, checkpoint_every=4, r1_interval=2)
+@pytest.mark.parametrize("options", [{}, {"style_mixing": 0.5, "d_spectral_norm": True}], ids=["plain", "mixing-spectral"])
+def test_two_processes_match_one_with_accumulation(tmp_path, options):
+    config = replace(TRAIN, batch=4, steps=4, checkpoint_every=4, r1_interval=2,
+                     **{k: v for k, v in options.items() if k != "d_spectral_norm"})
+    model = replace(MODEL, d_spectral_norm=options.get("d_spectral_norm", False))
     # one process: global batch 4 as 2 accumulated micro-batches of 2
     torch.set_num_threads(1)
-    train_gan(tmp_path / "single", tiny_data(), MODEL, replace(config, accumulate=2), ENC, {})
+    train_gan(tmp_path / "single", tiny_data(), model, replace(config, accumulate=2), ENC, {})
     # two processes: each one micro-batch of 2
-    mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path / "ddp"), config), nprocs=2,
+    mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path / "ddp"), config, model), nprocs=2,
                        join=True, start_method="spawn")
     a, b = weights(tmp_path / "single"), weights(tmp_path / "ddp")
     for key in a:

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from augment3d.models import Discriminator3D, Generator3D, ModelConfig
+from augment3d.models.layers import power_iteration
 from augment3d.training.losses import condition_loss, d_loss, g_loss
 
 SMALL = dict(z_dim=16, w_dim=16, channel_max=8, d_channel_max=8, mapping_layers=2)
@@ -43,11 +44,12 @@ def test_truncation_pulls_to_the_centre():
     assert not torch.allclose(b[0], b[1])
 
 
+@pytest.mark.parametrize("spectral", [False, True], ids=["plain-d", "spectral-d"])
 @pytest.mark.parametrize("loss", ["lsgan", "nonsaturating"])
-def test_discriminator_and_generator_learn(loss):
+def test_discriminator_and_generator_learn(loss, spectral):
     """A few real optimiser steps lower D's loss (G fixed) and then G's loss (D fixed)."""
     torch.manual_seed(0)
-    cfg = ModelConfig(shape=16, cond_dim=2, **SMALL)
+    cfg = ModelConfig(shape=16, cond_dim=2, d_spectral_norm=spectral, **SMALL)
     g, d = Generator3D(cfg), Discriminator3D(cfg)
     real = torch.rand(4, 4, 16, 16, 16) * 2 - 1
     real_lab = torch.nn.functional.one_hot(torch.randint(0, 4, (4, 16, 16, 16)), 4).permute(0, 4, 1, 2, 3).float()
@@ -122,3 +124,47 @@ def test_style_noise_strength_differs_per_sample():
         layer.style.weight.normal_()
     out = layer(x, noise, w)
     assert not torch.allclose(out[0], out[1])
+
+
+def test_style_mixing_takes_coarse_styles_from_one_latent_and_fine_ones_from_the_other():
+    torch.manual_seed(0)
+    g = Generator3D(ModelConfig(shape=16, cond_dim=2, **SMALL))
+    c = torch.tensor([[1.0, 0]] * 2)
+    with torch.no_grad():
+        w, w_mix = g.mapping(torch.randn(2, 16), c), g.mapping(torch.randn(2, 16), c)
+    seen = {}  # the style each watched layer was given
+    for name, layer in [("coarsest", g.first), ("finest", g.blocks[-1].layer2)]:
+        layer.register_forward_pre_hook(lambda m, args, name=name: seen.__setitem__(name, args[1].clone()))
+    cutoff = torch.tensor([2, g.num_ws])  # sample 0: w_mix from the first doubling on; sample 1: no mixing
+    with torch.no_grad():
+        plain, _ = g.from_w(w)
+        other, _ = g.from_w(w_mix)
+        mixed, _ = g.from_w(g.mix_styles(w, w_mix, cutoff))  # the call the hooks keep
+    assert torch.equal(seen["coarsest"], w)
+    assert torch.equal(seen["finest"][0], w_mix[0]) and torch.equal(seen["finest"][1], w[1])
+    assert torch.allclose(mixed[1], plain[1], atol=1e-6)
+    assert not torch.allclose(mixed[0], plain[0], atol=1e-3) and not torch.allclose(mixed[0], other[0], atol=1e-3)
+    assert torch.equal(g.mix_styles(w, w_mix, 0), w_mix[:, None].expand(-1, g.num_ws, -1))
+
+
+def test_spectral_norm_bounds_every_discriminator_weight():
+    """Each D layer's weight, as used, has its largest singular value at 1 (times the layer's gain),
+    and only ``power_iteration`` moves the estimate: forward and backward passes leave it alone."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(shape=16, cond_dim=2, d_spectral_norm=True, **SMALL)
+    d = Discriminator3D(cfg, classifier=True)
+    layers = [m for m in d.modules() if hasattr(m, "scaled_weight")]
+    assert layers and all(m.spectral is not None for m in layers)
+    assert all(m.spectral is None for m in Discriminator3D(ModelConfig(shape=16, cond_dim=2, **SMALL)).modules()
+               if hasattr(m, "scaled_weight"))
+    for _ in range(50):
+        power_iteration(d)
+    for m in layers:
+        top = torch.linalg.matrix_norm(m.scaled_weight().detach().flatten(1), ord=2)
+        assert float(top) == pytest.approx(1.0, rel=1e-3)
+    estimates = {k: v.clone() for k, v in d.state_dict().items() if k.endswith((".u", ".v"))}
+    images, labels, c = torch.randn(2, 4, 16, 16, 16), torch.rand(2, 4, 16, 16, 16), torch.tensor([[1.0, 0], [0, 1]])
+    scores, classes = d(images, labels, c, classes=True)
+    (scores.sum() + classes.sum()).backward()
+    assert all(torch.equal(estimates[k], d.state_dict()[k]) for k in estimates)
+    assert all(m.weight.grad is not None for m in layers)  # the gradient flows through the normalisation

@@ -37,16 +37,19 @@ def weights(run):
     return {k: v.clone() for k, v in load_generator(run).network.state_dict().items()}
 
 
-@pytest.mark.parametrize("regularisers", [{}, {"mode_seeking": 1.0, "lecam": 0.3, "seg_consistency": 1.0, "seg_warmup": 2}],
-                         ids=["plain", "ms-lecam-seg"])
-def test_resume_continues_exactly(tmp_path, regularisers):
+@pytest.mark.parametrize("regularisers, model", [
+    ({}, {}),
+    ({"mode_seeking": 1.0, "lecam": 0.3, "seg_consistency": 1.0, "seg_warmup": 2}, {}),
+    ({"style_mixing": 0.5}, {"d_spectral_norm": True}),
+], ids=["plain", "ms-lecam-seg", "mixing-spectral"])
+def test_resume_continues_exactly(tmp_path, regularisers, model):
     data = tiny_data()
-    train = replace(TRAIN, **regularisers)
-    train_gan(tmp_path / "straight", data, MODEL, train, ENC, {})
-    train_gan(tmp_path / "split", data, MODEL, replace(train, steps=3), ENC, {})
+    train, model = replace(TRAIN, **regularisers), replace(MODEL, **model)
+    train_gan(tmp_path / "straight", data, model, train, ENC, {})
+    train_gan(tmp_path / "split", data, model, replace(train, steps=3), ENC, {})
     with (tmp_path / "split" / "log.jsonl").open("a") as log:  # as if killed after logging step 4
         log.write(json.dumps({"step": 4, "d_loss": 0.0, "g_loss": 0.0}) + "\n")
-    train_gan(tmp_path / "split", data, MODEL, train, ENC, {}, resume=True)
+    train_gan(tmp_path / "split", data, model, train, ENC, {}, resume=True)
     a, b = weights(tmp_path / "straight"), weights(tmp_path / "split")
     assert a.keys() == b.keys()
     for key in a:
@@ -350,3 +353,60 @@ def test_seg_pull_labels_off_leaves_the_labels_to_d(monkeypatch, pull):
     fake_calls = calls[1:]  # the first call is S's own loss on the real batch
     assert fake_calls and all(image for image, _ in fake_calls)
     assert all(labels is pull for _, labels in fake_calls)
+
+
+def test_style_mixing_in_training_mixes_two_latents_of_one_condition():
+    from augment3d.training.distributed import World
+    from augment3d.training.trainer import _Loop
+
+    loop = _Loop(tiny_data(8), MODEL, replace(TRAIN, batch=4, style_mixing=1.0), "cpu", World())
+    num_ws, given = loop.G.num_ws, []
+    from_w = loop.G.from_w
+    loop.G.from_w = lambda w, noise: given.append(w.detach().clone()) or from_w(w, noise)
+    loop.step(1)
+    assert len(given) == 2  # D's phase and G's phase both see mixed subjects
+    for ws in given:
+        assert ws.shape == (4, num_ws, MODEL.w_dim)
+        for subject in ws:
+            change = [i for i in range(1, num_ws) if not torch.equal(subject[i], subject[i - 1])]
+            assert len(change) == 1  # one latent up to a cutoff in [1, num_ws), the other after it
+    assert "z_mix" not in _Loop(tiny_data(8), MODEL, replace(TRAIN, batch=4), "cpu", World())._draw()
+    with pytest.raises(ValueError, match="style_mixing is a probability"):
+        replace(TRAIN, style_mixing=1.5)
+
+
+def test_spectral_norm_estimate_moves_once_a_step_however_the_batch_is_split(monkeypatch):
+    from augment3d.training import trainer
+    from augment3d.training.distributed import World
+
+    calls = []
+    real = trainer.power_iteration
+    monkeypatch.setattr(trainer, "power_iteration", lambda module: calls.append(module) or real(module))
+    loop = trainer._Loop(tiny_data(8), replace(MODEL, d_spectral_norm=True), replace(TRAIN, batch=4, accumulate=2),
+                         "cpu", World())
+    before = loop.D.state_dict()["fc.spectral.u"].clone()
+    loop.step(1)
+    loop.step(2)  # with R1 (r1_interval 2): one more backward through D, no more iterations
+    assert calls == [loop.D, loop.D]
+    assert not torch.equal(before, loop.D.state_dict()["fc.spectral.u"])
+
+
+def test_style_mixing_when_sampling(tmp_path):
+    run = tmp_path / "run"
+    train_gan(run, tiny_data(), MODEL, replace(TRAIN, steps=2, style_mixing=0.9), ENC, {})
+    gen = load_generator(run)
+    ssa = {"site": "SSA"}
+    plain, _ = gen.generate(condition=ssa, seeds=[3, 4])
+    unmixed, _ = gen.generate(condition=ssa, seeds=[3, 4], mix_seeds=[8, 9], mix_cutoff=gen.network.num_ws)
+    np.testing.assert_array_equal(plain, unmixed)  # a cutoff past the last style input mixes nothing
+    mixed, _ = gen.generate(condition=ssa, seeds=[3, 4], mix_seeds=[8, 9], mix_cutoff=2)
+    again, _ = gen.generate(condition=ssa, seeds=[3, 4], mix_seeds=[8, 9], mix_cutoff=2)
+    donor, _ = gen.generate(condition=ssa, seeds=[8, 9])
+    np.testing.assert_array_equal(mixed, again)
+    assert not np.allclose(mixed, plain, atol=1e-3) and not np.allclose(mixed, donor, atol=1e-3)
+    with pytest.raises(ValueError, match="both mix_seeds and mix_cutoff"):
+        gen.generate(condition=ssa, seeds=[3], mix_seeds=[8])
+    with pytest.raises(ValueError, match="one per subject"):
+        gen.generate(condition=ssa, seeds=[3, 4], mix_seeds=[8], mix_cutoff=2)
+    with pytest.raises(ValueError, match="mix_cutoff must be between 0 and"):
+        gen.generate(condition=ssa, seeds=[3], mix_seeds=[8], mix_cutoff=gen.network.num_ws + 1)

@@ -43,6 +43,9 @@ class ModelConfig:
     d_channel_base: int = 1024
     d_channel_max: int = 64
     mbstd_group: int = 4
+    #: spectral normalisation of every discriminator weight (Miyato et al. 2018), against a D
+    #: that runs away from G; off by default (the recipes rely on R1 and ADA)
+    d_spectral_norm: bool = False
     #: also add a full-learning-rate projection of the condition to w, next to the mapping
     #: network (whose lr multiplier of 0.01 lets the condition move w only slowly; docs/MODEL.md)
     cond_bypass: bool = True

@@ -25,11 +25,11 @@ def minibatch_stddev(x: torch.Tensor, group: int) -> torch.Tensor:
 
 
 class DiscriminatorBlock(nn.Module):
-    def __init__(self, in_ch: int, out_ch: int):
+    def __init__(self, in_ch: int, out_ch: int, spectral: bool = False):
         super().__init__()
-        self.conv1 = EqualConv3d(in_ch, in_ch, 3, activate=True)
-        self.conv2 = EqualConv3d(in_ch, out_ch, 3, activate=True)
-        self.skip = EqualConv3d(in_ch, out_ch, 1, bias=False)
+        self.conv1 = EqualConv3d(in_ch, in_ch, 3, activate=True, spectral=spectral)
+        self.conv2 = EqualConv3d(in_ch, out_ch, 3, activate=True, spectral=spectral)
+        self.skip = EqualConv3d(in_ch, out_ch, 1, bias=False, spectral=spectral)
 
     def forward(self, x):
         skip = self.skip(downsample2(x))
@@ -38,7 +38,12 @@ class DiscriminatorBlock(nn.Module):
 
 
 class Discriminator3D(nn.Module):
-    """Scores (images, label one-hot / softmax) given a condition vector; higher means real."""
+    """Scores (images, label one-hot / softmax) given a condition vector; higher means real.
+
+    With ``config.d_spectral_norm`` every layer's weight is spectrally normalised
+    (:class:`~augment3d.models.layers.SpectralNorm`); the training loop then calls
+    :func:`~augment3d.models.layers.power_iteration` on D once per step.
+    """
 
     def __init__(self, config: ModelConfig, classifier: bool = False):
         super().__init__()
@@ -46,15 +51,16 @@ class Discriminator3D(nn.Module):
         base, doublings = synthesis_plan(config.shape)
         res = [min(config.shape) // 2**i for i in range(doublings + 1)]
         ch = [config.channels(r, discriminator=True) for r in res]
-        self.from_input = EqualConv3d(config.image_channels + config.label_classes, ch[0], 1, activate=True)
-        self.blocks = nn.ModuleList(DiscriminatorBlock(ch[i], ch[i + 1]) for i in range(doublings))
+        sn = config.d_spectral_norm
+        self.from_input = EqualConv3d(config.image_channels + config.label_classes, ch[0], 1, activate=True, spectral=sn)
+        self.blocks = nn.ModuleList(DiscriminatorBlock(ch[i], ch[i + 1], sn) for i in range(doublings))
         top = ch[-1]
-        self.conv = EqualConv3d(top + 1, top, 3, activate=True)
-        self.fc = EqualLinear(top * math.prod(base), top, activate=True)
-        self.out = EqualLinear(top, 1)
-        self.embed = EqualLinear(config.cond_dim, top) if config.cond_dim else None
+        self.conv = EqualConv3d(top + 1, top, 3, activate=True, spectral=sn)
+        self.fc = EqualLinear(top * math.prod(base), top, activate=True, spectral=sn)
+        self.out = EqualLinear(top, 1, spectral=sn)
+        self.embed = EqualLinear(config.cond_dim, top, spectral=sn) if config.cond_dim else None
         #: auxiliary head: logits of the condition vector (one block per condition column)
-        self.classifier = EqualLinear(top, config.cond_dim) if config.cond_dim and classifier else None
+        self.classifier = EqualLinear(top, config.cond_dim, spectral=sn) if config.cond_dim and classifier else None
         #: run the convolutions in ``channels_last_3d`` memory layout (same values, see Generator3D)
         self.channels_last = False
 

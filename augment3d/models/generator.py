@@ -118,10 +118,24 @@ class Generator3D(nn.Module):
         return out
 
     def from_w(self, w: torch.Tensor, noises: list[torch.Tensor | None] | None = None):
-        """Images and label logits for intermediate latents ``w`` (B, w_dim), used by every layer."""
-        out = self.synthesize(w[:, None].expand(-1, self.num_ws, -1), noises)
+        """Images and label logits for intermediate latents ``w``: (B, w_dim), used by every
+        layer, or (B, num_ws, w_dim), one per style input (see :meth:`mix_styles`)."""
+        ws = w[:, None].expand(-1, self.num_ws, -1) if w.dim() == 2 else w
+        out = self.synthesize(ws, noises)
         k = self.config.image_channels
         return out[:, :k].contiguous(), out[:, k:].contiguous()
+
+    def mix_styles(self, w: torch.Tensor, w_mix: torch.Tensor, cutoff: torch.Tensor | int) -> torch.Tensor:
+        """Style mixing: per-layer latents (B, num_ws, w_dim) that take ``w`` (B, w_dim) for the
+        style inputs before ``cutoff`` and ``w_mix`` from it on.
+
+        The style inputs run from coarse to fine: 0 and 1 on the base grid (its convolution and
+        output), then three per doubling (two convolutions and the output). ``cutoff`` is an int or
+        one per sample (B,); ``num_ws`` keeps ``w`` throughout, 0 takes ``w_mix`` throughout.
+        """
+        cutoff = torch.as_tensor(cutoff, device=w.device).reshape(-1, 1, 1)
+        layer = torch.arange(self.num_ws, device=w.device).reshape(1, -1, 1)
+        return torch.where(layer < cutoff, w[:, None], w_mix[:, None])
 
     @staticmethod
     def truncate(w: torch.Tensor, centre: torch.Tensor | None, psi: float) -> torch.Tensor:

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["EqualLinear", "EqualConv3d", "ModulatedConv3d", "AdaINConv3d", "NoiseInjection", "lrelu", "downsample2"]
+__all__ = ["EqualLinear", "EqualConv3d", "ModulatedConv3d", "AdaINConv3d", "NoiseInjection", "SpectralNorm", "lrelu",
+           "downsample2", "power_iteration"]
 
 LRELU_SLOPE = 0.2
 LRELU_GAIN = math.sqrt(2.0)
@@ -50,40 +51,101 @@ def downsample2(x: torch.Tensor) -> torch.Tensor:
     return F.avg_pool3d(x, 2)
 
 
-class EqualLinear(nn.Module):
-    """Linear layer whose weights are scaled at run time (equalised learning rate)."""
+class SpectralNorm(nn.Module):
+    """Spectral normalisation state of one weight: the power-iteration vectors ``u`` and ``v``.
+
+    The layer divides its weight by ``sigma(weight) = u^T W v`` (W the weight as a matrix, u and
+    v held constant, as in Miyato et al., ICLR 2018), so its largest singular value is about 1.
+    Unlike ``torch.nn.utils.spectral_norm``, a forward pass never updates u and v: the training
+    loop calls :func:`power_iteration` once per step, so the result does not depend on how many
+    forward passes (micro-batches, R1, processes) a step makes, and a resumed run, whose u and v
+    are buffers in the training state, continues exactly.
+    """
+
+    def __init__(self, weight: torch.Tensor, iterations: int = 10):
+        super().__init__()
+        matrix = weight.detach().flatten(1)
+        self.register_buffer("u", F.normalize(torch.randn(matrix.shape[0]), dim=0))
+        self.register_buffer("v", F.normalize(torch.randn(matrix.shape[1]), dim=0))
+        for _ in range(iterations):
+            self.update(weight)
+
+    @torch.no_grad()
+    def update(self, weight: torch.Tensor) -> None:
+        """One power-iteration step towards the top singular vectors of ``weight``."""
+        matrix = weight.detach().float().flatten(1)
+        self.v.copy_(F.normalize(matrix.t() @ self.u, dim=0, eps=1e-12))
+        self.u.copy_(F.normalize(matrix @ self.v, dim=0, eps=1e-12))
+
+    def sigma(self, weight: torch.Tensor) -> torch.Tensor:
+        """The estimated largest singular value of ``weight`` (differentiable in the weight)."""
+        return torch.dot(self.u, weight.float().flatten(1) @ self.v)
+
+
+def power_iteration(module: nn.Module) -> None:
+    """One power-iteration step for every spectrally normalised layer in ``module`` (no-op without)."""
+    for layer in module.modules():
+        norm = getattr(layer, "spectral", None)
+        if isinstance(norm, SpectralNorm):
+            norm.update(layer.weight)
+
+
+class _Equalised(nn.Module):
+    """Shared by the equalised layers: the weight as used, scaled at run time, or spectrally normalised."""
+
+    weight: nn.Parameter
+    scale: float
+    spectral: SpectralNorm | None
+
+    def scaled_weight(self, gain: float = 1.0) -> torch.Tensor:
+        if self.spectral is None:
+            return self.weight * (self.scale * gain)
+        return self.weight * (gain / self.spectral.sigma(self.weight)).to(self.weight.dtype)
+
+
+class EqualLinear(_Equalised):
+    """Linear layer whose weights are scaled at run time (equalised learning rate).
+
+    ``spectral``: divide the weight by its largest singular value instead (:class:`SpectralNorm`).
+    """
 
     def __init__(self, in_features: int, out_features: int, bias_init: float = 0.0, lr_mul: float = 1.0,
-                 activate: bool = False):
+                 activate: bool = False, spectral: bool = False):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_mul)
         self.bias = nn.Parameter(torch.full((out_features,), float(bias_init) / lr_mul))
         self.scale = lr_mul / math.sqrt(in_features)
         self.lr_mul = lr_mul
         self.activate = activate
+        self.spectral = SpectralNorm(self.weight) if spectral else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.linear(x, self.weight * self.scale, self.bias * self.lr_mul)
+        out = F.linear(x, self.scaled_weight(), self.bias * self.lr_mul)
         return lrelu(out) if self.activate else out
 
 
-class EqualConv3d(nn.Module):
-    """3D convolution with equalised learning rate ('same' padding); ``activate``: then ``lrelu``."""
+class EqualConv3d(_Equalised):
+    """3D convolution with equalised learning rate ('same' padding); ``activate``: then ``lrelu``.
 
-    def __init__(self, in_channels: int, out_channels: int, kernel: int, bias: bool = True, activate: bool = False):
+    ``spectral``: divide the weight by its largest singular value instead (:class:`SpectralNorm`).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, bias: bool = True, activate: bool = False,
+                 spectral: bool = False):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel, kernel, kernel))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         self.scale = 1.0 / math.sqrt(in_channels * kernel**3)
         self.padding = kernel // 2
         self.activate = activate
+        self.spectral = SpectralNorm(self.weight) if spectral else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.activate:
-            return F.conv3d(x, self.weight * self.scale, self.bias, padding=self.padding)
+            return F.conv3d(x, self.scaled_weight(), self.bias, padding=self.padding)
         # lrelu(conv(x)) with the gain folded into weight and bias: one full-size pass fewer
         bias = None if self.bias is None else self.bias * LRELU_GAIN
-        return F.leaky_relu(F.conv3d(x, self.weight * (self.scale * LRELU_GAIN), bias, padding=self.padding), LRELU_SLOPE)
+        return F.leaky_relu(F.conv3d(x, self.scaled_weight(LRELU_GAIN), bias, padding=self.padding), LRELU_SLOPE)
 
 
 def _scale_shift(x: torch.Tensor, scale: torch.Tensor | float, shift: torch.Tensor | None) -> torch.Tensor:

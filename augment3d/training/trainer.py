@@ -27,6 +27,7 @@ from ..checkpoint import bundle_exists
 from ..data.conditions import ConditionEncoder
 from ..errors import Augment3DError
 from ..models import Discriminator3D, Generator3D, ModelConfig, TinySegmenter
+from ..models.layers import power_iteration
 from ..models.segmenter import one_hot, segmentation_loss
 from ..sampling import save_generator
 from .augment import DiffAugment3D
@@ -65,6 +66,10 @@ class TrainConfig:
     pushed to show a tumour where its labels put one, and its labels to sit where the images
     show one. ``seg_pull_labels`` false keeps only the first push: the labels are S's targets
     without a gradient, left to D, and only the images answer for a disagreement.
+    ``style_mixing`` is the share of G's subjects (in both phases) made from two latents of the
+    same condition, the first for the style inputs before a random cutoff and the second after it
+    (StyleGAN's mixing regularisation; StyleGAN2 used 0.9), so neighbouring layers' styles are not
+    assumed to belong together and ``SyntheticGenerator.generate(mix_seeds=...)`` mixes cleanly.
     """
 
     steps: int = 1000
@@ -85,6 +90,7 @@ class TrainConfig:
     seg_lr: float = 2e-3
     seg_warmup: int = 200
     seg_pull_labels: bool = True
+    style_mixing: float = 0.0
     ema_images: float = 2000.0
     ema_rampup: float = 0.05
     augment: bool = True
@@ -102,13 +108,15 @@ class TrainConfig:
 
     def __post_init__(self):
         for name in ("g_lr", "d_lr", "beta1", "beta2", "r1_gamma", "ema_images", "ema_rampup", "ada_target", "ada_images",
-                     "cond_loss", "mode_seeking", "lecam", "seg_consistency", "seg_lr"):
+                     "cond_loss", "mode_seeking", "lecam", "seg_consistency", "seg_lr", "style_mixing"):
             object.__setattr__(self, name, float(getattr(self, name)))  # TOML may give ints (beta1 = 0)
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         for name in ("cond_loss", "mode_seeking", "lecam", "seg_consistency"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} is a loss weight and must be >= 0 (0 turns it off), got {getattr(self, name)}")
+        if not 0.0 <= self.style_mixing <= 1.0:
+            raise ValueError(f"style_mixing is a probability and must be in [0, 1], got {self.style_mixing}")
         if self.amp not in ("none", "bf16", "fp16"):
             raise ValueError(f"amp must be none, bf16 or fp16, got {self.amp!r}")
         if min(self.steps, self.batch, self.accumulate, self.checkpoint_every, self.log_every) < 1:
@@ -215,13 +223,19 @@ class _Loop:
     def _draw(self):
         """Everything random for one phase, for the whole global batch."""
         b, shape = self.cfg.batch, self.mc.shape
-        return {
+        draw = {
             "idx": torch.randint(0, self.data.images.shape[0], (b,), generator=self.rng),
             "z": torch.randn(b, self.mc.z_dim, generator=self.rng),
             "noise": self.G.make_noise(b, self.rng),
             "aug_fake": self.augment.draw(b, shape, self.rng),
             "aug_real": self.augment.draw(b, shape, self.rng),
         }
+        if self.cfg.style_mixing > 0:  # drawn only when on: runs without it keep their random stream
+            mixed = torch.rand(b, generator=self.rng) < self.cfg.style_mixing
+            cutoff = torch.randint(1, self.G.num_ws, (b,), generator=self.rng)
+            draw["z_mix"] = torch.randn(b, self.mc.z_dim, generator=self.rng)
+            draw["mix_cutoff"] = torch.where(mixed, cutoff, self.G.num_ws)
+        return draw
 
     def _my_slices(self):
         for a in range(self.cfg.accumulate):
@@ -235,9 +249,14 @@ class _Loop:
 
     def _fake(self, draw, lo, hi, c, paired: bool = False):
         """G's subjects for ``draw``'s slice; ``paired`` gives the second half the first half's noise."""
+        pair = _paired if paired else (lambda x: x)
         z = draw["z"][lo:hi].to(self.device)
-        noise = [(_paired(n[lo:hi]) if paired else n[lo:hi]).to(self.device) for n in draw["noise"]]
-        images, logits = self.G.from_w(self.G.mapping(z, c), noise)
+        noise = [pair(n[lo:hi]).to(self.device) for n in draw["noise"]]
+        w = self.G.mapping(z, c)
+        if "z_mix" in draw:  # the second latent and the cutoff are shared by a pair, as the noise is
+            w_mix = self.G.mapping(pair(draw["z_mix"][lo:hi]).to(self.device), c)
+            w = self.G.mix_styles(w, w_mix, pair(draw["mix_cutoff"][lo:hi]).to(self.device))
+        images, logits = self.G.from_w(w, noise)
         probs = logits.float().softmax(1)
         # straight-through: D sees a hard one-hot map like the real labels (a soft map alone
         # would tell D which input is fake), while G gets the softmax's gradient
@@ -257,6 +276,7 @@ class _Loop:
     def step(self, step: int) -> dict:
         cfg, scale = self.cfg, 1.0 / self.parts
         do_r1 = cfg.r1_gamma > 0 and step % cfg.r1_interval == 0
+        power_iteration(self.D)  # spectral norm's u, v: once a step, however the batch is split (no-op without)
         # discriminator
         draw = self._draw()
         self.opt_d.zero_grad(set_to_none=True)
