@@ -38,6 +38,7 @@ from augment3d.training.trainer import TrainingData, train_gan
 AMP = [None]  # --amp overrides the recipe's autocast setting
 LAYOUT = [None]  # --train-layout overrides the recipe's channels_last setting
 TRAIN_SET: dict = {}  # --train-set KEY=VALUE overrides of the recipe's [train] section
+MODEL_SET: dict = {}  # --model-set KEY=VALUE overrides of the recipe's [model] section
 
 
 def machine() -> str:
@@ -80,7 +81,7 @@ def random_setup(recipe, shape: int, n: int = 8):
     from dataclasses import replace
 
     enc = ConditionEncoder(recipe.data.categories)
-    model = replace(recipe.model_config(enc.dim), shape=(shape,) * 3)
+    model = replace(recipe.model_config(enc.dim), shape=(shape,) * 3, **MODEL_SET)
     g = torch.Generator().manual_seed(0)
     data = TrainingData(torch.rand(n, 4, shape, shape, shape, generator=g) * 2 - 1,
                         torch.randint(0, 4, (n, shape, shape, shape), generator=g),
@@ -138,17 +139,20 @@ def main() -> None:
     parser.add_argument("--layouts", choices=["last", "both"], default="last", help="generation memory layouts")
     parser.add_argument("--train-set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="override [train] fields for the training figures (TOML values, e.g. seg_consistency=1)")
+    parser.add_argument("--model-set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="override [model] fields for the training figures (e.g. d_spectral_norm=true)")
     args = parser.parse_args()
     AMP[0], LAYOUT[0] = args.amp, args.train_layout
-    for item in args.train_set:
-        key, _, value = item.partition("=")
-        TRAIN_SET[key] = tomllib.loads(f"v = {value}")["v"]
+    for items, into in ((args.train_set, TRAIN_SET), (args.model_set, MODEL_SET)):
+        for item in items:
+            key, _, value = item.partition("=")
+            into[key] = tomllib.loads(f"v = {value}")["v"]
     recipe = load_recipe(args.recipe)
     print(f"machine: {machine()}")
     print(f"recipe: {args.recipe} (model {recipe.model}, batch {recipe.train.batch}, loss {recipe.train.loss}, "
           f"training autocast {args.amp or recipe.train.amp}, channels_last "
           f"{recipe.train.channels_last if args.train_layout is None else args.train_layout == 'last'})"
-          + (f", [train] overrides {TRAIN_SET}" if TRAIN_SET else ""))
+          + (f", [train] overrides {TRAIN_SET}" if TRAIN_SET else "") + (f", [model] overrides {MODEL_SET}" if MODEL_SET else ""))
     peak32 = conv_peak(bf16=False, channels_last=False)
     peak = conv_peak(bf16=True, channels_last=True)
     print(f"Conv3d peak (64 ch, 3x3x3, 32^3, batch 4): fp32 {peak32:.0f} GFLOP/s, bf16 channels_last_3d {peak:.0f} GFLOP/s")

@@ -40,8 +40,9 @@ def weights(run):
 @pytest.mark.parametrize("regularisers, model", [
     ({}, {}),
     ({"mode_seeking": 1.0, "lecam": 0.3, "seg_consistency": 1.0, "seg_warmup": 2}, {}),
-    ({"style_mixing": 0.5}, {"d_spectral_norm": True}),
-], ids=["plain", "ms-lecam-seg", "mixing-spectral"])
+    ({"style_mixing": 0.5, "seg_consistency": 1.0, "seg_warmup": 2, "seg_augment": True, "seg_label_pull": 0.5},
+     {"d_spectral_norm": True}),
+], ids=["plain", "ms-lecam-seg", "mixing-spectral-segaug"])
 def test_resume_continues_exactly(tmp_path, regularisers, model):
     data = tiny_data()
     train, model = replace(TRAIN, **regularisers), replace(MODEL, **model)
@@ -337,14 +338,14 @@ def test_seg_consistency_segmenter_learns_the_real_labels_only():
         replace(TRAIN, seg_consistency=-1.0)
 
 
-@pytest.mark.parametrize("pull", [True, False])
-def test_seg_pull_labels_off_leaves_the_labels_to_d(monkeypatch, pull):
-    """With ``seg_pull_labels`` off, the term's gradient reaches G's images but not its labels."""
+@pytest.mark.parametrize("pull", [1.0, 0.3, 0.0])
+def test_seg_label_pull_zero_leaves_the_labels_to_d(monkeypatch, pull):
+    """The term's gradient reaches G's images always, its labels only with ``seg_label_pull`` above 0."""
     from augment3d.training import trainer
     from augment3d.training.distributed import World
 
     loop = trainer._Loop(tiny_data(8), MODEL, replace(TRAIN, batch=4, seg_consistency=1.0, seg_warmup=0,
-                                                      seg_pull_labels=pull), "cpu", World())
+                                                      seg_label_pull=pull), "cpu", World())
     calls = []  # (image gets a gradient, labels get a gradient) for the term on G's subjects
     real_loss = trainer.segmentation_loss
     monkeypatch.setattr(trainer, "segmentation_loss",
@@ -352,7 +353,41 @@ def test_seg_pull_labels_off_leaves_the_labels_to_d(monkeypatch, pull):
     loop.step(1)
     fake_calls = calls[1:]  # the first call is S's own loss on the real batch
     assert fake_calls and all(image for image, _ in fake_calls)
-    assert all(labels is pull for _, labels in fake_calls)
+    assert all(labels is (pull > 0) for _, labels in fake_calls)
+    with pytest.raises(ValueError, match="seg_label_pull must be in"):
+        replace(TRAIN, seg_label_pull=1.5)
+
+
+def test_scale_gradient_keeps_values_and_scales_the_gradient():
+    from augment3d.training.losses import scale_gradient
+
+    x = torch.tensor([0.0, 1.0, 0.5], requires_grad=True)
+    for factor in (1.0, 0.3, 0.0):
+        x.grad = None
+        y = scale_gradient(x, factor)
+        assert torch.equal(y, x)
+        if factor:
+            (y * torch.tensor([1.0, 2.0, 3.0])).sum().backward()
+            torch.testing.assert_close(x.grad, factor * torch.tensor([1.0, 2.0, 3.0]))
+        else:
+            assert not y.requires_grad
+
+
+@pytest.mark.parametrize("seg_augment", [False, True])
+def test_seg_augment_trains_the_segmenter_on_what_d_sees(seg_augment):
+    from augment3d.training.distributed import World
+    from augment3d.training.trainer import _Loop
+
+    data = tiny_data(8)
+    loop = _Loop(data, MODEL, replace(TRAIN, batch=4, seg_consistency=1.0, seg_augment=seg_augment), "cpu", World())
+    loop.augment.p.fill_(1.0)  # every augmentation on: D's view of the reals differs from the data
+    seen = {}  # the first input each network gets in the step: S's real batch, D's reals
+    loop.S.register_forward_pre_hook(lambda m, args: None if "S" in seen else seen.update(S=args[0].clone()))
+    loop.D.register_forward_pre_hook(lambda m, args: None if "D" in seen else seen.update(D=args[0].clone()))
+    loop.step(1)
+    as_loaded = any(torch.allclose(seen["S"][0], data.images[i]) for i in range(len(data.images)))
+    assert as_loaded is not seg_augment
+    assert torch.allclose(seen["S"], seen["D"]) is seg_augment
 
 
 def test_style_mixing_in_training_mixes_two_latents_of_one_condition():

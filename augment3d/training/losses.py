@@ -8,9 +8,25 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["LOSSES", "condition_loss", "d_loss", "g_loss", "lecam_penalty", "mode_seeking_loss", "r1_penalty", "real_pair_ratio"]
+__all__ = ["LOSSES", "condition_loss", "d_loss", "g_loss", "lecam_penalty", "mode_seeking_loss", "r1_penalty", "real_pair_ratio",
+           "scale_gradient"]
 
 LOSSES = ("lsgan", "nonsaturating")
+
+
+def scale_gradient(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """``x`` unchanged in value, with the gradient flowing back through it multiplied by ``factor``.
+
+    Example:
+        >>> x = torch.ones(3, requires_grad=True)
+        >>> scale_gradient(x, 0.25).sum().backward()
+        >>> x.grad.tolist()
+        [0.25, 0.25, 0.25]
+    """
+    if factor == 1.0:
+        return x
+    detached = x.detach()
+    return detached if factor == 0.0 else detached + factor * (x - detached)
 
 
 def d_loss(kind: str, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:

@@ -33,7 +33,8 @@ from ..sampling import save_generator
 from .augment import DiffAugment3D
 from .distributed import World, all_reduce_grads, all_reduce_sum, init_world
 from .evaluation import coarse_features, sliced_wasserstein
-from .losses import LOSSES, condition_loss, d_loss, g_loss, lecam_penalty, mode_seeking_loss, r1_penalty, real_pair_ratio
+from .losses import (LOSSES, condition_loss, d_loss, g_loss, lecam_penalty, mode_seeking_loss, r1_penalty,
+                     real_pair_ratio, scale_gradient)
 from .state import TRAIN_STATE, load_train_state, save_train_state
 
 __all__ = ["TrainConfig", "TrainingDiverged", "train_gan", "TrainingData"]
@@ -64,8 +65,11 @@ class TrainConfig:
     on the real batch of every step and, after the first ``seg_warmup`` steps, adds its segmentation loss
     on G's subjects (judged against G's own labels) with that weight to G's loss: G's images are
     pushed to show a tumour where its labels put one, and its labels to sit where the images
-    show one. ``seg_pull_labels`` false keeps only the first push: the labels are S's targets
-    without a gradient, left to D, and only the images answer for a disagreement.
+    show one. ``seg_label_pull`` scales the second push (1: full, 0: the labels are S's targets
+    without a gradient, left to D, and only the images answer for a disagreement).
+    ``seg_augment`` trains S on the real batch as D sees it (after D's augmentation at ADA's p)
+    instead of as loaded, so that S, which otherwise memorises a small cohort, judges G's
+    subjects as a segmenter that has seen flipped, moved and re-contrasted tumours.
     ``style_mixing`` is the share of G's subjects (in both phases) made from two latents of the
     same condition, the first for the style inputs before a random cutoff and the second after it
     (StyleGAN's mixing regularisation; StyleGAN2 used 0.9), so neighbouring layers' styles are not
@@ -89,7 +93,8 @@ class TrainConfig:
     seg_width: int = 8
     seg_lr: float = 2e-3
     seg_warmup: int = 200
-    seg_pull_labels: bool = True
+    seg_label_pull: float = 1.0
+    seg_augment: bool = False
     style_mixing: float = 0.0
     ema_images: float = 2000.0
     ema_rampup: float = 0.05
@@ -108,7 +113,8 @@ class TrainConfig:
 
     def __post_init__(self):
         for name in ("g_lr", "d_lr", "beta1", "beta2", "r1_gamma", "ema_images", "ema_rampup", "ada_target", "ada_images",
-                     "cond_loss", "mode_seeking", "lecam", "seg_consistency", "seg_lr", "style_mixing"):
+                     "cond_loss", "mode_seeking", "lecam", "seg_consistency", "seg_lr", "style_mixing",
+                     "seg_label_pull"):
             object.__setattr__(self, name, float(getattr(self, name)))  # TOML may give ints (beta1 = 0)
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
@@ -117,6 +123,8 @@ class TrainConfig:
                 raise ValueError(f"{name} is a loss weight and must be >= 0 (0 turns it off), got {getattr(self, name)}")
         if not 0.0 <= self.style_mixing <= 1.0:
             raise ValueError(f"style_mixing is a probability and must be in [0, 1], got {self.style_mixing}")
+        if not 0.0 <= self.seg_label_pull <= 1.0:
+            raise ValueError(f"seg_label_pull must be in [0, 1] (0: labels left to D, 1: full pull), got {self.seg_label_pull}")
         if self.amp not in ("none", "bf16", "fp16"):
             raise ValueError(f"amp must be none, bf16 or fp16, got {self.amp!r}")
         if min(self.steps, self.batch, self.accumulate, self.checkpoint_every, self.log_every) < 1:
@@ -273,6 +281,12 @@ class _Loop:
         scores, logits = out
         return scores.float(), condition_loss(logits, c, self.groups)
 
+    def _train_segmenter(self, images, onehot, scale: float) -> float:
+        """Accumulate S's gradient on a real micro-batch; its loss, weighted for the step's mean."""
+        seg = segmentation_loss(self.S(images.detach()), onehot.detach())
+        (seg * scale).backward()
+        return float(seg.detach()) * scale
+
     def step(self, step: int) -> dict:
         cfg, scale = self.cfg, 1.0 / self.parts
         do_r1 = cfg.r1_gamma > 0 and step % cfg.r1_interval == 0
@@ -285,13 +299,13 @@ class _Loop:
             self.opt_s.zero_grad(set_to_none=True)
         for lo, hi in self._my_slices():
             real_img, real_lab, c = self._real(draw["idx"][lo:hi])
-            if self.S is not None:  # on the real subjects as they are (not D's augmented view)
-                seg = segmentation_loss(self.S(real_img), real_lab)
-                (seg * scale).backward()
-                totals[7] += float(seg.detach()) * scale
+            if self.S is not None and not cfg.seg_augment:  # on the real subjects as loaded
+                totals[7] += self._train_segmenter(real_img, real_lab, scale)
             with torch.no_grad(), self.autocast():
                 fake_img, fake_lab = self._fake(draw, lo, hi, c)
             real_img, real_lab = self.augment.apply(real_img, real_lab, DiffAugment3D.slice(draw["aug_real"], lo, hi))
+            if self.S is not None and cfg.seg_augment:  # on the real subjects as D sees them
+                totals[7] += self._train_segmenter(real_img, real_lab, scale)
             fake_img, fake_lab = self.augment.apply(fake_img, fake_lab, DiffAugment3D.slice(draw["aug_fake"], lo, hi))
             if do_r1:
                 real_img, real_lab = real_img.detach().requires_grad_(True), real_lab.detach().requires_grad_(True)
@@ -338,7 +352,7 @@ class _Loop:
                 ms = mode_seeking_loss(outputs, draw["z"][lo:hi].to(self.device), self.ms_cap)
             seg = fake_img.new_zeros(())
             if use_seg:
-                seg = segmentation_loss(self.S(fake_img), fake_lab if cfg.seg_pull_labels else fake_lab.detach())
+                seg = segmentation_loss(self.S(fake_img), scale_gradient(fake_lab, cfg.seg_label_pull))
             fake_img, fake_lab = self.augment.apply(fake_img, fake_lab, DiffAugment3D.slice(draw["aug_fake"], lo, hi))
             scores, cond = self._judge(fake_img, fake_lab, c, classes=True)
             loss = g_loss(cfg.loss, scores)
