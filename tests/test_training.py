@@ -40,7 +40,8 @@ def weights(run):
 @pytest.mark.parametrize("regularisers, model", [
     ({}, {}),
     ({"mode_seeking": 1.0, "lecam": 0.3, "seg_consistency": 1.0, "seg_warmup": 2}, {}),
-    ({"style_mixing": 0.5, "seg_consistency": 1.0, "seg_warmup": 2, "seg_augment": True, "seg_label_pull": 0.5},
+    ({"style_mixing": 0.5, "seg_consistency": 1.0, "seg_warmup": 2, "seg_augment": True, "seg_label_pull": 0.5,
+      "seg_pull_on": "tumour"},
      {"d_spectral_norm": True}),
 ], ids=["plain", "ms-lecam-seg", "mixing-spectral-segaug"])
 def test_resume_continues_exactly(tmp_path, regularisers, model):
@@ -356,6 +357,37 @@ def test_seg_label_pull_zero_leaves_the_labels_to_d(monkeypatch, pull):
     assert all(labels is (pull > 0) for _, labels in fake_calls)
     with pytest.raises(ValueError, match="seg_label_pull must be in"):
         replace(TRAIN, seg_label_pull=1.5)
+
+
+def test_tumour_pull_moves_the_whole_tumour_not_its_classes(monkeypatch):
+    """``seg_pull_on = "tumour"``: the labels' gradient is the same for every tumour class at a
+    voxel (it moves where the tumour is, not what it is made of); the class-wise loss only
+    reaches the images."""
+    from augment3d.models.segmenter import one_hot, tumour_dice_loss
+    from augment3d.training import trainer
+    from augment3d.training.distributed import World
+
+    logits = torch.randn(2, 4, 8, 8, 8, generator=torch.Generator().manual_seed(0))
+    labels = one_hot(torch.randint(0, 4, (2, 8, 8, 8), generator=torch.Generator().manual_seed(1)), 4).requires_grad_(True)
+    tumour_dice_loss(logits, labels).backward()
+    grad = labels.grad
+    assert torch.equal(grad[:, 0], torch.zeros_like(grad[:, 0]))
+    assert torch.equal(grad[:, 1], grad[:, 2]) and torch.equal(grad[:, 2], grad[:, 3]) and grad.abs().sum() > 0
+    same = one_hot(logits.argmax(1), 4) * 1.0
+    assert tumour_dice_loss(logits * 100, same) < 0.01  # the segmenter's own tumour: (almost) no pull
+
+    loop = trainer._Loop(tiny_data(8), MODEL, replace(TRAIN, batch=4, seg_consistency=1.0, seg_warmup=0,
+                                                      seg_pull_on="tumour"), "cpu", World())
+    calls = []
+    real_seg, real_tumour = trainer.segmentation_loss, trainer.tumour_dice_loss
+    monkeypatch.setattr(trainer, "segmentation_loss",
+                        lambda lg, oh: calls.append(("classes", lg.requires_grad, oh.requires_grad)) or real_seg(lg, oh))
+    monkeypatch.setattr(trainer, "tumour_dice_loss",
+                        lambda lg, oh: calls.append(("tumour", lg.requires_grad, oh.requires_grad)) or real_tumour(lg, oh))
+    loop.step(1)
+    assert sorted(calls[1:]) == [("classes", True, False), ("tumour", False, True)]  # after S's own loss on the reals
+    with pytest.raises(ValueError, match="seg_pull_on must be one of"):
+        replace(TRAIN, seg_pull_on="edges")
 
 
 def test_scale_gradient_keeps_values_and_scales_the_gradient():

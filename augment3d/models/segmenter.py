@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["TinySegmenter", "one_hot", "segmentation_loss"]
+__all__ = ["TinySegmenter", "one_hot", "segmentation_loss", "tumour_dice_loss"]
 
 
 class TinySegmenter(nn.Module):
@@ -53,7 +53,22 @@ def segmentation_loss(logits: torch.Tensor, onehot: torch.Tensor) -> torch.Tenso
     logits = logits.float()
     onehot = onehot.float()
     probs = logits.softmax(1)
-    dims = (0, *range(2, logits.dim()))
-    inter = (probs * onehot).sum(dims)
-    soft_dice = 1 - ((2 * inter + 1) / (probs.sum(dims) + onehot.sum(dims) + 1))[1:].mean()
+    soft_dice = 1 - _soft_dice(probs, onehot)[1:].mean()
     return F.cross_entropy(logits, onehot.argmax(1)) + soft_dice
+
+
+def tumour_dice_loss(logits: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
+    """1 - soft Dice of the whole tumour (every foreground class together), pooled over the batch.
+
+    Where :func:`segmentation_loss` judges each class, this judges only where the tumour is: with
+    a gradient in ``onehot`` it moves a label map's tumour onto the segmenter's, whatever the
+    classes inside it.
+    """
+    probs = logits.float().softmax(1)[:, 1:].sum(1, keepdim=True)
+    return 1 - _soft_dice(probs, onehot.float()[:, 1:].sum(1, keepdim=True))[0]
+
+
+def _soft_dice(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Smoothed soft Dice per channel of (B, K, ...) maps, pooled over the batch and space."""
+    dims = (0, *range(2, probs.dim()))
+    return (2 * (probs * target).sum(dims) + 1) / (probs.sum(dims) + target.sum(dims) + 1)

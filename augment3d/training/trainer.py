@@ -28,7 +28,7 @@ from ..data.conditions import ConditionEncoder
 from ..errors import Augment3DError
 from ..models import Discriminator3D, Generator3D, ModelConfig, TinySegmenter
 from ..models.layers import power_iteration
-from ..models.segmenter import one_hot, segmentation_loss
+from ..models.segmenter import one_hot, segmentation_loss, tumour_dice_loss
 from ..sampling import save_generator
 from .augment import DiffAugment3D
 from .distributed import World, all_reduce_grads, all_reduce_sum, init_world
@@ -39,6 +39,8 @@ from .state import TRAIN_STATE, load_train_state, save_train_state
 
 __all__ = ["TrainConfig", "TrainingDiverged", "train_gan", "TrainingData"]
 
+#: what the label-consistency term's pull on G's labels judges: each class, or the whole tumour
+SEG_PULL_ON = ("classes", "tumour")
 #: per-step decay of the running score means the LeCam regulariser anchors to (the paper's 0.99)
 LECAM_DECAY = 0.99
 
@@ -67,6 +69,9 @@ class TrainConfig:
     pushed to show a tumour where its labels put one, and its labels to sit where the images
     show one. ``seg_label_pull`` scales the second push (1: full, 0: the labels are S's targets
     without a gradient, left to D, and only the images answer for a disagreement).
+    ``seg_pull_on`` says what the second push moves: ``"classes"`` (each class's soft Dice, so a
+    small class S misses is pulled away) or ``"tumour"`` (only the whole tumour's soft Dice, with
+    that weight: the labels' tumour is moved onto S's, the classes inside it are left to D).
     ``seg_augment`` trains S on the real batch as D sees it (after D's augmentation at ADA's p)
     instead of as loaded, so that S, which otherwise memorises a small cohort, judges G's
     subjects as a segmenter that has seen flipped, moved and re-contrasted tumours.
@@ -94,6 +99,7 @@ class TrainConfig:
     seg_lr: float = 2e-3
     seg_warmup: int = 200
     seg_label_pull: float = 1.0
+    seg_pull_on: str = "classes"
     seg_augment: bool = False
     style_mixing: float = 0.0
     ema_images: float = 2000.0
@@ -125,6 +131,8 @@ class TrainConfig:
             raise ValueError(f"style_mixing is a probability and must be in [0, 1], got {self.style_mixing}")
         if not 0.0 <= self.seg_label_pull <= 1.0:
             raise ValueError(f"seg_label_pull must be in [0, 1] (0: labels left to D, 1: full pull), got {self.seg_label_pull}")
+        if self.seg_pull_on not in SEG_PULL_ON:
+            raise ValueError(f"seg_pull_on must be one of {SEG_PULL_ON}, got {self.seg_pull_on!r}")
         if self.amp not in ("none", "bf16", "fp16"):
             raise ValueError(f"amp must be none, bf16 or fp16, got {self.amp!r}")
         if min(self.steps, self.batch, self.accumulate, self.checkpoint_every, self.log_every) < 1:
@@ -281,6 +289,14 @@ class _Loop:
         scores, logits = out
         return scores.float(), condition_loss(logits, c, self.groups)
 
+    def _label_consistency(self, images, labels) -> torch.Tensor:
+        """S's verdict on G's subjects: its loss on G's images against G's labels (see TrainConfig)."""
+        cfg, logits = self.cfg, self.S(images)
+        if cfg.seg_pull_on == "classes":
+            return segmentation_loss(logits, scale_gradient(labels, cfg.seg_label_pull))
+        pull = cfg.seg_label_pull * tumour_dice_loss(logits.detach(), labels) if cfg.seg_label_pull > 0 else 0.0
+        return segmentation_loss(logits, labels.detach()) + pull
+
     def _train_segmenter(self, images, onehot, scale: float) -> float:
         """Accumulate S's gradient on a real micro-batch; its loss, weighted for the step's mean."""
         seg = segmentation_loss(self.S(images.detach()), onehot.detach())
@@ -352,7 +368,7 @@ class _Loop:
                 ms = mode_seeking_loss(outputs, draw["z"][lo:hi].to(self.device), self.ms_cap)
             seg = fake_img.new_zeros(())
             if use_seg:
-                seg = segmentation_loss(self.S(fake_img), scale_gradient(fake_lab, cfg.seg_label_pull))
+                seg = self._label_consistency(fake_img, fake_lab)
             fake_img, fake_lab = self.augment.apply(fake_img, fake_lab, DiffAugment3D.slice(draw["aug_fake"], lo, hi))
             scores, cond = self._judge(fake_img, fake_lab, c, classes=True)
             loss = g_loss(cfg.loss, scores)
