@@ -154,6 +154,10 @@ def test_evaluate_cli_writes_report(tiny_run, tmp_path):
     edge = metrics["tumour_at_head_edge"]
     assert 0 <= edge["real_train"] <= 1 and (edge["synthetic"] is None or 0 <= edge["synthetic"] <= 1)
     assert "| share of tumour voxels at the head's edge (2 voxels) |" in report
+    with_tumour = metrics["label_consistency_dice"]["synthetic_with_tumour"]  # empty label maps left out
+    assert with_tumour["n"] == round(6 * metrics["share_with_tumour"]["synthetic"])
+    assert (with_tumour["WT"] is None) if with_tumour["n"] == 0 else (0 <= with_tumour["WT"] <= 1 and
+                                                                       f"the {with_tumour['n']} subjects with a tumour label" in report)
     profile = metrics["label_profile"]
     for column in ("site", "grade"):  # every synthetic subject counted once per condition column
         assert sum(p["n"] for p in profile["synthetic"][column].values()) == 6

@@ -115,9 +115,14 @@ def write_report(folder: Path, m: dict, train, held, syn_x, syn_y, conditions, a
     edge = m["tumour_at_head_edge"]
     lines.append(_row("share of tumour voxels at the head's edge (2 voxels)", edge["synthetic"], edge["real_train"],
                       "close to real (labels along the skull are wrong)"))
-    for region, value in m["label_consistency_dice"]["synthetic"].items():
-        lines.append(_row(f"label consistency Dice {region}", value, m["label_consistency_dice"]["reference_held_out_real"][region],
+    consistency = m["label_consistency_dice"]
+    for region, value in consistency["synthetic"].items():
+        lines.append(_row(f"label consistency Dice {region}", value, consistency["reference_held_out_real"][region],
                           "higher; reference = the judge on held-out real"))
+    with_tumour = consistency.get("synthetic_with_tumour")  # absent in metrics.json files written before it
+    if with_tumour and with_tumour["WT"] is not None:
+        lines.append(_row(f"label consistency Dice WT, the {with_tumour['n']} subjects with a tumour label", with_tumour["WT"],
+                          consistency["reference_held_out_real"]["WT"], "higher; no empty-vs-empty 1s"))
     for column, result in m.get("condition_fidelity", {}).items():
         if "synthetic_accuracy" in result:
             lines.append(_row(f"condition fidelity: {column} accuracy", result["synthetic_accuracy"],
