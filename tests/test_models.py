@@ -168,3 +168,18 @@ def test_spectral_norm_bounds_every_discriminator_weight():
     (scores.sum() + classes.sum()).backward()
     assert all(torch.equal(estimates[k], d.state_dict()[k]) for k in estimates)
     assert all(m.weight.grad is not None for m in layers)  # the gradient flows through the normalisation
+
+
+def test_spectral_norm_under_autocast():
+    """The recipes train D under bf16 autocast: the estimate stays fp32 there and equals fp32's."""
+    torch.manual_seed(0)
+    d = Discriminator3D(ModelConfig(shape=16, cond_dim=2, d_spectral_norm=True, **SMALL))
+    layer = next(m for m in d.modules() if getattr(m, "spectral", None) is not None)
+    plain = layer.spectral.sigma(layer.weight)
+    images, labels, c = torch.randn(2, 4, 16, 16, 16), torch.rand(2, 4, 16, 16, 16), torch.tensor([[1.0, 0], [0, 1]])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        sigma = layer.spectral.sigma(layer.weight)
+        d(images, labels, c).float().sum().backward()
+        power_iteration(d)
+    assert sigma.dtype == torch.float32 and torch.equal(sigma, plain)
+    assert layer.weight.grad is not None and layer.spectral.u.dtype == torch.float32

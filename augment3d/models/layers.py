@@ -74,12 +74,15 @@ class SpectralNorm(nn.Module):
     def update(self, weight: torch.Tensor) -> None:
         """One power-iteration step towards the top singular vectors of ``weight``."""
         matrix = weight.detach().float().flatten(1)
-        self.v.copy_(F.normalize(matrix.t() @ self.u, dim=0, eps=1e-12))
-        self.u.copy_(F.normalize(matrix @ self.v, dim=0, eps=1e-12))
+        with torch.autocast(matrix.device.type, enabled=False):
+            self.v.copy_(F.normalize(matrix.t() @ self.u, dim=0, eps=1e-12))
+            self.u.copy_(F.normalize(matrix @ self.v, dim=0, eps=1e-12))
 
     def sigma(self, weight: torch.Tensor) -> torch.Tensor:
-        """The estimated largest singular value of ``weight`` (differentiable in the weight)."""
-        return torch.dot(self.u, weight.float().flatten(1) @ self.v)
+        """The estimated largest singular value of ``weight`` (differentiable in the weight), in fp32
+        also under autocast, which would otherwise run the product in bf16/fp16."""
+        with torch.autocast(weight.device.type, enabled=False):
+            return torch.dot(self.u, weight.float().flatten(1) @ self.v)
 
 
 def power_iteration(module: nn.Module) -> None:
