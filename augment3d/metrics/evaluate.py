@@ -129,13 +129,13 @@ def evaluate_run(run: str | os.PathLike, data: str | os.PathLike, out: str | os.
     judge = train_segmenter(train_x, train_y, steps=segmenter_steps, seed=seed)
     metrics["label_consistency_dice"] = {"synthetic": label_consistency(judge, syn_x, syn_y),
                                          "reference_held_out_real": label_consistency(judge, held_x, held_y)}
-    # empty-vs-empty scores 1: the whole tumour's Dice over the subjects that have one says more
+    # empty-vs-empty scores Dice 1, so say how many subjects have a tumour at all, and the whole
+    # tumour's Dice over only those
     has_tumour = np.array([(y > 0).any() for y in syn_y], dtype=bool)
     metrics["label_consistency_dice"]["synthetic_with_tumour"] = {
         "WT": label_consistency(judge, syn_x[has_tumour], syn_y[has_tumour])["WT"] if has_tumour.any() else None,
         "n": int(has_tumour.sum())}
-    # empty-vs-empty scores Dice 1, so say how many subjects have a tumour at all
-    metrics["share_with_tumour"] = {"synthetic": float(np.mean([(y > 0).any() for y in syn_y])),
+    metrics["share_with_tumour"] = {"synthetic": float(has_tumour.mean()),
                                     "real_held_out": float(np.mean([(y > 0).any() for y in held_y]))}
     metrics["tumour_at_head_edge"] = {"synthetic": tumour_at_head_edge(syn_x, syn_y),
                                       "real_train": tumour_at_head_edge(train_x, train_y)}
