@@ -24,20 +24,12 @@ import torch
 from torchio.transforms.augmentation import RandomTransform
 from torchio.transforms.transform import Transform
 
-from .data.layout import MODALITIES
-from .data.preprocess import PreprocessConfig, cube_box, to_canonical
+from .brats import MODALITIES, MODALITY_ALIASES
+from .data.preprocess import cube_box, to_canonical
 from .errors import CheckpointError, DataError
 from .sampling import check_precision
 
-__all__ = ["SyntheticAugmenter", "SyntheticReplacement", "DEFAULT_NAMES"]
-
-#: subject image names tried for each canonical modality (BraTS 2023 and 2021 names, common aliases)
-DEFAULT_NAMES = {
-    "t1n": ("t1n", "t1", "T1"),
-    "t1c": ("t1c", "t1ce", "t1gd", "T1Gd", "T1ce"),
-    "t2w": ("t2w", "t2", "T2"),
-    "t2f": ("t2f", "flair", "FLAIR"),
-}
+__all__ = ["SyntheticAugmenter", "SyntheticReplacement"]
 
 _GENERATORS: dict[tuple, object] = {}
 _BATCHES: OrderedDict = OrderedDict()
@@ -98,7 +90,7 @@ def _resolve_names(subject, modalities: Mapping[str, str] | None) -> dict[str, s
             if key in modalities:
                 out[key] = modalities[key]
             continue
-        found = next((n for n in DEFAULT_NAMES[key] if n in names), None)
+        found = next((n for n in MODALITY_ALIASES[key] if n in names), None)
         if found is not None:
             out[key] = found
     missing = [v for v in out.values() if v not in names]
@@ -284,11 +276,10 @@ class SyntheticReplacement(Transform):
         if not mask.any():
             mask[:] = True
         mask_c, affine_c = to_canonical(mask, affine)
-        pre = gen.meta.get("preprocess", {})
-        config = PreprocessConfig(shape=gen.shape, margin_mm=float(pre.get("margin_mm", 2.0)))
+        config = gen.preprocess
         grid_affine = cube_box(mask_c, affine_c, config).grid_affine
         warped = _to_subject_space(image + 1.0, grid_affine, affine, shape, "bilinear") - 1.0
-        low, high = (float(x) for x in pre.get("clip_percentiles", (0.5, 99.5)))
+        low, high = config.clip_percentiles
         for c, key in enumerate(MODALITIES):
             if key not in names:
                 continue

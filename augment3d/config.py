@@ -1,7 +1,9 @@
-"""Recipes: TOML files read with ``tomllib`` into dataclasses.
+"""Recipes: TOML files read with ``tomllib`` into dataclasses (torch-free).
 
-A recipe is a bundled name (``quick``) or a path to a ``.toml`` file. Unknown sections or keys
-are refused, so a typo never silently falls back to a default.
+A recipe is a bundled name (``quick``) or a path to a ``.toml`` file. Unknown sections or keys,
+and values of the wrong type (``steps = 2.5``, ``g_lr = nan``, ``conditions = "site"``), are
+refused with the file and the key named, so a typo never silently falls back to a default. The
+``[bench]`` section belongs to segbench, which reads and checks it (``segbench.config``).
 """
 
 from __future__ import annotations
@@ -14,22 +16,50 @@ from pathlib import Path
 from .data.phantom.cohort import PhantomConfig
 from .data.preprocess import PreprocessConfig
 from .errors import RecipeError
-from .training.trainer import TrainConfig
+from .field_types import enforce_field_types
+from .models.architecture import ModelConfig
+from .training.train_config import TrainConfig
 
 __all__ = ["DataConfig", "Recipe", "load_recipe"]
+
+SECTIONS = ("description", "data", "phantom", "model", "train", "bench")
+#: options that measured runs retired (docs/MODEL.md, "Removed options"): named, not just unknown
+REMOVED = {
+    "train": ("lecam", "cond_loss", "seg_label_pull", "seg_pull_on", "seg_augment"),
+    "model": ("noise_style",),
+}
+
+
+def _strings(name: str, value) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{name} must be a list of strings, got {value!r}")
+    return tuple(value)
 
 
 @dataclass(frozen=True)
 class DataConfig:
     """The ``[data]`` section: model grid, clipping, conditioning columns and their categories."""
 
-    shape: int | tuple[int, int, int] = 32
-    clip_percentiles: tuple[float, float] = (0.5, 99.5)
+    shape: int | tuple[int, int, int] = PreprocessConfig.shape
+    clip_percentiles: tuple[float, float] = PreprocessConfig.clip_percentiles
+    margin_mm: float = PreprocessConfig.margin_mm
     conditions: tuple[str, ...] = ()
     categories: dict[str, list[str]] = field(default_factory=dict)
 
+    def __post_init__(self):
+        enforce_field_types(self)
+        object.__setattr__(self, "conditions", _strings("conditions", self.conditions))
+        if not isinstance(self.categories, dict):
+            raise ValueError(f"categories must be a table of lists, got {self.categories!r}")
+        for column, values in self.categories.items():
+            if not _strings(f"categories.{column}", values):
+                raise ValueError(f"categories.{column} lists no category")
+        self.preprocess()  # checks shape and percentiles
+
     def preprocess(self) -> PreprocessConfig:
-        return PreprocessConfig(shape=self.shape, clip_percentiles=tuple(self.clip_percentiles))
+        as_tuple = lambda v: tuple(v) if isinstance(v, list) else v  # noqa: E731  (TOML gives lists)
+        return PreprocessConfig(shape=as_tuple(self.shape), clip_percentiles=as_tuple(self.clip_percentiles),
+                                margin_mm=self.margin_mm)
 
 
 @dataclass(frozen=True)
@@ -41,20 +71,25 @@ class Recipe:
     path: Path
     model: dict = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
-    bench: object = None  # segbench.config.BenchConfig (imported lazily: augment3d stays free of segbench)
+    #: the raw ``[bench]`` table; ``segbench.config.bench_config(recipe)`` reads and checks it
+    bench: dict = field(default_factory=dict)
 
-    def model_config(self, cond_dim: int):
+    def model_config(self, cond_dim: int) -> ModelConfig:
         """The architecture for this recipe's grid and a condition vector of ``cond_dim`` values."""
-        from .models import ModelConfig
-
         try:
             return ModelConfig(shape=self.data.preprocess().shape, cond_dim=cond_dim, **self.model)
         except (TypeError, ValueError) as exc:
             raise RecipeError(self.path, f"[model]: {exc}") from None
 
 
-def _section(cls, table: dict, where: str, path: Path):
-    known = {f.name for f in fields(cls)}
+def _section(cls, table, where: str, path: Path, derived: tuple[str, ...] = ()):
+    if not isinstance(table, dict):
+        raise RecipeError(path, f"[{where}] must be a table, got {table!r}")
+    removed = sorted(set(table) & set(REMOVED.get(where, ())))
+    if removed:
+        raise RecipeError(path, f"[{where}] {', '.join(removed)}: removed from augment3d after measured runs "
+                                "showed no gain (docs/MODEL.md, 'Removed options'); delete the line")
+    known = {f.name for f in fields(cls)} - set(derived)
     unknown = sorted(set(table) - known)
     if unknown:
         raise RecipeError(path, f"unknown key(s) in [{where}]: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
@@ -64,59 +99,44 @@ def _section(cls, table: dict, where: str, path: Path):
         raise RecipeError(path, f"[{where}]: {exc}") from None
 
 
-def load_recipe(name_or_path: str | os.PathLike) -> Recipe:
-    """Load a bundled recipe by name or a TOML file by path. Raises :class:`RecipeError`."""
+def _recipe_file(name_or_path: str | os.PathLike) -> Path:
     from recipes import available, recipe_path
 
     path = Path(name_or_path)
-    if not path.suffix == ".toml":
-        bundled = recipe_path(str(name_or_path))
-        if bundled is None:
-            raise RecipeError(None, f"no recipe named '{name_or_path}' (bundled: {', '.join(available())}; or give a .toml path)")
-        path = bundled
+    if path.suffix != ".toml":
+        path = recipe_path(str(name_or_path))
+        if path is None:
+            raise RecipeError(None, f"no recipe named '{name_or_path}' (bundled: {', '.join(available())}; "
+                                    "or give a .toml path)")
     if not path.is_file():
         raise RecipeError(path, "recipe file does not exist")
+    return path
+
+
+def load_recipe(name_or_path: str | os.PathLike) -> Recipe:
+    """Load a bundled recipe by name or a TOML file by path. Raises :class:`RecipeError`."""
+    path = _recipe_file(name_or_path)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise RecipeError(path, f"not valid TOML ({exc})") from None
-    unknown = sorted(set(raw) - {"description", "data", "phantom", "model", "train", "bench"})
+    unknown = sorted(set(raw) - set(SECTIONS))
     if unknown:
         raise RecipeError(path, f"unknown section(s): {', '.join(unknown)}")
-    data = dict(raw.get("data", {}))
-    if "shape" in data and isinstance(data["shape"], list):
-        data["shape"] = tuple(data["shape"])
-    for key in ("clip_percentiles", "conditions"):
-        if key in data:
-            data[key] = tuple(data[key])
-    data_cfg = _section(DataConfig, data, "data", path)
-    for column in data_cfg.conditions:
-        if column in data_cfg.categories and not data_cfg.categories[column]:
-            raise RecipeError(path, f"[data.categories] '{column}' lists no category")
-    try:
-        data_cfg.preprocess()
-    except ValueError as exc:
-        raise RecipeError(path, f"[data]: {exc}") from None
-    phantom = _section(PhantomConfig, dict(raw.get("phantom", {})), "phantom", path)
-    train = _section(TrainConfig, dict(raw.get("train", {})), "train", path)
-    model = dict(raw.get("model", {}))
-    from segbench.config import BenchConfig
-
-    bench = _section(BenchConfig, dict(raw.get("bench", {})), "bench", path)
+    model = raw.get("model", {})
+    _section(ModelConfig, model, "model", path, derived=("shape", "cond_dim"))  # keys and types, on a default grid
+    bench = raw.get("bench", {})
+    if not isinstance(bench, dict):
+        raise RecipeError(path, f"[bench] must be a table, got {bench!r}")
     recipe = Recipe(
         name=path.stem,
         description=str(raw.get("description", "")),
-        data=data_cfg,
-        phantom=phantom,
+        data=_section(DataConfig, raw.get("data", {}), "data", path),
+        phantom=_section(PhantomConfig, raw.get("phantom", {}), "phantom", path),
         path=path,
-        model=model,
-        train=train,
-        bench=bench,
+        model=dict(model),
+        train=_section(TrainConfig, raw.get("train", {}), "train", path),
+        bench=dict(bench),
     )
-    from .models import ModelConfig
-
-    bad = sorted(set(model) - set(ModelConfig.__dataclass_fields__) | set(model) & {"shape", "cond_dim"})
-    if bad:
-        raise RecipeError(path, f"unknown or derived key(s) in [model]: {', '.join(bad)}")
-    recipe.model_config(cond_dim=0)
+    recipe.model_config(cond_dim=0)  # the architecture fits the recipe's grid
     return recipe

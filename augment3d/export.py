@@ -12,14 +12,15 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_write_text, staged_folder
-from .data.layout import BRATS2023, MODALITIES, case_file_name
+from .brats import BRATS2023, CLASS_NAMES, MODALITIES, MODALITY_TITLES
+from .data.layout import case_file_name
 from .data.nifti_write import write_nifti
 
 __all__ = ["FORMATS", "export_synthetic"]
 
 FORMATS = ("brats", "nnunet")
-NNUNET_CHANNELS = {"0": "T1", "1": "T1Gd", "2": "T2", "3": "FLAIR"}
-NNUNET_LABELS = {"background": 0, "NETC": 1, "SNFH": 2, "ET": 3}
+NNUNET_CHANNELS = {str(k): MODALITY_TITLES[m] for k, m in enumerate(MODALITIES)}
+NNUNET_LABELS = {name: value for value, name in enumerate(CLASS_NAMES)}
 
 
 def _subject_id(seed: int) -> str:

@@ -16,7 +16,8 @@ import torch
 
 from .checkpoint import load_bundle, save_bundle
 from .data.conditions import ConditionEncoder
-from .data.layout import MODALITIES
+from .data.preprocess import PreprocessConfig
+from .brats import CLASS_NAMES, MODALITIES
 from .errors import CheckpointError
 from .models import Generator3D, ModelConfig
 
@@ -42,14 +43,19 @@ def _version() -> str:
 
 
 def save_generator(run_dir: str | os.PathLike, generator: Generator3D, encoder: ConditionEncoder,
-                   preprocess: dict, step: int) -> None:
-    """Write the (EMA) generator as ``generator.safetensors`` + ``generator.json`` in ``run_dir``."""
+                   preprocess: PreprocessConfig, step: int, info: dict | None = None) -> None:
+    """Write the (EMA) generator as ``generator.safetensors`` + ``generator.json`` in ``run_dir``.
+
+    ``info``: more JSON fields about the run (``voxel_mm``, the median voxel size of the data
+    on the model grid; ``recipe``, its name).
+    """
     meta = {
+        **(info or {}),
         "model": generator.config.to_dict(),
         "modalities": list(MODALITIES),
-        "label_names": ["background", "NETC", "SNFH", "ET"],
+        "label_names": list(CLASS_NAMES),
         "conditions": encoder.to_dict(),
-        "preprocess": preprocess,
+        "preprocess": preprocess.to_dict(),
         "augment3d_version": _version(),
         "step": int(step),
     }
@@ -81,9 +87,19 @@ class SyntheticGenerator:
         return tuple(self.network.config.shape)
 
     @property
+    def preprocess(self) -> PreprocessConfig:
+        """The preprocessing the run's data went through onto the model grid."""
+        return PreprocessConfig.from_dict({**self.meta.get("preprocess", {}), "shape": list(self.shape)})
+
+    @property
+    def voxel_mm(self) -> float:
+        """The median voxel size (mm) of the training data on the model grid (1 when not recorded)."""
+        return float(self.meta.get("voxel_mm", self.meta.get("preprocess", {}).get("voxel_mm", 1.0)))
+
+    @property
     def affine(self) -> np.ndarray:
         """A nominal affine for the model grid (isotropic voxels of the preprocessing's median size)."""
-        return np.diag([*([self.meta.get("preprocess", {}).get("voxel_mm", 1.0)] * 3), 1.0])
+        return np.diag([self.voxel_mm] * 3 + [1.0])
 
     def _condition_vector(self, condition: Mapping[str, str] | None, n: int) -> torch.Tensor | None:
         if not self.encoder.categories:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .augmenter import _device, checkpoint_hash, generate_batch, get_generator
-from .data.layout import MODALITIES
+from .brats import MODALITIES
 from .sampling import check_precision
 
 __all__ = ["SyntheticSubjectsDataset"]

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_write_bytes
+from .brats import MODALITY_TITLES
 
 __all__ = ["OUTLINES", "save_montage"]
 
-MODALITY_TITLES = {"t1n": "T1", "t1c": "T1Gd", "t2w": "T2", "t2f": "FLAIR"}
 #: outlines drawn, in order: whole tumour (green, so oedema is between green and the rest),
 #: enhancing tumour (yellow), necrotic / non-enhancing core (red)
 OUTLINES = (((1, 2, 3), (0.1, 0.9, 0.2)), ((3,), (1.0, 0.9, 0.0)), ((1,), (1.0, 0.15, 0.15)))

@@ -27,6 +27,7 @@ from augment3d import SyntheticAugmenter
 from augment3d.config import load_recipe
 from augment3d.data import ConditionEncoder
 from augment3d.models import Generator3D
+from augment3d.data.preprocess import PreprocessConfig
 from augment3d.sampling import save_generator
 
 
@@ -54,8 +55,7 @@ def make_run(folder: str, grid: int) -> str:
     enc = ConditionEncoder(recipe.data.categories)
     torch.manual_seed(0)
     net = Generator3D(replace(recipe.model_config(enc.dim), shape=(grid,) * 3))
-    pre = {"shape": [grid] * 3, "clip_percentiles": [0.5, 99.5], "margin_mm": 2.0, "voxel_mm": 2.0}
-    save_generator(folder, net, enc, pre, step=0)
+    save_generator(folder, net, enc, PreprocessConfig(shape=grid), step=0, info={"voxel_mm": 2.0})
     return folder
 
 

@@ -105,7 +105,7 @@ def train_rate(recipe, shape: int, steps: int) -> float:
     cfg = replace(recipe.train, steps=steps + 1, checkpoint_every=10**9, log_every=10**9, amp=AMP[0] or recipe.train.amp,
                   channels_last=recipe.train.channels_last if LAYOUT[0] is None else LAYOUT[0] == "last", **TRAIN_SET)
     with tempfile.TemporaryDirectory() as tmp:
-        train_gan(tmp, data, model, cfg, enc, {}, progress=tick)
+        train_gan(tmp, data, model, cfg, enc, progress=tick)
     return cfg.batch / statistics.median(times[1:]) if steps else 0.0
 
 

@@ -20,8 +20,7 @@ from dataclasses import replace
 import torch
 
 from augment3d.config import load_recipe
-from augment3d.training.distributed import World
-from augment3d.training.trainer import _Loop
+from augment3d.training.loop import TrainingLoop
 
 from gan_throughput import machine, random_setup
 
@@ -31,7 +30,7 @@ def seconds_per_step(shape: int, steps: int, channels_last: bool, compiled: bool
     recipe = load_recipe("quick")
     enc, model, data = random_setup(recipe, shape)
     cfg = replace(recipe.train, r1_gamma=0.0, amp="bf16", channels_last=channels_last)
-    loop = _Loop(data, model, cfg, "cpu", World(), enc.sizes)
+    loop = TrainingLoop(data, model, cfg, "cpu")
     if compiled:
         loop.D = torch.compile(loop.D)
         loop.G.from_w = torch.compile(loop.G.from_w)

@@ -29,7 +29,7 @@ from augment3d.atomic import atomic_write_text
 from augment3d.config import Recipe
 from augment3d.errors import DataError
 
-from .config import BenchConfig
+from .config import BenchConfig, bench_config
 from .splits import load_splits, make_splits, save_splits
 from .train import result_path, run_job
 
@@ -178,7 +178,7 @@ def setup_bench(recipe: Recipe, out: str | os.PathLike, *, data: str | os.PathLi
     out = Path(out)
     data = Path(data) if data is not None else None
     generator = Path(generator) if generator is not None else None
-    config: BenchConfig = recipe.bench
+    config = bench_config(recipe)
     if data is not None and not data.is_dir():
         raise DataError(data, "cohort folder does not exist")
     if generator is not None:
@@ -223,9 +223,9 @@ def run_bench(recipe: Recipe, out: str | os.PathLike, *, data=None, generator=No
     """Set up, run the selected jobs that have not finished, and write the report."""
     from .report import write_report
 
-    if recipe.bench is None:
+    if not recipe.bench:
         raise DataError(recipe.path, "the recipe has no [bench] section")
-    selected = jobs(recipe.bench, arm, seed)
+    selected = jobs(bench_config(recipe), arm, seed)
     setup = setup_bench(recipe, out, data=data, generator=generator, force=force, skip_bad=skip_bad, device=device,
                         cache_dir=cache_dir, say=say, progress=progress)
     if setup_only:

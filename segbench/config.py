@@ -1,10 +1,16 @@
-"""The ``[bench]`` section of a recipe: splits, arms, seeds, the segmentation model and its budget."""
+"""The ``[bench]`` section of a recipe: splits, arms, seeds, the segmentation model and its budget.
+
+augment3d's recipe loader keeps ``[bench]`` as a raw table; :func:`bench_config` reads and checks it.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
-__all__ = ["ARMS", "BenchConfig"]
+from augment3d.errors import RecipeError
+from augment3d.field_types import enforce_field_types
+
+__all__ = ["ARMS", "BenchConfig", "bench_config"]
 
 #: the four arms, in report order; ``real`` is the reference every other arm is compared with
 ARMS = ("real", "real+classic", "real+synthetic", "real+classic+synthetic")
@@ -56,10 +62,15 @@ class BenchConfig:
     headline_site: str = "SSA"
 
     def __post_init__(self):
-        for name in ("arms", "seeds", "decoder_channels"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
-        for name in ("val_fraction", "test_fraction", "lr", "weight_decay", "synthetic_p", "synthetic_ratio", "psi"):
-            object.__setattr__(self, name, float(getattr(self, name)))
+        enforce_field_types(self)
+        for name, kind in (("arms", str), ("seeds", int), ("decoder_channels", int)):
+            value = getattr(self, name)
+            if not isinstance(value, (list, tuple)) or not all(isinstance(v, kind) and not isinstance(v, bool) for v in value):
+                raise ValueError(f"{name} must be a list of {kind.__name__}s, got {value!r}")
+            object.__setattr__(self, name, tuple(value))
+        if not isinstance(self.synthetic_condition, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in self.synthetic_condition.items()):
+            raise ValueError(f"synthetic_condition must be a table of strings, got {self.synthetic_condition!r}")
         unknown = [a for a in self.arms if a not in ARMS]
         if unknown or not self.arms:
             raise ValueError(f"arms must be among {', '.join(ARMS)}, got {', '.join(unknown) or 'none'}")
@@ -86,3 +97,16 @@ class BenchConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def bench_config(recipe) -> BenchConfig:
+    """The checked ``[bench]`` section of an :class:`augment3d.config.Recipe`. Raises :class:`RecipeError`."""
+    table = recipe.bench
+    known = {f.name for f in fields(BenchConfig)}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise RecipeError(recipe.path, f"unknown key(s) in [bench]: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    try:
+        return BenchConfig(**table)
+    except (TypeError, ValueError) as exc:
+        raise RecipeError(recipe.path, f"[bench]: {exc}") from None

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torchio as tio
 
-from augment3d.data.layout import MODALITIES
+from augment3d.brats import MODALITIES
 from augment3d.data.preprocess import PreparedCase
 
 from .config import BenchConfig

@@ -22,17 +22,12 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-from augment3d.metrics.regions import REGIONS, region_mask
+from augment3d.metrics.regions import REGIONS, dice_score, region_mask
 
-__all__ = ["MISS_HD95", "MIN_LESION_MM3", "dice_score", "hd95", "lesion_wise", "min_lesion_voxels", "score_case"]
+__all__ = ["MISS_HD95", "MIN_LESION_MM3", "hd95", "lesion_wise", "min_lesion_voxels", "score_case"]
 
 MISS_HD95 = 374.0
 _STRUCTURE = np.ones((3, 3, 3), dtype=bool)  # 26-connectivity
-
-
-def dice_score(pred: np.ndarray, truth: np.ndarray) -> float:
-    total = pred.sum() + truth.sum()
-    return 1.0 if total == 0 else float(2.0 * (pred & truth).sum() / total)
 
 
 def _surface(mask: np.ndarray) -> np.ndarray:

@@ -6,13 +6,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from augment3d.brats import LABEL_CLASSES, MODALITIES, REGIONS
 from augment3d.errors import RecipeError
+from augment3d.models.segmenter import soft_dice
 
 from .config import BenchConfig
 
 __all__ = ["build_model", "seg_loss", "pad_to", "predict"]
 
-N_CLASSES = 4  # background, necrotic core, oedema, enhancing tumour
 _MULTIPLE = 32  # smp-3d's encoders downsample five times; its own shape check never fires
 
 
@@ -29,7 +30,7 @@ def build_model(config: BenchConfig) -> torch.nn.Module:
             raise RecipeError(None, f"[bench] architecture {config.architecture!r} is not in segmentation-models-pytorch-3d")
         kwargs = {"decoder_channels": config.decoder_channels} if config.architecture in ("Unet", "UnetPlusPlus") else {}
         try:
-            model = cls(encoder_name=config.encoder, encoder_weights=None, in_channels=4, classes=N_CLASSES,
+            model = cls(encoder_name=config.encoder, encoder_weights=None, in_channels=len(MODALITIES), classes=LABEL_CLASSES,
                         encoder_depth=5, **kwargs)
         except (KeyError, ValueError, TypeError, RuntimeError) as exc:
             raise RecipeError(None, f"[bench] cannot build {config.architecture} with encoder {config.encoder!r}: {exc}") from None
@@ -55,8 +56,8 @@ def group_norm(module: torch.nn.Module, groups: int = 8) -> torch.nn.Module:
 
 
 def _region_probabilities(probs: torch.Tensor) -> torch.Tensor:
-    """WT (1+2+3), TC (1+3), ET (3) from class probabilities (B, 4, ...)."""
-    return torch.stack([probs[:, 1:].sum(1), probs[:, 1] + probs[:, 3], probs[:, 3]], 1)
+    """The BraTS regions' probabilities (B, 3, ...): WT, TC, ET from class probabilities (B, 4, ...)."""
+    return torch.stack([probs[:, list(classes)].sum(1) for classes in REGIONS.values()], 1)
 
 
 def seg_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -64,10 +65,8 @@ def seg_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     labels = labels.long()
     ce = F.cross_entropy(logits, labels)
     probs = _region_probabilities(logits.float().softmax(1))
-    truth = _region_probabilities(F.one_hot(labels, N_CLASSES).movedim(-1, 1).float())
-    dims = (0, *range(2, probs.ndim))  # batch Dice: one score per region over the whole batch
-    dice = (2 * (probs * truth).sum(dims) + 1e-3) / (probs.sum(dims) + truth.sum(dims) + 1e-3)
-    return ce + (1 - dice.mean())
+    truth = _region_probabilities(F.one_hot(labels, LABEL_CLASSES).movedim(-1, 1).float())
+    return ce + (1 - soft_dice(probs, truth).mean())  # batch Dice: one score per region over the batch
 
 
 def pad_to(x: torch.Tensor, multiple: int = _MULTIPLE, value: float = -1.0) -> tuple[torch.Tensor, tuple[slice, ...]]:

@@ -12,6 +12,7 @@ from augment3d.atomic import atomic_write_bytes, atomic_write_text
 from augment3d.errors import DataError
 from augment3d.metrics.regions import REGIONS
 
+from .config import bench_config
 from .stats import MEAN, arm_summary, paired_comparison
 from .train import RESULT
 
@@ -49,7 +50,7 @@ def build_report(folder: Path, results: dict[str, list[dict]] | None = None) -> 
     folder = Path(folder)
     recipe = load_recipe(folder / "recipe.toml")
     name = json.loads((folder / "bench.json").read_text()).get("recipe", recipe.name) if (folder / "bench.json").is_file() else recipe.name
-    config = recipe.bench
+    config = bench_config(recipe)
     results = load_results(folder) if results is None else results
     if "real" not in results:
         raise DataError(folder, "no finished 'real' job yet: nothing to compare against")

@@ -13,11 +13,11 @@ import torch
 
 from augment3d.atomic import atomic_write_text
 from augment3d.data.preprocess import PreparedCase
-from augment3d.metrics.regions import REGIONS
+from augment3d.metrics.regions import REGIONS, dice
 
 from .config import BenchConfig
 from .data import arm_dataset, voxel_spacing
-from .metrics import dice_score, score_case
+from .metrics import score_case
 from .model import build_model, pad_to, predict, seg_loss
 
 __all__ = ["RESULT", "result_path", "run_job", "score_cases"]
@@ -49,7 +49,7 @@ def _batches(dataset, config: BenchConfig, seed: int):
 def _stack(batch) -> tuple[torch.Tensor, torch.Tensor]:
     import torchio as tio
 
-    from augment3d.data.layout import MODALITIES
+    from augment3d.brats import MODALITIES
 
     x = torch.cat([batch[m][tio.DATA].float() for m in MODALITIES], 1)
     return x, batch["seg"][tio.DATA][:, 0].long()
@@ -61,7 +61,7 @@ def _validation_dice(model, cases: Sequence[PreparedCase], device: str, patch: i
     scores = []
     for case in cases:
         pred = predict(model, case.images, device, patch)
-        scores += [dice_score(region_mask(pred, r), region_mask(case.label, r)) for r in REGIONS]
+        scores += [dice(pred, case.label, r) for r in REGIONS]
     return float(np.mean(scores))
 
 

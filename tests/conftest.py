@@ -34,21 +34,34 @@ def phantom_cohort(tmp_path_factory):
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
+@pytest.fixture
+def tiny():
+    """The tiny GAN set-up (``tests/helpers.py``): ``encoder``, ``model``, ``train``, ``data(n)``."""
+    from types import SimpleNamespace
+
+    import helpers
+
+    return SimpleNamespace(encoder=helpers.TINY_ENCODER, model=helpers.TINY_MODEL, train=helpers.TINY_TRAIN,
+                           data=helpers.tiny_data)
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """A tiny trained generator (16^3, conditioned on site and grade), made once per test session."""
+    from dataclasses import replace
+
     import torch
+    from helpers import TINY_MODEL
 
     from augment3d.data import ConditionEncoder
-    from augment3d.models import ModelConfig
+    from augment3d.data.preprocess import PreprocessConfig
     from augment3d.training.trainer import TrainConfig, TrainingData, train_gan
 
     enc = ConditionEncoder({"site": ["HIC", "SSA"], "grade": ["HGG", "LGG"]})
-    model = ModelConfig(shape=16, cond_dim=enc.dim, z_dim=16, w_dim=16, channel_max=8, d_channel_max=8, mapping_layers=2)
     g = torch.Generator().manual_seed(0)
     data = TrainingData(torch.rand(4, 4, 16, 16, 16, generator=g) * 2 - 1, torch.randint(0, 4, (4, 16, 16, 16), generator=g),
                         torch.from_numpy(enc.encode(enc.all_conditions())))
     run = tmp_path_factory.mktemp("tiny") / "run"
-    preprocess = {"shape": [16, 16, 16], "clip_percentiles": [0.5, 99.5], "margin_mm": 2.0, "voxel_mm": 2.0}
-    train_gan(run, data, model, TrainConfig(steps=2, batch=2, checkpoint_every=2), enc, preprocess)
+    train_gan(run, data, replace(TINY_MODEL, cond_dim=enc.dim), TrainConfig(steps=2, batch=2, checkpoint_every=2), enc,
+              PreprocessConfig(shape=16), generator_info={"voxel_mm": 2.0})
     return run

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from augment3d.data.layout import BRATS2021, BRATS2023, MODALITIES, NamingScheme, case_file_name
+from augment3d.brats import BRATS2021, BRATS2023, MODALITIES, NamingScheme
+from augment3d.data.layout import case_file_name
 from augment3d.data.nifti_write import write_nifti
 
-__all__ = ["write_case", "write_metadata", "truncate", "corrupt_gzip_block", "rewrite", "SHAPE"]
+__all__ = ["write_case", "write_metadata", "truncate", "corrupt_gzip_block", "rewrite", "SHAPE", "TINY_ENCODER",
+           "TINY_MODEL", "TINY_TRAIN", "tiny_data", "generator_weights", "Payload"]
 
 SHAPE = (20, 18, 16)
 AFFINE = np.array([[1.5, 0, 0, -15.0], [0, 1.5, 0, -13.5], [0, 0, 1.5, -12.0], [0, 0, 0, 1]])
@@ -103,3 +105,53 @@ def rewrite(path: Path, data: np.ndarray, affine: np.ndarray = AFFINE, dtype=np.
 
 def gzip_bytes(raw: bytes) -> bytes:
     return gzip.compress(raw, mtime=0)
+
+
+# The tiny GAN every training test starts from: a 16^3 grid, conditioned on site, a few steps.
+# Tests change what they are about with dataclasses.replace and keep the rest.
+
+
+def _tiny():
+    from augment3d.data import ConditionEncoder
+    from augment3d.models import ModelConfig
+    from augment3d.training.train_config import TrainConfig
+
+    encoder = ConditionEncoder({"site": ["HIC", "SSA"]})
+    model = ModelConfig(shape=16, cond_dim=encoder.dim, z_dim=16, w_dim=16, channel_max=8, d_channel_max=8,
+                        mapping_layers=2)
+    train = TrainConfig(steps=6, batch=2, loss="nonsaturating", g_lr=2.5e-4, d_lr=2.5e-4, r1_interval=2,
+                        checkpoint_every=3, log_every=1, ada_interval=1, ada_images=50)
+    return encoder, model, train
+
+
+TINY_ENCODER, TINY_MODEL, TINY_TRAIN = _tiny()
+
+
+def tiny_data(n: int = 4):
+    """``n`` random subjects on the tiny grid, alternating HIC and SSA."""
+    import torch
+
+    from augment3d.training.loop import TrainingData
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(n, 4, 16, 16, 16, generator=g) * 2 - 1
+    labels = torch.randint(0, 4, (n, 16, 16, 16), generator=g)
+    conds = torch.from_numpy(TINY_ENCODER.encode([{"site": "HIC"}, {"site": "SSA"}] * (n // 2)))
+    return TrainingData(images, labels, conds)
+
+
+def generator_weights(run) -> dict:
+    """The EMA generator's tensors of a run folder, by name."""
+    from augment3d.sampling import load_generator
+
+    return {k: v.clone() for k, v in load_generator(run).network.state_dict().items()}
+
+
+class Payload:
+    """Pickles to a call of ``open(marker, "w")``: unpickling it creates the marker file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 
@@ -137,3 +139,28 @@ def test_prepare_bad_input_matrix(cohort, tmp_path, key, damage, fragment):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {path}: ") and fragment in lines[0], lines
     assert not out_cache.exists() or not any(out_cache.iterdir())  # nothing half-written
+
+
+def test_cli_train_resume_sample(cohort, tmp_path):
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["train", str(cohort), "--recipe", "ci", "--out", str(run), "--steps", "3"])
+    assert result.exit_code == 0, result.output
+    for name in ("generator.safetensors", "generator.json", "log.jsonl", "curves.png", "samples_latest.png"):
+        assert (run / name).is_file(), name
+    again = runner.invoke(app, ["train", str(cohort), "--recipe", "ci", "--out", str(run)])
+    assert again.exit_code == 2 and "already exists; use --resume" in again.stderr
+    resumed = runner.invoke(app, ["train", str(cohort), "--recipe", "ci", "--out", str(run), "--resume"])
+    assert resumed.exit_code == 0 and "step 6" in resumed.stdout
+    info = runner.invoke(app, ["info", str(run)])
+    assert info.exit_code == 0 and "generator at step 6" in info.stdout and "site {HIC, SSA}" in info.stdout
+    out = tmp_path / "nn"
+    result = runner.invoke(app, ["sample", str(run), str(out), "--n", "2", "--condition", "site=SSA",
+                                 "--condition", "grade=LGG", "--seed", "3", "--format", "nnunet"])
+    assert result.exit_code == 0, result.output
+    dataset = json.loads((out / "dataset.json").read_text())
+    assert dataset["numTraining"] == 2 and dataset["labels"]["ET"] == 3
+    assert sorted(p.name for p in (out / "imagesTr").iterdir())[:4] == [f"BraTS-SYN-000003-000_{k:04d}.nii.gz" for k in range(4)]
+    assert len(os.listdir(out / "labelsTr")) == 2
+    bad = runner.invoke(app, ["sample", str(run), str(tmp_path / "x"), "--condition", "site=EU", "--condition", "grade=LGG"])
+    assert bad.exit_code == 2 and f"{run}: unknown site 'EU' (known: HIC, SSA)" in bad.stderr
+    assert not (tmp_path / "x").exists()

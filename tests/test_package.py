@@ -1,14 +1,10 @@
-"""Packaging promises: light import, bundled recipes, recipe validation."""
+"""Packaging promises: a light ``import augment3d``, recipes readable without torch."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
-import pytest
-
-from augment3d.config import load_recipe
-from augment3d.errors import RecipeError
 
 
 def test_import_is_light():
@@ -21,28 +17,21 @@ def test_import_is_light():
     assert out.strip() == "[]"
 
 
-@pytest.mark.parametrize("name", ["ci", "quick", "phantom", "brats_africa_128"])
-def test_bundled_recipes_load(name):
-    recipe = load_recipe(name)
-    assert recipe.name == name
-    assert recipe.data.preprocess().shape[0] >= 16
-
-
-def test_recipe_typos_are_refused(tmp_path):
-    path = tmp_path / "r.toml"
-    path.write_text("[data]\nshap = 32\n")
-    with pytest.raises(RecipeError, match=r"unknown key\(s\) in \[data\]: shap"):
-        load_recipe(path)
-    path.write_text("[data]\nshape = 2\n")
-    with pytest.raises(RecipeError, match="shape must be"):
-        load_recipe(path)
-    path.write_text("[data\n")
-    with pytest.raises(RecipeError, match="not valid TOML"):
-        load_recipe(path)
-
-
-def test_integer_hyperparameters_are_accepted(tmp_path):
-    path = tmp_path / "r.toml"
-    path.write_text("[data]\nshape = 16\n[train]\nbeta1 = 0\nr1_gamma = 1\n")
-    recipe = load_recipe(path)
-    assert recipe.train.beta1 == 0.0 and isinstance(recipe.train.beta1, float)
+def test_reading_a_recipe_needs_no_torch_and_no_segbench():
+    """``augment3d.config`` loads every bundled recipe with torch made unimportable."""
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'segbench'):\n"
+        "            raise ImportError(f'{name} is blocked')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import augment3d.config\n"
+        "for name in ('ci', 'quick', 'phantom', 'brats_africa_128'):\n"
+        "    recipe = augment3d.config.load_recipe(name)\n"
+        "    recipe.model_config(cond_dim=4)\n"
+        "print('ok', recipe.train.steps)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ok ")

@@ -2,7 +2,8 @@
 
 from .cohort import PreparedCohort, SkippedCase, prepare_cohort
 from .conditions import ConditionEncoder
-from .layout import BRATS2021, BRATS2023, KEYS, LABEL_KEY, MODALITIES, Case, NamingScheme, discover_cases
+from ..brats import BRATS2021, BRATS2023, KEYS, LABEL_KEY, MODALITIES, NamingScheme
+from .layout import Case, discover_cases
 from .metadata import METADATA_FILE, Metadata, read_metadata, subject_conditions
 from .nifti import NiftiVolume, read_nifti
 from .preprocess import PreparedCase, PreprocessConfig, preprocess_case

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_write_bytes
-from .layout import KEYS, Case
+from ..brats import KEYS
+from .layout import Case
 from .preprocess import PreparedCase
 
 __all__ = ["CACHE_VERSION", "default_cache_dir", "cache_key", "load_cached", "store_cached"]

@@ -1,69 +1,21 @@
-"""BraTS folder layouts: naming schemes and case discovery.
+"""BraTS folder layouts: case discovery under the naming schemes of :mod:`augment3d.brats`.
 
-Two naming schemes are recognised, both mapped onto the canonical keys
-``t1n, t1c, t2w, t2f`` (images) and ``seg`` (labels):
-
-* BraTS 2023+ (BraTS-Africa uses it): ``<case>/<case>-{t1n,t1c,t2w,t2f,seg}.nii.gz``,
-  labels 1 = NETC, 2 = SNFH, 3 = ET.
-* BraTS 2021: ``<case>/<case>_{t1,t1ce,t2,flair,seg}.nii.gz``, enhancing tumour labelled 4
-  (remapped to 3 on reading).
+Both schemes (BraTS 2023+ and BraTS 2021) map onto the canonical keys ``t1n, t1c, t2w, t2f``
+(images) and ``seg`` (labels); BraTS 2021's enhancing tumour (4) is read as 3.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from ..brats import BRATS2023, KEYS, SCHEMES, NamingScheme
 from ..errors import DataError
 
-__all__ = [
-    "MODALITIES",
-    "LABEL_KEY",
-    "KEYS",
-    "NamingScheme",
-    "BRATS2023",
-    "BRATS2021",
-    "SCHEMES",
-    "Case",
-    "discover_cases",
-    "case_file_name",
-]
+__all__ = ["Case", "discover_cases", "case_file_name"]
 
-MODALITIES: tuple[str, ...] = ("t1n", "t1c", "t2w", "t2f")
-LABEL_KEY = "seg"
-KEYS: tuple[str, ...] = (*MODALITIES, LABEL_KEY)
 NIFTI_EXTENSIONS = (".nii.gz", ".nii")
-
-
-@dataclass(frozen=True)
-class NamingScheme:
-    """How one BraTS release names its files and labels."""
-
-    name: str
-    separator: str
-    suffixes: dict[str, str]
-    label_values: frozenset[int]
-    label_remap: dict[int, int] = field(default_factory=dict)
-
-    def file_suffix(self, key: str) -> str:
-        return f"{self.separator}{self.suffixes[key]}"
-
-
-BRATS2023 = NamingScheme(
-    name="BraTS-2023",
-    separator="-",
-    suffixes={"t1n": "t1n", "t1c": "t1c", "t2w": "t2w", "t2f": "t2f", "seg": "seg"},
-    label_values=frozenset({0, 1, 2, 3}),
-)
-BRATS2021 = NamingScheme(
-    name="BraTS-2021",
-    separator="_",
-    suffixes={"t1n": "t1", "t1c": "t1ce", "t2w": "t2", "t2f": "flair", "seg": "seg"},
-    label_values=frozenset({0, 1, 2, 4}),
-    label_remap={4: 3},
-)
-SCHEMES: tuple[NamingScheme, ...] = (BRATS2023, BRATS2021)
 
 
 def case_file_name(subject_id: str, key: str, scheme: NamingScheme = BRATS2023) -> str:

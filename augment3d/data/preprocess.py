@@ -9,12 +9,13 @@ world affine of the output grid is kept, so generated volumes can be mapped back
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
 from ..errors import DataError
-from .layout import MODALITIES
+from ..field_types import enforce_field_types
+from ..brats import MODALITIES
 from .validation import LoadedCase
 
 __all__ = ["PreprocessConfig", "PreparedCase", "CubeBox", "cube_box", "preprocess_case", "to_canonical"]
@@ -29,13 +30,17 @@ class PreprocessConfig:
     margin_mm: float = 2.0
 
     def __post_init__(self):
+        enforce_field_types(self)
         shape = self.shape
         if isinstance(shape, int):
             shape = (shape, shape, shape)
-        shape = tuple(int(s) for s in shape)
-        if len(shape) != 3 or min(shape) < 4:
+        if not isinstance(shape, tuple) or len(shape) != 3 or any(isinstance(s, bool) or not isinstance(s, int) for s in shape) \
+                or min(shape) < 4:
             raise ValueError(f"shape must be an int or three ints >= 4, got {self.shape!r}")
-        lo, hi = (float(p) for p in self.clip_percentiles)
+        percentiles = self.clip_percentiles
+        if not isinstance(percentiles, (list, tuple)) or len(percentiles) != 2 or not all(isinstance(p, (int, float)) and not isinstance(p, bool) for p in percentiles):
+            raise ValueError(f"clip_percentiles must be two numbers, got {percentiles!r}")
+        lo, hi = (float(p) for p in percentiles)
         if not 0.0 <= lo < hi <= 100.0:
             raise ValueError(f"clip_percentiles must satisfy 0 <= low < high <= 100, got {self.clip_percentiles!r}")
         object.__setattr__(self, "shape", shape)
@@ -43,6 +48,14 @@ class PreprocessConfig:
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PreprocessConfig:
+        """Settings as :meth:`to_dict` wrote them. Runs before 0.1 also kept ``voxel_mm`` and
+        ``recipe`` here (now beside it in ``generator.json``); they are not settings and are skipped."""
+        known = {f.name for f in fields(cls)}
+        settings = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
+        return cls(**settings)
 
 
 @dataclass

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from .layout import KEYS, LABEL_KEY, MODALITIES, Case, discover_cases
+from ..brats import KEYS, LABEL_KEY, MODALITIES
+from .layout import Case, discover_cases
 from .metadata import Metadata, read_metadata, subject_conditions
 from .nifti import NiftiVolume, read_nifti
 

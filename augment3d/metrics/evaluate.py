@@ -11,7 +11,6 @@ import numpy as np
 
 from ..atomic import atomic_write_text, refuse_existing, staged_folder
 from ..data.cohort import prepare_cohort
-from ..data.preprocess import PreprocessConfig
 from . import settings
 from .consistency import condition_fidelity, label_consistency, train_segmenter
 from .diversity import mean_pairwise_ms_ssim, prdc
@@ -63,9 +62,7 @@ def evaluate_run(run: str | os.PathLike, data: str | os.PathLike, out: str | os.
     say = progress or (lambda message: None)
     run = Path(run)
     gen = load_generator(run)
-    pre = gen.meta.get("preprocess", {})
-    config = PreprocessConfig(shape=gen.shape, clip_percentiles=tuple(pre.get("clip_percentiles", (0.5, 99.5))),
-                              margin_mm=float(pre.get("margin_mm", 2.0)))
+    config = gen.preprocess
     refuse_existing(out, force)  # before the minutes of work, not after
     check_conditions_match(gen, data)
     say("preparing real data")

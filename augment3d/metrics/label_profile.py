@@ -12,10 +12,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["label_profile", "tumour_at_head_edge", "LABEL_NAMES"]
+from ..brats import LABEL_NAMES
 
-#: BraTS classes (2023 numbering)
-LABEL_NAMES = {1: "NETC", 2: "SNFH", 3: "ET"}
+__all__ = ["label_profile", "tumour_at_head_edge"]
 
 
 def _profile(labels: np.ndarray) -> dict:

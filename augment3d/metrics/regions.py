@@ -1,21 +1,29 @@
-"""BraTS scoring regions and Dice."""
+"""Dice of BraTS regions (label values in :data:`augment3d.brats.REGIONS`)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["REGIONS", "region_mask", "dice"]
+from ..brats import REGIONS
 
-#: whole tumour, tumour core, enhancing tumour (labels 1 NETC, 2 SNFH, 3 ET)
-REGIONS: dict[str, tuple[int, ...]] = {"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,)}
+__all__ = ["REGIONS", "region_mask", "dice", "dice_score"]
 
 
 def region_mask(label: np.ndarray, region: str) -> np.ndarray:
     return np.isin(label, REGIONS[region])
 
 
+def dice_score(prediction: np.ndarray, truth: np.ndarray) -> float:
+    """Dice of two binary masks; both empty scores 1 (nothing to find, nothing found).
+
+    Example:
+        >>> dice_score(np.array([1, 1, 0], bool), np.array([1, 0, 0], bool))
+        0.6666666666666666
+    """
+    total = prediction.sum() + truth.sum()
+    return 1.0 if total == 0 else float(2.0 * (prediction & truth).sum() / total)
+
+
 def dice(prediction: np.ndarray, truth: np.ndarray, region: str) -> float:
-    """Dice of one region; both empty scores 1 (nothing to find, nothing found)."""
-    p, t = region_mask(prediction, region), region_mask(truth, region)
-    total = p.sum() + t.sum()
-    return 1.0 if total == 0 else float(2.0 * (p & t).sum() / total)
+    """Dice of one region (``WT``, ``TC``, ``ET``) between two label maps."""
+    return dice_score(region_mask(prediction, region), region_mask(truth, region))

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_write_bytes, atomic_write_text
-from ..viz import MODALITY_TITLES, save_montage
-from .label_profile import LABEL_NAMES
+from ..brats import LABEL_NAMES, MODALITY_TITLES
+from ..viz import save_montage
 
 __all__ = ["write_report"]
 

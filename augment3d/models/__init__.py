@@ -1,9 +1,26 @@
-"""The conditional 3D StyleGAN: mapping network, generator, discriminator; a small segmenter."""
+"""The conditional 3D StyleGAN: mapping network, generator, discriminator; a small segmenter.
 
-from .config import ModelConfig, synthesis_plan
-from .discriminator import Discriminator3D
-from .generator import Generator3D
-from .mapping import MappingNetwork
-from .segmenter import TinySegmenter
+``ModelConfig`` (``augment3d.models.architecture``) is torch-free; the networks load torch when
+first used, so reading a recipe does not.
+"""
 
-__all__ = ["ModelConfig", "Generator3D", "Discriminator3D", "MappingNetwork", "TinySegmenter", "synthesis_plan"]
+from __future__ import annotations
+
+import importlib
+
+from .architecture import ModelConfig, synthesis_plan
+
+_LAZY = {
+    "Generator3D": "augment3d.models.generator",
+    "Discriminator3D": "augment3d.models.discriminator",
+    "MappingNetwork": "augment3d.models.mapping",
+    "TinySegmenter": "augment3d.models.segmenter",
+}
+
+__all__ = ["ModelConfig", "synthesis_plan", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'augment3d.models' has no attribute {name!r}")

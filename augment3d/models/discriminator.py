@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from .config import ModelConfig, synthesis_plan
+from .architecture import ModelConfig, synthesis_plan
 from .layers import EqualConv3d, EqualLinear, downsample2
 
 __all__ = ["Discriminator3D", "minibatch_stddev"]
@@ -45,7 +45,7 @@ class Discriminator3D(nn.Module):
     :func:`~augment3d.models.layers.power_iteration` on D once per step.
     """
 
-    def __init__(self, config: ModelConfig, classifier: bool = False):
+    def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
         base, doublings = synthesis_plan(config.shape)
@@ -59,14 +59,11 @@ class Discriminator3D(nn.Module):
         self.fc = EqualLinear(top * math.prod(base), top, activate=True, spectral=sn)
         self.out = EqualLinear(top, 1, spectral=sn)
         self.embed = EqualLinear(config.cond_dim, top, spectral=sn) if config.cond_dim else None
-        #: auxiliary head: logits of the condition vector (one block per condition column)
-        self.classifier = EqualLinear(top, config.cond_dim, spectral=sn) if config.cond_dim and classifier else None
         #: run the convolutions in ``channels_last_3d`` memory layout (same values, see Generator3D)
         self.channels_last = False
 
-    def forward(self, images: torch.Tensor, labels: torch.Tensor, c: torch.Tensor | None = None,
-                classes: bool = False):
-        """Scores (B,); with ``classes=True`` also the classifier's condition logits (B, cond_dim)."""
+    def forward(self, images: torch.Tensor, labels: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores (B,): higher means real."""
         x = torch.cat([images, labels.to(images.dtype)], dim=1)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last_3d)
@@ -78,8 +75,4 @@ class Discriminator3D(nn.Module):
         score = self.out(h)
         if self.embed is not None:
             score = score + (h * self.embed(c)).sum(dim=1, keepdim=True) / math.sqrt(h.shape[1])
-        if not classes:
-            return score[:, 0]
-        if self.classifier is None:
-            raise ValueError("this discriminator was built without a condition classifier")
-        return score[:, 0], self.classifier(h)
+        return score[:, 0]

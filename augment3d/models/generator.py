@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import ModelConfig, synthesis_plan
+from .architecture import ModelConfig, synthesis_plan
 from .layers import LRELU_GAIN, LRELU_SLOPE, AdaINConv3d, ModulatedConv3d, NoiseInjection
 from .mapping import MappingNetwork
 
@@ -30,13 +30,13 @@ class SynthesisLayer(nn.Module):
             self.conv = AdaINConv3d(in_ch, out_ch, 3, config.w_dim)
         else:
             self.conv = ModulatedConv3d(in_ch, out_ch, 3, config.w_dim)
-        self.noise = NoiseInjection(config.w_dim if config.noise_style else None)
+        self.noise = NoiseInjection()
         self.bias = nn.Parameter(torch.zeros(out_ch))
 
     def forward(self, x, w, noise):
         # lrelu(conv + noise + bias) with lrelu's gain folded into each term: fewer full-size passes
         x = self.conv(x, w, gain=LRELU_GAIN, bias=self.bias * LRELU_GAIN)
-        return F.leaky_relu(self.noise(x, noise, w, gain=LRELU_GAIN), LRELU_SLOPE)
+        return F.leaky_relu(self.noise(x, noise, gain=LRELU_GAIN), LRELU_SLOPE)
 
 
 class ToOutput(nn.Module):

@@ -216,26 +216,14 @@ class AdaINConv3d(nn.Module):
 
 
 class NoiseInjection(nn.Module):
-    """Adds per-voxel noise times a learned strength (starts at zero).
+    """Adds per-voxel noise times a learned strength (starts at zero)."""
 
-    With ``w_dim`` the strength also depends on each sample's w (a linear map that starts at
-    zero), so conditions can differ in noise, as scanners do.
-    """
-
-    def __init__(self, w_dim: int | None = None):
+    def __init__(self):
         super().__init__()
         self.strength = nn.Parameter(torch.zeros(()))
-        self.style = None
-        if w_dim:
-            self.style = EqualLinear(w_dim, 1)
-            nn.init.zeros_(self.style.weight)
 
-    def forward(self, x: torch.Tensor, noise: torch.Tensor | None, w: torch.Tensor | None = None,
-                gain: float = 1.0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, noise: torch.Tensor | None, gain: float = 1.0) -> torch.Tensor:
         """``x`` plus the noise times its strength (times ``gain``, when x was scaled by it)."""
         if noise is None:
             return x
-        strength = self.strength
-        if self.style is not None:
-            strength = (strength + self.style(w)).reshape(-1, 1, 1, 1, 1)
-        return torch.addcmul(x, (strength * gain).to(x.dtype), noise.to(x.dtype))
+        return torch.addcmul(x, (self.strength * gain).to(x.dtype), noise.to(x.dtype))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .config import ModelConfig
+from .architecture import ModelConfig
 from .layers import EqualLinear
 
 __all__ = ["MappingNetwork", "normalize_2nd_moment"]

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["TinySegmenter", "one_hot", "segmentation_loss", "tumour_dice_loss"]
+__all__ = ["TinySegmenter", "one_hot", "segmentation_loss", "soft_dice"]
 
 
 class TinySegmenter(nn.Module):
@@ -53,22 +53,16 @@ def segmentation_loss(logits: torch.Tensor, onehot: torch.Tensor) -> torch.Tenso
     logits = logits.float()
     onehot = onehot.float()
     probs = logits.softmax(1)
-    soft_dice = 1 - _soft_dice(probs, onehot)[1:].mean()
-    return F.cross_entropy(logits, onehot.argmax(1)) + soft_dice
+    return F.cross_entropy(logits, onehot.argmax(1)) + (1 - soft_dice(probs, onehot)[1:].mean())
 
 
-def tumour_dice_loss(logits: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
-    """1 - soft Dice of the whole tumour (every foreground class together), pooled over the batch.
+def soft_dice(probs: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    """Soft Dice per channel of (B, K, ...) maps, pooled over the batch and space, with ``smooth``
+    added above and below (so a channel empty in both scores 1).
 
-    Where :func:`segmentation_loss` judges each class, this judges only where the tumour is: with
-    a gradient in ``onehot`` it moves a label map's tumour onto the segmenter's, whatever the
-    classes inside it.
+    Example:
+        >>> soft_dice(torch.ones(1, 1, 2, 2), torch.ones(1, 1, 2, 2)).tolist()
+        [1.0]
     """
-    probs = logits.float().softmax(1)[:, 1:].sum(1, keepdim=True)
-    return 1 - _soft_dice(probs, onehot.float()[:, 1:].sum(1, keepdim=True))[0]
-
-
-def _soft_dice(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Smoothed soft Dice per channel of (B, K, ...) maps, pooled over the batch and space."""
     dims = (0, *range(2, probs.dim()))
-    return (2 * (probs * target).sum(dims) + 1) / (probs.sum(dims) + target.sum(dims) + 1)
+    return (2 * (probs * target).sum(dims) + smooth) / (probs.sum(dims) + target.sum(dims) + smooth)

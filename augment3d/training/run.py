@@ -122,16 +122,7 @@ def train_run(
         resume, force = False, True  # our run, killed before its first checkpoint: start it again
     if not resume and out.exists() and any(out.iterdir()) and not force:
         raise DataError(out, "already exists; use --resume to continue it or --force to start over")
-    cohort = prepare_cohort(data_dir, recipe.data.preprocess(), recipe.data.conditions, recipe.data.categories,
-                            skip_bad=skip_bad, cache_dir=cache_dir)
-    if subjects is not None:
-        wanted = set(subjects)
-        missing = sorted(wanted - {c.subject_id for c in cohort.cases} - {s.case.subject_id for s in cohort.skipped})
-        if missing:
-            raise DataError(data_dir, f"no case named {', '.join(missing[:5])} to train on")
-        cohort = replace(cohort, cases=[c for c in cohort.cases if c.subject_id in wanted])
-        if not cohort.cases:
-            raise DataError(data_dir, "none of the requested training subjects is usable")
+    cohort = _training_cohort(data_dir, recipe, subjects, skip_bad, cache_dir)
     encoder = _encoder(recipe, cohort)
     _barrier(world)  # every rank has read the data before rank 0 changes anything
     if world.main and not resume and out.exists() and force:
@@ -139,23 +130,45 @@ def train_run(
     train_cfg = recipe.train if steps is None else replace(recipe.train, steps=steps)
     model_cfg = recipe.model_config(encoder.dim)
     voxel_mm = float(np.median([np.sqrt((c.affine[:3, :3] ** 2).sum(0)).mean() for c in cohort.cases]))
-    preprocess = {**recipe.data.preprocess().to_dict(), "voxel_mm": voxel_mm, "recipe": recipe.name}
     if world.main:
-        out.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(out)  # a killed run's half-written files
-        atomic_write_text(out / "recipe.toml", recipe.path.read_text(encoding="utf-8"))
-        atomic_write_text(out / "subjects.json", json.dumps(
-            {"data": str(Path(data_dir).resolve()), "train": [c.subject_id for c in cohort.cases],
-             "skipped": [s.case.subject_id for s in cohort.skipped]}, indent=1) + "\n")
+        _write_records(out, recipe, data_dir, cohort)
     data = TrainingData.from_cases(cohort.cases, encoder)
     _barrier(world)
     last = train_gan(
-        out, data, model_cfg, train_cfg, encoder, preprocess, resume=resume, device=device, progress=progress,
-        on_checkpoint=lambda step, g: _at_checkpoint(out, g, encoder, step, cohort.cases),
+        out, data, model_cfg, train_cfg, encoder, recipe.data.preprocess(), resume=resume, device=device,
+        progress=progress, on_checkpoint=lambda step, g: _at_checkpoint(out, g, encoder, step, cohort.cases),
+        generator_info={"voxel_mm": voxel_mm, "recipe": recipe.name},
     )
     if world.main:
         save_loss_curves(out / "log.jsonl", out / "curves.png")
     return out, cohort, last
+
+
+def _training_cohort(data_dir, recipe: Recipe, subjects: Sequence[str] | None, skip_bad: bool,
+                     cache_dir) -> PreparedCohort:
+    """The prepared cohort, restricted to ``subjects`` when given (every one must exist)."""
+    cohort = prepare_cohort(data_dir, recipe.data.preprocess(), recipe.data.conditions, recipe.data.categories,
+                            skip_bad=skip_bad, cache_dir=cache_dir)
+    if subjects is None:
+        return cohort
+    wanted = set(subjects)
+    missing = sorted(wanted - {c.subject_id for c in cohort.cases} - {s.case.subject_id for s in cohort.skipped})
+    if missing:
+        raise DataError(data_dir, f"no case named {', '.join(missing[:5])} to train on")
+    cohort = replace(cohort, cases=[c for c in cohort.cases if c.subject_id in wanted])
+    if not cohort.cases:
+        raise DataError(data_dir, "none of the requested training subjects is usable")
+    return cohort
+
+
+def _write_records(out: Path, recipe: Recipe, data_dir, cohort: PreparedCohort) -> None:
+    """The recipe as run and the subjects trained on (``augment3d evaluate`` holds out the others)."""
+    out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)  # a killed run's half-written files
+    atomic_write_text(out / "recipe.toml", recipe.path.read_text(encoding="utf-8"))
+    atomic_write_text(out / "subjects.json", json.dumps(
+        {"data": str(Path(data_dir).resolve()), "train": [c.subject_id for c in cohort.cases],
+         "skipped": [s.case.subject_id for s in cohort.skipped]}, indent=1) + "\n")
 
 
 def _at_checkpoint(out: Path, generator, encoder, step: int, reals) -> None:

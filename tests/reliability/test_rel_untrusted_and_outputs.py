@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 import torch
 from test_rel_kill_resume import _killed
-from test_training import ENC, MODEL, TRAIN, _Payload, tiny_data, weights
+from helpers import TINY_ENCODER as ENC, TINY_MODEL as MODEL, TINY_TRAIN as TRAIN, Payload, generator_weights, tiny_data
 from typer.testing import CliRunner
 
 from augment3d.errors import CheckpointError
@@ -26,7 +26,7 @@ def _run(*args):
 @pytest.fixture
 def run(tmp_path):
     folder = tmp_path / "run"
-    train_gan(folder, tiny_data(), MODEL, replace(TRAIN, steps=3), ENC, {"shape": [16, 16, 16]})
+    train_gan(folder, tiny_data(), MODEL, replace(TRAIN, steps=3), ENC)
     return folder
 
 
@@ -39,9 +39,9 @@ def test_truncated_safetensors_is_refused(run):
 
 def test_pickle_as_training_state_is_refused_on_resume(run, tmp_path):
     marker = tmp_path / "pwned"
-    (run / "train_state.safetensors").write_bytes(pickle.dumps({"x": _Payload(str(marker))}))
+    (run / "train_state.safetensors").write_bytes(pickle.dumps({"x": Payload(str(marker))}))
     with pytest.raises(CheckpointError, match="train_state.safetensors: does not match"):
-        train_gan(run, tiny_data(), MODEL, TRAIN, ENC, {}, resume=True)
+        train_gan(run, tiny_data(), MODEL, TRAIN, ENC, resume=True)
     assert not marker.exists()
 
 
@@ -67,9 +67,9 @@ def test_checkpoint_conditioned_on_columns_the_data_lacks(run, cohort, tmp_path)
 
 
 def test_nan_in_a_weight_stops_without_saving(tmp_path, monkeypatch):
-    from augment3d.training import trainer
+    from augment3d.training.loop import TrainingLoop
 
-    original = trainer._Loop.step
+    original = TrainingLoop.step
 
     def poisoned(self, step):
         if step == 4:
@@ -77,13 +77,13 @@ def test_nan_in_a_weight_stops_without_saving(tmp_path, monkeypatch):
                 next(self.G.parameters()).view(-1)[0] = float("nan")
         return original(self, step)
 
-    monkeypatch.setattr(trainer._Loop, "step", poisoned)
+    monkeypatch.setattr(TrainingLoop, "step", poisoned)
     folder = tmp_path / "run"
     with pytest.raises(TrainingDiverged, match="non-finite"):
-        train_gan(folder, tiny_data(), MODEL, TRAIN, ENC, {})
+        train_gan(folder, tiny_data(), MODEL, TRAIN, ENC)
     assert json.loads((folder / "generator.json").read_text())["step"] == 3
     assert json.loads((folder / "train_state.json").read_text())["step"] == 3
-    assert all(torch.isfinite(v).all() for v in weights(folder).values())
+    assert all(torch.isfinite(v).all() for v in generator_weights(folder).values())
 
 
 def test_commands_never_overwrite_without_force(tiny_run, cohort, tmp_path):

@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from ...atomic import atomic_write_text, staged_folder
-from ..layout import BRATS2023, case_file_name
+from ...brats import BRATS2023
+from ...field_types import enforce_field_types
+from ..layout import case_file_name
 from ..metadata import METADATA_FILE
 from ..nifti_write import write_nifti
 from .anatomy import load_template, output_grid
@@ -35,6 +37,7 @@ class PhantomConfig:
     ssa_fraction: float = 0.25
 
     def __post_init__(self):
+        enforce_field_types(self)
         if self.cases < 1:
             raise ValueError(f"cases must be at least 1, got {self.cases}")
         if not 0.0 <= self.ssa_fraction <= 1.0:

@@ -7,12 +7,12 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ...brats import MODALITIES
 from .anatomy import Template, output_grid, sample_volume, smooth_field
 from .contrast import SITE_SCANNER, TISSUES, tissue_table
 
 __all__ = ["SubjectParams", "sample_subject_params", "synthesize_subject"]
 
-MODALITY_ORDER = ("t1n", "t1c", "t2w", "t2f")
 HGG_SHARE = {"HIC": 0.6, "SSA": 0.85}
 # tumour presentation per site: radius (mm) per grade, necrotic share of the radius, oedema reach
 TUMOUR = {
@@ -178,7 +178,7 @@ def synthesize_subject(p: SubjectParams, template: Template) -> tuple[dict[str, 
     sigma = [p.fwhm_mm / 2.355 / s] * 3
     sigma[p.slice_axis] = max(p.slice_mm, p.fwhm_mm) / 2.355 / s
     images = {}
-    for m, modality in enumerate(MODALITY_ORDER):
+    for m, modality in enumerate(MODALITIES):
         values = p.intensities[modality]
         image = sum(fractions[t] * values[k] for k, t in enumerate(TISSUES)) * texture
         image = ndimage.gaussian_filter(image.astype(np.float32), sigma, mode="constant")

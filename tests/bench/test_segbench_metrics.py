@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from segbench.metrics import MISS_HD95, dice_score, hd95, lesion_wise, score_case
+from augment3d.metrics.regions import dice_score
+from segbench.metrics import MISS_HD95, hd95, lesion_wise, score_case
 
 
 def cube(shape, lo, hi):

@@ -163,15 +163,19 @@ def test_model_pads_any_shape_and_loss_prefers_the_truth():
     ('arms = ["real+synthetic"]', "must include 'real'"),
     ("step = 3", "unknown key"),
     ('norm = "layer"', "norm must be"),
+    ("seeds = [0.5]", "seeds must be a list of ints"),
+    ('synthetic_condition = "SSA"', "synthetic_condition must be a table"),
+    ("steps = 1e3", "steps must be a whole number"),
 ])
 def test_bench_section_is_checked(tmp_path, line, message):
     from augment3d.config import load_recipe
     from augment3d.errors import RecipeError
+    from segbench.config import bench_config
 
     recipe = tmp_path / "r.toml"
     recipe.write_text(f"[data]\nshape = 16\n[bench]\n{line}\n")
     with pytest.raises(RecipeError, match=message):
-        load_recipe(recipe)
+        bench_config(load_recipe(recipe))
 
 
 def test_patch_training_through_a_queue_and_sliding_window_inference(tmp_path):

@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 import torch
 import torch.multiprocessing as mp
-from test_training import ENC, MODEL, TRAIN, tiny_data, weights
+from helpers import TINY_ENCODER, TINY_MODEL, TINY_TRAIN, generator_weights, tiny_data
 
 from augment3d.training.trainer import train_gan
 
@@ -25,7 +25,7 @@ def _worker(rank: int, world: int, port: int, run_dir: str, config, model) -> No
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank))
     torch.set_num_threads(1)
     try:
-        train_gan(run_dir, tiny_data(), model, config, ENC, {})
+        train_gan(run_dir, tiny_data(), model, config, TINY_ENCODER)
     finally:
         import torch.distributed as dist
 
@@ -33,18 +33,19 @@ def _worker(rank: int, world: int, port: int, run_dir: str, config, model) -> No
             dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("options", [{}, {"style_mixing": 0.5, "d_spectral_norm": True}], ids=["plain", "mixing-spectral"])
+@pytest.mark.parametrize("options", [{}, {"style_mixing": 0.5, "d_spectral_norm": True, "seg_consistency": 1.0,
+                                          "seg_warmup": 2}], ids=["plain", "mixing-spectral-label-consistency"])
 def test_two_processes_match_one_with_accumulation(tmp_path, options):
-    config = replace(TRAIN, batch=4, steps=4, checkpoint_every=4, r1_interval=2,
+    config = replace(TINY_TRAIN, batch=4, steps=4, checkpoint_every=4, r1_interval=2,
                      **{k: v for k, v in options.items() if k != "d_spectral_norm"})
-    model = replace(MODEL, d_spectral_norm=options.get("d_spectral_norm", False))
+    model = replace(TINY_MODEL, d_spectral_norm=options.get("d_spectral_norm", False))
     # one process: global batch 4 as 2 accumulated micro-batches of 2
     torch.set_num_threads(1)
-    train_gan(tmp_path / "single", tiny_data(), model, replace(config, accumulate=2), ENC, {})
+    train_gan(tmp_path / "single", tiny_data(), model, replace(config, accumulate=2), TINY_ENCODER)
     # two processes: each one micro-batch of 2
     mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path / "ddp"), config, model), nprocs=2,
                        join=True, start_method="spawn")
-    a, b = weights(tmp_path / "single"), weights(tmp_path / "ddp")
+    a, b = generator_weights(tmp_path / "single"), generator_weights(tmp_path / "ddp")
     for key in a:
         # the same arithmetic but for the order of one floating-point sum per gradient
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)

@@ -7,7 +7,7 @@ import torch
 
 from augment3d.models import Discriminator3D, Generator3D, ModelConfig
 from augment3d.models.layers import power_iteration
-from augment3d.training.losses import condition_loss, d_loss, g_loss
+from augment3d.training.losses import d_loss, g_loss
 
 SMALL = dict(z_dim=16, w_dim=16, channel_max=8, d_channel_max=8, mapping_layers=2)
 
@@ -96,36 +96,6 @@ def test_bad_shapes_are_refused():
         ModelConfig(style_mode="wavelet")
 
 
-def test_condition_classifier_head_and_loss():
-    torch.manual_seed(0)
-    cfg = ModelConfig(shape=16, cond_dim=4, **SMALL)
-    images, labels = torch.randn(2, 4, 16, 16, 16), torch.rand(2, 4, 16, 16, 16)
-    c = torch.tensor([[1.0, 0, 0, 1], [0, 1, 1, 0]])
-    scores, logits = Discriminator3D(cfg, classifier=True)(images, labels, c, classes=True)
-    assert scores.shape == (2,) and logits.shape == (2, 4)
-    with pytest.raises(ValueError, match="without a condition classifier"):
-        Discriminator3D(cfg)(images, labels, c, classes=True)
-    # one cross-entropy per column: right in both columns ~ 0, wrong in one column ~ 10
-    right = (c * 2 - 1) * 10
-    assert condition_loss(right, c, [2, 2]) < 1e-6
-    wrong_site = torch.cat([right[:, :2], -right[:, 2:]], dim=1)
-    assert condition_loss(wrong_site, c, [2, 2]) == pytest.approx(20.0, rel=1e-3)
-
-
-def test_style_noise_strength_differs_per_sample():
-    """With ``noise_style`` the noise a sample gets depends on its w (zero map at start: global strength)."""
-    torch.manual_seed(0)
-    g = Generator3D(ModelConfig(shape=16, cond_dim=2, noise_style=True, **SMALL))
-    layer = g.first.noise
-    x, noise, w = torch.zeros(2, 1, 4, 4, 4), torch.ones(2, 1, 4, 4, 4), torch.randn(2, 16)
-    with torch.no_grad():
-        layer.strength.fill_(0.5)
-        assert torch.equal(layer(x, noise, w)[0], layer(x, noise, w)[1])  # the map starts at zero
-        layer.style.weight.normal_()
-    out = layer(x, noise, w)
-    assert not torch.allclose(out[0], out[1])
-
-
 def test_style_mixing_takes_coarse_styles_from_one_latent_and_fine_ones_from_the_other():
     torch.manual_seed(0)
     g = Generator3D(ModelConfig(shape=16, cond_dim=2, **SMALL))
@@ -152,7 +122,7 @@ def test_spectral_norm_bounds_every_discriminator_weight():
     and only ``power_iteration`` moves the estimate: forward and backward passes leave it alone."""
     torch.manual_seed(0)
     cfg = ModelConfig(shape=16, cond_dim=2, d_spectral_norm=True, **SMALL)
-    d = Discriminator3D(cfg, classifier=True)
+    d = Discriminator3D(cfg)
     layers = [m for m in d.modules() if hasattr(m, "scaled_weight")]
     assert layers and all(m.spectral is not None for m in layers)
     assert all(m.spectral is None for m in Discriminator3D(ModelConfig(shape=16, cond_dim=2, **SMALL)).modules()
@@ -164,8 +134,7 @@ def test_spectral_norm_bounds_every_discriminator_weight():
         assert float(top) == pytest.approx(1.0, rel=1e-3)
     estimates = {k: v.clone() for k, v in d.state_dict().items() if k.endswith((".u", ".v"))}
     images, labels, c = torch.randn(2, 4, 16, 16, 16), torch.rand(2, 4, 16, 16, 16), torch.tensor([[1.0, 0], [0, 1]])
-    scores, classes = d(images, labels, c, classes=True)
-    (scores.sum() + classes.sum()).backward()
+    d(images, labels, c).sum().backward()
     assert all(torch.equal(estimates[k], d.state_dict()[k]) for k in estimates)
     assert all(m.weight.grad is not None for m in layers)  # the gradient flows through the normalisation
 

@@ -1,22 +1,27 @@
-"""3D differentiable augmentation applied identically to real and fake batches (ADA-style).
+"""The discriminator's adaptive augmentation (ADA, Karras et al. 2020), in 3D.
 
-``p`` is a buffer that the training loop adapts from the sign of D's outputs on real data:
-above the target, D is overfitting and ``p`` rises; below, it falls.
+:class:`AdaptiveAugment3D` applies differentiable flips, integer translation, cutout, brightness
+and contrast to everything D sees, real and fake alike, each with probability ``p``.
+:class:`AugmentTuner` moves ``p`` from the sign of D's outputs on real data: above the target
+D is overfitting and ``p`` rises; below, it falls.
 
-Parameters are drawn for a whole (global) batch with :meth:`DiffAugment3D.draw` and applied to
-any slice of it with :meth:`DiffAugment3D.apply`, so gradient accumulation and several
-processes see exactly the draws one process would.
+Parameters are drawn for a whole (global) batch with :meth:`AdaptiveAugment3D.draw` and applied
+to any slice of it with :meth:`AdaptiveAugment3D.apply`, so gradient accumulation and several
+processes see exactly the draws one process would. (Not the torchio transform that users put in
+their pipelines: that is :class:`augment3d.SyntheticAugmenter`.)
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
-__all__ = ["DiffAugment3D"]
+__all__ = ["AdaptiveAugment3D", "AugmentTuner"]
 
 
-class DiffAugment3D(nn.Module):
+class AdaptiveAugment3D(nn.Module):
     """Flips, integer translation, cutout (spatial: images and labels alike) and brightness /
     contrast (images only), each applied per sample with probability ``p``."""
 
@@ -84,3 +89,38 @@ class DiffAugment3D(nn.Module):
         factor = view(torch.where(params["contrast"], params["factor"], torch.ones_like(params["factor"]))).to(dtype)
         mean = images.mean(dim=(1, 2, 3, 4), keepdim=True)
         return (images - mean) * factor + mean, labels
+
+
+class AugmentTuner:
+    """ADA's controller: sums sign(D(real) - threshold) over the steps and, every ``interval``
+    steps, moves ``pipe.p`` by ``batch * interval / speed_images`` towards r_t = ``target``.
+
+    Its sums are part of the training state (:meth:`state_dict`), so a resumed run moves p exactly
+    as an uninterrupted one.
+    """
+
+    def __init__(self, pipe: AdaptiveAugment3D, target: float, interval: int, speed_images: float, batch: int,
+                 enabled: bool = True):
+        self.pipe, self.target, self.interval, self.enabled = pipe, target, interval, enabled
+        self.step_size = batch * interval / speed_images
+        self.signs, self.count = 0.0, 0
+
+    def accumulate(self, signs: float, count: float) -> None:
+        self.signs += signs
+        self.count += int(count)
+
+    def tick(self, step: int) -> float | None:
+        """Adjust p at the interval; returns the r_t it acted on (None between adjustments)."""
+        if not (self.enabled and step % self.interval == 0 and self.count):
+            return None
+        r_t = self.signs / self.count
+        adjust = math.copysign(1.0, r_t - self.target) * self.step_size
+        self.pipe.p.copy_((self.pipe.p + adjust).clamp(0.0, 1.0))
+        self.signs, self.count = 0.0, 0
+        return r_t
+
+    def state_dict(self) -> dict:
+        return {"ada_sum": self.signs, "ada_n": self.count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.signs, self.count = float(state.get("ada_sum", 0.0)), int(state.get("ada_n", 0))

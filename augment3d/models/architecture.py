@@ -1,8 +1,10 @@
-"""``ModelConfig``: the architecture of the conditional 3D StyleGAN, as a dataclass from a recipe."""
+"""``ModelConfig``: the architecture of the conditional 3D StyleGAN, as a dataclass from a recipe (torch-free)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+
+from ..field_types import enforce_field_types
 
 __all__ = ["ModelConfig", "synthesis_plan", "STYLE_MODES"]
 
@@ -49,10 +51,9 @@ class ModelConfig:
     #: also add a full-learning-rate projection of the condition to w, next to the mapping
     #: network (whose lr multiplier of 0.01 lets the condition move w only slowly; docs/MODEL.md)
     cond_bypass: bool = True
-    #: per-sample noise strength from w (else one strength per layer for every subject)
-    noise_style: bool = False
 
     def __post_init__(self):
+        enforce_field_types(self)
         shape = self.shape
         if isinstance(shape, int):
             shape = (shape,) * 3
@@ -77,12 +78,14 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> ModelConfig:
-        known = set(cls.__dataclass_fields__)
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown model settings: {', '.join(sorted(unknown))}")
         data = dict(data)
         data.setdefault("cond_bypass", False)  # configs saved before the option had no bypass layer
+        if data.pop("noise_style", False):  # written as false by runs before the option was removed
+            raise ValueError("this generator uses style-dependent noise (noise_style), which this augment3d "
+                             "no longer builds (docs/MODEL.md, 'Removed options')")
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown model settings: {', '.join(sorted(unknown))}")
         if "shape" in data:
             data["shape"] = tuple(data["shape"])
         return cls(**data)

@@ -1,0 +1,70 @@
+"""The label-consistency term: a small segmenter beside D judges G's images against G's labels.
+
+A 3D U-Net S (:class:`~augment3d.models.TinySegmenter`) trains on every step's real batch (as
+loaded) with cross-entropy + soft Dice. After ``warmup`` steps G's loss gains S's loss on G's
+images against G's own straight-through labels, so the gradient goes two ways: through S into
+the images (show a tumour where the labels put one) and through the soft Dice into the label
+logits (put the labels where S sees a tumour). S never learns from G's loss. docs/MODEL.md
+("Label consistency") has the measurements.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from ..models.segmenter import TinySegmenter, segmentation_loss
+from .distributed import World, all_reduce_grads
+from .loss_term import Fakes, LossTerm
+from .stats import StepStats
+
+__all__ = ["LabelConsistency"]
+
+
+class LabelConsistency(LossTerm):
+    """S's loss on G's subjects as a term of G's loss; S trained on the reals in D's phase.
+
+    Logs ``seg_real`` (S's loss on the real batch) and ``seg_fake`` (the term, once active).
+    """
+
+    name = "seg_fake"
+
+    def __init__(self, weight: float, image_channels: int, label_classes: int, width: int, lr: float, warmup: int,
+                 device: str):
+        super().__init__(weight)
+        self.S = TinySegmenter(image_channels, label_classes, width).to(device)
+        self.optimizer = torch.optim.Adam(self.S.parameters(), lr=lr)
+        self.warmup = warmup
+
+    def networks(self) -> dict[str, torch.nn.Module]:
+        return {"S": self.S}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"S": self.optimizer}
+
+    def begin_d_phase(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def on_real(self, images: torch.Tensor, onehot: torch.Tensor, weight: float, stats: StepStats) -> None:
+        loss = segmentation_loss(self.S(images.detach()), onehot.detach())
+        (loss * weight).backward()
+        stats.add("seg_real", loss, weight)
+
+    def end_d_phase(self, world: World) -> None:
+        all_reduce_grads(self.S, world)
+        self.optimizer.step()
+
+    @contextlib.contextmanager
+    def g_phase(self):
+        self.S.requires_grad_(False)  # G's loss passes through S but does not train it
+        try:
+            yield
+        finally:
+            self.S.requires_grad_(True)
+
+    def active(self, step: int) -> bool:
+        return step > self.warmup
+
+    def loss(self, fakes: Fakes) -> torch.Tensor:
+        return segmentation_loss(self.S(fakes.images), fakes.labels)

@@ -1,0 +1,262 @@
+"""The GAN training step, in the shape of StyleGAN2-ADA's loop.
+
+Setup builds G, D, the EMA copy of G, the extra loss terms, D's adaptive augmentation and the
+optimisers. Each step then runs:
+
+1. **D phase**: adversarial loss on augmented real and fake subjects, plus R1 every
+   ``r1_interval`` steps; the terms see the real batch (the label-consistency segmenter trains on it).
+2. **G phase**: adversarial loss on augmented fakes, plus each active term times its weight.
+3. **EMA** of G's weights.
+4. **ADA tick**: D's augmentation probability follows r_t.
+
+All random draws (batches, latents, noise, augmentation) come from one CPU ``torch.Generator``
+seeded from the recipe and saved in the training state, so a resumed run continues exactly.
+Each phase draws the whole global batch; the global batch is cut into ``world size x
+accumulate`` micro-batches and each process works on its own, so the result does not depend on
+how the work is spread (up to the order of floating-point sums).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..data.conditions import ConditionEncoder
+from ..models import Discriminator3D, Generator3D, ModelConfig
+from ..models.layers import power_iteration
+from ..models.segmenter import one_hot
+from .adaptive_augment import AdaptiveAugment3D, AugmentTuner
+from .distributed import World, all_reduce_grads
+from .early_stopping import EarlyStopping, coarse_features, sliced_wasserstein
+from .label_consistency import LabelConsistency
+from .loss_term import Fakes, LossTerm
+from .losses import d_loss, g_loss, r1_penalty, real_sign_threshold
+from .mode_seeking import ModeSeeking
+from .state import TrainState
+from .stats import StepStats
+from .train_config import TrainConfig
+
+__all__ = ["TrainingData", "TrainingLoop", "build_terms"]
+
+
+@dataclass
+class TrainingData:
+    """Prepared tensors: images (N, 4, X, Y, Z) in [-1, 1], labels (N, X, Y, Z) int64, conditions (N, C)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    conditions: torch.Tensor
+
+    @classmethod
+    def from_cases(cls, cases, encoder: ConditionEncoder) -> TrainingData:
+        images = torch.from_numpy(np.stack([c.images for c in cases]))
+        labels = torch.from_numpy(np.stack([c.label for c in cases]).astype(np.int64))
+        conds = torch.from_numpy(encoder.encode([c.conditions for c in cases]))
+        return cls(images, labels, conds)
+
+
+def build_terms(config: TrainConfig, model: ModelConfig, data: TrainingData, micro_batch: int,
+                device: str) -> list[LossTerm]:
+    """The extra terms of G's loss that ``config`` turns on, in the order they join it."""
+    terms: list[LossTerm] = []
+    if config.mode_seeking > 0:
+        terms.append(ModeSeeking(config.mode_seeking, data, model.label_classes, micro_batch, config.seed))
+    if config.seg_consistency > 0:
+        terms.append(LabelConsistency(config.seg_consistency, model.image_channels, model.label_classes,
+                                      config.seg_width, config.seg_lr, config.seg_warmup, device))
+    return terms
+
+
+def _paired(x: torch.Tensor) -> torch.Tensor:
+    """``x`` with its second half replaced by its first half (an odd last row kept)."""
+    half = x.shape[0] // 2
+    return torch.cat([x[:half], x[:half], x[2 * half:]])
+
+
+class TrainingLoop:
+    """One training run's networks, optimisers, terms and random stream, and its step."""
+
+    def __init__(self, data: TrainingData, model_config: ModelConfig, config: TrainConfig, device: str,
+                 world: World = World()):
+        self.data, self.mc, self.cfg, self.device, self.world = data, model_config, config, device, world
+        self.parts = config.micro_batches(world.size)
+        self.micro, self.scale = config.batch // self.parts, 1.0 / self.parts
+        self.rng = torch.Generator().manual_seed(config.seed)
+        torch.manual_seed(config.seed)  # initial weights: the same on every rank
+        self.G = Generator3D(model_config).to(device)
+        self.D = Discriminator3D(model_config).to(device)
+        self.G.channels_last = self.D.channels_last = config.channels_last
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        self.terms = build_terms(config, model_config, data, self.micro, device)
+        self.augment = AdaptiveAugment3D().to(device)
+        self.tuner = AugmentTuner(self.augment, config.ada_target, config.ada_interval, config.ada_images,
+                                  config.batch, enabled=config.augment)
+        self.stopping = EarlyStopping(config.eval_every, config.patience)
+        betas, lazy = (config.beta1, config.beta2), config.r1_interval / (config.r1_interval + 1)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=config.g_lr, betas=betas)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=config.d_lr * lazy, betas=(betas[0] ** lazy, betas[1] ** lazy))
+        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
+
+    def state(self) -> TrainState:
+        """Everything a checkpoint holds: the one description that saving and resuming use."""
+        modules = {"G": self.G, "D": self.D, "G_ema": self.G_ema, "augment": self.augment}
+        optimizers = {"G": self.opt_g, "D": self.opt_d}
+        for term in self.terms:
+            modules.update(term.networks())
+            optimizers.update(term.optimizers())
+        return TrainState(modules, optimizers, self.rng, [self.tuner, self.stopping])
+
+    def step(self, step: int) -> dict:
+        """One optimiser step of D, then G; returns the step's figures for the log."""
+        stats = StepStats()
+        r1_now = self.cfg.r1_gamma > 0 and step % self.cfg.r1_interval == 0
+        self.d_phase(r1_now, stats)
+        self.g_phase(step, stats)
+        self.ema_update(step)
+        figures = stats.reduce(self.world)
+        self.tuner.accumulate(figures.pop("ada_signs"), figures.pop("ada_count"))
+        r_t = self.tuner.tick(step)
+        return {"step": step, **figures, **({} if r_t is None else {"ada_rt": r_t}), "ada_p": float(self.augment.p)}
+
+    def d_phase(self, r1_now: bool, stats: StepStats) -> None:
+        power_iteration(self.D)  # spectral norm's u, v: once a step, however the batch is split (no-op without)
+        draw = self._draw()
+        self.opt_d.zero_grad(set_to_none=True)
+        for term in self.terms:
+            term.begin_d_phase()
+        for lo, hi in self._my_slices():
+            real_img, real_lab, c = self._real(draw["idx"][lo:hi])
+            for term in self.terms:
+                term.on_real(real_img, real_lab, self.scale, stats)
+            with torch.no_grad(), self.autocast():
+                fake_img, fake_lab = self._fake(draw, lo, hi, c)
+            real = self.augment.apply(real_img, real_lab, AdaptiveAugment3D.slice(draw["aug_real"], lo, hi))
+            fake = self.augment.apply(fake_img, fake_lab, AdaptiveAugment3D.slice(draw["aug_fake"], lo, hi))
+            (self._d_loss(real, fake, c, r1_now, stats) * self.scale).backward()
+        all_reduce_grads(self.D, self.world)
+        self.opt_d.step()
+        for term in self.terms:
+            term.end_d_phase(self.world)
+
+    def _d_loss(self, real, fake, c, r1_now: bool, stats: StepStats) -> torch.Tensor:
+        real_img, real_lab = real
+        if r1_now:
+            real_img, real_lab = real_img.detach().requires_grad_(True), real_lab.detach().requires_grad_(True)
+        real_scores = self._judge(real_img, real_lab, c)
+        loss = d_loss(self.cfg.loss, real_scores, self._judge(*fake, c))
+        stats.add("d_loss", loss, self.scale)
+        stats.add("ada_signs", torch.sign(real_scores.detach() - real_sign_threshold(self.cfg.loss)).sum())
+        stats.add("ada_count", real_scores.numel())
+        if r1_now:
+            r1 = r1_penalty(real_scores, [real_img, real_lab])
+            stats.add("r1", r1, self.scale)
+            loss = loss + 0.5 * self.cfg.r1_gamma * r1 * self.cfg.r1_interval
+        return loss
+
+    def g_phase(self, step: int, stats: StepStats) -> None:
+        draw = self._draw()
+        self.opt_g.zero_grad(set_to_none=True)
+        active = [term for term in self.terms if term.active(step)]
+        paired = any(term.pairs for term in self.terms)  # pairs (i, i + half) share condition and noise
+        with contextlib.ExitStack() as frozen:
+            for term in self.terms:
+                frozen.enter_context(term.g_phase())
+            for lo, hi in self._my_slices():
+                c = self.data.conditions[draw["idx"][lo:hi]].to(self.device)
+                c = _paired(c) if paired else c
+                with self.autocast():
+                    fake_img, fake_lab = self._fake(draw, lo, hi, c, paired)
+                fakes = Fakes(fake_img, fake_lab, draw["z"][lo:hi].to(self.device))
+                extra = [(term, term.loss(fakes)) for term in active]
+                fake = self.augment.apply(fake_img, fake_lab, AdaptiveAugment3D.slice(draw["aug_fake"], lo, hi))
+                loss = g_loss(self.cfg.loss, self._judge(*fake, c))
+                stats.add("g_loss", loss, self.scale)
+                for term, value in extra:
+                    stats.add(term.name, value, self.scale)
+                    loss = loss + term.weight * value
+                (loss * self.scale).backward()
+        all_reduce_grads(self.G, self.world)
+        self.opt_g.step()
+
+    def ema_update(self, step: int) -> None:
+        beta = self.ema_beta(step)
+        with torch.no_grad():
+            for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
+                p_ema.lerp_(p, 1.0 - beta)
+            for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
+                b_ema.copy_(b)
+
+    def ema_beta(self, step: int) -> float:
+        """EMA decay per step: half-life ``ema_images``, ramped up with the images seen so far."""
+        images = self.cfg.ema_images
+        if self.cfg.ema_rampup > 0:
+            images = min(images, step * self.cfg.batch * self.cfg.ema_rampup)
+        return 0.5 ** (self.cfg.batch / max(images, 1e-8))
+
+    def autocast(self):
+        return torch.autocast(torch.device(self.device).type, dtype=self.dtype, enabled=self.dtype is not None)
+
+    def _draw(self) -> dict:
+        """Everything random for one phase, for the whole global batch."""
+        b, shape = self.cfg.batch, self.mc.shape
+        draw = {
+            "idx": torch.randint(0, self.data.images.shape[0], (b,), generator=self.rng),
+            "z": torch.randn(b, self.mc.z_dim, generator=self.rng),
+            "noise": self.G.make_noise(b, self.rng),
+            "aug_fake": self.augment.draw(b, shape, self.rng),
+            "aug_real": self.augment.draw(b, shape, self.rng),
+        }
+        if self.cfg.style_mixing > 0:  # drawn only when on: runs without it keep their random stream
+            mixed = torch.rand(b, generator=self.rng) < self.cfg.style_mixing
+            cutoff = torch.randint(1, self.G.num_ws, (b,), generator=self.rng)
+            draw["z_mix"] = torch.randn(b, self.mc.z_dim, generator=self.rng)
+            draw["mix_cutoff"] = torch.where(mixed, cutoff, self.G.num_ws)
+        return draw
+
+    def _my_slices(self):
+        for a in range(self.cfg.accumulate):
+            part = self.world.rank * self.cfg.accumulate + a
+            yield part * self.micro, (part + 1) * self.micro
+
+    def _real(self, idx):
+        images = self.data.images[idx].to(self.device)
+        onehot = one_hot(self.data.labels[idx], self.mc.label_classes).to(self.device)
+        return images, onehot, self.data.conditions[idx].to(self.device)
+
+    def _fake(self, draw, lo, hi, c, paired: bool = False):
+        """G's subjects for ``draw``'s slice; ``paired`` gives the second half the first half's noise."""
+        pair = _paired if paired else (lambda x: x)
+        noise = [pair(n[lo:hi]).to(self.device) for n in draw["noise"]]
+        w = self.G.mapping(draw["z"][lo:hi].to(self.device), c)
+        if "z_mix" in draw:  # the second latent and the cutoff are shared by a pair, as the noise is
+            w_mix = self.G.mapping(pair(draw["z_mix"][lo:hi]).to(self.device), c)
+            w = self.G.mix_styles(w, w_mix, pair(draw["mix_cutoff"][lo:hi]).to(self.device))
+        images, logits = self.G.from_w(w, noise)
+        probs = logits.float().softmax(1)
+        # straight-through: D sees a hard one-hot map like the real labels (a soft map alone
+        # would tell D which input is fake), while G gets the softmax's gradient
+        hard = one_hot(probs.max(1).indices, self.mc.label_classes).to(probs.dtype)  # argmax(1), faster on CPU
+        return images.float(), hard + probs - probs.detach()
+
+    def _judge(self, images, labels, c) -> torch.Tensor:
+        """D's scores, in fp32."""
+        with self.autocast():
+            return self.D(images, labels, c).float()
+
+    @torch.no_grad()
+    def validation_swd(self) -> float:
+        """Sliced Wasserstein distance between EMA samples (fixed seeds) and the training data."""
+        n = min(self.cfg.eval_samples, self.data.images.shape[0] * 4)
+        g = torch.Generator().manual_seed(12345)
+        idx = torch.randint(0, self.data.images.shape[0], (n,), generator=g)
+        z = torch.randn(n, self.mc.z_dim, generator=g)
+        noise = self.G_ema.make_noise(n, g)
+        c = self.data.conditions[idx].to(self.device)
+        images, logits = self.G_ema.from_w(self.G_ema.mapping(z.to(self.device), c), [x.to(self.device) for x in noise])
+        fake = coarse_features(images.float().clamp(-1, 1).cpu(), logits.float().softmax(1).cpu())
+        real = coarse_features(self.data.images, one_hot(self.data.labels, self.mc.label_classes))
+        return sliced_wasserstein(real, fake)

@@ -1,0 +1,92 @@
+"""``TrainConfig``: the ``[train]`` section of a recipe (torch-free, so reading a recipe is cheap)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..field_types import enforce_field_types
+
+__all__ = ["TrainConfig", "LOSSES", "AMP_MODES"]
+
+#: adversarial losses: LSGAN (the proposal's default) and StyleGAN's non-saturating logistic loss
+LOSSES = ("lsgan", "nonsaturating")
+AMP_MODES = ("none", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training settings; the defaults are the proposal's values. docs/MODEL.md says what each
+    does and what was measured with it."""
+
+    #: optimiser steps; each step trains D, then G, on one global batch
+    steps: int = 1000
+    #: the global batch, cut into processes x ``accumulate`` micro-batches
+    batch: int = 4
+    accumulate: int = 1
+    g_lr: float = 4e-4
+    d_lr: float = 1e-4
+    beta1: float = 0.0
+    beta2: float = 0.99
+    loss: str = "lsgan"
+    #: lazy R1 gradient penalty on D's real inputs: its weight gamma, applied every ``r1_interval`` steps
+    r1_gamma: float = 1.0
+    r1_interval: int = 16
+    #: weight of the mode-seeking term in G's loss (0: off); ``training.mode_seeking``
+    mode_seeking: float = 0.0
+    #: weight of the label-consistency term in G's loss (0: off) and its segmenter's width,
+    #: learning rate and the steps before G hears it; ``training.label_consistency``
+    seg_consistency: float = 0.0
+    seg_width: int = 8
+    seg_lr: float = 2e-3
+    seg_warmup: int = 200
+    #: share of G's subjects made from two latents of one condition (StyleGAN's mixing regularisation)
+    style_mixing: float = 0.0
+    #: generator EMA: half-life in images, ramped up over the first ``ema_rampup`` x images seen
+    ema_images: float = 2000.0
+    ema_rampup: float = 0.05
+    #: D's adaptive augmentation: on/off, target of r_t = E[sign(D(real))], how often and how fast p moves
+    augment: bool = True
+    ada_target: float = 0.6
+    ada_interval: int = 4
+    ada_images: float = 5000.0
+    #: autocast precision (``none``, ``bf16``, ``fp16``) and the channels-last memory layout
+    amp: str = "none"
+    channels_last: bool = True
+    checkpoint_every: int = 100
+    log_every: int = 10
+    #: early stopping: validation metric every ``eval_every`` steps (0: never) on ``eval_samples``
+    #: EMA samples; stop after ``patience`` evaluations without improvement (0: never)
+    eval_every: int = 0
+    eval_samples: int = 16
+    patience: int = 0
+    seed: int = 0
+
+    def __post_init__(self):
+        enforce_field_types(self)
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.amp not in AMP_MODES:
+            raise ValueError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
+        for name in ("ema_images", "ada_images"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("g_lr", "d_lr", "seg_lr", "mode_seeking", "seg_consistency", "r1_gamma", "ema_rampup"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0 turns it off), got {getattr(self, name)}")
+        for name in ("beta1", "beta2", "style_mixing", "ada_target"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        for name in ("steps", "batch", "accumulate", "r1_interval", "seg_width", "ada_interval", "checkpoint_every",
+                     "log_every", "eval_samples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("seg_warmup", "eval_every", "patience", "seed"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+    def micro_batches(self, world: int) -> int:
+        """How many micro-batches the global batch is cut into over ``world`` processes."""
+        parts = world * self.accumulate
+        if self.batch % parts:
+            raise ValueError(f"batch {self.batch} does not split into {world} processes x {self.accumulate} accumulation steps")
+        return parts

@@ -1,0 +1,130 @@
+"""The trained generator as users load it: seeds, style mixing, untrusted and older checkpoints."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from helpers import Payload
+
+from augment3d.data.preprocess import PreprocessConfig
+from augment3d.errors import CheckpointError
+from augment3d.models import Generator3D
+from augment3d.sampling import load_generator, save_generator
+from augment3d.training.trainer import train_gan
+
+
+@pytest.fixture
+def run(tiny, tmp_path):
+    folder = tmp_path / "run"
+    train_gan(folder, tiny.data(), tiny.model, replace(tiny.train, steps=2, style_mixing=0.9), tiny.encoder)
+    return folder
+
+
+def test_a_seed_names_a_subject(run):
+    gen = load_generator(run)
+    a_img, a_lab = gen.generate(condition={"site": "SSA"}, seeds=[5, 6], psi=0.7)
+    again_img, again_lab = gen.generate(condition={"site": "SSA"}, seeds=[5, 6], psi=0.7)
+    np.testing.assert_array_equal(a_img, again_img)  # same call, same bytes
+    np.testing.assert_array_equal(a_lab, again_lab)
+    # in another batch the same seed gives the same subject up to float rounding of batched convs
+    b_img, b_lab = gen.generate(condition={"site": "SSA"}, seeds=[6], psi=0.7)
+    np.testing.assert_allclose(a_img[1], b_img[0], atol=1e-5)
+    assert (a_lab[1] == b_lab[0]).mean() > 0.999
+    assert not np.array_equal(a_img[0], a_img[1])
+    assert a_img.min() >= -1 and a_img.max() <= 1 and set(np.unique(a_lab)) <= {0, 1, 2, 3}
+    assert gen.conditions == {"site": ["HIC", "SSA"]} and gen.shape == (16, 16, 16)
+
+
+def test_style_mixing_when_sampling(run):
+    gen = load_generator(run)
+    ssa = {"site": "SSA"}
+    plain, _ = gen.generate(condition=ssa, seeds=[3, 4])
+    unmixed, _ = gen.generate(condition=ssa, seeds=[3, 4], mix_seeds=[8, 9], mix_cutoff=gen.network.num_ws)
+    np.testing.assert_array_equal(plain, unmixed)  # a cutoff past the last style input mixes nothing
+    mixed, _ = gen.generate(condition=ssa, seeds=[3, 4], mix_seeds=[8, 9], mix_cutoff=2)
+    again, _ = gen.generate(condition=ssa, seeds=[3, 4], mix_seeds=[8, 9], mix_cutoff=2)
+    donor, _ = gen.generate(condition=ssa, seeds=[8, 9])
+    np.testing.assert_array_equal(mixed, again)
+    assert not np.allclose(mixed, plain, atol=1e-3) and not np.allclose(mixed, donor, atol=1e-3)
+    with pytest.raises(ValueError, match="both mix_seeds and mix_cutoff"):
+        gen.generate(condition=ssa, seeds=[3], mix_seeds=[8])
+    with pytest.raises(ValueError, match="one per subject"):
+        gen.generate(condition=ssa, seeds=[3, 4], mix_seeds=[8], mix_cutoff=2)
+    with pytest.raises(ValueError, match="mix_cutoff must be between 0 and"):
+        gen.generate(condition=ssa, seeds=[3], mix_seeds=[8], mix_cutoff=gen.network.num_ws + 1)
+
+
+def test_forged_pickle_is_refused_without_running_it(run, tmp_path):
+    marker = tmp_path / "pwned"
+    blob = pickle.dumps({"weights": Payload(str(marker))})
+    (run / "generator.safetensors").write_bytes(blob)
+    with pytest.raises(CheckpointError, match="does not match the SHA-256"):
+        load_generator(run)
+    # even with the hash forged to match, the file is parsed as safetensors and refused
+    meta = json.loads((run / "generator.json").read_text())
+    meta["weights_sha256"] = hashlib.sha256(blob).hexdigest()
+    (run / "generator.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="not a safetensors file"):
+        load_generator(run)
+    assert not marker.exists()
+
+
+def test_untrusted_and_damaged_checkpoints(run, tmp_path):
+    meta_path = run / "generator.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "format_version": 99}))
+    with pytest.raises(CheckpointError, match="newer than this augment3d reads"):
+        load_generator(run)
+    meta_path.write_text(json.dumps({**meta, "format": "someone.else"}))
+    with pytest.raises(CheckpointError, match="not an augment3d generator"):
+        load_generator(run)
+    meta_path.write_text("{not json")
+    with pytest.raises(CheckpointError, match="not a JSON file"):
+        load_generator(run)
+    meta_path.write_text(json.dumps({**meta, "model": {**meta["model"], "channel_max": 32}}))
+    with pytest.raises(CheckpointError, match="does not describe a usable generator"):
+        load_generator(run)
+    with pytest.raises(CheckpointError, match="not a run folder"):
+        load_generator(tmp_path / "absent")
+
+
+def _rewrite_meta(folder, change) -> None:
+    path = folder / "generator.json"
+    meta = json.loads(path.read_text())
+    change(meta)
+    path.write_text(json.dumps(meta))
+
+
+def test_generators_saved_by_earlier_versions_still_load(tiny, tmp_path):
+    """Before the condition bypass (no ``cond_bypass`` key), with ``noise_style = false`` written
+    out, and with ``voxel_mm`` and ``recipe`` inside ``preprocess``: all load as they were."""
+    old = Generator3D(replace(tiny.model, cond_bypass=False))
+    save_generator(tmp_path, old, tiny.encoder, PreprocessConfig(shape=16, margin_mm=3.0), step=1)
+
+    def as_written_before(meta):
+        del meta["model"]["cond_bypass"]
+        meta["model"]["noise_style"] = False
+        meta["preprocess"].update(voxel_mm=4.0, recipe="quick")
+
+    _rewrite_meta(tmp_path, as_written_before)
+    gen = load_generator(tmp_path)
+    assert gen.network.mapping.bypass is None
+    assert gen.preprocess == PreprocessConfig(shape=16, margin_mm=3.0) and gen.voxel_mm == 4.0
+    images, _ = gen.generate(condition={"site": "SSA"}, seeds=[0])
+    assert images.shape == (1, 4, 16, 16, 16)
+    _rewrite_meta(tmp_path, lambda meta: meta["model"].update(noise_style=True))
+    with pytest.raises(CheckpointError, match="noise_style.*no longer builds"):
+        load_generator(tmp_path)
+
+
+def test_the_run_records_its_preprocessing_and_voxel_size(tiny, tmp_path):
+    train_gan(tmp_path, tiny.data(), tiny.model, replace(tiny.train, steps=1), tiny.encoder,
+              PreprocessConfig(shape=16, clip_percentiles=(1.0, 99.0)), generator_info={"voxel_mm": 6.0})
+    gen = load_generator(tmp_path)
+    assert gen.preprocess == PreprocessConfig(shape=16, clip_percentiles=(1.0, 99.0))
+    assert gen.voxel_mm == 6.0 and np.allclose(np.diag(gen.affine), [6.0, 6.0, 6.0, 1.0])

@@ -1,0 +1,145 @@
+"""The extra terms of G's loss (mode seeking, label consistency), style mixing and spectral norm in
+the training step."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from augment3d.training import loop as loop_module
+from augment3d.training.label_consistency import LabelConsistency
+from augment3d.training.loop import TrainingLoop
+from augment3d.training.loss_term import Fakes
+from augment3d.training.mode_seeking import ModeSeeking, mode_seeking_loss, real_pair_ratio
+
+
+def test_terms_are_built_from_the_config(tiny):
+    plain = TrainingLoop(tiny.data(8), tiny.model, replace(tiny.train, batch=4), "cpu")
+    assert plain.terms == []
+    both = TrainingLoop(tiny.data(8), tiny.model, replace(tiny.train, batch=4, mode_seeking=0.2, seg_consistency=1.0), "cpu")
+    assert [type(t) for t in both.terms] == [ModeSeeking, LabelConsistency]
+    assert [t.weight for t in both.terms] == [0.2, 1.0]
+    state = both.state()  # the segmenter and its optimiser are saved with the run
+    assert "S" in state.modules and "S" in state.optimizers
+
+
+def test_mode_seeking_loss_rewards_different_subjects_for_different_latents():
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(4, 16, generator=g)
+    same = torch.randn(2, 4, 8, 8, 8, generator=g).repeat(2, 1, 1, 1, 1)  # pairs (0, 2), (1, 3) identical
+    apart = same.clone()
+    apart[2:] += 0.5 * torch.randn(2, 4, 8, 8, 8, generator=g)
+    assert mode_seeking_loss(same, z) > 100 * mode_seeking_loss(apart, z)
+    assert float(mode_seeking_loss(same[:1], z[:1])) == 0.0  # no pair in a batch of one
+    # its gradient moves the two subjects of a pair apart
+    out = apart.clone().requires_grad_(True)
+    mode_seeking_loss(out, z).backward()
+    moved = (out - 0.1 * out.grad).detach()
+    assert (moved[:2] - moved[2:]).abs().mean() > (apart[:2] - apart[2:]).abs().mean()
+    # ... until they differ as much as the cap allows: past it, no pull
+    out.grad = None
+    mode_seeking_loss(out, z, cap=0.01).backward()
+    assert float(out.grad.abs().max()) == 0.0
+
+
+def test_real_pair_ratio_compares_subjects_of_one_condition(tiny):
+    subjects = torch.tensor([0.0, 0.0, 10.0, 11.0])[:, None].expand(4, 10)  # HIC 0 and 0, SSA 10 and 11
+    conds = torch.from_numpy(tiny.encoder.encode([{"site": "HIC"}, {"site": "HIC"}, {"site": "SSA"}, {"site": "SSA"}]))
+    ratio = real_pair_ratio(lambda i: subjects[i], conds, torch.Generator().manual_seed(0), pairs=200)
+    # the SSA pair differs by 1, the HIC pair by 0, about half the pairs drawn are SSA; an HIC
+    # subject against an SSA one (10 or more) never
+    assert 0.3 < ratio * 2 / np.sqrt(np.pi) < 0.7
+    one_each = conds[1:3]  # no condition with two subjects: any two are compared
+    assert real_pair_ratio(lambda i: subjects[1:3][i], one_each, torch.Generator()) == pytest.approx(10 * np.sqrt(np.pi) / 2)
+    assert real_pair_ratio(lambda i: subjects[i], conds[:1], torch.Generator()) == float("inf")
+
+
+def _watch_mapping(loop: TrainingLoop) -> list:
+    calls = []
+    loop.G.mapping.register_forward_pre_hook(lambda m, args: calls.append((args[0].clone(), args[1].clone())))
+    return calls
+
+
+def test_mode_seeking_pairs_share_condition_and_noise(tiny):
+    loop = TrainingLoop(tiny.data(8), tiny.model, replace(tiny.train, batch=4, accumulate=2, mode_seeking=1.0), "cpu")
+    mapped, noises = _watch_mapping(loop), []
+    loop.G.blocks[0].layer1.noise.register_forward_pre_hook(lambda m, args: noises.append(args[1].clone()))
+    figures = loop.step(1)
+    assert figures["mode_seeking"] > 0
+    assert len(mapped) == len(noises) == 4  # D phase, then G phase: two micro-batches of two each
+    for (z, c), noise in zip(mapped[2:], noises[2:]):
+        assert not torch.equal(z[0], z[1])  # a pair differs in z ...
+        assert torch.equal(c[0], c[1]) and torch.equal(noise[0], noise[1])  # ... only
+    with pytest.raises(ValueError, match="mode_seeking needs pairs"):
+        TrainingLoop(tiny.data(), tiny.model, replace(tiny.train, batch=2, accumulate=2, mode_seeking=1.0), "cpu")
+
+
+def test_label_consistency_segmenter_learns_from_reals_only(tiny):
+    data = tiny.data(8)
+    data.labels[:] = 0
+    data.labels[:, 4:12, 4:12, 4:12] = 2  # a cube of oedema the segmenter can learn to find
+    data.images[:, :, 4:12, 4:12, 4:12] = 0.9
+    loop = TrainingLoop(data, tiny.model, replace(tiny.train, batch=4, seg_consistency=1.0, seg_warmup=1, seg_lr=1e-2),
+                        "cpu")
+    (term,) = loop.terms
+    seen = []  # every input S sees: the real batch (trains S), then G's subjects (S judges them, frozen)
+    term.S.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()))
+    grads = []  # S's weights get a gradient once a step: from its loss on the reals, never from G's loss
+    term.S.head.weight.register_hook(lambda g: grads.append(1))
+    log = [loop.step(step) for step in range(1, 41)]
+    assert len(grads) == 40
+    assert "seg_fake" not in log[0] and log[1]["seg_fake"] > 0  # G's term waits for seg_warmup
+    assert np.mean([m["seg_real"] for m in log[-5:]]) < 0.6 * log[0]["seg_real"]
+    reals = {tuple(x.flatten()[:8].tolist()) for x in data.images}
+    assert len(seen) == 1 + 2 * 39
+    assert all(tuple(x[0].flatten()[:8].tolist()) in reals for x in [seen[0], *seen[1::2]])
+    assert not any(tuple(x[0].flatten()[:8].tolist()) in reals for x in seen[2::2])
+    assert all(p.requires_grad for p in term.S.parameters())  # unfrozen after G's phase
+    with pytest.raises(ValueError, match="seg_consistency must be >= 0"):
+        replace(tiny.train, seg_consistency=-1.0)
+
+
+def test_label_consistency_pulls_the_labels_and_the_images(tiny):
+    """The term's gradient reaches G's images (through S) and G's label logits (through the soft Dice)."""
+    term = LabelConsistency(1.0, 4, 4, 4, 1e-3, 0, "cpu")
+    images = torch.randn(2, 4, 8, 8, 8, requires_grad=True)
+    logits = torch.randn(2, 4, 8, 8, 8, requires_grad=True)
+    term.loss(Fakes(images, logits.softmax(1), torch.zeros(2, 4))).backward()
+    assert images.grad.abs().sum() > 0 and logits.grad.abs().sum() > 0
+
+
+def test_style_mixing_in_training_mixes_two_latents_of_one_condition(tiny):
+    loop = TrainingLoop(tiny.data(8), tiny.model, replace(tiny.train, batch=4, style_mixing=1.0), "cpu")
+    num_ws, given = loop.G.num_ws, []
+    from_w = loop.G.from_w
+    loop.G.from_w = lambda w, noise: given.append(w.detach().clone()) or from_w(w, noise)
+    loop.step(1)
+    assert len(given) == 2  # D's phase and G's phase both see mixed subjects
+    for ws in given:
+        assert ws.shape == (4, num_ws, tiny.model.w_dim)
+        for subject in ws:
+            change = [i for i in range(1, num_ws) if not torch.equal(subject[i], subject[i - 1])]
+            assert len(change) == 1  # one latent up to a cutoff in [1, num_ws), the other after it
+    plain = TrainingLoop(tiny.data(8), tiny.model, replace(tiny.train, batch=4), "cpu")
+    unmixed, from_w_plain = [], plain.G.from_w
+    plain.G.from_w = lambda w, noise: unmixed.append(w.dim()) or from_w_plain(w, noise)
+    plain.step(1)
+    assert unmixed == [2, 2]  # without mixing, one w per subject for every layer
+    with pytest.raises(ValueError, match="style_mixing must be in"):
+        replace(tiny.train, style_mixing=1.5)
+
+
+def test_spectral_norm_estimate_moves_once_a_step_however_the_batch_is_split(tiny, monkeypatch):
+    calls = []
+    real = loop_module.power_iteration
+    monkeypatch.setattr(loop_module, "power_iteration", lambda module: calls.append(module) or real(module))
+    loop = TrainingLoop(tiny.data(8), replace(tiny.model, d_spectral_norm=True), replace(tiny.train, batch=4, accumulate=2),
+                        "cpu")
+    before = loop.D.state_dict()["fc.spectral.u"].clone()
+    loop.step(1)
+    loop.step(2)  # with R1 (r1_interval 2): one more backward through D, no more iterations
+    assert calls == [loop.D, loop.D]
+    assert not torch.equal(before, loop.D.state_dict()["fc.spectral.u"])
