@@ -26,18 +26,27 @@ class _BoxDown(torch.autograd.Function):
     Same values as ``F.avg_pool3d(x, 2)`` on even sizes, but it keeps bf16 and
     ``channels_last_3d``: on CPU ``avg_pool3d`` has no bf16 kernel (autocast runs it in fp32) and
     returns channels-first, so every pooling paid two full-size conversions - a quarter of the
-    64^3 training step (docs/PERFORMANCE.md). The backward is written with differentiable
-    operations, so R1's double backward goes through it.
+    64^3 training step (docs/PERFORMANCE.md). Some oneDNN builds (seen on an AVX2 CPU without
+    bf16 instructions) return the depthwise convolution channels-first even so; the output is
+    then put back into the input's layout, at an eighth of the input's size. The backward is
+    written with differentiable operations, so R1's double backward goes through it.
     """
 
     @staticmethod
     def forward(ctx, x):
         channels = x.shape[1]
-        return F.conv3d(x, x.new_full((channels, 1, 2, 2, 2), 0.125), stride=2, groups=channels)
+        out = F.conv3d(x, x.new_full((channels, 1, 2, 2, 2), 0.125), stride=2, groups=channels)
+        if _channels_last(x) and not _channels_last(out):
+            out = out.contiguous(memory_format=torch.channels_last_3d)
+        return out
 
     @staticmethod
     def backward(ctx, grad):
         return F.interpolate(grad * 0.125, scale_factor=2, mode="nearest")
+
+
+def _channels_last(x: torch.Tensor) -> bool:
+    return x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous()
 
 
 def downsample2(x: torch.Tensor) -> torch.Tensor:
@@ -45,8 +54,7 @@ def downsample2(x: torch.Tensor) -> torch.Tensor:
 
     Channels-first fp32 input, and odd sizes, go to ``F.avg_pool3d`` (fastest there; odd sizes floor).
     """
-    channels_last = x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous()
-    if (x.dtype != torch.float32 or channels_last) and all(n % 2 == 0 for n in x.shape[2:]):
+    if (x.dtype != torch.float32 or _channels_last(x)) and all(n % 2 == 0 for n in x.shape[2:]):
         return _BoxDown.apply(x)
     return F.avg_pool3d(x, 2)
 
