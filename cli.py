@@ -27,8 +27,29 @@ def fail(message: str, code: int = EXIT_USAGE) -> None:
     raise typer.Exit(code)
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised where the program is, so that partial outputs are cleaned up on the way out."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
+def _os_error(exc: OSError) -> str:
+    """One line for a failed read or write: the path, what the system said, what to do."""
+    import errno
+
+    where = exc.filename if exc.filename is not None else "augment3d"
+    hint = {errno.ENOSPC: "; free some space and run again (train: with --resume)",
+            errno.EDQUOT: "; free some space and run again (train: with --resume)",
+            errno.EROFS: "; write to another folder", errno.EACCES: "; check the permissions",
+            errno.EPERM: "; check the permissions"}.get(exc.errno, "")
+    return f"{where}: {exc.strerror or exc}{hint}"
+
+
 def user_errors(fn):
-    """Turn errors users can cause into one line on stderr and exit code 2 (no traceback)."""
+    """Turn errors users can cause into one line on stderr and exit code 2 (no traceback);
+    Ctrl-C exits 130 and SIGTERM 143, after the command has removed its partial outputs."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -38,11 +59,24 @@ def user_errors(fn):
             return fn(*args, **kwargs)
         except Augment3DError as exc:
             fail(str(exc))
+        except OSError as exc:
+            fail(_os_error(exc))
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None
+        except Terminated:
+            typer.echo("terminated", err=True)
+            raise typer.Exit(143) from None
 
     return wrapper
+
+
+def _report_cohort(cohort) -> None:
+    """The cases skipped (--skip-bad) and the warnings of a prepared cohort, one line each."""
+    for skipped in cohort.skipped:
+        typer.echo(f"skipped {skipped.case.subject_id}: {skipped.error}", err=True)
+    for warning in cohort.warnings:
+        typer.echo(f"warning: {warning}", err=True)
 
 
 def _progress():
@@ -131,6 +165,9 @@ def validate(
         conds = [report.conditions.get(c, "-") for c in columns]
         table.add_row(report.case.subject_id, report.case.scheme.name, shape, zooms, *conds, status)
     _console().print(table)
+    for report in reports:
+        for warning in report.warnings:
+            typer.echo(f"warning: case {report.case.subject_id}: {warning}", err=True)
     bad = [r for r in reports if not r.ok]
     if bad:
         for report in bad:
@@ -163,8 +200,7 @@ def prepare(
             progress=lambda i, n, case: bar.update(task, total=n, completed=i, description=case.subject_id),
         )
         bar.update(task, completed=len(cohort.cases) + len(cohort.skipped), description="prepare")
-    for skipped in cohort.skipped:
-        typer.echo(f"skipped {skipped.case.subject_id}: {skipped.error}", err=True)
+    _report_cohort(cohort)
     shape = "x".join(map(str, r.data.preprocess().shape))
     typer.echo(
         f"prepared {len(cohort.cases)} cases at {shape} ({cohort.cache_hits} from cache), "
@@ -211,7 +247,9 @@ def info(path: Annotated[Path, typer.Argument(help="A cohort folder or a trainin
     if metadata is None:
         typer.echo("  no metadata.csv")
     else:
-        ids = {c.subject_id for c in cases}
+        from augment3d.data.metadata import same_id
+
+        ids = {same_id(c.subject_id) for c in cases}
         for column in (c for c in metadata.columns if c != "subject_id"):
             counts = Counter(row.get(column) or "(empty)" for sid, row in metadata.rows.items() if sid in ids)
             typer.echo(f"  {column}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
@@ -228,8 +266,9 @@ def train(
     data: Annotated[Path, typer.Argument(help="Cohort folder in BraTS layout (train on all of it).")],
     out: Annotated[Path, typer.Option(help="Run folder to create (or continue with --resume).")],
     recipe: Annotated[str, typer.Option(help="Recipe name or .toml path.")] = "quick",
-    resume: Annotated[bool, typer.Option(help="Continue the run in OUT exactly where its last checkpoint left off.")] = False,
-    force: Annotated[bool, typer.Option(help="Delete an existing OUT and start over.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue the run in OUT exactly where its last checkpoint left off (same recipe).")] = False,
+    force: Annotated[bool, typer.Option(help="Replace an existing run folder in OUT (only a run folder augment3d wrote; the old run is deleted once the new one has its first checkpoint).")] = False,
+    allow_change: Annotated[Optional[list[str]], typer.Option(help="With --resume: a recipe value that may differ from the run's, e.g. train.steps (repeatable).")] = None,
     skip_bad: Annotated[bool, typer.Option(help="Skip bad cases and list them instead of stopping.")] = False,
     steps: Annotated[Optional[int], typer.Option(min=1, help="Override the recipe's number of steps.")] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
@@ -247,9 +286,8 @@ def train(
             bar.update(task, completed=step, description=f"train D {metrics['d_loss']:.3f} G {metrics['g_loss']:.3f}")
 
         folder, cohort, last = train_run(data, r, out, resume=resume, force=force, skip_bad=skip_bad,
-                                         steps=steps, device=device, progress=report)
-    for skipped in cohort.skipped:
-        typer.echo(f"skipped {skipped.case.subject_id}: {skipped.error}", err=True)
+                                         steps=steps, device=device, progress=report, allow_changes=allow_change or ())
+    _report_cohort(cohort)
     if last:
         typer.echo(f"step {last['step']}: D loss {last['d_loss']:.4f}, G loss {last['g_loss']:.4f}, augment p {last['ada_p']:.3f}")
     typer.echo(f"run folder: {folder} (generator.safetensors, log.jsonl, curves.png, samples_latest.png: real vs generated per condition)")
@@ -336,9 +374,9 @@ def sample(
 
     if fmt not in FORMATS:
         fail(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    from augment3d.atomic import refuse_existing
+    from augment3d.output_folders import claim_output
 
-    refuse_existing(out, force)  # before generating, not after
+    claim_output(out, "samples", force=force, inputs=[run])  # before generating, not after
     gen = load_generator(run, device)
     cond = _parse_conditions(condition or [])
     unknown = sorted(set(cond) - set(gen.conditions))
@@ -347,7 +385,7 @@ def sample(
     seeds = list(range(seed, seed + n))
     images, labels = gen.generate(condition=gen.encoder.check(cond, source=str(run)) if gen.conditions else None,
                                   seeds=seeds, psi=psi)
-    export_synthetic(out, images, labels, seeds, cond, gen.affine, fmt=fmt, psi=psi, force=force)
+    export_synthetic(out, images, labels, seeds, cond, gen.affine, fmt=fmt, psi=psi, force=force, inputs=[run])
     typer.echo(f"wrote {n} synthetic subjects ({fmt}) to {out}")
 
 
@@ -388,8 +426,7 @@ def bench(
 
         setup, report = run_bench(r, out, data=data, generator=generator, arm=arm, seed=seed, setup_only=setup_only,
                                   force=force, skip_bad=skip_bad, device=device, say=say, progress=progress)
-    for skipped in setup.skipped:
-        typer.echo(f"skipped {skipped.case.subject_id}: {skipped.error}", err=True)
+    _report_cohort(setup)
     if report is None:
         typer.echo(f"set up {out}: {len(setup.train)}/{len(setup.val)}/{len(setup.test)} train/val/test cases"
                    + (f", generator {setup.generator}" if setup.generator else ""))
@@ -413,6 +450,9 @@ def bench_report(folder: Annotated[Path, typer.Argument(help="A bench folder (au
 
 def main() -> None:
     """Console-script entry point."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate)
     app()
 
 

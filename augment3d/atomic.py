@@ -7,8 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "fsync_dir", "refuse_existing", "remove_stale_temporaries",
-           "staged_folder"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "fsync_dir", "remove_stale_temporaries", "umask"]
 
 
 def fsync_dir(path: str | os.PathLike) -> None:
@@ -21,7 +20,7 @@ def fsync_dir(path: str | os.PathLike) -> None:
             os.close(fd)
 
 
-def _umask() -> int:
+def umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
@@ -33,7 +32,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, 0o666 & ~_umask())
+        os.fchmod(fd, 0o666 & ~umask())
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -60,44 +59,3 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> int:
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Text version of :func:`atomic_write_bytes` (UTF-8)."""
     return atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def refuse_existing(out: str | os.PathLike, force: bool = False) -> None:
-    """Raise ``DataError`` when ``out`` exists and ``force`` is not set (call before long work)."""
-    from .errors import DataError
-
-    out = Path(out)
-    if out.exists() and not force:
-        raise DataError(out, "already exists; choose another folder or pass --force to replace it")
-    if out.exists() and not out.is_dir():
-        raise DataError(out, "exists and is not a folder")
-
-
-@contextlib.contextmanager
-def staged_folder(out: str | os.PathLike, force: bool = False):
-    """Build a folder under a hidden temporary name and move it to ``out`` only when complete.
-
-    An existing ``out`` is refused unless ``force``; with ``force`` it is replaced only after the
-    new folder is complete. If the block raises (or is interrupted), the partial folder is removed
-    and ``out`` is left as it was.
-    """
-    import shutil
-
-    out = Path(out)
-    refuse_existing(out, force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
-        yield work
-        os.chmod(work, 0o777 & ~_umask())
-        if out.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, trash / out.name)
-            os.replace(work, out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(work, out)
-        fsync_dir(out.parent)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise

@@ -218,6 +218,17 @@ def _read(subject, name: str) -> np.ndarray:
     return data
 
 
+def _check_same_shape(subject, names: list[str]) -> None:
+    """The images replaced and the label map must share one grid (they are generated as one)."""
+    shapes = {name: tuple(subject[name].spatial_shape) for name in names}
+    if len(set(shapes.values())) > 1:
+        listed = ", ".join(f"{name} {'x'.join(map(str, shape))}" for name, shape in shapes.items())
+        odd = next(name for name in names if shapes[name] != shapes[names[0]])
+        where = getattr(subject[odd], "path", None) or f"subject image '{odd}'"
+        raise DataError(where, f"the subject's images differ in shape ({listed}); SyntheticAugmenter needs "
+                               "co-registered images on one grid (resample them first, e.g. tio.Resample)")
+
+
 class SyntheticReplacement(Transform):
     """Deterministic twin of :class:`SyntheticAugmenter`: replace a subject with one known synthetic subject.
 
@@ -262,6 +273,7 @@ class SyntheticReplacement(Transform):
         if not names and label_name is None:
             return subject
         originals = {k: _read(subject, v) for k, v in names.items()}
+        _check_same_shape(subject, [*names.values(), *([label_name] if label_name else [])])
         reference = subject[next(iter(names.values()))] if names else subject[label_name]
         if label_name is not None:
             _check_file(getattr(subject[label_name], "path", None))

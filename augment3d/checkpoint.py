@@ -28,7 +28,7 @@ import torch
 from .atomic import atomic_write_bytes, atomic_write_text, fsync_dir
 from .errors import CheckpointError
 
-__all__ = ["FORMAT_VERSION", "save_bundle", "load_bundle", "bundle_exists"]
+__all__ = ["FORMAT_VERSION", "save_bundle", "load_bundle", "bundle_exists", "recorded_step"]
 
 FORMAT_VERSION = 1
 _NEXT = ".next"  # suffix of weights written but not yet committed
@@ -60,6 +60,15 @@ def bundle_exists(folder: str | os.PathLike, name: str) -> bool:
     return (folder / f"{name}.json").is_file() and (weights.is_file() or weights.with_name(weights.name + _NEXT).is_file())
 
 
+def recorded_step(folder: str | os.PathLike, name: str):
+    """The ``step`` a bundle's JSON records (None when it is missing or unreadable); no weights are read."""
+    try:
+        meta = json.loads((Path(folder) / f"{name}.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    return meta.get("step") if isinstance(meta, dict) else None
+
+
 def _matching_weights(weights_path: Path, sha256) -> bytes | None:
     """The weights whose hash the JSON records: in place, or in ``.next`` when a save was cut short."""
     blob = weights_path.read_bytes() if weights_path.is_file() else None
@@ -89,6 +98,8 @@ def load_bundle(folder: str | os.PathLike, name: str, kind: str) -> tuple[dict[s
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(meta_path, f"not a JSON file ({exc.__class__.__name__})") from None
+    except RecursionError:
+        raise CheckpointError(meta_path, "nested too deeply to be an augment3d description") from None
     if not isinstance(meta, dict) or meta.get("format") != f"augment3d.{kind}":
         raise CheckpointError(meta_path, f"not an augment3d {kind} description (format {meta.get('format') if isinstance(meta, dict) else None!r})")
     version = meta.get("format_version")

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write_text, staged_folder
+from .atomic import atomic_write_text
+from .output_folders import staged_output
 from .brats import BRATS2023, CLASS_NAMES, MODALITIES, MODALITY_TITLES
 from .data.layout import case_file_name
 from .data.nifti_write import write_nifti
@@ -38,12 +39,16 @@ def export_synthetic(
     fmt: str = "brats",
     psi: float = 1.0,
     force: bool = False,
+    inputs=(),
 ) -> Path:
-    """Write generated subjects to ``out``; the folder appears only once complete."""
+    """Write generated subjects to ``out``; the folder appears only once complete.
+
+    ``inputs`` (the run folder) are never written over (:func:`augment3d.output_folders.check_not_an_input`).
+    """
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}")
     out = Path(out)
-    with staged_folder(out, force) as work:
+    with staged_output(out, "samples", force=force, inputs=inputs) as work:
         ids = [_subject_id(s) for s in seeds]
         if fmt == "brats":
             for sid, subject, label in zip(ids, images, labels):

@@ -19,6 +19,7 @@ from .data.conditions import ConditionEncoder
 from .data.preprocess import PreprocessConfig
 from .brats import CLASS_NAMES, MODALITIES
 from .errors import CheckpointError
+from .memory import check_fits
 from .models import Generator3D, ModelConfig
 
 __all__ = ["SyntheticGenerator", "load_generator", "save_generator", "GENERATOR_FILE", "PRECISIONS"]
@@ -173,6 +174,9 @@ class SyntheticGenerator:
                 w = self.network.mix_styles(w, w_mix, mix_cutoff)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
                 image, logits = self.network.from_w(w, noise)
+            if not (torch.isfinite(image).all() and torch.isfinite(logits).all()):
+                raise CheckpointError(self.path, f"the generator produced NaN or Inf voxels (seeds {chunk[:4]}...); "
+                                                 "its weights are broken: retrain or use another checkpoint")
             images.append(image.float().clamp(-1, 1).cpu())
             labels.append(logits.float().max(1).indices.to(torch.uint8).cpu())  # = argmax(1), 8x faster on CPU
         return torch.cat(images).numpy(), torch.cat(labels).numpy()
@@ -204,11 +208,38 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") 
             raise ValueError(f"model expects {config.cond_dim} condition values, encoder gives {encoder.dim}")
         if list(meta.get("modalities", MODALITIES)) != list(MODALITIES):
             raise ValueError(f"modalities {meta.get('modalities')} are not the {', '.join(MODALITIES)} this augment3d generates")
+        _check_weights(config, tensors)
         network = Generator3D(config)
         network.load_state_dict(tensors, strict=True)
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        gen = SyntheticGenerator(network, encoder, meta, device=device, path=path)
+        _check_run_info(gen)
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
         raise CheckpointError(path / f"{GENERATOR_FILE}.json", f"does not describe a usable generator ({exc})") from None
-    return SyntheticGenerator(network, encoder, meta, device=device, path=path)
+    return gen
+
+
+def _check_weights(config: ModelConfig, tensors: dict) -> None:
+    """The weights fit the architecture (compared on torch's meta device, which allocates nothing,
+    so a description claiming a huge network is refused before it is built), are float32 and finite."""
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in Generator3D(config).state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in tensors.items()}
+    if expected != got:
+        differ = sorted(set(expected) ^ set(got)) or [k for k in expected if expected[k] != got[k]]
+        raise ValueError(f"weights do not fit the architecture it describes (first differences: {', '.join(differ[:3])})")
+    for name, tensor in tensors.items():
+        if tensor.dtype != torch.float32:
+            raise ValueError(f"weight {name} is {tensor.dtype}, not float32")
+        if not torch.isfinite(tensor).all():
+            raise ValueError(f"weight {name} holds NaN or Inf values; the generator would write them into images")
+    check_fits(2 * 4 * sum(int(np.prod(s)) for s in expected.values()), None, "building the generator")
+
+
+def _check_run_info(gen: SyntheticGenerator) -> None:
+    voxel = gen.voxel_mm
+    if not (np.isfinite(voxel) and 0.01 <= voxel <= 100.0):
+        raise ValueError(f"voxel_mm {voxel} is not a voxel size in mm")
+    gen.preprocess  # noqa: B018 (raises ValueError for settings that do not check out)
 
 
 def check_conditions_match(gen: SyntheticGenerator, data_root: str | os.PathLike) -> None:

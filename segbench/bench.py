@@ -17,17 +17,19 @@ checkpoint), and independent ``--arm/--seed`` jobs can run on other machines ove
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from augment3d.atomic import atomic_write_text
 from augment3d.config import Recipe
 from augment3d.errors import DataError
+from augment3d.output_folders import check_not_an_input, check_replaceable, folder_lock, mark, set_aside
 
 from .config import BenchConfig, bench_config
 from .splits import load_splits, make_splits, save_splits
@@ -49,6 +51,7 @@ class BenchSetup:
     val: list
     test: list
     skipped: list
+    warnings: list
 
 
 def _identity(recipe: Recipe, data: Path | None, generator: Path | None) -> dict:
@@ -58,12 +61,17 @@ def _identity(recipe: Recipe, data: Path | None, generator: Path | None) -> dict
             "generator": str(generator.resolve()) if generator else None}
 
 
-def _check_folder(out: Path, identity: dict, force: bool) -> bool:
-    """True when ``out`` is this bench's folder (to continue); refuse another one unless ``force``."""
+def _check_folder(out: Path, identity: dict, force: bool, inputs) -> bool:
+    """True when ``out`` is this bench's folder (to continue); refuse another one, and with
+    ``force`` anything but a bench folder of ours (``augment3d.output_folders``)."""
     marker = out / MARKER
+    check_not_an_input(out, inputs)
     if out.exists() and not out.is_dir():
         raise DataError(out, "exists and is not a folder")
-    if force or not out.exists():
+    if force:
+        check_replaceable(out, "bench", inputs)
+        return False
+    if not out.exists():
         return False
     if marker.is_file():
         try:
@@ -83,8 +91,9 @@ def _claim_folder(out: Path, identity: dict, ours: bool) -> None:
     if ours:
         return
     if out.exists():
-        shutil.rmtree(out)
+        shutil.rmtree(set_aside(out))  # checked replaceable before any work (_check_folder)
     out.mkdir(parents=True)
+    mark(out, "bench")
     atomic_write_text(out / MARKER, json.dumps(identity, indent=1) + "\n")
 
 
@@ -136,9 +145,8 @@ def _gan(out: Path, recipe: Recipe, config: BenchConfig, data_dir: Path, train_i
     steps = config.gan_steps or recipe.train.steps
     resume = bundle_exists(run, TRAIN_STATE)
     say(f"GAN on the {len(train_ids)} training cases: {steps} steps" + (" (resuming)" if resume else ""))
-    train_run(data_dir, replace(recipe, train=replace(recipe.train, steps=steps)), run, resume=resume,
-              force=not resume, skip_bad=skip_bad, device=device, cache_dir=cache_dir, subjects=train_ids,
-              progress=progress("GAN", steps) if progress else None)
+    train_run(data_dir, recipe, run, resume=resume, force=not resume, steps=steps, skip_bad=skip_bad, device=device,
+              cache_dir=cache_dir, subjects=train_ids, progress=progress("GAN", steps) if progress else None)
     return run
 
 
@@ -171,8 +179,12 @@ def _synthetic_montage(out: Path, generator: str, config: BenchConfig) -> None:
 def setup_bench(recipe: Recipe, out: str | os.PathLike, *, data: str | os.PathLike | None = None,
                 generator: str | os.PathLike | None = None, force: bool = False, skip_bad: bool = False,
                 device: str = "cpu", cache_dir=None, say: Callable[[str], None] = lambda m: None,
-                progress=None) -> BenchSetup:
-    """Every shared stage: folder, cohort, preparation, splits, GAN (+ its metrics and montage)."""
+                progress=None, held: contextlib.ExitStack | None = None) -> BenchSetup:
+    """Every shared stage: folder, cohort, preparation, splits, GAN (+ its metrics and montage).
+
+    The folder's lock is held shared (bench jobs may run side by side; ``--force`` from another
+    process is refused meanwhile) until ``held`` closes, or until the setup ends without it.
+    """
     from augment3d.data import prepare_cohort
 
     out = Path(out)
@@ -190,7 +202,7 @@ def setup_bench(recipe: Recipe, out: str | os.PathLike, *, data: str | os.PathLi
         if gen.conditions:
             gen.encoder.check_partial(config.synthetic_condition, source=f"{recipe.path} [bench] synthetic_condition")
     identity = _identity(recipe, data, generator)
-    ours = _check_folder(out, identity, force)
+    ours = _check_folder(out, identity, force, [data, generator])
 
     def prepare(folder: Path):
         say(f"preparing {folder} on the {'x'.join(map(str, recipe.data.preprocess().shape))} grid")
@@ -199,6 +211,14 @@ def setup_bench(recipe: Recipe, out: str | os.PathLike, *, data: str | os.PathLi
 
     cohort = prepare(data) if data is not None else None  # bad data is refused before OUT is touched
     _claim_folder(out, identity, ours)
+    with contextlib.ExitStack() as own:
+        (held or own).enter_context(folder_lock(out, shared=True))
+        return _shared_stages(out, recipe, config, data, generator, cohort, prepare, skip_bad, device, cache_dir,
+                              say, progress)
+
+
+def _shared_stages(out: Path, recipe: Recipe, config: BenchConfig, data, generator, cohort, prepare, skip_bad: bool,
+                   device: str, cache_dir, say, progress) -> BenchSetup:
     if not (out / "recipe.toml").is_file():
         atomic_write_text(out / "recipe.toml", recipe.path.read_text(encoding="utf-8"))
     data_dir = _cohort(out, recipe, data, say)
@@ -213,7 +233,7 @@ def setup_bench(recipe: Recipe, out: str | os.PathLike, *, data: str | os.PathLi
         _gan_eval(out, gen_path, data_dir, config, skip_bad, cache_dir, say)
         _synthetic_montage(out, gen_path, config)
     return BenchSetup(out, recipe, config, data_dir, gen_path, parts["train"], parts["val"], parts["test"],
-                      cohort.skipped)
+                      cohort.skipped, cohort.warnings)
 
 
 def run_bench(recipe: Recipe, out: str | os.PathLike, *, data=None, generator=None, arm: str | None = None,
@@ -226,10 +246,16 @@ def run_bench(recipe: Recipe, out: str | os.PathLike, *, data=None, generator=No
     if not recipe.bench:
         raise DataError(recipe.path, "the recipe has no [bench] section")
     selected = jobs(bench_config(recipe), arm, seed)
-    setup = setup_bench(recipe, out, data=data, generator=generator, force=force, skip_bad=skip_bad, device=device,
-                        cache_dir=cache_dir, say=say, progress=progress)
-    if setup_only:
-        return setup, None
+    with contextlib.ExitStack() as held:
+        setup = setup_bench(recipe, out, data=data, generator=generator, force=force, skip_bad=skip_bad,
+                            device=device, cache_dir=cache_dir, say=say, progress=progress, held=held)
+        if setup_only:
+            return setup, None
+        _run_jobs(setup, selected, device, say, progress)
+        return setup, write_report(setup.folder)
+
+
+def _run_jobs(setup: BenchSetup, selected, device: str, say, progress) -> None:
     for a, s in selected:
         if result_path(setup.folder, a, s).is_file():
             say(f"{a} seed {s}: finished earlier, kept")
@@ -238,4 +264,3 @@ def run_bench(recipe: Recipe, out: str | os.PathLike, *, data=None, generator=No
         result = run_job(setup.folder, a, s, setup.config, setup.train, setup.val, setup.test, setup.generator,
                          device, progress(f"{a} s{s}", setup.config.steps) if progress else None)
         say(f"{a} seed {s}: best validation Dice {result['best_val_dice']:.3f} at step {result['best_step']}")
-    return setup, write_report(setup.folder)

@@ -82,11 +82,17 @@ def test_missing_folder_and_unknown_recipe_are_one_line_errors(tmp_path):
     assert "error: no recipe named 'nonesuch'" in result.stderr
 
 
-def test_phantom_refuses_existing_folder(tmp_path):
+def test_phantom_refuses_a_folder_with_something_in_it(tmp_path):
     (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "notes.txt").write_text("mine")
     result = run("phantom", tmp_path / "c", "--cases", "1", "--spacing", "6")
     assert result.exit_code == 2
     assert "already exists" in result.stderr
+    forced = run("phantom", tmp_path / "c", "--cases", "1", "--spacing", "6", "--force")
+    assert forced.exit_code == 2 and "is not an augment3d cohort folder" in forced.stderr
+    assert (tmp_path / "c" / "notes.txt").read_text() == "mine"
+    (tmp_path / "empty").mkdir()  # an empty folder holds nothing to lose: it is written into
+    assert run("phantom", tmp_path / "empty", "--cases", "1", "--spacing", "6").exit_code == 0
 
 
 def test_phantom_validate_info_end_to_end(tmp_path):

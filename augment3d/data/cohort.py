@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import DataError
+from ..memory import check_fits
 from .cache import cache_key, default_cache_dir, load_cached, store_cached
 from .layout import Case, discover_cases
 from .metadata import read_metadata
 from .preprocess import PreparedCase, PreprocessConfig, preprocess_case
-from .validation import read_case
+from .validation import duplicate_of, image_digest, read_case, same_images_warning
 
 __all__ = ["SkippedCase", "PreparedCohort", "prepare_cohort"]
 
@@ -29,6 +32,8 @@ class PreparedCohort:
     cases: list[PreparedCase]
     skipped: list[SkippedCase]
     cache_hits: int = 0
+    #: things worth saying that stopped nothing (duplicate scans, a cache that cannot be written)
+    warnings: list[str] = field(default_factory=list)
 
 
 def prepare_cohort(
@@ -62,7 +67,9 @@ def prepare_cohort(
     metadata = read_metadata(root)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     settings = {**config.to_dict(), "columns": list(columns), "categories": dict(categories or {})}
-    prepared, skipped, hits = [], [], 0
+    check_fits(_grid_bytes(config) * (len(cases) + 8), root, f"preparing {len(cases)} cases on the "
+               f"{'x'.join(map(str, config.shape))} grid")
+    prepared, skipped, hits, warnings = [], [], 0, []
     for i, case in enumerate(cases):
         if progress is not None:
             progress(i, len(cases), case)
@@ -80,8 +87,20 @@ def prepare_cohort(
             skipped.append(SkippedCase(case, exc))
             continue
         if use_cache:
-            store_cached(cache, key, item)
+            try:
+                store_cached(cache, key, item)
+            except OSError as exc:
+                use_cache = False
+                warnings.append(f"{exc.filename or cache}: cannot write the prepared-case cache "
+                                f"({exc.strerror or exc}); continuing without it")
         prepared.append(item)
     if not prepared:
         raise DataError(root, f"every case is bad ({len(skipped)} skipped); nothing to prepare")
-    return PreparedCohort(root=root, cases=prepared, skipped=skipped, cache_hits=hits)
+    for later, first in duplicate_of([image_digest(list(c.images)) for c in prepared]).items():
+        warnings.append(f"case {prepared[later].subject_id}: {same_images_warning(prepared[first].subject_id)}")
+    return PreparedCohort(root=root, cases=prepared, skipped=skipped, cache_hits=hits, warnings=warnings)
+
+
+def _grid_bytes(config: PreprocessConfig) -> int:
+    """One prepared case in memory: four float32 images and a uint8 label map on the grid."""
+    return int(np.prod(config.shape)) * (4 * 4 + 1)

@@ -31,6 +31,8 @@ class Case:
     folder: Path
     scheme: NamingScheme
     paths: dict[str, Path | None]
+    #: why the folder could not be read (then ``paths`` are all None)
+    unreadable: str | None = None
 
     @property
     def missing(self) -> list[str]:
@@ -57,8 +59,13 @@ def _match(stems: dict[str, str], scheme: NamingScheme, subject_id: str, key: st
 
 
 def _read_case_folder(folder: Path) -> Case | None:
+    try:
+        entries = sorted(os.listdir(folder))
+    except OSError as exc:
+        return Case(folder.name, folder, BRATS2023, {key: None for key in KEYS},
+                    unreadable=f"cannot list the case folder ({exc.strerror or exc})")
     stems = {}
-    for entry in sorted(os.listdir(folder)):
+    for entry in entries:
         stem = _strip_extension(entry)
         if stem is not None and not entry.startswith(".") and (folder / entry).is_file():
             stems[stem] = entry
@@ -90,8 +97,12 @@ def discover_cases(root: str | os.PathLike) -> list[Case]:
         raise DataError(root, "folder does not exist")
     if not root.is_dir():
         raise DataError(root, "is not a folder (expected a cohort folder in BraTS layout)")
+    try:
+        entries = sorted(root.iterdir())
+    except OSError as exc:
+        raise DataError(root, f"cannot list the folder ({exc.strerror or exc})") from None
     cases = []
-    for entry in sorted(root.iterdir()):
+    for entry in entries:
         if entry.is_dir() and not entry.name.startswith("."):
             case = _read_case_folder(entry)
             if case is not None:

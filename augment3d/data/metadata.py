@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import csv
 import os
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DataError
 
-__all__ = ["METADATA_FILE", "Metadata", "read_metadata", "subject_conditions"]
+__all__ = ["METADATA_FILE", "Metadata", "read_metadata", "subject_conditions", "same_id"]
 
 METADATA_FILE = "metadata.csv"
+
+
+def same_id(subject_id: str) -> str:
+    """A subject id in Unicode NFC form, so ids typed on one system match folder names made on
+    another (macOS writes decomposed accents, most others composed ones)."""
+    return unicodedata.normalize("NFC", subject_id)
 
 
 @dataclass
@@ -33,6 +40,8 @@ def read_metadata(root: str | os.PathLike) -> Metadata | None:
     path = Path(root) / METADATA_FILE
     if not path.exists():
         return None
+    if not path.is_file():
+        raise DataError(path, "is not a regular file (a folder, a FIFO or a device); metadata must be a CSV file")
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
@@ -43,6 +52,10 @@ def read_metadata(root: str | os.PathLike) -> Metadata | None:
         raise DataError(path, "metadata file is empty (expected a header with 'subject_id')")
     if "subject_id" not in columns:
         raise DataError(path, f"no 'subject_id' column (columns: {', '.join(columns)})")
+    repeated = sorted({c for c in columns if columns.count(c) > 1})
+    if repeated:
+        raise DataError(path, f"column {', '.join(repr(c) for c in repeated)} appears more than once in the header; "
+                              "keep one (which one is meant cannot be guessed)")
     rows: dict[str, dict[str, str]] = {}
     lines: dict[str, list[int]] = {}
     try:
@@ -50,7 +63,7 @@ def read_metadata(root: str | os.PathLike) -> Metadata | None:
             if None in record:
                 raise DataError(path, f"line {line_no} has more fields than the header")
             row = {k.strip(): (v or "").strip() for k, v in record.items()}
-            sid = row.get("subject_id", "")
+            sid = same_id(row.get("subject_id", ""))
             if not sid:
                 if any(row.values()):
                     raise DataError(path, f"line {line_no} has an empty subject_id")
@@ -88,6 +101,7 @@ def subject_conditions(
     missing_cols = [c for c in columns if c not in metadata.columns]
     if missing_cols:
         raise DataError(metadata.path, f"no column {', '.join(repr(c) for c in missing_cols)} (conditioning needs it)")
+    subject_id = same_id(subject_id)
     if subject_id in metadata.duplicates:
         lines = ", ".join(str(n) for n in metadata.duplicates[subject_id])
         raise DataError(metadata.path, f"subject '{subject_id}' appears in several rows (lines {lines})")

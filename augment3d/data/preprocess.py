@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..field_types import enforce_field_types
+from ..models.architecture import MAX_SIDE
 from ..brats import MODALITIES
 from .validation import LoadedCase
 
@@ -37,6 +38,9 @@ class PreprocessConfig:
         if not isinstance(shape, tuple) or len(shape) != 3 or any(isinstance(s, bool) or not isinstance(s, int) for s in shape) \
                 or min(shape) < 4:
             raise ValueError(f"shape must be an int or three ints >= 4, got {self.shape!r}")
+        if max(shape) > MAX_SIDE:
+            raise ValueError(f"shape {shape} is larger than augment3d prepares (sides up to {MAX_SIDE}; the proposal's "
+                             "grid is 128)")
         percentiles = self.clip_percentiles
         if not isinstance(percentiles, (list, tuple)) or len(percentiles) != 2 or not all(isinstance(p, (int, float)) and not isinstance(p, bool) for p in percentiles):
             raise ValueError(f"clip_percentiles must be two numbers, got {percentiles!r}")

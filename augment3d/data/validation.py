@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,7 +16,8 @@ from .layout import Case, discover_cases
 from .metadata import Metadata, read_metadata, subject_conditions
 from .nifti import NiftiVolume, read_nifti
 
-__all__ = ["AFFINE_TOLERANCE", "LoadedCase", "CaseReport", "read_case", "check_case", "validate_cohort"]
+__all__ = ["AFFINE_TOLERANCE", "LoadedCase", "CaseReport", "read_case", "check_case", "validate_cohort", "image_digest",
+           "duplicate_of"]
 
 #: Largest difference (in affine units: mm, or direction cosines) tolerated between the
 #: affines of one case's files; BraTS files often differ by float32 rounding.
@@ -47,6 +49,10 @@ class CaseReport:
     shape: tuple[int, ...] | None = None
     zooms: tuple[float, ...] | None = None
     conditions: dict[str, str] = field(default_factory=dict)
+    #: things worth saying that do not make the case bad (the same images as another case)
+    warnings: list[str] = field(default_factory=list)
+    #: a digest of the images, to find the same scan under two subject ids
+    digest: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -92,6 +98,8 @@ def _check_geometry(reference: NiftiVolume, volume: NiftiVolume, ref_key: str) -
 def _read_all(case: Case) -> tuple[dict[str, NiftiVolume], list[DataError]]:
     volumes: dict[str, NiftiVolume] = {}
     problems: list[DataError] = []
+    if case.unreadable:
+        return volumes, [DataError(case.folder, case.unreadable)]
     for key in KEYS:
         path = case.paths.get(key)
         if path is None:
@@ -163,6 +171,7 @@ def check_case(
         shape=None if ref is None else tuple(ref.data.shape),
         zooms=None if ref is None else ref.zooms,
         conditions=conditions,
+        digest=image_digest([volumes[k].data for k in MODALITIES if k in volumes]),
     )
 
 
@@ -181,4 +190,36 @@ def validate_cohort(
         if progress is not None:
             progress(i, len(cases), case)
         reports.append(check_case(case, metadata, columns, categories))
+    for report, first in duplicate_of([r.digest for r in reports]).items():
+        reports[report].warnings.append(same_images_warning(reports[first].case.subject_id))
     return reports
+
+
+def image_digest(volumes: Sequence[np.ndarray]) -> str | None:
+    """A digest of a case's images (None without any), equal for the same scan under two ids."""
+    if not volumes:
+        return None
+    digest = hashlib.blake2b(digest_size=16)
+    for volume in volumes:
+        digest.update(str(volume.shape).encode())
+        digest.update(np.ascontiguousarray(volume).tobytes())
+    return digest.hexdigest()
+
+
+def duplicate_of(digests: Sequence[str | None]) -> dict[int, int]:
+    """For each entry whose digest an earlier one has: its index -> the first such index."""
+    first: dict[str, int] = {}
+    out = {}
+    for i, digest in enumerate(digests):
+        if digest is None:
+            continue
+        if digest in first:
+            out[i] = first[digest]
+        else:
+            first[digest] = i
+    return out
+
+
+def same_images_warning(other: str) -> str:
+    return (f"the same images as case {other}: the same scan under two subject ids leaks between training and "
+            "test splits; keep one")

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_write_text, refuse_existing, staged_folder
+from ..atomic import atomic_write_text
+from ..output_folders import claim_output, staged_output
 from ..data.cohort import prepare_cohort
 from . import settings
 from .consistency import condition_fidelity, label_consistency, train_segmenter
@@ -63,7 +64,7 @@ def evaluate_run(run: str | os.PathLike, data: str | os.PathLike, out: str | os.
     run = Path(run)
     gen = load_generator(run)
     config = gen.preprocess
-    refuse_existing(out, force)  # before the minutes of work, not after
+    claim_output(out, "evaluation", force=force, inputs=[run, data])  # before the minutes of work, not after
     check_conditions_match(gen, data)
     say("preparing real data")
     cohort = prepare_cohort(data, config, list(gen.conditions), gen.conditions, skip_bad=skip_bad, cache_dir=cache_dir)
@@ -142,7 +143,7 @@ def evaluate_run(run: str | os.PathLike, data: str | os.PathLike, out: str | os.
         metrics["condition_fidelity"] = condition_fidelity(f_train, [c.conditions for c in train], f_syn, conditions,
                                                            f_held, [c.conditions for c in held])
     out = Path(out)
-    with staged_folder(out, force) as work:
+    with staged_output(out, "evaluation", force=force, inputs=[run, data]) as work:
         atomic_write_text(work / "metrics.json", json.dumps(metrics, indent=1) + "\n")
         write_report(work, metrics, train, held, syn_x, syn_y, conditions, audit)
     say(f"wrote {out}")

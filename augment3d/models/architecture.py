@@ -9,6 +9,13 @@ from ..field_types import enforce_field_types
 __all__ = ["ModelConfig", "synthesis_plan", "STYLE_MODES"]
 
 STYLE_MODES = ("modulated", "adain")
+#: the largest grid side built (the proposal's grid is 128)
+MAX_SIDE = 512
+#: sane ranges: a checkpoint or recipe outside them is refused before any network is built
+LIMITS = {"image_channels": (1, 64), "label_classes": (1, 64), "cond_dim": (0, 4096), "z_dim": (1, 4096),
+          "w_dim": (1, 4096), "cond_embed_dim": (1, 4096), "mapping_layers": (1, 32), "mapping_lr_mul": (1e-6, 1.0),
+          "channel_base": (1, 1 << 20), "channel_max": (1, 4096), "d_channel_base": (1, 1 << 20),
+          "d_channel_max": (1, 4096), "mbstd_group": (1, 1024)}
 
 
 def synthesis_plan(shape: tuple[int, int, int]) -> tuple[tuple[int, int, int], int]:
@@ -66,6 +73,11 @@ class ModelConfig:
             raise ValueError(f"model shape {shape} cannot be reached by doubling a base grid of sides >= 3")
         if self.style_mode not in STYLE_MODES:
             raise ValueError(f"style_mode must be one of {STYLE_MODES}, got {self.style_mode!r}")
+        if max(shape) > MAX_SIDE:
+            raise ValueError(f"model shape {shape} is larger than augment3d builds (sides up to {MAX_SIDE})")
+        for name, (low, high) in LIMITS.items():
+            if not low <= getattr(self, name) <= high:
+                raise ValueError(f"{name} must be between {low} and {high}, got {getattr(self, name)}")
 
     def channels(self, resolution: int, discriminator: bool = False) -> int:
         base, cap = (self.d_channel_base, self.d_channel_max) if discriminator else (self.channel_base, self.channel_max)

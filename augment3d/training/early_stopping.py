@@ -40,19 +40,21 @@ class EarlyStopping:
 
     def __init__(self, every: int, patience: int):
         self.every, self.patience = every, patience
-        self.best, self.bad_evals = math.inf, 0
+        self.best, self.bad_evals, self.best_step = math.inf, 0, None
 
     def due(self, step: int) -> bool:
         return self.every > 0 and step % self.every == 0
 
-    def record(self, value: float) -> tuple[bool, bool]:
-        """Note a validation value; returns (improved, stop)."""
+    def record(self, step: int, value: float) -> tuple[bool, bool]:
+        """Note the validation value at ``step``; returns (improved, stop)."""
         improved = value < self.best
         self.best, self.bad_evals = (value, 0) if improved else (self.best, self.bad_evals + 1)
+        self.best_step = step if improved else self.best_step
         return improved, self.patience > 0 and self.bad_evals >= self.patience
 
     def state_dict(self) -> dict:
-        return {"best_metric": self.best, "bad_evals": self.bad_evals}
+        return {"best_metric": self.best, "bad_evals": self.bad_evals, "best_step": self.best_step}
 
     def load_state_dict(self, state: dict) -> None:
         self.best, self.bad_evals = float(state.get("best_metric", math.inf)), int(state.get("bad_evals", 0))
+        self.best_step = state.get("best_step")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -12,13 +11,12 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_write_text, remove_stale_temporaries
-from ..checkpoint import bundle_exists
 from ..config import Recipe
 from ..data.cohort import PreparedCohort, prepare_cohort
 from ..data.conditions import ConditionEncoder
-from ..errors import DataError
+from ..errors import DataError, RecipeError
 from .distributed import init_world
-from .state import TRAIN_STATE
+from .run_folder import plan_run, writing_run
 from .trainer import TrainingData, train_gan
 
 __all__ = ["train_run", "save_samples_montage", "save_loss_curves"]
@@ -106,41 +104,45 @@ def train_run(
     cache_dir=None,
     subjects: Sequence[str] | None = None,
     progress: Callable[[int, int, dict], None] | None = None,
+    allow_changes: Sequence[str] = (),
 ) -> tuple[Path, PreparedCohort, dict]:
     """Prepare ``data_dir`` with the recipe and train (or resume) into ``out``.
 
     ``subjects`` restricts training to those subject ids (e.g. a benchmark's training split); the
     run records them in ``subjects.json`` so ``augment3d evaluate`` holds the others out.
+    ``resume``, ``force`` and ``allow_changes``: see :mod:`augment3d.training.run_folder`; every
+    check runs before the folder is touched.
 
     Under ``torchrun`` every process runs this; only rank 0 touches the run folder.
     """
     out = Path(out)
     world = init_world(device)
-    if resume and not bundle_exists(out, TRAIN_STATE):
-        if not (out / "recipe.toml").is_file():
-            raise DataError(out, "nothing to resume: no train_state.json/.safetensors in this folder")
-        resume, force = False, True  # our run, killed before its first checkpoint: start it again
-    if not resume and out.exists() and any(out.iterdir()) and not force:
-        raise DataError(out, "already exists; use --resume to continue it or --force to start over")
+    mode = plan_run(out, recipe, resume=resume, force=force, inputs=[data_dir], allow_changes=allow_changes)
     cohort = _training_cohort(data_dir, recipe, subjects, skip_bad, cache_dir)
     encoder = _encoder(recipe, cohort)
-    _barrier(world)  # every rank has read the data before rank 0 changes anything
-    if world.main and not resume and out.exists() and force:
-        shutil.rmtree(out)  # only once the data is known to be good: a bad cohort leaves the old run alone
     train_cfg = recipe.train if steps is None else replace(recipe.train, steps=steps)
     model_cfg = recipe.model_config(encoder.dim)
+    try:
+        train_cfg.micro_batches(world.size)
+    except ValueError as exc:
+        raise RecipeError(recipe.path, f"[train]: {exc}") from None
     voxel_mm = float(np.median([np.sqrt((c.affine[:3, :3] ** 2).sum(0)).mean() for c in cohort.cases]))
-    if world.main:
-        _write_records(out, recipe, data_dir, cohort)
     data = TrainingData.from_cases(cohort.cases, encoder)
-    _barrier(world)
-    last = train_gan(
-        out, data, model_cfg, train_cfg, encoder, recipe.data.preprocess(), resume=resume, device=device,
-        progress=progress, on_checkpoint=lambda step, g: _at_checkpoint(out, g, encoder, step, cohort.cases),
-        generator_info={"voxel_mm": voxel_mm, "recipe": recipe.name},
-    )
-    if world.main:
-        save_loss_curves(out / "log.jsonl", out / "curves.png")
+    _barrier(world)  # every rank has read the data before rank 0 changes anything
+    with writing_run(out, mode, world.main) as commit:
+        if world.main:
+            _write_records(out, recipe, data_dir, cohort)
+        _barrier(world)
+
+        def at_checkpoint(step: int, generator) -> None:
+            commit()
+            _at_checkpoint(out, generator, encoder, step, cohort.cases)
+
+        last = train_gan(out, data, model_cfg, train_cfg, encoder, recipe.data.preprocess(), resume=mode == "resume",
+                         device=device, progress=progress, on_checkpoint=at_checkpoint,
+                         generator_info={"voxel_mm": voxel_mm, "recipe": recipe.name})
+        if world.main:
+            save_loss_curves(out / "log.jsonl", out / "curves.png")
     return out, cohort, last
 
 

@@ -83,10 +83,15 @@ class TrainConfig:
         for name in ("seg_warmup", "eval_every", "patience", "seed"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        self.micro_batches(1)
 
     def micro_batches(self, world: int) -> int:
         """How many micro-batches the global batch is cut into over ``world`` processes."""
         parts = world * self.accumulate
         if self.batch % parts:
             raise ValueError(f"batch {self.batch} does not split into {world} processes x {self.accumulate} accumulation steps")
+        if self.mode_seeking > 0 and self.batch // parts < 2:
+            raise ValueError(f"mode_seeking needs pairs of samples: batch {self.batch} over {world} processes x "
+                             f"{self.accumulate} accumulation steps leaves micro-batches of {self.batch // parts}; "
+                             "use a larger batch or fewer accumulation steps")
         return parts

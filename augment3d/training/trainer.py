@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from ..atomic import atomic_write_text
-from ..checkpoint import bundle_exists
+from ..checkpoint import bundle_exists, recorded_step
 from ..data.conditions import ConditionEncoder
 from ..data.preprocess import PreprocessConfig
 from ..errors import Augment3DError
@@ -64,6 +64,14 @@ class _RunFolder:
                 if line.strip() and json.loads(line)["step"] <= start]
         atomic_write_text(self.log_path, "".join(line + "\n" for line in kept))
 
+    def catch_up(self, start: int) -> None:
+        """A run killed between its training state and its generator at step ``start`` saves that
+        generator now, from the restored EMA weights (the ones it would have saved)."""
+        loop = self.loop
+        due = start if not loop.stopping.every or loop.stopping.best_step == start else None
+        if self.world.main and due and recorded_step(self.dir, "generator") != due:
+            save_generator(self.dir, loop.G_ema, self.encoder, self.preprocess, due, self.generator_info)
+
     def log(self, metrics: dict) -> None:
         if self.world.main:
             with self.log_path.open("a") as handle:
@@ -75,9 +83,10 @@ class _RunFolder:
             raise TrainingDiverged(self.dir, f"non-finite weights at step {step}; not saved, the last checkpoint is intact")
         if not self.world.main:
             return
+        # the training state first: a run killed between the two saves can always be resumed
+        save_train_state(self.dir, step, loop.state(), {"train": asdict(loop.cfg), "model": loop.mc.to_dict()})
         if with_generator:
             save_generator(self.dir, loop.G_ema, self.encoder, self.preprocess, step, self.generator_info)
-        save_train_state(self.dir, step, loop.state(), {"train": asdict(loop.cfg), "model": loop.mc.to_dict()})
         if self.on_checkpoint is not None:
             self.on_checkpoint(step, loop.G_ema)
 
@@ -115,6 +124,7 @@ def train_gan(
                         generator_info, on_checkpoint)
     start = load_train_state(run_dir, loop.state())["step"] if resume and bundle_exists(run_dir, TRAIN_STATE) else 0
     folder.open(start)
+    folder.catch_up(start)
     last: dict = {}
     t0 = time.perf_counter()
     for step in range(start + 1, config.steps + 1):
@@ -123,7 +133,7 @@ def train_gan(
         improved = stop = False
         if loop.stopping.due(step):
             metrics["val_swd"] = loop.validation_swd()
-            improved, stop = loop.stopping.record(metrics["val_swd"])
+            improved, stop = loop.stopping.record(step, metrics["val_swd"])
             metrics["early_stop"] = stop
         metrics["seconds"] = round(time.perf_counter() - t0, 3)
         if step % config.log_every == 0 or step == config.steps or "val_swd" in metrics:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -52,24 +54,31 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
 
 def test_existing_folder_needs_force_and_failure_leaves_nothing(tmp_path):
     out = tmp_path / "cohort"
-    out.mkdir()
-    (out / "keep.txt").write_text("mine")
     config = PhantomConfig(cases=2, seed=0, spacing=6.0)
+    make_phantom_cohort(out, config)
+    before = sorted(p.name for p in out.iterdir())
     with pytest.raises(DataError, match="already exists"):
         make_phantom_cohort(out, config)
-    assert (out / "keep.txt").read_text() == "mine"
 
     def boom(i, n, sid):
         if i == 1:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        make_phantom_cohort(out, config, force=True, progress=boom)
-    assert (out / "keep.txt").read_text() == "mine"  # the old folder is untouched
+        make_phantom_cohort(out, replace(config, seed=1), force=True, progress=boom)
+    assert sorted(p.name for p in out.iterdir()) == before  # the old cohort is untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cohort"]  # no partial folder left
-    make_phantom_cohort(out, config, force=True, preview=True)
-    assert not (out / "keep.txt").exists()
+    make_phantom_cohort(out, config, force=True, preview=True)  # a phantom cohort of ours: replaced
     assert (out / "preview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_force_never_deletes_a_folder_augment3d_did_not_write(tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(DataError, match="is not an augment3d cohort folder"):
+        make_phantom_cohort(out, PhantomConfig(cases=2, seed=0, spacing=6.0), force=True)
+    assert (out / "keep.txt").read_text() == "mine"
 
 
 def test_sites_differ_in_ways_monotone_intensity_maps_cannot_undo():

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ...atomic import atomic_write_text, staged_folder
+from ...atomic import atomic_write_text
+from ...output_folders import staged_output
 from ...brats import BRATS2023
 from ...field_types import enforce_field_types
 from ..layout import case_file_name
@@ -98,7 +99,7 @@ def make_phantom_cohort(
     out = Path(out)
     template = load_template(float(config.spacing))
     _, affine = output_grid(template)
-    with staged_folder(out, force) as work:
+    with staged_output(out, "cohort", force=force) as work:
         params: list[SubjectParams] = []
         previews = []
         for index, site in enumerate(config.sites()):
