@@ -365,27 +365,24 @@ def sample(
     seed: Annotated[int, typer.Option(min=0, help="First seed; subjects use seeds SEED .. SEED+N-1.")] = 0,
     psi: Annotated[float, typer.Option(min=0.0, max=2.0, help="Truncation towards the condition's mean (1 = none).")] = 1.0,
     fmt: Annotated[str, typer.Option("--format", help="brats (BraTS-2023 layout + metadata.csv) or nnunet (nnU-Net v2 raw).")] = "brats",
+    labels_from: Annotated[Optional[Path], typer.Option(help="Labels-to-images runs: render the label maps of this cohort folder (BraTS layout, images give the brain mask) or joint run, instead of the run's own training maps deformed by each seed.")] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     force: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
 ) -> None:
     """Generate synthetic subjects (images + labels) from a trained run; a seed names a subject."""
     from augment3d.export import FORMATS, export_synthetic
     from augment3d.sampling import load_generator
+    from augment3d.synthetic_cohort import sample_subjects
 
     if fmt not in FORMATS:
         fail(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     from augment3d.output_folders import claim_output
 
-    claim_output(out, "samples", force=force, inputs=[run])  # before generating, not after
+    claim_output(out, "samples", force=force, inputs=[run, labels_from])  # before generating, not after
     gen = load_generator(run, device)
-    cond = _parse_conditions(condition or [])
-    unknown = sorted(set(cond) - set(gen.conditions))
-    if unknown:
-        fail(f"{run}: the model has no condition {', '.join(unknown)} (it knows: {', '.join(gen.conditions) or 'none'})")
-    seeds = list(range(seed, seed + n))
-    images, labels = gen.generate(condition=gen.encoder.check(cond, source=str(run)) if gen.conditions else None,
-                                  seeds=seeds, psi=psi)
-    export_synthetic(out, images, labels, seeds, cond, gen.affine, fmt=fmt, psi=psi, force=force, inputs=[run])
+    subjects = sample_subjects(gen, n, _parse_conditions(condition or []), seed, psi, labels_from)
+    export_synthetic(out, subjects.images, subjects.labels, subjects.seeds, subjects.conditions, gen.affine, fmt=fmt,
+                     psi=psi, force=force, inputs=[run, labels_from], map_sources=subjects.sources)
     typer.echo(f"wrote {n} synthetic subjects ({fmt}) to {out}")
 
 

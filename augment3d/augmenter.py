@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,9 @@ from torchio.transforms.transform import Transform
 
 from .brats import MODALITIES, MODALITY_ALIASES
 from .data.preprocess import cube_box, to_canonical
+from .resampling import resample
 from .errors import CheckpointError, DataError
+from .precision import auto_precision
 from .sampling import check_precision
 
 __all__ = ["SyntheticAugmenter", "SyntheticReplacement"]
@@ -97,85 +100,6 @@ def _resolve_names(subject, modalities: Mapping[str, str] | None) -> dict[str, s
     if missing:
         raise DataError(None, f"subject has no image named {', '.join(missing)} (it has {', '.join(sorted(names))})")
     return out
-
-
-_GRIDS: OrderedDict = OrderedDict()
-
-
-def _sampling_grid(theta: np.ndarray, shape) -> torch.Tensor:
-    """``affine_grid`` for a subject geometry, cached: the same subjects come back every epoch."""
-    import torch.nn.functional as F
-
-    key = (theta.tobytes(), tuple(shape))
-    if key not in _GRIDS:
-        _GRIDS[key] = F.affine_grid(torch.from_numpy(theta[:3]).float()[None], [1, 1, *shape[::-1]], align_corners=False)
-        while len(_GRIDS) > 4:
-            _GRIDS.popitem(last=False)
-    return _GRIDS[key]
-
-
-def _axis_positions(scale: float, offset: float, n_out: int, n_in: int) -> np.ndarray:
-    """Source voxel positions of the output voxel centres along one axis (align_corners=False)."""
-    u = (2.0 * np.arange(n_out) + 1.0) / n_out - 1.0
-    return ((scale * u + offset + 1.0) * n_in - 1.0) / 2.0
-
-
-def _linear_matrix(positions: np.ndarray, n_in: int) -> torch.Tensor:
-    """(n_out, n_in) linear-interpolation weights; neighbours outside the volume count as zero."""
-    low = np.floor(positions).astype(np.int64)
-    frac = positions - low
-    matrix = np.zeros((len(positions), n_in + 2))  # columns 0 and n_in + 1 catch the outside
-    rows = np.arange(len(positions))
-    for index, weight in ((low, 1.0 - frac), (low + 1, frac)):
-        np.add.at(matrix, (rows, np.clip(index, -1, n_in) + 1), weight)
-    return torch.from_numpy(matrix[:, 1:-1].astype(np.float32))
-
-
-def _separable_resample(volumes: torch.Tensor, theta: np.ndarray, shape, mode: str) -> torch.Tensor:
-    """``grid_sample`` for an axis-aligned ``theta`` as three 1D resamplings (the same values, 5-10x faster)."""
-    sizes = volumes.shape[1:]
-    positions = [_axis_positions(theta[a, a], theta[a, 3], shape[a], sizes[a]) for a in range(3)]
-    if mode == "nearest":  # grid_sample rounds half to even, as np.rint does
-        index = [np.rint(p).astype(np.int64) for p in positions]
-        inside = [(i >= 0) & (i < n) for i, n in zip(index, sizes)]
-        picked = volumes[:, np.clip(index[0], 0, sizes[0] - 1)][:, :, np.clip(index[1], 0, sizes[1] - 1)][
-            :, :, :, np.clip(index[2], 0, sizes[2] - 1)]
-        keep = torch.from_numpy(inside[0][:, None, None] & inside[1][None, :, None] & inside[2][None, None, :])
-        return picked * keep
-    mx, my, mz = (_linear_matrix(p, n) for p, n in zip(positions, sizes))
-    out = torch.einsum("cxyz,kz->cxyk", volumes, mz)
-    out = torch.einsum("cxyk,jy->cxjk", out, my)
-    return torch.einsum("cxjk,ix->cijk", out, mx)
-
-
-def _to_subject_space(volumes: np.ndarray, grid_affine: np.ndarray, affine: np.ndarray, shape, mode: str) -> np.ndarray:
-    """Resample (C, S, S, S) from the model grid (world affine) onto a subject's voxel grid.
-
-    The map from the subject's normalised voxel coordinates to the model grid's is affine,
-    composed in float64 (align_corners=False, zeros outside). When it is axis-aligned (the usual
-    case: both grids share axes) it runs as three separable 1D resamplings; otherwise as one
-    ``affine_grid`` + ``grid_sample``.
-    """
-    import torch.nn.functional as F
-
-    def normaliser(sizes) -> np.ndarray:  # voxel index -> [-1, 1]
-        n = np.asarray(sizes, dtype=np.float64)
-        m = np.eye(4)
-        m[:3, :3] = np.diag(2.0 / n)
-        m[:3, 3] = 1.0 / n - 1.0
-        return m
-
-    to_grid = np.linalg.inv(grid_affine) @ affine
-    theta = normaliser(volumes.shape[1:]) @ to_grid @ np.linalg.inv(normaliser(shape))
-    linear = theta[:3, :3]
-    if np.abs(linear - np.diag(np.diag(linear))).max() <= 1e-9 * np.abs(linear).max():
-        vol = torch.from_numpy(np.ascontiguousarray(volumes, dtype=np.float32))
-        return _separable_resample(vol, theta, tuple(shape), mode).numpy()
-    # torch orders (x, y, z) as (W, H, D): keep our axis 0 as x by transposing the volumes
-    grid = _sampling_grid(theta, shape)
-    vol = torch.from_numpy(np.ascontiguousarray(volumes.transpose(0, 3, 2, 1), dtype=np.float32))[None]
-    out = F.grid_sample(vol, grid, mode=mode, padding_mode="zeros", align_corners=False)
-    return out[0].numpy().transpose(0, 3, 2, 1)
 
 
 _CHECKED_FILES: OrderedDict = OrderedDict()
@@ -266,53 +190,108 @@ class SyntheticReplacement(Transform):
 
     def apply_transform(self, subject):
         gen = get_generator(self.checkpoint, self.checkpoint_sha256, _device(self.device))
-        images, labels = generate_batch(gen, tuple(self.seeds), self.condition, self.psi, self.precision)
-        image, label = images[self.index], labels[self.index]
         names = {k: v for k, v in _resolve_names(subject, self.modalities).items() if self._selected(v)}
         label_name = self.label_key if self.label_key in subject and self._selected(self.label_key) else None
+        if gen.takes_labels:  # restyle: new images for the subject's own label map, which stays as it is
+            if not names:
+                return subject
+            if self.label_key not in subject:
+                raise DataError(None, f"subject has no label map '{self.label_key}' to render images from "
+                                      f"(it has {', '.join(sorted(subject.get_images_names()))}); name it with label_key=")
+            space = _SubjectSpace.of(subject, names, self.label_key, gen)
+            space.write_images(subject, names, self._render(gen, subject, space), keep_outline=True)
+            return subject
         if not names and label_name is None:
             return subject
+        images, labels = generate_batch(gen, tuple(self.seeds), self.condition, self.psi, self.precision)
+        space = _SubjectSpace.of(subject, names, label_name, gen)
+        space.write_images(subject, names, images[self.index])
+        if label_name is not None:
+            space.write_label(subject, label_name, labels[self.index])
+        return subject
+
+    def _render(self, gen, subject, space: _SubjectSpace) -> np.ndarray:
+        """Images (4, S, S, S) on the model grid for the subject's label map and brain mask."""
+        label = subject[self.label_key].data[0].numpy()
+        where = getattr(subject[self.label_key], "path", None) or f"subject label map '{self.label_key}'"
+        values = set(np.unique(label).tolist())
+        if 4 in values and 3 not in values:  # BraTS 2021 labels: ET is 4
+            label = np.where(label == 4, 3, label)
+            values = (values - {4}) | {3}
+        if not values <= {0, 1, 2, 3}:
+            raise DataError(where, f"label values {sorted(values - {0, 1, 2, 3})} are not BraTS classes (0-3; 4 for "
+                                   "BraTS 2021's ET)")
+        grid_label = np.rint(space.to_grid(label[None].astype(np.float32))[0]).astype(np.uint8)
+        grid_mask = space.to_grid(space.mask[None].astype(np.float32))[0] > 0.5
+        images, _ = gen.generate(condition=self.condition, seeds=self.seeds[self.index : self.index + 1], psi=self.psi,
+                                 precision=self.precision, label_maps=(grid_label[None], grid_mask[None]))
+        return images[0]
+
+
+@dataclass
+class _SubjectSpace:
+    """Where the model grid sits in a subject (as preprocessing put it) and the images' ranges."""
+
+    originals: dict[str, np.ndarray]
+    minima: dict[str, float]
+    mask: np.ndarray
+    affine: np.ndarray
+    shape: tuple
+    grid_affine: np.ndarray
+    grid_shape: tuple
+    clip_percentiles: tuple
+
+    @classmethod
+    def of(cls, subject, names: dict[str, str], label_name: str | None, gen) -> _SubjectSpace:
         originals = {k: _read(subject, v) for k, v in names.items()}
         _check_same_shape(subject, [*names.values(), *([label_name] if label_name else [])])
         reference = subject[next(iter(names.values()))] if names else subject[label_name]
         if label_name is not None:
             _check_file(getattr(subject[label_name], "path", None))
-        affine, shape = np.asarray(reference.affine, dtype=np.float64), reference.spatial_shape
-        if originals:
-            minima = {k: x.min() for k, x in originals.items()}
-            mask = np.zeros(shape, dtype=bool)
-            for k, x in originals.items():
-                mask |= x != minima[k]
-        else:
-            mask = np.ones(shape, dtype=bool)
+        affine, shape = np.asarray(reference.affine, dtype=np.float64), tuple(reference.spatial_shape)
+        minima = {k: x.min() for k, x in originals.items()}
+        mask = np.zeros(shape, dtype=bool)
+        for k, x in originals.items():
+            mask |= x != minima[k]
         if not mask.any():
             mask[:] = True
         mask_c, affine_c = to_canonical(mask, affine)
         config = gen.preprocess
         grid_affine = cube_box(mask_c, affine_c, config).grid_affine
-        warped = _to_subject_space(image + 1.0, grid_affine, affine, shape, "bilinear") - 1.0
-        low, high = config.clip_percentiles
+        return cls(originals, minima, mask, affine, shape, grid_affine, gen.shape, config.clip_percentiles)
+
+    def to_grid(self, volumes: np.ndarray) -> np.ndarray:
+        """(C, ...) subject-space volumes onto the model grid, nearest-neighbour."""
+        return resample(volumes, self.affine, self.grid_affine, self.grid_shape, "nearest")
+
+    def write_images(self, subject, names: dict[str, str], image: np.ndarray, keep_outline: bool = False) -> None:
+        """Generated images (4, S, S, S) in [-1, 1] -> the subject's space and intensity range;
+        ``keep_outline``: the subject's own background stays background (a restyled subject)."""
+        warped = resample(image + 1.0, self.grid_affine, self.affine, self.shape, "bilinear") - 1.0
+        low, high = self.clip_percentiles
         for c, key in enumerate(MODALITIES):
             if key not in names:
                 continue
-            original = originals[key]
-            inside = original[mask] if mask.any() else original.ravel()
+            original = self.originals[key]
+            inside = original[self.mask] if self.mask.any() else original.ravel()
             # the in-brain range from a regular subsample of about 2^15 voxels: within 1% of the
             # range of the exact percentiles (phantom cohort, 160 images), at a fraction of the cost
             lo, hi = np.percentile(inside[:: max(1, inside.size // 2**15)], [low, high])
             half = (hi - lo) / 2.0
             values = warped[c] * np.float32(half)
             values += np.float32(lo + half)
-            values[warped[c] <= -1.0 + 1e-3] = minima[key]
+            values[warped[c] <= -1.0 + 1e-3] = self.minima[key]
+            if keep_outline:
+                values[~self.mask] = self.minima[key]
             subject[names[key]].set_data(torch.from_numpy(values.astype(np.float32, copy=False))[None])
-        if label_name is not None:
-            new = _to_subject_space(label[None].astype(np.float32), grid_affine, affine, shape, "nearest")[0]
-            old = subject[label_name].data
-            new_label = torch.from_numpy(np.rint(new).astype(np.int64))[None]
-            if (old == 4).any() and not (old == 3).any():
-                new_label[new_label == 3] = 4  # the subject uses BraTS 2021 labels
-            subject[label_name].set_data(new_label.to(old.dtype))
-        return subject
+
+    def write_label(self, subject, label_name: str, label: np.ndarray) -> None:
+        new = resample(label[None].astype(np.float32), self.grid_affine, self.affine, self.shape, "nearest")[0]
+        old = subject[label_name].data
+        new_label = torch.from_numpy(np.rint(new).astype(np.int64))[None]
+        if (old == 4).any() and not (old == 3).any():
+            new_label[new_label == 3] = 4  # the subject uses BraTS 2021 labels
+        subject[label_name].set_data(new_label.to(old.dtype))
 
 
 class SyntheticAugmenter(RandomTransform):
@@ -331,7 +310,9 @@ class SyntheticAugmenter(RandomTransform):
         label_key: the label map's name.
         device: where to generate in the main process (DataLoader workers use the CPU).
         batch_size: subjects generated at once per condition; the rest wait in a small cache.
-        precision: ``fp32`` or ``bf16`` generation arithmetic (see :meth:`SyntheticGenerator.generate`);
+        precision: ``auto`` (the default: bf16 where the hardware has it, fp32 elsewhere), ``fp32``
+            or ``bf16`` generation arithmetic (see :meth:`SyntheticGenerator.generate`); the
+            resolved one is
             recorded in the history, so replays match.
         seed: make the draws reproducible (mixed with the DataLoader worker id, so workers differ);
             ``None`` draws from torch's RNG like torchio's own transforms.
@@ -340,7 +321,7 @@ class SyntheticAugmenter(RandomTransform):
 
     def __init__(self, generator, p: float = 0.5, condition="subject", psi: float = 1.0, modalities=None,
                  label_key: str = "seg", device: str = "cpu", batch_size: int = 8, seed: int | None = None,
-                 precision: str = "fp32", **kwargs):
+                 precision: str = "auto", **kwargs):
         super().__init__(p=p, **kwargs)
         path = getattr(generator, "path", generator)
         if path is None:
@@ -354,7 +335,7 @@ class SyntheticAugmenter(RandomTransform):
         self.condition = dict(condition) if isinstance(condition, Mapping) else condition
         self.psi, self.modalities, self.label_key = float(psi), modalities, label_key
         self.device, self.batch_size, self.seed = device, int(batch_size), seed
-        self.precision = check_precision(precision)
+        self.precision = check_precision(auto_precision(precision, device))
         if self.batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self._queues: dict[tuple, list] = {}

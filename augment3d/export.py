@@ -28,23 +28,33 @@ def _subject_id(seed: int) -> str:
     return f"BraTS-SYN-{seed:06d}-000"
 
 
+def _describe(conditions: list[dict]) -> str:
+    distinct = {tuple(sorted(c.items())) for c in conditions}
+    return str(conditions[0]) if len(distinct) == 1 else f"{len(distinct)} combinations (see the subjects)"
+
+
 def export_synthetic(
     out: str | os.PathLike,
     images: np.ndarray,
     labels: np.ndarray,
     seeds: Sequence[int],
-    condition: Mapping[str, str],
+    condition: Mapping[str, str] | Sequence[Mapping[str, str]],
     affine: np.ndarray,
     *,
     fmt: str = "brats",
     psi: float = 1.0,
     force: bool = False,
     inputs=(),
+    map_sources: Sequence[str | None] | None = None,
 ) -> Path:
     """Write generated subjects to ``out``; the folder appears only once complete.
 
+    ``condition`` is one for all subjects or one per subject; ``map_sources`` (labels-to-images
+    runs) names the label map each subject was rendered from, recorded in ``metadata.csv``.
     ``inputs`` (the run folder) are never written over (:func:`augment3d.output_folders.check_not_an_input`).
     """
+    conditions = [dict(condition)] * len(seeds) if isinstance(condition, Mapping) else [dict(c) for c in condition]
+    sources = list(map_sources) if map_sources is not None and any(s is not None for s in map_sources) else None
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}")
     out = Path(out)
@@ -58,11 +68,11 @@ def export_synthetic(
                     write_nifti(folder / case_file_name(sid, key, BRATS2023), volume, affine, np.float32)
                 write_nifti(folder / case_file_name(sid, "seg", BRATS2023), label, affine, np.uint8)
             buffer = io.StringIO()
-            columns = ["subject_id", *condition, "seed", "psi"]
+            keys = list(dict.fromkeys(k for c in conditions for k in c))
             writer = csv.writer(buffer, lineterminator="\n")
-            writer.writerow(columns)
-            for sid, seed in zip(ids, seeds):
-                writer.writerow([sid, *condition.values(), seed, psi])
+            writer.writerow(["subject_id", *keys, "seed", "psi", *(["label_map_from"] if sources else [])])
+            for i, (sid, seed) in enumerate(zip(ids, seeds)):
+                writer.writerow([sid, *(conditions[i].get(k, "") for k in keys), seed, psi, *([sources[i]] if sources else [])])
             atomic_write_text(work / "metadata.csv", buffer.getvalue())
         else:
             (work / "imagesTr").mkdir()
@@ -73,6 +83,6 @@ def export_synthetic(
                 write_nifti(work / "labelsTr" / f"{sid}.nii.gz", label, affine, np.uint8)
             dataset = {"channel_names": NNUNET_CHANNELS, "labels": NNUNET_LABELS, "numTraining": len(ids),
                        "file_ending": ".nii.gz", "name": out.name,
-                       "description": f"augment3d synthetic subjects, condition {dict(condition)}, psi {psi}"}
+                       "description": f"augment3d synthetic subjects, conditions {_describe(conditions)}, psi {psi}"}
             atomic_write_text(work / "dataset.json", json.dumps(dataset, indent=1) + "\n")
     return out

@@ -56,7 +56,8 @@ class FolderKind:
 KINDS = {
     "run": FolderKind("run", ("generator.json", "train_state.json", "subjects.json"),
                       ("generator.safetensors", "generator.json", "train_state.safetensors", "train_state.json",
-                       "log.jsonl", "curves.png", "samples_latest.png", "recipe.toml", "subjects.json")),
+                       "label_maps.safetensors", "label_maps.json", "log.jsonl", "curves.png", "samples_latest.png",
+                       "recipe.toml", "subjects.json")),
     "bench": FolderKind("bench", ("bench.json",),
                         ("bench.json", "recipe.toml", "cohort", "splits.json", "gan", "gan_eval", "arms", "report.json",
                          "report.md", "*.png")),

@@ -19,7 +19,9 @@ from .data.conditions import ConditionEncoder
 from .data.preprocess import PreprocessConfig
 from .brats import CLASS_NAMES, MODALITIES
 from .errors import CheckpointError
+from .label_bank import LabelBank
 from .memory import check_fits
+from .models.spatial_conditioning import label_maps as map_tensor, maps_to_labels
 from .models import Generator3D, ModelConfig
 
 __all__ = ["SyntheticGenerator", "load_generator", "save_generator", "GENERATOR_FILE", "PRECISIONS"]
@@ -74,6 +76,13 @@ class SyntheticGenerator:
         self.device = torch.device(device)
         self.path = Path(path) if path else None
         self._w_centres: dict[tuple, torch.Tensor] = {}
+        #: labels mode: the run's training label maps, which seeds draw from (None: give maps)
+        self.bank = None
+
+    @property
+    def takes_labels(self) -> bool:
+        """True for a labels-to-images generator: label maps are its input (``mode`` in generator.json)."""
+        return self.network.takes_labels
 
     @property
     def conditions(self) -> dict[str, list[str]]:
@@ -120,16 +129,37 @@ class SyntheticGenerator:
 
     def latent(self, seed: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """z and noise for ``seed``, drawn on the CPU: a seed names a subject on every device."""
+        return self._draws(seed)[:2]
+
+    def _draws(self, seed: int, condition: Mapping[str, str] | None = None, with_map: bool = False):
+        """z, noise and (labels mode, ``with_map``) a deformed map of the run's and its source
+        subject, in this order from ``seed``'s generator."""
         g = torch.Generator().manual_seed(int(seed))
         z = torch.randn(1, self.network.config.z_dim, generator=g)
         noise = self.network.make_noise(1, g)
-        return z, noise
+        if not with_map:
+            return z, noise, None, None
+        if self.bank is None:
+            raise ValueError(f"{self.path or 'this generator'} renders images from label maps and keeps none of its "
+                             "own: give label_maps=(labels, masks)")
+        maps, source = self.bank.draw(g, condition)
+        return z, noise, maps, source
+
+    def map_sources(self, seeds: Sequence[int], condition: Mapping[str, str] | None = None) -> list[str]:
+        """The training subjects whose (deformed) label maps ``seeds`` render (labels mode)."""
+        return [self._draws(s, condition, with_map=True)[3] for s in seeds]
 
     @torch.no_grad()
     def generate(self, n: int | None = None, condition: Mapping[str, str] | None = None,
                  seeds: Sequence[int] | None = None, psi: float = 1.0, batch_size: int = 8,
-                 precision: str = "fp32", mix_seeds: Sequence[int] | None = None, mix_cutoff: int | None = None):
+                 precision: str = "fp32", mix_seeds: Sequence[int] | None = None, mix_cutoff: int | None = None,
+                 label_maps: tuple[np.ndarray, np.ndarray] | None = None):
         """Generate subjects. Returns ``(images (n, 4, X, Y, Z) float32 in [-1, 1], labels (n, X, Y, Z) uint8)``.
+
+        A labels-to-images generator renders ``label_maps`` = (labels (n, X, Y, Z) in 0-3, brain
+        masks (n, X, Y, Z)) on the model grid and returns those labels; without them each seed
+        draws one of the run's training maps (of the requested condition, when the run has any)
+        and deforms it.
 
         Args:
             n: how many (default ``len(seeds)``); seeds default to ``0 .. n-1``.
@@ -160,12 +190,17 @@ class SyntheticGenerator:
         if condition is not None or self.encoder.categories:
             condition = self.encoder.check(condition or {}, source=str(self.path) if self.path else None)
         centre = self.w_centre(condition) if psi != 1.0 else None
+        given = self._given_maps(label_maps, len(seeds))
         images, labels = [], []
         for start in range(0, len(seeds), batch_size):
             chunk = seeds[start : start + batch_size]
-            latents = [self.latent(s) for s in chunk]
+            latents = [self._draws(s, condition, with_map=self.takes_labels and given is None) for s in chunk]
             z = torch.cat([lat[0] for lat in latents]).to(self.device)
             noise = [torch.cat([lat[1][k] for lat in latents]).to(self.device) for k in range(len(latents[0][1]))]
+            maps = None
+            if self.takes_labels:
+                maps = (given[start : start + batch_size] if given is not None else torch.cat([lat[2] for lat in latents]))
+                maps = maps.to(self.device)
             c = self._condition_vector(condition, len(chunk))
             w = self.network.truncate(self.network.mapping(z, c), centre, psi)
             if mixing is not None:
@@ -173,13 +208,28 @@ class SyntheticGenerator:
                 w_mix = self.network.truncate(self.network.mapping(z_mix, c), centre, psi)
                 w = self.network.mix_styles(w, w_mix, mix_cutoff)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                image, logits = self.network.from_w(w, noise)
-            if not (torch.isfinite(image).all() and torch.isfinite(logits).all()):
+                image, logits = self.network.from_w(w, noise, maps)
+            if not (torch.isfinite(image).all() and (logits is None or torch.isfinite(logits).all())):
                 raise CheckpointError(self.path, f"the generator produced NaN or Inf voxels (seeds {chunk[:4]}...); "
                                                  "its weights are broken: retrain or use another checkpoint")
             images.append(image.float().clamp(-1, 1).cpu())
-            labels.append(logits.float().max(1).indices.to(torch.uint8).cpu())  # = argmax(1), 8x faster on CPU
+            labels.append(maps_to_labels(maps).cpu() if maps is not None
+                          else logits.float().max(1).indices.to(torch.uint8).cpu())  # = argmax(1), 8x faster on CPU
         return torch.cat(images).numpy(), torch.cat(labels).numpy()
+
+    def _given_maps(self, label_maps_given, n: int) -> torch.Tensor | None:
+        """``label_maps`` = (labels, masks) as the network's map tensor, checked (labels mode only)."""
+        if label_maps_given is None:
+            return None
+        if not self.takes_labels:
+            raise ValueError("this generator draws its own labels (joint mode); label_maps are for labels-to-images runs")
+        labels, masks = (np.asarray(a) for a in label_maps_given)
+        expected = (n, *self.shape)
+        if labels.shape != expected or masks.shape != expected:
+            raise ValueError(f"label_maps must be two arrays of shape {expected}, got {labels.shape} and {masks.shape}")
+        if labels.min(initial=0) < 0 or labels.max(initial=0) > 3:
+            raise ValueError("label maps hold values outside 0-3 (background, NETC, SNFH, ET)")
+        return map_tensor(torch.from_numpy(labels.astype(np.int64)), torch.from_numpy(masks.astype(bool)))
 
     def _check_mixing(self, n: int, mix_seeds: Sequence[int] | None, mix_cutoff: int | None) -> list[int] | None:
         if mix_seeds is None and mix_cutoff is None:
@@ -213,6 +263,8 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") 
         network.load_state_dict(tensors, strict=True)
         gen = SyntheticGenerator(network, encoder, meta, device=device, path=path)
         _check_run_info(gen)
+        if gen.takes_labels:
+            gen.bank = LabelBank.load(path, gen.shape)
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
         raise CheckpointError(path / f"{GENERATOR_FILE}.json", f"does not describe a usable generator ({exc})") from None
     return gen

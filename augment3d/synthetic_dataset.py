@@ -15,6 +15,7 @@ import torch
 
 from .augmenter import _device, checkpoint_hash, generate_batch, get_generator
 from .brats import MODALITIES
+from .precision import auto_precision
 from .sampling import check_precision
 
 __all__ = ["SyntheticSubjectsDataset"]
@@ -36,7 +37,8 @@ class SyntheticSubjectsDataset(torch.utils.data.Dataset):
             real subjects, so shapes match for batching).
         batch_size: subjects generated at once.
         device: where to generate (the CPU inside DataLoader workers).
-        precision: ``fp32`` (default) or ``bf16`` generation (see :meth:`SyntheticGenerator.generate`).
+        precision: ``auto`` (the default: bf16 where the hardware has it, fp32 elsewhere), ``fp32``
+            or ``bf16`` generation (see :meth:`SyntheticGenerator.generate`).
 
     Subjects are on the model grid with an isotropic affine of the training data's voxel size and
     carry their condition as attributes plus ``subject_id`` and ``seed``.
@@ -44,7 +46,7 @@ class SyntheticSubjectsDataset(torch.utils.data.Dataset):
 
     def __init__(self, generator, n: int, condition: Mapping[str, str] | None = None, seed: int = 0,
                  psi: float = 1.0, names: Mapping[str, str] | None = None, label_key: str = "seg",
-                 transform=None, batch_size: int = 8, device: str = "cpu", precision: str = "fp32"):
+                 transform=None, batch_size: int = 8, device: str = "cpu", precision: str = "auto"):
         path = getattr(generator, "path", generator)
         self.checkpoint = str(path)
         self.checkpoint_sha256 = checkpoint_hash(self.checkpoint)
@@ -55,7 +57,7 @@ class SyntheticSubjectsDataset(torch.utils.data.Dataset):
         self.names = {k: (names or {}).get(k, k) for k in MODALITIES}
         self.label_key, self.transform = label_key, transform
         self.batch_size, self.device = int(batch_size), device
-        self.precision = check_precision(precision)
+        self.precision = check_precision(auto_precision(precision, device))
 
     def __len__(self) -> int:
         return self.n

@@ -32,6 +32,7 @@ import torch
 from augment3d.config import load_recipe
 from augment3d.data import ConditionEncoder
 from augment3d.models import Generator3D
+from augment3d.models.spatial_conditioning import label_maps
 from augment3d.training.trainer import TrainingData, train_gan
 
 
@@ -114,15 +115,17 @@ def generation_rate(recipe, shape: int, batch: int, bf16: bool, channels_last: b
     from dataclasses import replace
 
     enc = ConditionEncoder(recipe.data.categories)
-    net = Generator3D(replace(recipe.model_config(enc.dim), shape=(shape,) * 3)).eval()
+    net = Generator3D(replace(recipe.model_config(enc.dim), shape=(shape,) * 3, **MODEL_SET)).eval()
     net.channels_last = channels_last
     z = torch.randn(batch, net.config.z_dim)
     c = torch.from_numpy(enc.encode(enc.all_conditions()[:1] * batch)) if enc.dim else None
+    labels = torch.randint(0, 4, (batch, shape, shape, shape), generator=torch.Generator().manual_seed(0))
+    maps = label_maps(labels, labels >= 0) if net.takes_labels else None
     times = []
     for _ in range(repeats + 1):
         t = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            net(z, c)
+            net(z, c, maps=maps)
         times.append(time.perf_counter() - t)
     return batch / statistics.median(times[1:])
 

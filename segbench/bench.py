@@ -128,7 +128,8 @@ def _splits(out: Path, config: BenchConfig, cases) -> dict[str, list[str]]:
             raise DataError(path, f"lists cases that are not usable here: {', '.join(missing[:5])}; use --force to start over")
         return splits
     splits = make_splits({c.subject_id: c.conditions for c in cases}, seed=config.split_seed,
-                         val=config.val_fraction, test=config.test_fraction)
+                         val=config.val_fraction, test=config.test_fraction, test_per_site=config.test_per_site,
+                         train_per_site=config.train_per_site)
     if not splits["train"] or not splits["test"]:
         raise DataError(out, f"{len(cases)} usable cases are too few to split into train and test")
     save_splits(path, splits, config.split_seed)

@@ -37,6 +37,10 @@ class BenchConfig:
     split_seed: int = 0
     val_fraction: float = 0.15
     test_fraction: float = 0.3
+    #: > 0: exactly this many test cases per site (instead of ``test_fraction``), for a verdict
+    test_per_site: int = 0
+    #: caps on a site's training cases, e.g. ``{SSA = 6}``: the scarce site stays scarce
+    train_per_site: dict[str, int] = field(default_factory=dict)
     architecture: str = "Unet"
     encoder: str = "mobileone_s0"
     decoder_channels: tuple[int, ...] = (64, 32, 16, 16, 8)
@@ -68,6 +72,12 @@ class BenchConfig:
             if not isinstance(value, (list, tuple)) or not all(isinstance(v, kind) and not isinstance(v, bool) for v in value):
                 raise ValueError(f"{name} must be a list of {kind.__name__}s, got {value!r}")
             object.__setattr__(self, name, tuple(value))
+        if not isinstance(self.train_per_site, dict) or not all(
+                isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 1
+                for k, v in self.train_per_site.items()):
+            raise ValueError(f"train_per_site must be a table of site = count >= 1, got {self.train_per_site!r}")
+        if self.test_per_site < 0:
+            raise ValueError(f"test_per_site must be >= 0, got {self.test_per_site}")
         if not isinstance(self.synthetic_condition, dict) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in self.synthetic_condition.items()):
             raise ValueError(f"synthetic_condition must be a table of strings, got {self.synthetic_condition!r}")

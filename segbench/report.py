@@ -72,10 +72,42 @@ def build_report(folder: Path, results: dict[str, list[dict]] | None = None) -> 
         "vs_real": comparisons,
         "gan": gan,
         "seconds": {a: [round(r["seconds"], 1) for r in results[a]] for a in arms},
+        "generator_mode": _generator_mode(folder),
+        "real_plateau": plateau(results["real"]),
         "validation": sorted({r.get("validation", "") for rs in results.values() for r in rs}),
     }
     report["answer"] = _answer(report, config)
     return report
+
+
+def _generator_mode(folder: Path) -> str | None:
+    """``labels`` or ``joint``: how the synthetic arms' generator makes subjects (None without one)."""
+    bench = json.loads((folder / "bench.json").read_text()) if (folder / "bench.json").is_file() else {}
+    run = Path(bench["generator"]) if bench.get("generator") else folder / "gan"
+    try:
+        model = json.loads((run / "generator.json").read_text())["model"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return model.get("mode", "joint")
+
+
+#: the real arm counts as trained to a plateau when its best validation Dice in the last quarter
+#: of training beats the best before it by less than this
+PLATEAU_GAIN = 0.01
+
+
+def plateau(results: list[dict]) -> dict:
+    """Per seed of an arm: the validation Dice gained in the last quarter of training, and whether
+    that is below :data:`PLATEAU_GAIN` (a gain over an undertrained baseline is no gain)."""
+    gains = {}
+    for r in results:
+        curve = r["curve"]
+        cut = r["steps"] * 0.75
+        before = [c["val_dice"] for c in curve if c["step"] <= cut]
+        after = [c["val_dice"] for c in curve if c["step"] > cut]
+        gains[str(r["seed"])] = None if not before or not after else max(after) - max(before)
+    known = [g for g in gains.values() if g is not None]
+    return {"gain_last_quarter": gains, "reached": bool(known) and all(g < PLATEAU_GAIN for g in known)}
 
 
 def _gan_metrics(folder: Path) -> dict | None:
@@ -98,6 +130,10 @@ def _gan_metrics(folder: Path) -> dict | None:
     for column, fidelity in m.get("condition_fidelity", {}).items():
         pick[f"condition_accuracy_{column}"] = {"synthetic": fidelity["synthetic_accuracy"],
                                                 "real": fidelity["held_out_real_accuracy"]}
+    for column, restyle in m.get("restyle_fidelity", {}).items():
+        pick[f"restyled_recognised_{column}"] = restyle["by_target_category"]
+    if m["label_consistency_dice"].get("ratio_to_real") is not None:
+        pick["label_consistency_wt_ratio_to_real"] = m["label_consistency_dice"]["ratio_to_real"]
     edge = m.get("tumour_at_head_edge")  # absent from evaluations written before it existed
     if edge is not None:
         pick["tumour_at_head_edge"] = {"synthetic": edge["synthetic"], "real": edge["real_train"]}
@@ -171,6 +207,14 @@ def _fmt(x, digits: int = 3) -> str:
 
 def _markdown(report: dict) -> str:
     out = [f"# segbench report ({report['recipe']})", "", f"**Did synthetic data help?** {report['answer']}", ""]
+    mode = report.get("generator_mode")
+    if mode:
+        out += [f"Synthetic subjects: {'labels to images (real label maps restyled, labels exact)' if mode == 'labels' else 'joint generation (images and labels from noise)'}.", ""]
+    flat = report.get("real_plateau")
+    if flat:
+        gains = ", ".join(f"seed {s}: {_fmt(g)}" for s, g in flat["gain_last_quarter"].items())
+        out += [f"The `real` arm {'reached' if flat['reached'] else 'did NOT reach'} a plateau (validation Dice gained "
+                f"in the last quarter of training: {gains}; plateau: below {PLATEAU_GAIN}).", ""]
     if report["missing"]:
         out += [f"Jobs not finished yet (merge again with `augment3d bench-report`): {', '.join(report['missing'])}.", ""]
     out += ["## Test Dice per arm", "",

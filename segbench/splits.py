@@ -15,12 +15,18 @@ __all__ = ["make_splits", "save_splits", "load_splits"]
 
 
 def make_splits(conditions: Mapping[str, Mapping[str, str]], seed: int = 0, val: float = 0.15, test: float = 0.3,
-                strata: Sequence[str] = ("site", "grade")) -> dict[str, list[str]]:
+                strata: Sequence[str] = ("site", "grade"), test_per_site: int = 0,
+                train_per_site: Mapping[str, int] | None = None) -> dict[str, list[str]]:
     """Split subject ids into train / val / test, per stratum (e.g. SSA-HGG), seeded.
 
     Every stratum with at least 3 subjects puts at least one in test, and with at least 4 one in
-    val, so the scarce site is represented in every split when it can be.
+    val, so the scarce site is represented in every split when it can be. With ``test_per_site``
+    each site puts that many in test instead (shared among its grades by their sizes), and
+    ``train_per_site`` caps a site's training cases (``{"SSA": 6}`` keeps the scarce site scarce);
+    the cases over the cap go to test, where they add power.
     """
+    if test_per_site > 0:
+        return _per_site(conditions, seed, val, test_per_site, dict(train_per_site or {}), strata)
     groups: dict[tuple, list[str]] = {}
     for sid in sorted(conditions):
         key = tuple(conditions[sid].get(s, "") for s in strata)
@@ -37,6 +43,31 @@ def make_splits(conditions: Mapping[str, Mapping[str, str]], seed: int = 0, val:
         out["test"] += ids[:n_test]
         out["val"] += ids[n_test : n_test + n_val]
         out["train"] += ids[n_test + n_val :]
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def _per_site(conditions, seed: int, val: float, test_per_site: int, train_cap: dict[str, int],
+              strata: Sequence[str]) -> dict[str, list[str]]:
+    site_key = strata[0]
+    out: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    rng = np.random.default_rng(seed)
+    for site in sorted({conditions[s].get(site_key, "") for s in conditions}):
+        # a seeded shuffle within each grade, then the grades interleaved: every prefix is stratified
+        groups = {}
+        for sid in sorted(s for s in conditions if conditions[s].get(site_key, "") == site):
+            groups.setdefault(tuple(conditions[sid].get(k, "") for k in strata[1:]), []).append(sid)
+        for ids in groups.values():
+            rng.shuffle(ids)
+        order = [sid for _, sid in sorted((i / len(ids), sid) for ids in groups.values() for i, sid in enumerate(ids))]
+        n_test = min(test_per_site, len(order) - 1)
+        rest = order[n_test:]
+        n_val = min(max(1 if len(rest) >= 4 else 0, int(round(len(rest) * val))), max(0, len(rest) - 1))
+        train = rest[n_val:]
+        cap = train_cap.get(site)
+        surplus = train[cap:] if cap is not None else []
+        out["test"] += order[:n_test] + surplus
+        out["val"] += rest[:n_val]
+        out["train"] += train[: len(train) - len(surplus)]
     return {k: sorted(v) for k, v in out.items()}
 
 

@@ -135,7 +135,7 @@ def test_synthetic_subjects_dataset(tiny_run, tmp_path):
 
 def test_grid_to_subject_space_inverts_preprocessing(tmp_path):
     """The augmenter's placement: a prepared case mapped back lands on the subject's own anatomy."""
-    from augment3d.augmenter import _to_subject_space
+    from augment3d.resampling import resample
     from augment3d.data import PreprocessConfig, discover_cases, preprocess_case, read_case
     from augment3d.data.preprocess import cube_box, to_canonical
 
@@ -148,11 +148,11 @@ def test_grid_to_subject_space_inverts_preprocessing(tmp_path):
     mask = np.any([v != v.min() for v in loaded.images.values()], axis=0)
     box = cube_box(*to_canonical(mask, loaded.affine), config)
     np.testing.assert_allclose(box.grid_affine, prepared.affine, atol=1e-6)
-    label = _to_subject_space(prepared.label[None].astype(np.float32), prepared.affine, loaded.affine, SHAPE, "nearest")[0]
+    label = resample(prepared.label[None].astype(np.float32), prepared.affine, loaded.affine, SHAPE, "nearest")[0]
     tumour, truth = label > 0, loaded.label > 0
     dice = 2 * (tumour & truth).sum() / (tumour.sum() + truth.sum())
     assert dice > 0.8
-    image = _to_subject_space(prepared.images[:1] + 1, prepared.affine, loaded.affine, SHAPE, "bilinear")[0] - 1
+    image = resample(prepared.images[:1] + 1, prepared.affine, loaded.affine, SHAPE, "bilinear")[0] - 1
     assert np.corrcoef(image[mask], loaded.images["t1n"][mask])[0, 1] > 0.8
 
 
@@ -167,3 +167,45 @@ def test_bf16_precision_is_recorded_and_replays(tiny_run, tmp_path):
     assert not torch.equal(fp32["t1n"].data, out["t1n"].data)  # precision is part of the subject's name
     with pytest.raises(ValueError, match="precision must be one of"):
         SyntheticAugmenter(tiny_run, precision="half")
+
+
+def test_restyling_keeps_the_label_map_bit_identical_and_replays(tiny_run, tmp_path):
+    """A labels-to-images run restyles: new images for the subject's own label map (after the
+    spatial transforms before it), in the subject's space; the label map comes out untouched."""
+    subject = make_subject(tmp_path)
+    transform = tio.Compose([tio.RandomAffine(degrees=10, p=1.0),
+                             SyntheticAugmenter(tiny_run, p=1.0, condition={"site": "SSA"}, seed=3)])
+    out = transform(subject)
+    affined = tio.Compose(out.get_composed_history().transforms[:1])(subject)  # as the augmenter got it
+    assert torch.equal(out["seg"].data, affined["seg"].data)
+    assert all(not torch.equal(out[k].data, affined[k].data) for k in KEYS[:4])
+    replayed = out.get_composed_history()(subject)
+    for k in KEYS:
+        assert torch.equal(out[k].data, replayed[k].data), k
+    # the brain's outside keeps each image's own background value
+    background = affined["t1n"].data == affined["t1n"].data.min()
+    assert torch.all(out["t1n"].data[background] == affined["t1n"].data.min())
+
+
+def test_restyling_renders_the_subject_s_tumour(tiny_run, tmp_path):
+    """The generator is given the subject's labels: two subjects whose maps differ get different
+    images for the same seed and condition."""
+    from augment3d import load_generator
+
+    gen = load_generator(tiny_run)
+    assert gen.takes_labels
+    a, b = make_subject(tmp_path / "a"), make_subject(tmp_path / "b")
+    b["seg"].set_data(torch.zeros_like(b["seg"].data))  # the same images, no tumour in the map
+    from augment3d.augmenter import checkpoint_hash
+
+    augment = SyntheticReplacement(tiny_run, checkpoint_hash(tiny_run), [5], 0, {"site": "SSA", "grade": "HGG"})
+    out_a, out_b = augment(a), augment(b)
+    assert not torch.equal(out_a["t2f"].data, out_b["t2f"].data)
+    assert torch.equal(out_b["seg"].data, b["seg"].data)
+
+
+def test_restyling_refuses_label_values_outside_brats(tiny_run, tmp_path):
+    subject = make_subject(tmp_path)
+    subject["seg"].set_data(torch.full_like(subject["seg"].data, 7))
+    with pytest.raises(DataError, match=r"label values \[7\] are not BraTS classes"):
+        SyntheticAugmenter(tiny_run, p=1.0, seed=0)(subject)

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from helpers import corrupt_gzip_block, path_of, truncate
 from typer.testing import CliRunner
@@ -170,3 +171,40 @@ def test_cli_train_resume_sample(cohort, tmp_path):
     bad = runner.invoke(app, ["sample", str(run), str(tmp_path / "x"), "--condition", "site=EU", "--condition", "grade=LGG"])
     assert bad.exit_code == 2 and f"{run}: unknown site 'EU' (known: HIC, SSA)" in bad.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_sample_renders_the_label_maps_of_a_cohort(tiny_run, cohort, tmp_path):
+    import csv
+
+    import nibabel as nib
+
+    out = tmp_path / "synthetic"
+    result = run("sample", tiny_run, out, "--n", 3, "--labels-from", cohort, "--condition", "site=SSA")
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader((out / "metadata.csv").open()))
+    assert [r["label_map_from"] for r in rows] == [f"BraTS-TST-{i:05d}-000" for i in range(3)]
+    assert [(r["site"], r["grade"]) for r in rows] == [("SSA", "HGG"), ("SSA", "LGG"), ("SSA", "HGG")]  # grade: the case's
+    from augment3d.data import prepare_cohort
+    from augment3d.sampling import load_generator
+
+    prepared = prepare_cohort(cohort, load_generator(tiny_run).preprocess)
+    for row, case in zip(rows, prepared.cases):
+        seg = np.asarray(nib.load(out / row["subject_id"] / f"{row['subject_id']}-seg.nii.gz").dataobj)
+        assert np.array_equal(seg, case.label)  # rendered from exactly that map
+
+
+@pytest.mark.parametrize("damage, fragment", [(truncate, "truncated gzip stream"),
+                                              ("values", "label values [7] outside the BraTS-2023 scheme")])
+def test_labels_from_a_damaged_label_file_is_one_line(tiny_run, cohort, tmp_path, damage, fragment):
+    import nibabel as nib
+
+    path = path_of(cohort, "BraTS-TST-00001-000", "seg")
+    if damage == "values":
+        image = nib.load(path)
+        nib.save(nib.Nifti1Image(np.full(image.shape, 7, np.uint8), image.affine), path)
+    else:
+        damage(path)
+    result = run("sample", tiny_run, tmp_path / "out", "--n", 2, "--labels-from", cohort)
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith(f"error: {path}: ") and fragment in lines[0]
+    assert not (tmp_path / "out").exists()

@@ -103,11 +103,12 @@ def _rewrite_meta(folder, change) -> None:
 def test_generators_saved_by_earlier_versions_still_load(tiny, tmp_path):
     """Before the condition bypass (no ``cond_bypass`` key), with ``noise_style = false`` written
     out, and with ``voxel_mm`` and ``recipe`` inside ``preprocess``: all load as they were."""
-    old = Generator3D(replace(tiny.model, cond_bypass=False))
+    old = Generator3D(replace(tiny.model, cond_bypass=False, mode="joint"))
     save_generator(tmp_path, old, tiny.encoder, PreprocessConfig(shape=16, margin_mm=3.0), step=1)
 
     def as_written_before(meta):
         del meta["model"]["cond_bypass"]
+        del meta["model"]["mode"]
         meta["model"]["noise_style"] = False
         meta["preprocess"].update(voxel_mm=4.0, recipe="quick")
 
@@ -128,3 +129,43 @@ def test_the_run_records_its_preprocessing_and_voxel_size(tiny, tmp_path):
     gen = load_generator(tmp_path)
     assert gen.preprocess == PreprocessConfig(shape=16, clip_percentiles=(1.0, 99.0))
     assert gen.voxel_mm == 6.0 and np.allclose(np.diag(gen.affine), [6.0, 6.0, 6.0, 1.0])
+
+
+def test_labels_mode_renders_given_maps_and_draws_its_own(tiny, tmp_path):
+    data = tiny.data()
+    data.labels[:] = 0
+    data.labels[:, 4:8, 4:8, 4:8] = 3
+    train_gan(tmp_path, data, tiny.model, replace(tiny.train, steps=1), tiny.encoder)
+    gen = load_generator(tmp_path)
+    assert gen.takes_labels and len(gen.bank.subjects) == 4
+    labels = np.zeros((2, 16, 16, 16), np.uint8)
+    labels[1, 2:6, 2:6, 2:6] = 1
+    masks = np.ones((2, 16, 16, 16), bool)
+    images, out = gen.generate(condition={"site": "SSA"}, seeds=[0, 1], label_maps=(labels, masks))
+    assert np.array_equal(out, labels) and images.shape == (2, 4, 16, 16, 16)
+    drawn, drawn_labels = gen.generate(condition={"site": "SSA"}, seeds=[0, 1])  # the run's own maps, deformed
+    again, _ = gen.generate(condition={"site": "SSA"}, seeds=[0, 1])
+    assert np.array_equal(drawn, again) and set(np.unique(drawn_labels)) <= {0, 3} and (drawn_labels == 3).any()
+    assert {gen.bank.conditions[gen.bank.subjects.index(s)]["site"] for s in gen.map_sources([0, 1, 2], {"site": "SSA"})} == {"SSA"}
+    with pytest.raises(ValueError, match="label_maps must be two arrays of shape"):
+        gen.generate(condition={"site": "SSA"}, seeds=[0], label_maps=(labels, masks))
+    with pytest.raises(ValueError, match="outside 0-3"):
+        gen.generate(condition={"site": "SSA"}, seeds=[0, 1], label_maps=(labels + 4, masks))
+
+
+def test_a_joint_run_from_before_labels_to_images_still_loads_and_samples(tiny, tmp_path):
+    joint = replace(tiny.model, mode="joint")
+    train_gan(tmp_path / "run", tiny.data(), joint, replace(tiny.train, steps=1), tiny.encoder)
+    _rewrite_meta(tmp_path / "run", lambda meta: meta["model"].pop("mode"))  # as written before the option
+    gen = load_generator(tmp_path / "run")
+    assert not gen.takes_labels and gen.bank is None
+    images, labels = gen.generate(condition={"site": "HIC"}, seeds=[0, 1])
+    assert images.shape == (2, 4, 16, 16, 16) and labels.shape == (2, 16, 16, 16)
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    result = CliRunner().invoke(app, ["sample", str(tmp_path / "run"), str(tmp_path / "out"), "--n", "2",
+                                      "--condition", "site=SSA"])
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "out").glob("*/*-seg.nii.gz"))) == 2

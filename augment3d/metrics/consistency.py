@@ -17,7 +17,8 @@ import torch
 from ..models.segmenter import TinySegmenter, one_hot, segmentation_loss
 from .regions import REGIONS, dice
 
-__all__ = ["TinySegmenter", "train_segmenter", "segment", "label_consistency", "condition_fidelity"]
+__all__ = ["TinySegmenter", "train_segmenter", "segment", "label_consistency", "condition_fidelity",
+           "condition_classifiers", "accuracy_by_category"]
 
 
 def train_segmenter(images: np.ndarray, labels: np.ndarray, steps: int = 150, batch: int = 4, seed: int = 0,
@@ -54,10 +55,8 @@ def label_consistency(model: TinySegmenter, images: np.ndarray, labels: np.ndarr
     return {region: float(np.mean([dice(p, t, region) for p, t in zip(predicted, labels)])) for region in REGIONS}
 
 
-def condition_fidelity(real_features: np.ndarray, real_conditions: list[dict], fake_features: np.ndarray,
-                       fake_conditions: list[dict], held_features: np.ndarray | None = None,
-                       held_conditions: list[dict] | None = None) -> dict[str, dict]:
-    """Per condition column: accuracy on synthetic subjects (and on held-out real, the reference)."""
+def condition_classifiers(real_features: np.ndarray, real_conditions: list[dict]) -> dict:
+    """Per condition column, a classifier of it trained on real features (None with one category)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -66,12 +65,37 @@ def condition_fidelity(real_features: np.ndarray, real_conditions: list[dict], f
     for column in (real_conditions[0] if real_conditions else {}):
         y = [c[column] for c in real_conditions]
         if len(set(y)) < 2:
+            out[column] = None
+            continue
+        out[column] = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, class_weight="balanced"))
+        out[column].fit(real_features, y)
+    return out
+
+
+def accuracy_by_category(classifier, features: np.ndarray, conditions: list[dict], column: str) -> dict:
+    """The classifier's accuracy on ``features``, overall and per category of ``column``."""
+    truth = np.array([c[column] for c in conditions])
+    right = classifier.predict(features) == truth
+    return {"accuracy": float(right.mean()),
+            "by_category": {str(v): float(right[truth == v].mean()) for v in sorted(set(truth.tolist()))}}
+
+
+def condition_fidelity(real_features: np.ndarray, real_conditions: list[dict], fake_features: np.ndarray,
+                       fake_conditions: list[dict], held_features: np.ndarray | None = None,
+                       held_conditions: list[dict] | None = None, classifiers: dict | None = None) -> dict[str, dict]:
+    """Per condition column: accuracy on synthetic subjects, overall and per category (and on
+    held-out real, the reference)."""
+    classifiers = classifiers or condition_classifiers(real_features, real_conditions)
+    out = {}
+    for column, clf in classifiers.items():
+        if clf is None:
             out[column] = {"note": "only one category among real training subjects; no classifier"}
             continue
-        clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, class_weight="balanced"))
-        clf.fit(real_features, y)
-        result = {"synthetic_accuracy": float(np.mean(clf.predict(fake_features) == np.array([c[column] for c in fake_conditions])))}
+        synthetic = accuracy_by_category(clf, fake_features, fake_conditions, column)
+        result = {"synthetic_accuracy": synthetic["accuracy"], "synthetic_accuracy_by_category": synthetic["by_category"]}
         if held_features is not None and len(held_features):
-            result["held_out_real_accuracy"] = float(np.mean(clf.predict(held_features) == np.array([c[column] for c in held_conditions])))
+            held = accuracy_by_category(clf, held_features, held_conditions, column)
+            result["held_out_real_accuracy"] = held["accuracy"]
+            result["held_out_real_accuracy_by_category"] = held["by_category"]
         out[column] = result
     return out

@@ -13,7 +13,8 @@ from ..atomic import atomic_write_text
 from ..output_folders import claim_output, staged_output
 from ..data.cohort import prepare_cohort
 from . import settings
-from .consistency import condition_fidelity, label_consistency, train_segmenter
+from .consistency import (accuracy_by_category, condition_classifiers, condition_fidelity, label_consistency,
+                          train_segmenter)
 from .diversity import mean_pairwise_ms_ssim, prdc
 from .features import extract, load_extractor
 from .frechet import frechet_distance, kernel_distance
@@ -43,6 +44,30 @@ def split_for_evaluation(run: Path, cases, seed: int = 0):
     if len(train) < 2 or len(held) < 2:
         raise ValueError("evaluation needs at least 4 real cases")
     return train, held, note
+
+
+def _restyle_fidelity(gen, train, extractor, classifiers: dict, seed: int) -> dict:
+    """What the augmenter does: every real training subject's own label map rendered into each
+    category of each condition column (the other columns kept), and how often the real-trained
+    classifier then sees that category (per column and target category)."""
+    labels = np.stack([c.label for c in train])
+    masks = np.stack([(c.images > -1.0 + 1e-3).any(0) for c in train])
+    out = {}
+    for column, clf in classifiers.items():
+        if clf is None:
+            continue
+        features, asked = [], []
+        for value in gen.conditions[column]:
+            targets = [{**c.conditions, column: value} for c in train]
+            for key in {tuple(sorted(t.items())) for t in targets}:
+                members = [i for i, t in enumerate(targets) if tuple(sorted(t.items())) == key]
+                images, _ = gen.generate(condition=dict(key), seeds=[seed + 100_000 + i for i in members],
+                                         label_maps=(labels[members], masks[members]))
+                features.append(extract(extractor, images))
+                asked += [targets[i] for i in members]
+        result = accuracy_by_category(clf, np.concatenate(features), asked, column)
+        out[column] = {"accuracy": result["accuracy"], "by_target_category": result["by_category"], "n": len(asked)}
+    return out
 
 
 def _stack(cases):
@@ -86,6 +111,7 @@ def evaluate_run(run: str | os.PathLike, data: str | os.PathLike, out: str | os.
     extractor, extractor_name = load_extractor(features, weights)
     f_train, f_held, f_syn = extract(extractor, train_x), extract(extractor, held_x), extract(extractor, syn_x)
     metrics: dict = {"run": str(run), "data": str(data), "generator_step": gen.meta.get("step"), "psi": psi,
+                     "mode": gen.network.config.mode,
                      "seed": seed, "extractor": extractor_name, "grid": list(gen.shape),
                      "n": {"synthetic": n, "real_train": len(train), "real_held_out": len(held)},
                      "settings": {k: getattr(settings, k) for k in settings.__all__}, "note": note}
@@ -133,6 +159,10 @@ def evaluate_run(run: str | os.PathLike, data: str | os.PathLike, out: str | os.
     metrics["label_consistency_dice"]["synthetic_with_tumour"] = {
         "WT": label_consistency(judge, syn_x[has_tumour], syn_y[has_tumour])["WT"] if has_tumour.any() else None,
         "n": int(has_tumour.sum())}
+    reference_wt = metrics["label_consistency_dice"]["reference_held_out_real"]["WT"]
+    synthetic_wt = metrics["label_consistency_dice"]["synthetic_with_tumour"]["WT"]
+    metrics["label_consistency_dice"]["ratio_to_real"] = (
+        None if synthetic_wt is None or not reference_wt else synthetic_wt / reference_wt)
     metrics["share_with_tumour"] = {"synthetic": float(has_tumour.mean()),
                                     "real_held_out": float(np.mean([(y > 0).any() for y in held_y]))}
     metrics["tumour_at_head_edge"] = {"synthetic": tumour_at_head_edge(syn_x, syn_y),
@@ -140,8 +170,12 @@ def evaluate_run(run: str | os.PathLike, data: str | os.PathLike, out: str | os.
     if gen.conditions:
         metrics["label_profile"] = {"synthetic": label_profile(syn_y, conditions),
                                     "real_train": label_profile(train_y, [c.conditions for c in train])}
+        classifiers = condition_classifiers(f_train, [c.conditions for c in train])
         metrics["condition_fidelity"] = condition_fidelity(f_train, [c.conditions for c in train], f_syn, conditions,
-                                                           f_held, [c.conditions for c in held])
+                                                           f_held, [c.conditions for c in held], classifiers)
+        if gen.takes_labels:
+            say("restyling the training maps into every category")
+            metrics["restyle_fidelity"] = _restyle_fidelity(gen, train, extractor, classifiers, seed)
     out = Path(out)
     with staged_output(out, "evaluation", force=force, inputs=[run, data]) as work:
         atomic_write_text(work / "metrics.json", json.dumps(metrics, indent=1) + "\n")

@@ -61,6 +61,25 @@ def _profile_table(profile: dict | None) -> list[str]:
     return lines
 
 
+def _fidelity_rows(m: dict) -> list[str]:
+    """Condition fidelity per column and category, and (labels mode) the restyled training maps."""
+    lines = []
+    for column, result in m.get("condition_fidelity", {}).items():
+        if "synthetic_accuracy" not in result:
+            continue
+        lines.append(_row(f"condition fidelity: {column} accuracy", result["synthetic_accuracy"],
+                          result.get("held_out_real_accuracy"), "higher; reference = the classifier on held-out real"))
+        held = result.get("held_out_real_accuracy_by_category", {})
+        for category, value in result.get("synthetic_accuracy_by_category", {}).items():
+            lines.append(_row(f"  {column}={category} recognised", value, held.get(category), "higher"))
+    for column, result in m.get("restyle_fidelity", {}).items():
+        held = m["condition_fidelity"].get(column, {}).get("held_out_real_accuracy_by_category", {})
+        for category, value in result["by_target_category"].items():
+            lines.append(_row(f"restyled training maps recognised as {column}={category} (n={result['n']})", value,
+                              held.get(category), "higher; what the augmenter does"))
+    return lines
+
+
 def write_report(folder: Path, m: dict, train, held, syn_x, syn_y, conditions, audit) -> None:
     items, seen = [], set()
     for i, condition in enumerate(conditions):
@@ -86,7 +105,7 @@ def write_report(folder: Path, m: dict, train, held, syn_x, syn_y, conditions, a
     lines = [
         f"# GAN evaluation: {m['run']}",
         "",
-        f"Generator step {m['generator_step']}, grid {'x'.join(map(str, m['grid']))}, psi {m['psi']}, "
+        f"Generator step {m['generator_step']} ({m.get('mode', 'joint')} mode), grid {'x'.join(map(str, m['grid']))}, psi {m['psi']}, "
         f"features `{m['extractor']}`. N: {n['synthetic']} synthetic, {n['real_train']} real training, "
         f"{n['real_held_out']} real held-out subjects. FID and KID are biased upwards at small N: compare "
         "them with the floor (held-out real vs training real) computed at the same N, not across runs of other N.",
@@ -123,10 +142,10 @@ def write_report(folder: Path, m: dict, train, held, syn_x, syn_y, conditions, a
     if with_tumour and with_tumour["WT"] is not None:
         lines.append(_row(f"label consistency Dice WT, the {with_tumour['n']} subjects with a tumour label", with_tumour["WT"],
                           consistency["reference_held_out_real"]["WT"], "higher; no empty-vs-empty 1s"))
-    for column, result in m.get("condition_fidelity", {}).items():
-        if "synthetic_accuracy" in result:
-            lines.append(_row(f"condition fidelity: {column} accuracy", result["synthetic_accuracy"],
-                              result.get("held_out_real_accuracy"), "higher; reference = the classifier on held-out real"))
+    if consistency.get("ratio_to_real") is not None:
+        lines.append(_row("label consistency WT, synthetic with a tumour / real", consistency["ratio_to_real"], 1.0,
+                          "near 1 (labels-to-images target: >= 0.9)"))
+    lines += _fidelity_rows(m)
     lines += _profile_table(m.get("label_profile"))
     lines += ["", "Figures: `montage_real_vs_synthetic.png`, `histograms.png`, `memorisation_pairs.png`. "
               "Every number with its N and settings is in `metrics.json`; docs/METRICS.md explains them.", ""]

@@ -6,9 +6,11 @@ from dataclasses import asdict, dataclass
 
 from ..field_types import enforce_field_types
 
-__all__ = ["ModelConfig", "synthesis_plan", "STYLE_MODES"]
+__all__ = ["ModelConfig", "synthesis_plan", "STYLE_MODES", "GENERATOR_MODES", "MAX_SIDE"]
 
 STYLE_MODES = ("modulated", "adain")
+#: ``labels``: images rendered from a given label map (the default); ``joint``: images and labels from noise
+GENERATOR_MODES = ("labels", "joint")
 #: the largest grid side built (the proposal's grid is 128)
 MAX_SIDE = 512
 #: sane ranges: a checkpoint or recipe outside them is refused before any network is built
@@ -58,6 +60,9 @@ class ModelConfig:
     #: also add a full-learning-rate projection of the condition to w, next to the mapping
     #: network (whose lr multiplier of 0.01 lets the condition move w only slowly; docs/MODEL.md)
     cond_bypass: bool = True
+    #: ``labels`` (labels to images) or ``joint`` (docs/MODEL.md); generators saved before the
+    #: option are joint
+    mode: str = "labels"
 
     def __post_init__(self):
         enforce_field_types(self)
@@ -73,6 +78,8 @@ class ModelConfig:
             raise ValueError(f"model shape {shape} cannot be reached by doubling a base grid of sides >= 3")
         if self.style_mode not in STYLE_MODES:
             raise ValueError(f"style_mode must be one of {STYLE_MODES}, got {self.style_mode!r}")
+        if self.mode not in GENERATOR_MODES:
+            raise ValueError(f"mode must be one of {GENERATOR_MODES}, got {self.mode!r}")
         if max(shape) > MAX_SIDE:
             raise ValueError(f"model shape {shape} is larger than augment3d builds (sides up to {MAX_SIDE})")
         for name, (low, high) in LIMITS.items():
@@ -92,6 +99,7 @@ class ModelConfig:
     def from_dict(cls, data: dict) -> ModelConfig:
         data = dict(data)
         data.setdefault("cond_bypass", False)  # configs saved before the option had no bypass layer
+        data.setdefault("mode", "joint")  # and before labels-to-images, every generator was joint
         if data.pop("noise_style", False):  # written as false by runs before the option was removed
             raise ValueError("this generator uses style-dependent noise (noise_style), which this augment3d "
                              "no longer builds (docs/MODEL.md, 'Removed options')")

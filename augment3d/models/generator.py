@@ -1,7 +1,12 @@
 """Generator3D: learned constant, upsampling style blocks with noise, skip outputs.
 
-The output holds the four image channels and the tumour-label logits, generated jointly, so
-every synthetic subject comes with its segmentation.
+Two modes (``ModelConfig.mode``, recorded in the checkpoint):
+
+* ``labels`` (labels to images): a label map and brain mask (:func:`label_maps`) are the input,
+  added to the constant and injected at every layer by spatially-adaptive scale and shift
+  (:class:`SpatialModulation`); the output is the four images, zero outside the brain mask
+  (-1 on the [-1, 1] scale). The labels are exact by construction.
+* ``joint``: the four images and the tumour-label logits generated together from noise.
 """
 
 from __future__ import annotations
@@ -11,10 +16,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .architecture import ModelConfig, synthesis_plan
-from .layers import LRELU_GAIN, LRELU_SLOPE, AdaINConv3d, ModulatedConv3d, NoiseInjection
+from .layers import LRELU_GAIN, LRELU_SLOPE, AdaINConv3d, EqualConv3d, ModulatedConv3d, NoiseInjection
 from .mapping import MappingNetwork
+from .spatial_conditioning import SpatialModulation, label_maps, map_pyramid
 
-__all__ = ["Generator3D", "SynthesisLayer", "SynthesisBlock"]
+__all__ = ["Generator3D", "SynthesisLayer", "SynthesisBlock", "label_maps"]
 
 
 def _upsample(x: torch.Tensor) -> torch.Tensor:
@@ -32,10 +38,13 @@ class SynthesisLayer(nn.Module):
             self.conv = ModulatedConv3d(in_ch, out_ch, 3, config.w_dim)
         self.noise = NoiseInjection()
         self.bias = nn.Parameter(torch.zeros(out_ch))
+        self.spatial = SpatialModulation(config.label_classes, out_ch) if config.mode == "labels" else None
 
-    def forward(self, x, w, noise):
+    def forward(self, x, w, noise, maps=None):
         # lrelu(conv + noise + bias) with lrelu's gain folded into each term: fewer full-size passes
         x = self.conv(x, w, gain=LRELU_GAIN, bias=self.bias * LRELU_GAIN)
+        if self.spatial is not None:
+            x = self.spatial(x, maps[tuple(x.shape[2:])])
         return F.leaky_relu(self.noise(x, noise, gain=LRELU_GAIN), LRELU_SLOPE)
 
 
@@ -44,7 +53,7 @@ class ToOutput(nn.Module):
 
     def __init__(self, in_ch: int, config: ModelConfig):
         super().__init__()
-        out = config.image_channels + config.label_classes
+        out = config.image_channels + (config.label_classes if config.mode == "joint" else 0)
         self.conv = ModulatedConv3d(in_ch, out, 1, config.w_dim, demodulate=False)
         self.bias = nn.Parameter(torch.zeros(out))
 
@@ -63,10 +72,10 @@ class SynthesisBlock(nn.Module):
 
     num_ws = 3
 
-    def forward(self, x, skip, ws, noises):
+    def forward(self, x, skip, ws, noises, maps=None):
         x = _upsample(x)
-        x = self.layer1(x, ws[:, 0], noises[0])
-        x = self.layer2(x, ws[:, 1], noises[1])
+        x = self.layer1(x, ws[:, 0], noises[0], maps)
+        x = self.layer2(x, ws[:, 1], noises[1], maps)
         return x, _upsample(skip) + self.to_output(x, ws[:, 2])
 
 
@@ -74,10 +83,15 @@ class Generator3D(nn.Module):
     """Conditional 3D StyleGAN generator.
 
     Example:
-        >>> g = Generator3D(ModelConfig(shape=(16, 16, 16), cond_dim=4, channel_max=16, z_dim=32, w_dim=32))
-        >>> images, logits = g(torch.randn(2, 32), torch.eye(4)[:2])
+        >>> cfg = ModelConfig(shape=(16, 16, 16), cond_dim=4, channel_max=16, z_dim=32, w_dim=32, mode="joint")
+        >>> images, logits = Generator3D(cfg)(torch.randn(2, 32), torch.eye(4)[:2])
         >>> tuple(images.shape), tuple(logits.shape)
         ((2, 4, 16, 16, 16), (2, 4, 16, 16, 16))
+        >>> labels = torch.zeros(2, 16, 16, 16, dtype=torch.long)
+        >>> maps = label_maps(labels, torch.ones(2, 16, 16, 16, dtype=torch.bool))
+        >>> images, none = Generator3D(ModelConfig(shape=16, cond_dim=4, z_dim=32, w_dim=32))(torch.randn(2, 32), torch.eye(4)[:2], maps=maps)
+        >>> tuple(images.shape), none
+        ((2, 4, 16, 16, 16), None)
     """
 
     def __init__(self, config: ModelConfig):
@@ -88,6 +102,8 @@ class Generator3D(nn.Module):
         res = [min(self.base) * 2**i for i in range(doublings + 1)]
         ch = [config.channels(r) for r in res]
         self.const = nn.Parameter(torch.randn(ch[0], *self.base))
+        #: labels mode: the label map at the base grid, projected and added to the constant
+        self.map_in = EqualConv3d(config.label_classes, ch[0], 3) if config.mode == "labels" else None
         self.first = SynthesisLayer(ch[0], ch[0], config)
         self.first_out = ToOutput(ch[0], config)
         self.blocks = nn.ModuleList(SynthesisBlock(ch[i], ch[i + 1], config) for i in range(doublings))
@@ -103,26 +119,45 @@ class Generator3D(nn.Module):
         """Per-voxel noise for every layer, drawn on the CPU (so a seed gives the same noise anywhere)."""
         return [torch.randn((batch, 1, *s), generator=generator).to(device) for s in self.noise_shapes]
 
-    def synthesize(self, ws: torch.Tensor, noises: list[torch.Tensor | None] | None = None) -> torch.Tensor:
-        """ws: (B, num_ws, w_dim). Returns (B, image_channels + label_classes, *shape)."""
+    @property
+    def takes_labels(self) -> bool:
+        """True in labels-to-images mode: the label map is an input, not an output."""
+        return self.config.mode == "labels"
+
+    def synthesize(self, ws: torch.Tensor, noises: list[torch.Tensor | None] | None = None,
+                   maps: torch.Tensor | None = None) -> torch.Tensor:
+        """ws: (B, num_ws, w_dim); maps (labels mode): (B, label_classes, *shape). Returns
+        (B, image_channels [+ label_classes in joint mode], *shape)."""
         if noises is None:
             noises = [None] * len(self.noise_shapes)
         x = self.const[None].expand(ws.shape[0], *self.const.shape).to(ws.dtype)
+        pyramid = None
+        if self.map_in is not None:
+            pyramid = map_pyramid(maps, [self.base, *(n for n in self.noise_shapes[1::2])], self.channels_last)
+            x = x + self.map_in(pyramid[tuple(self.base)].to(x.dtype))
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last_3d)
-        x = self.first(x, ws[:, 0], noises[0])
+        x = self.first(x, ws[:, 0], noises[0], pyramid)
         out = self.first_out(x, ws[:, 1])
         for i, block in enumerate(self.blocks):
             k = 2 + SynthesisBlock.num_ws * i
-            x, out = block(x, out, ws[:, k : k + SynthesisBlock.num_ws], noises[1 + 2 * i : 3 + 2 * i])
+            x, out = block(x, out, ws[:, k : k + SynthesisBlock.num_ws], noises[1 + 2 * i : 3 + 2 * i], pyramid)
         return out
 
-    def from_w(self, w: torch.Tensor, noises: list[torch.Tensor | None] | None = None):
-        """Images and label logits for intermediate latents ``w``: (B, w_dim), used by every
-        layer, or (B, num_ws, w_dim), one per style input (see :meth:`mix_styles`)."""
+    def from_w(self, w: torch.Tensor, noises: list[torch.Tensor | None] | None = None, maps: torch.Tensor | None = None):
+        """Images and label logits (``None`` in labels mode, where ``maps`` are the input) for
+        intermediate latents ``w``: (B, w_dim), used by every layer, or (B, num_ws, w_dim), one
+        per style input (see :meth:`mix_styles`)."""
+        if self.takes_labels and (maps is None or tuple(maps.shape[2:]) != tuple(self.config.shape)
+                                  or maps.shape[1] != self.config.label_classes):
+            raise ValueError(f"this generator renders images from label maps: give maps of shape "
+                             f"(B, {self.config.label_classes}, {', '.join(map(str, self.config.shape))}) (label_maps())")
         ws = w[:, None].expand(-1, self.num_ws, -1) if w.dim() == 2 else w
-        out = self.synthesize(ws, noises)
+        out = self.synthesize(ws, noises, maps)
         k = self.config.image_channels
+        if self.takes_labels:  # the background outside the brain mask is exact: -1
+            brain = maps[:, :1].to(out.dtype)
+            return (out[:, :k] * brain + (brain - 1.0)).contiguous(), None
         return out[:, :k].contiguous(), out[:, k:].contiguous()
 
     def mix_styles(self, w: torch.Tensor, w_mix: torch.Tensor, cutoff: torch.Tensor | int) -> torch.Tensor:
@@ -146,13 +181,14 @@ class Generator3D(nn.Module):
             raise ValueError("truncation needs w_centre (the mean w of the condition)")
         return centre + psi * (w - centre)
 
-    def forward(self, z, c=None, *, truncation_psi: float = 1.0, w_centre: torch.Tensor | None = None,
-                noise: str = "random", generator: torch.Generator | None = None):
-        """Images (B, 4, ...) and label logits (B, classes, ...) for latents ``z`` and conditions ``c``.
+    def forward(self, z, c=None, *, maps: torch.Tensor | None = None, truncation_psi: float = 1.0,
+                w_centre: torch.Tensor | None = None, noise: str = "random", generator: torch.Generator | None = None):
+        """Images (B, 4, ...) and label logits (B, classes, ...; ``None`` in labels mode, where
+        ``maps`` are given) for latents ``z`` and conditions ``c``.
 
         ``noise`` is ``random`` (fresh noise, from ``generator`` if given) or ``none``.
         Truncation pulls w towards ``w_centre`` (the per-condition mean w) by ``truncation_psi``.
         """
         w = self.truncate(self.mapping(z, c), w_centre, truncation_psi)
         noises = self.make_noise(z.shape[0], generator, z.device) if noise == "random" else None
-        return self.from_w(w, noises)
+        return self.from_w(w, noises, maps)

@@ -28,7 +28,10 @@ import torch
 from ..data.conditions import ConditionEncoder
 from ..models import Discriminator3D, Generator3D, ModelConfig
 from ..models.layers import power_iteration
+from ..label_deformation import deform_maps, draw_deformations, slice_deformations
 from ..models.segmenter import one_hot
+from ..precision import auto_amp
+from ..models.spatial_conditioning import label_maps
 from .adaptive_augment import AdaptiveAugment3D, AugmentTuner
 from .distributed import World, all_reduce_grads
 from .early_stopping import EarlyStopping, coarse_features, sliced_wasserstein
@@ -40,23 +43,46 @@ from .state import TrainState
 from .stats import StepStats
 from .train_config import TrainConfig
 
-__all__ = ["TrainingData", "TrainingLoop", "build_terms"]
+__all__ = ["TrainingData", "TrainingLoop", "build_terms", "brain_masks", "maps_to_onehot"]
+
+
+def brain_masks(images: torch.Tensor) -> torch.Tensor:
+    """Where any of a subject's images is above the background (-1): (N, 4, ...) -> (N, ...) bool."""
+    return (images > -1.0 + 1e-3).any(1)
+
+
+def maps_to_onehot(maps: torch.Tensor) -> torch.Tensor:
+    """Label maps (mask, tumour classes) -> the label one-hot (background, tumour classes) D sees."""
+    tumour = maps[:, 1:]
+    return torch.cat([1.0 - tumour.sum(1, keepdim=True), tumour], 1)
 
 
 @dataclass
 class TrainingData:
-    """Prepared tensors: images (N, 4, X, Y, Z) in [-1, 1], labels (N, X, Y, Z) int64, conditions (N, C)."""
+    """Prepared tensors: images (N, 4, X, Y, Z) in [-1, 1], labels (N, X, Y, Z) int64, conditions
+    (N, C) and brain masks (N, X, Y, Z) bool (by default every voxel where an image is above -1)."""
 
     images: torch.Tensor
     labels: torch.Tensor
     conditions: torch.Tensor
+    masks: torch.Tensor | None = None
+    #: the subjects' ids, recorded with a labels-to-images run's label maps
+    subject_ids: list[str] | None = None
+
+    def __post_init__(self):
+        if self.masks is None:
+            self.masks = brain_masks(self.images)
+
+    def maps(self, idx) -> torch.Tensor:
+        """The label maps of subjects ``idx`` as a labels-to-images generator takes them."""
+        return label_maps(self.labels[idx], self.masks[idx])
 
     @classmethod
     def from_cases(cls, cases, encoder: ConditionEncoder) -> TrainingData:
         images = torch.from_numpy(np.stack([c.images for c in cases]))
         labels = torch.from_numpy(np.stack([c.label for c in cases]).astype(np.int64))
         conds = torch.from_numpy(encoder.encode([c.conditions for c in cases]))
-        return cls(images, labels, conds)
+        return cls(images, labels, conds, subject_ids=[c.subject_id for c in cases])
 
 
 def build_terms(config: TrainConfig, model: ModelConfig, data: TrainingData, micro_batch: int,
@@ -99,7 +125,9 @@ class TrainingLoop:
         betas, lazy = (config.beta1, config.beta2), config.r1_interval / (config.r1_interval + 1)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=config.g_lr, betas=betas)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=config.d_lr * lazy, betas=(betas[0] ** lazy, betas[1] ** lazy))
-        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
+        #: the autocast actually used (``auto`` resolved for this machine)
+        self.amp = auto_amp(config.amp, device)
+        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.amp)
 
     def state(self) -> TrainState:
         """Everything a checkpoint holds: the one description that saving and resuming use."""
@@ -215,6 +243,8 @@ class TrainingLoop:
             cutoff = torch.randint(1, self.G.num_ws, (b,), generator=self.rng)
             draw["z_mix"] = torch.randn(b, self.mc.z_dim, generator=self.rng)
             draw["mix_cutoff"] = torch.where(mixed, cutoff, self.G.num_ws)
+        if self.G.takes_labels:  # the fakes render the batch's own maps, deformed
+            draw["deform"] = draw_deformations(b, self.rng)
         return draw
 
     def _my_slices(self):
@@ -228,13 +258,19 @@ class TrainingLoop:
         return images, onehot, self.data.conditions[idx].to(self.device)
 
     def _fake(self, draw, lo, hi, c, paired: bool = False):
-        """G's subjects for ``draw``'s slice; ``paired`` gives the second half the first half's noise."""
+        """G's subjects for ``draw``'s slice; ``paired`` gives the second half the first half's
+        noise (and label maps): a pair differs only in z."""
         pair = _paired if paired else (lambda x: x)
         noise = [pair(n[lo:hi]).to(self.device) for n in draw["noise"]]
         w = self.G.mapping(draw["z"][lo:hi].to(self.device), c)
         if "z_mix" in draw:  # the second latent and the cutoff are shared by a pair, as the noise is
             w_mix = self.G.mapping(pair(draw["z_mix"][lo:hi]).to(self.device), c)
             w = self.G.mix_styles(w, w_mix, pair(draw["mix_cutoff"][lo:hi]).to(self.device))
+        if self.G.takes_labels:
+            maps = deform_maps(self.data.maps(draw["idx"][lo:hi]), slice_deformations(draw["deform"], lo, hi))
+            maps = pair(maps).to(self.device)
+            images, _ = self.G.from_w(w, noise, maps)
+            return images.float(), maps_to_onehot(maps)
         images, logits = self.G.from_w(w, noise)
         probs = logits.float().softmax(1)
         # straight-through: D sees a hard one-hot map like the real labels (a soft map alone
@@ -256,7 +292,9 @@ class TrainingLoop:
         z = torch.randn(n, self.mc.z_dim, generator=g)
         noise = self.G_ema.make_noise(n, g)
         c = self.data.conditions[idx].to(self.device)
-        images, logits = self.G_ema.from_w(self.G_ema.mapping(z.to(self.device), c), [x.to(self.device) for x in noise])
-        fake = coarse_features(images.float().clamp(-1, 1).cpu(), logits.float().softmax(1).cpu())
+        maps = self.data.maps(idx).to(self.device) if self.G_ema.takes_labels else None
+        images, logits = self.G_ema.from_w(self.G_ema.mapping(z.to(self.device), c), [x.to(self.device) for x in noise], maps)
+        labels = maps_to_onehot(maps) if logits is None else logits.float().softmax(1)
+        fake = coarse_features(images.float().clamp(-1, 1).cpu(), labels.cpu())
         real = coarse_features(self.data.images, one_hot(self.data.labels, self.mc.label_classes))
         return sliced_wasserstein(real, fake)

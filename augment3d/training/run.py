@@ -30,9 +30,11 @@ def _encoder(recipe: Recipe, cohort: PreparedCohort) -> ConditionEncoder:
 
 
 def save_samples_montage(generator, encoder: ConditionEncoder, path: Path, step: int, reals=()) -> None:
-    """Per condition: one real case of that condition (when there is one) beside one EMA sample (seed 0)."""
+    """Per condition: one real case of that condition (when there is one) beside one EMA sample
+    (seed 0); a labels-to-images generator renders that real case's own label map."""
     import torch
 
+    from ..models.spatial_conditioning import label_maps
     from ..viz import save_montage
 
     items = []
@@ -42,13 +44,18 @@ def save_samples_montage(generator, encoder: ConditionEncoder, path: Path, step:
         real = next((c for c in reals if all(c.conditions.get(k) == v for k, v in condition.items())), None)
         if real is not None:
             items.append((f"real {name}", real.images, real.label))
+        source = real if real is not None else (reals[0] if reals else None)
+        if generator.takes_labels and source is None:
+            continue
+        maps = label_maps(torch.from_numpy(source.label[None].astype(np.int64)),
+                          torch.from_numpy((source.images > -1 + 1e-3).any(0)[None])) if generator.takes_labels else None
         vec = torch.from_numpy(encoder.encode(condition)) if encoder.dim else None
         g = torch.Generator().manual_seed(0)
         z = torch.randn(1, generator.config.z_dim, generator=g)
         with torch.no_grad():
-            images, logits = generator(z, vec, generator=g)
-        items.append((f"step {step} {name}", images[0].float().clamp(-1, 1).numpy(),
-                      logits[0].argmax(0).numpy().astype(np.uint8)))
+            images, logits = generator(z, vec, maps=maps, generator=g)
+        label = source.label if logits is None else logits[0].argmax(0).numpy().astype(np.uint8)
+        items.append((f"step {step} {name}", images[0].float().clamp(-1, 1).numpy(), label))
     save_montage(items, path)
 
 

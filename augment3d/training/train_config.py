@@ -10,7 +10,7 @@ __all__ = ["TrainConfig", "LOSSES", "AMP_MODES"]
 
 #: adversarial losses: LSGAN (the proposal's default) and StyleGAN's non-saturating logistic loss
 LOSSES = ("lsgan", "nonsaturating")
-AMP_MODES = ("none", "bf16", "fp16")
+AMP_MODES = ("auto", "none", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,8 @@ class TrainConfig:
     ada_target: float = 0.6
     ada_interval: int = 4
     ada_images: float = 5000.0
-    #: autocast precision (``none``, ``bf16``, ``fp16``) and the channels-last memory layout
+    #: autocast precision (``auto``: bf16 where the hardware has it, else none; ``none``, ``bf16``,
+    #: ``fp16``) and the channels-last memory layout
     amp: str = "none"
     channels_last: bool = True
     checkpoint_every: int = 100

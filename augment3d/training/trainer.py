@@ -21,6 +21,7 @@ from ..atomic import atomic_write_text
 from ..checkpoint import bundle_exists, recorded_step
 from ..data.conditions import ConditionEncoder
 from ..data.preprocess import PreprocessConfig
+from ..label_bank import LabelBank
 from ..errors import Augment3DError
 from ..models import Generator3D, ModelConfig
 from ..sampling import save_generator
@@ -84,7 +85,8 @@ class _RunFolder:
         if not self.world.main:
             return
         # the training state first: a run killed between the two saves can always be resumed
-        save_train_state(self.dir, step, loop.state(), {"train": asdict(loop.cfg), "model": loop.mc.to_dict()})
+        save_train_state(self.dir, step, loop.state(), {"train": asdict(loop.cfg), "model": loop.mc.to_dict(),
+                                                        "amp_used": loop.amp})
         if with_generator:
             save_generator(self.dir, loop.G_ema, self.encoder, self.preprocess, step, self.generator_info)
         if self.on_checkpoint is not None:
@@ -124,6 +126,8 @@ def train_gan(
                         generator_info, on_checkpoint)
     start = load_train_state(run_dir, loop.state())["step"] if resume and bundle_exists(run_dir, TRAIN_STATE) else 0
     folder.open(start)
+    if world.main and model_config.mode == "labels":  # the maps ``sample`` draws new subjects from
+        LabelBank.from_training_data(data, encoder, data.subject_ids).save(run_dir)
     folder.catch_up(start)
     last: dict = {}
     t0 = time.perf_counter()

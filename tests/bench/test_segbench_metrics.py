@@ -84,6 +84,30 @@ def test_splits_are_disjoint_stratified_and_seeded():
         assert any(conditions[s]["site"] == "SSA" for s in a[split])  # the scarce site is in every split
 
 
+def test_per_site_splits_test_many_and_keep_the_scarce_site_scarce():
+    from segbench.splits import make_splits
+
+    conditions = {f"s{i:03d}": {"site": "SSA" if i < 28 else "HIC", "grade": "HGG" if i % 3 else "LGG"} for i in range(84)}
+    a = make_splits(conditions, seed=0, val=0.15, test_per_site=20, train_per_site={"SSA": 6})
+    assert a == make_splits(conditions, seed=0, val=0.15, test_per_site=20, train_per_site={"SSA": 6})
+    count = lambda split, site: sum(conditions[s]["site"] == site for s in a[split])  # noqa: E731
+    assert count("train", "SSA") == 6 and count("test", "SSA") >= 20  # the cases over the cap add to the test
+    assert count("test", "HIC") == 20 and count("train", "HIC") > 20
+    assert set().union(*map(set, a.values())) == set(conditions) and sum(map(len, a.values())) == 84
+    for site in ("SSA", "HIC"):  # both grades of each site in the test split
+        assert {conditions[s]["grade"] for s in a["test"] if conditions[s]["site"] == site} == {"HGG", "LGG"}
+
+
+def test_the_real_arm_s_plateau_is_judged_on_its_last_quarter():
+    from segbench.report import plateau
+
+    flat = {"seed": 0, "steps": 400, "curve": [{"step": s, "val_dice": min(0.6, s / 200)} for s in range(50, 401, 50)]}
+    rising = {"seed": 1, "steps": 400, "curve": [{"step": s, "val_dice": s / 500} for s in range(50, 401, 50)]}
+    assert plateau([flat]) == {"gain_last_quarter": {"0": 0.0}, "reached": True}
+    result = plateau([flat, rising])
+    assert result["gain_last_quarter"]["1"] == pytest.approx(0.2) and result["reached"] is False
+
+
 def test_hd95_with_anisotropic_spacing_and_lesion_spacing():
     shape = (20, 20, 20)
     a = cube(shape, (5, 5, 5), (10, 10, 10))

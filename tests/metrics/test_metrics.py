@@ -164,6 +164,16 @@ def test_evaluate_cli_writes_report(tiny_run, tmp_path):
         assert sum(p["n"] for p in profile["real_train"][column].values()) == 3
         for value in profile["synthetic"][column]:
             assert f"| {column}={value} |" in report
+    # a labels-to-images run: its labels are its input maps; restyling the training maps into
+    # every site and grade is scored per target category
+    assert metrics["mode"] == "labels" and "(labels mode)" in report
+    restyle = metrics["restyle_fidelity"]
+    for column, categories in (("site", {"HIC", "SSA"}), ("grade", {"HGG", "LGG"})):
+        assert restyle[column]["n"] == 3 * 2 and set(restyle[column]["by_target_category"]) == categories
+        assert all(0 <= v <= 1 for v in restyle[column]["by_target_category"].values())
+        assert f"restyled training maps recognised as {column}=" in report
+    ratio = metrics["label_consistency_dice"]["ratio_to_real"]
+    assert ratio is None or ratio == pytest.approx(with_tumour["WT"] / metrics["label_consistency_dice"]["reference_held_out_real"]["WT"])
     again = CliRunner().invoke(app, ["evaluate", str(tiny_run), str(data), "--out", str(out), "--n", "6"])
     assert again.exit_code == 2 and "already exists" in again.stderr
 

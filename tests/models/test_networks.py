@@ -9,7 +9,7 @@ from augment3d.models import Discriminator3D, Generator3D, ModelConfig
 from augment3d.models.layers import power_iteration
 from augment3d.training.losses import d_loss, g_loss
 
-SMALL = dict(z_dim=16, w_dim=16, channel_max=8, d_channel_max=8, mapping_layers=2)
+SMALL = dict(z_dim=16, w_dim=16, channel_max=8, d_channel_max=8, mapping_layers=2, mode="joint")
 
 
 @pytest.mark.parametrize("style_mode", ["modulated", "adain"])

@@ -73,11 +73,11 @@ def straight(tmp_path_factory):
     return cohort, _weights(run), cache
 
 
-# 20 renames in a ci run: the folder's marker, recipe.toml, subjects.json, then per checkpoint
-# (steps 3 and 6) the training state (.next, JSON, rename), the generator (same), the montage
-# and the curves.
+# 23 renames in a ci run: the folder's marker, recipe.toml, subjects.json, the label maps (.next,
+# JSON, rename), then per checkpoint (steps 3 and 6) the training state (same three), the
+# generator (same), the montage and the curves.
 # Seeded draws over that range, plus points chosen inside a checkpoint commit.
-TRIALS = sorted({3, 4, 5, 7, 8, 15, *np.random.default_rng(8).integers(2, 20, size=2).tolist()})
+TRIALS = sorted({3, 4, 5, 7, 8, 15, *np.random.default_rng(8).integers(2, 23, size=2).tolist()})
 
 
 @pytest.mark.parametrize("limit", TRIALS)

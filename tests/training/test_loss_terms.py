@@ -115,7 +115,7 @@ def test_style_mixing_in_training_mixes_two_latents_of_one_condition(tiny):
     loop = TrainingLoop(tiny.data(8), tiny.model, replace(tiny.train, batch=4, style_mixing=1.0), "cpu")
     num_ws, given = loop.G.num_ws, []
     from_w = loop.G.from_w
-    loop.G.from_w = lambda w, noise: given.append(w.detach().clone()) or from_w(w, noise)
+    loop.G.from_w = lambda w, noise, maps=None: given.append(w.detach().clone()) or from_w(w, noise, maps)
     loop.step(1)
     assert len(given) == 2  # D's phase and G's phase both see mixed subjects
     for ws in given:
@@ -125,7 +125,7 @@ def test_style_mixing_in_training_mixes_two_latents_of_one_condition(tiny):
             assert len(change) == 1  # one latent up to a cutoff in [1, num_ws), the other after it
     plain = TrainingLoop(tiny.data(8), tiny.model, replace(tiny.train, batch=4), "cpu")
     unmixed, from_w_plain = [], plain.G.from_w
-    plain.G.from_w = lambda w, noise: unmixed.append(w.dim()) or from_w_plain(w, noise)
+    plain.G.from_w = lambda w, noise, maps=None: unmixed.append(w.dim()) or from_w_plain(w, noise, maps)
     plain.step(1)
     assert unmixed == [2, 2]  # without mixing, one w per subject for every layer
     with pytest.raises(ValueError, match="style_mixing must be in"):

@@ -1,0 +1,67 @@
+"""Label maps as the generator's input (labels-to-images mode): the map tensor and SPADE.
+
+A label map enters as four channels on the model grid: the brain mask, then one channel per
+tumour class (NETC, SNFH, ET). :class:`SpatialModulation` turns the map, resized to a layer's
+grid, into a per-voxel scale and shift of that layer's features (SPADE, Park et al. 2019), so no
+style can ignore where the tumour is: the style (z and the site/grade condition) sets the
+appearance, the map the anatomy and the lesion.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .layers import EqualConv3d
+
+__all__ = ["SpatialModulation", "label_maps", "maps_to_labels", "map_pyramid"]
+
+
+def label_maps(labels: torch.Tensor, mask: torch.Tensor, classes: int = 4) -> torch.Tensor:
+    """(B, X, Y, Z) labels in 0..classes-1 and a (B, X, Y, Z) brain mask -> (B, classes, X, Y, Z)
+    float maps: the mask, then one channel per tumour class (tumour voxels count as brain).
+
+    Example:
+        >>> labels = torch.tensor([[[[0, 1], [2, 3]]]])
+        >>> label_maps(labels, labels >= 0)[0, :, 0, 1, 1].tolist()
+        [1.0, 0.0, 0.0, 1.0]
+    """
+    labels = labels.long()
+    tumour = F.one_hot(labels, classes).movedim(-1, 1)[:, 1:].float()
+    brain = (mask.bool() | (labels > 0)).float()[:, None]
+    return torch.cat([brain, tumour], 1)
+
+
+def maps_to_labels(maps: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`label_maps` for the labels: (B, classes, ...) -> (B, ...) uint8."""
+    values = torch.arange(1, maps.shape[1], device=maps.device, dtype=maps.dtype).reshape(1, -1, 1, 1, 1)
+    return (maps[:, 1:] * values).sum(1).round().to(torch.uint8)
+
+
+def map_pyramid(maps: torch.Tensor, sizes, channels_last: bool = False) -> dict[tuple, torch.Tensor]:
+    """``maps`` averaged down to every grid in ``sizes`` (each voxel: the share of each class)."""
+    out = {}
+    for size in sizes:
+        size = tuple(size)
+        resized = maps if tuple(maps.shape[2:]) == size else F.interpolate(maps, size=size, mode="area")
+        out[size] = resized.contiguous(memory_format=torch.channels_last_3d) if channels_last else resized
+    return out
+
+
+class SpatialModulation(nn.Module):
+    """SPADE: ``x * (1 + gamma(map)) + beta(map)`` with gamma, beta from two 3x3x3 convolutions.
+
+    The output convolution starts at zero, so a new network starts as plain StyleGAN modulation
+    and learns how much the map should shape each layer.
+    """
+
+    def __init__(self, map_channels: int, channels: int, hidden: int = 16):
+        super().__init__()
+        self.shared = EqualConv3d(map_channels, hidden, 3, activate=True)
+        self.scale_shift = EqualConv3d(hidden, 2 * channels, 3)
+        nn.init.zeros_(self.scale_shift.weight)
+
+    def forward(self, x: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+        gamma, beta = self.scale_shift(self.shared(maps.to(x.dtype))).chunk(2, dim=1)
+        return torch.addcmul(x + beta, x, gamma)
