@@ -32,6 +32,7 @@ _LAZY = {
     "SyntheticAugmenter": "augment3d.augmenter",
     "SyntheticReplacement": "augment3d.augmenter",
     "SyntheticSubjectsDataset": "augment3d.synthetic_dataset",
+    "brain_mask": "augment3d.masks",
 }
 
 __all__ = ["Augment3DError", "CheckpointError", "DataError", "RecipeError", "__version__", *_LAZY]

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -71,6 +72,18 @@ def get_generator(path: str, sha256: str, device: str):
     return gen
 
 
+@contextlib.contextmanager
+def one_thread():
+    """Generate at one thread, as DataLoader workers do: convolutions then round the same way in
+    a worker and in the main process, so a history made in one replays exactly in the other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def generate_batch(gen, seeds: tuple[int, ...], condition: dict | None, psi: float, precision: str = "fp32"):
     """A whole batch, cached: the twin replays exactly what the batch produced."""
     key = (gen.meta.get("weights_sha256"), str(gen.device), seeds, tuple(sorted((condition or {}).items())), psi,
@@ -78,7 +91,8 @@ def generate_batch(gen, seeds: tuple[int, ...], condition: dict | None, psi: flo
     if key in _BATCHES:
         _BATCHES.move_to_end(key)
         return _BATCHES[key]
-    result = gen.generate(condition=condition, seeds=list(seeds), psi=psi, batch_size=len(seeds), precision=precision)
+    with one_thread():
+        result = gen.generate(condition=condition, seeds=list(seeds), psi=psi, batch_size=len(seeds), precision=precision)
     _BATCHES[key] = result
     while len(_BATCHES) > _BATCH_CACHE_SIZE:
         _BATCHES.popitem(last=False)
@@ -223,8 +237,10 @@ class SyntheticReplacement(Transform):
                                    "BraTS 2021's ET)")
         grid_label = np.rint(space.to_grid(label[None].astype(np.float32))[0]).astype(np.uint8)
         grid_mask = space.to_grid(space.mask[None].astype(np.float32))[0] > 0.5
-        images, _ = gen.generate(condition=self.condition, seeds=self.seeds[self.index : self.index + 1], psi=self.psi,
-                                 precision=self.precision, label_maps=(grid_label[None], grid_mask[None]))
+        with one_thread():
+            images, _ = gen.generate(condition=self.condition, seeds=self.seeds[self.index : self.index + 1],
+                                     psi=self.psi, precision=self.precision,
+                                     label_maps=(grid_label[None], grid_mask[None]))
         return images[0]
 
 

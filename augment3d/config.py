@@ -100,7 +100,7 @@ def _section(cls, table, where: str, path: Path, derived: tuple[str, ...] = ()):
 
 
 def _recipe_file(name_or_path: str | os.PathLike) -> Path:
-    from recipes import available, recipe_path
+    from .recipes import available, recipe_path
 
     path = Path(name_or_path)
     if path.suffix != ".toml":

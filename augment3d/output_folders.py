@@ -62,7 +62,8 @@ KINDS = {
                         ("bench.json", "recipe.toml", "cohort", "splits.json", "gan", "gan_eval", "arms", "report.json",
                          "report.md", "*.png")),
     "samples": FolderKind("samples", ("dataset.json", "metadata.csv"),
-                          ("BraTS-SYN-*", "metadata.csv", "imagesTr", "labelsTr", "dataset.json", "preview.png")),
+                          ("BraTS-SYN-*", "metadata.csv", "README.txt", "imagesTr", "labelsTr", "dataset.json",
+                           "preview.png")),
     "evaluation": FolderKind("evaluation", ("metrics.json",), ("metrics.json", "report.md", "*.png")),
     "cohort": FolderKind("cohort", ("phantom.json",), ("BraTS-PHN-*", "metadata.csv", "phantom.json", "preview.png")),
 }

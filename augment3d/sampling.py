@@ -27,6 +27,8 @@ from .models import Generator3D, ModelConfig
 __all__ = ["SyntheticGenerator", "load_generator", "save_generator", "GENERATOR_FILE", "PRECISIONS"]
 
 GENERATOR_FILE = "generator"
+#: labels mode: brain voxels are kept at least this far above the background's -1
+BRAIN_FLOOR = 1e-3
 
 #: generation precisions: fp32 (the reference) or bf16 autocast (1.6-2.3x faster at batch 8 on
 #: this project's CPU, which has bf16 instructions; docs/PERFORMANCE.md)
@@ -108,8 +110,11 @@ class SyntheticGenerator:
 
     @property
     def affine(self) -> np.ndarray:
-        """A nominal affine for the model grid (isotropic voxels of the preprocessing's median size)."""
-        return np.diag([self.voxel_mm] * 3 + [1.0])
+        """The model grid in world space: RAS axes, isotropic voxels of the training data's median
+        size on the grid, centred on the origin (where preprocessing put no absolute position)."""
+        affine = np.diag([self.voxel_mm] * 3 + [1.0])
+        affine[:3, 3] = -self.voxel_mm * (np.asarray(self.shape, dtype=np.float64) - 1) / 2
+        return affine
 
     def _condition_vector(self, condition: Mapping[str, str] | None, n: int) -> torch.Tensor | None:
         if not self.encoder.categories:
@@ -212,7 +217,10 @@ class SyntheticGenerator:
             if not (torch.isfinite(image).all() and (logits is None or torch.isfinite(logits).all())):
                 raise CheckpointError(self.path, f"the generator produced NaN or Inf voxels (seeds {chunk[:4]}...); "
                                                  "its weights are broken: retrain or use another checkpoint")
-            images.append(image.float().clamp(-1, 1).cpu())
+            image = image.float().clamp(-1, 1)
+            if maps is not None:  # -1 means background, exactly: the brain stays just above it
+                image = torch.where(maps[:, :1] > 0, image.clamp(min=-1.0 + BRAIN_FLOOR), -1.0)
+            images.append(image.cpu())
             labels.append(maps_to_labels(maps).cpu() if maps is not None
                           else logits.float().max(1).indices.to(torch.uint8).cpu())  # = argmax(1), 8x faster on CPU
         return torch.cat(images).numpy(), torch.cat(labels).numpy()

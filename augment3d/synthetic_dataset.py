@@ -15,6 +15,8 @@ import torch
 
 from .augmenter import _device, checkpoint_hash, generate_batch, get_generator
 from .brats import MODALITIES
+from .data.preprocess import cube_box, to_canonical
+from .resampling import resample
 from .precision import auto_precision
 from .sampling import check_precision
 
@@ -39,6 +41,12 @@ class SyntheticSubjectsDataset(torch.utils.data.Dataset):
         device: where to generate (the CPU inside DataLoader workers).
         precision: ``auto`` (the default: bf16 where the hardware has it, fp32 elsewhere), ``fp32``
             or ``bf16`` generation (see :meth:`SyntheticGenerator.generate`).
+        conditions_from: columns ``condition`` leaves open: ``balanced`` (every combination in
+            turn, the default) or ``cohort`` (drawn from each subject's seed in the training
+            cohort's proportions, as ``augment3d sample`` does).
+        reference: a torchio image or subject (its first image): every synthetic subject is put on
+            that image's grid (shape and affine), where preprocessing would place its brain, so
+            ``ConcatDataset([real, synthetic])`` batches without a resize.
 
     Subjects are on the model grid with an isotropic affine of the training data's voxel size and
     carry their condition as attributes plus ``subject_id`` and ``seed``.
@@ -46,7 +54,8 @@ class SyntheticSubjectsDataset(torch.utils.data.Dataset):
 
     def __init__(self, generator, n: int, condition: Mapping[str, str] | None = None, seed: int = 0,
                  psi: float = 1.0, names: Mapping[str, str] | None = None, label_key: str = "seg",
-                 transform=None, batch_size: int = 8, device: str = "cpu", precision: str = "auto"):
+                 transform=None, batch_size: int = 8, device: str = "cpu", precision: str = "auto",
+                 conditions_from: str = "balanced", reference=None):
         path = getattr(generator, "path", generator)
         self.checkpoint = str(path)
         self.checkpoint_sha256 = checkpoint_hash(self.checkpoint)
@@ -58,6 +67,10 @@ class SyntheticSubjectsDataset(torch.utils.data.Dataset):
         self.label_key, self.transform = label_key, transform
         self.batch_size, self.device = int(batch_size), device
         self.precision = check_precision(auto_precision(precision, device))
+        if conditions_from not in ("balanced", "cohort"):
+            raise ValueError(f"conditions_from must be 'balanced' or 'cohort', got {conditions_from!r}")
+        self.conditions_from = conditions_from
+        self.reference = _reference_grid(reference)
 
     def __len__(self) -> int:
         return self.n
@@ -65,6 +78,10 @@ class SyntheticSubjectsDataset(torch.utils.data.Dataset):
     def _condition(self, gen, index: int):
         if not gen.conditions:
             return None
+        if self.conditions_from == "cohort":
+            from .synthetic_cohort import draw_condition
+
+            return draw_condition(gen, self.seed + index, self.condition or {}, "cohort")
         options = gen.encoder.matching(self.condition or {}, source=self.checkpoint)
         return options[index % len(options)]
 
@@ -82,10 +99,31 @@ class SyntheticSubjectsDataset(torch.utils.data.Dataset):
         batch = same[start : start + self.batch_size]
         images, labels = generate_batch(gen, tuple(self.seed + i for i in batch), condition, self.psi, self.precision)
         k = batch.index(index)
-        affine = gen.affine
-        fields = {self.names[m]: tio.ScalarImage(tensor=torch.from_numpy(images[k, c][None].copy()), affine=affine)
+        image, label, affine = images[k], labels[k], gen.affine
+        if self.reference is not None:
+            image, label, affine = self._on_reference(gen, image, label)
+        fields = {self.names[m]: tio.ScalarImage(tensor=torch.from_numpy(np.ascontiguousarray(image[c])[None]), affine=affine)
                   for c, m in enumerate(MODALITIES)}
-        fields[self.label_key] = tio.LabelMap(tensor=torch.from_numpy(labels[k][None].astype(np.int64)), affine=affine)
+        fields[self.label_key] = tio.LabelMap(tensor=torch.from_numpy(label[None].astype(np.int64)), affine=affine)
         subject = tio.Subject(**fields, subject_id=f"synthetic-{self.seed + index}", seed=self.seed + index,
                               **(condition or {}))
         return self.transform(subject) if self.transform is not None else subject
+
+    def _on_reference(self, gen, image: np.ndarray, label: np.ndarray):
+        """Images (background -1) and labels from the model grid onto the reference image's grid."""
+        affine, shape, mask = self.reference
+        mask_c, affine_c = to_canonical(mask, affine)
+        grid_affine = cube_box(mask_c, affine_c, gen.preprocess).grid_affine
+        placed = resample(image + 1.0, grid_affine, affine, shape, "bilinear") - 1.0
+        placed_label = np.rint(resample(label[None].astype(np.float32), grid_affine, affine, shape, "nearest")[0])
+        return placed.astype(np.float32), placed_label.astype(np.uint8), affine
+
+
+def _reference_grid(reference):
+    """(affine, shape, brain mask) of a torchio image or subject's first image; None stays None."""
+    if reference is None:
+        return None
+    image = reference.get_first_image() if hasattr(reference, "get_first_image") else reference
+    data = image.data[0].numpy()
+    mask = data > data.min()
+    return np.asarray(image.affine, dtype=np.float64), tuple(image.spatial_shape), mask if mask.any() else np.ones_like(mask)

@@ -318,8 +318,9 @@ def _finite(value):
 def write_report(folder: str | Path) -> dict:
     """Merge finished jobs in a bench folder; writes report.json, report.md and the PNGs."""
     folder = Path(folder)
-    if not (folder / "recipe.toml").is_file():
-        raise DataError(folder, "not a bench folder (no recipe.toml)")
+    if not (folder / "bench.json").is_file() or not (folder / "recipe.toml").is_file():
+        raise DataError(folder, "is not a bench folder (no bench.json and recipe.toml); "
+                                "make one with augment3d bench --out FOLDER")
     results = load_results(folder)
     report = build_report(folder, results)
     _plots(folder, report, results)

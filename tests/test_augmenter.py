@@ -209,3 +209,28 @@ def test_restyling_refuses_label_values_outside_brats(tiny_run, tmp_path):
     subject["seg"].set_data(torch.full_like(subject["seg"].data, 7))
     with pytest.raises(DataError, match=r"label values \[7\] are not BraTS classes"):
         SyntheticAugmenter(tiny_run, p=1.0, seed=0)(subject)
+
+
+def test_a_subject_augmented_in_a_worker_replays_identically_in_the_main_process(tiny_run, tmp_path):
+    """Workers run one thread, the main process several; generation runs at one thread in both,
+    so the history replays to the same tensors wherever it was made."""
+    subject = make_subject(tmp_path)
+    transform = tio.Compose([tio.RandomFlip(axes=(0,)), SyntheticAugmenter(tiny_run, p=1.0, seed=5)])
+    loader = torch.utils.data.DataLoader(tio.SubjectsDataset([subject], transform=transform), batch_size=None,
+                                         num_workers=1, collate_fn=lambda s: s)
+    out = next(iter(loader))
+    replayed = out.get_composed_history()(subject)
+    for k in KEYS:
+        assert torch.equal(out[k].data, replayed[k].data), (k, float((out[k].data - replayed[k].data).abs().max()))
+
+
+def test_synthetic_subjects_on_a_real_subject_s_grid_batch_with_real_subjects(tiny_run, tmp_path):
+    real_subject = make_subject(tmp_path)
+    data = SyntheticSubjectsDataset(tiny_run, n=3, seed=0, reference=real_subject, conditions_from="cohort")
+    first = data[0]
+    assert first["t1n"].spatial_shape == SHAPE and np.allclose(first["t1n"].affine, AFFINE)
+    assert set(first["seg"].data.unique().tolist()) <= {0, 1, 2, 3}
+    assert first["site"] in ("HIC", "SSA") and first["grade"] in ("HGG", "LGG")
+    mixed = torch.utils.data.ConcatDataset([tio.SubjectsDataset([real_subject]), data])
+    batch = next(iter(tio.SubjectsLoader(mixed, batch_size=4)))
+    assert batch["t1n"][tio.DATA].shape == (4, 1, *SHAPE)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -160,13 +162,14 @@ def test_cli_train_resume_sample(cohort, tmp_path):
     assert resumed.exit_code == 0 and "step 6" in resumed.stdout
     info = runner.invoke(app, ["info", str(run)])
     assert info.exit_code == 0 and "generator at step 6" in info.stdout and "site {HIC, SSA}" in info.stdout
-    out = tmp_path / "nn"
+    out = tmp_path / "Dataset501_Synth"
     result = runner.invoke(app, ["sample", str(run), str(out), "--n", "2", "--condition", "site=SSA",
                                  "--condition", "grade=LGG", "--seed", "3", "--format", "nnunet"])
     assert result.exit_code == 0, result.output
     dataset = json.loads((out / "dataset.json").read_text())
     assert dataset["numTraining"] == 2 and dataset["labels"]["ET"] == 3
-    assert sorted(p.name for p in (out / "imagesTr").iterdir())[:4] == [f"BraTS-SYN-000003-000_{k:04d}.nii.gz" for k in range(4)]
+    # seed 3, the fourth condition combination (HIC HGG, HIC LGG, SSA HGG, SSA LGG)
+    assert sorted(p.name for p in (out / "imagesTr").iterdir())[:4] == [f"BraTS-SYN-00003-004_{k:04d}.nii.gz" for k in range(4)]
     assert len(os.listdir(out / "labelsTr")) == 2
     bad = runner.invoke(app, ["sample", str(run), str(tmp_path / "x"), "--condition", "site=EU", "--condition", "grade=LGG"])
     assert bad.exit_code == 2 and f"{run}: unknown site 'EU' (known: HIC, SSA)" in bad.stderr
@@ -194,17 +197,108 @@ def test_sample_renders_the_label_maps_of_a_cohort(tiny_run, cohort, tmp_path):
 
 
 @pytest.mark.parametrize("damage, fragment", [(truncate, "truncated gzip stream"),
-                                              ("values", "label values [7] outside the BraTS-2023 scheme")])
+                                              ("values", "label values [7] outside the BraTS-2023 scheme"),
+                                              ("shape", "shape (10, 18, 16) differs from t1n's")])
 def test_labels_from_a_damaged_label_file_is_one_line(tiny_run, cohort, tmp_path, damage, fragment):
     import nibabel as nib
 
     path = path_of(cohort, "BraTS-TST-00001-000", "seg")
-    if damage == "values":
+    if damage in ("values", "shape"):
         image = nib.load(path)
-        nib.save(nib.Nifti1Image(np.full(image.shape, 7, np.uint8), image.affine), path)
+        data = np.full(image.shape, 7, np.uint8) if damage == "values" else np.asarray(image.dataobj)[:10]
+        nib.save(nib.Nifti1Image(data, image.affine), path)
     else:
         damage(path)
     result = run("sample", tiny_run, tmp_path / "out", "--n", 2, "--labels-from", cohort)
     lines = result.stderr.strip().splitlines()
     assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith(f"error: {path}: ") and fragment in lines[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_exports_read_like_real_brats(tiny_run, tmp_path):
+    """Background 0 outside the brain, the run's voxel size on a centred RAS grid, BraTS-2023 ids
+    that do not clash between calls with other seeds or conditions, nnU-Net names and regions."""
+    import nibabel as nib
+
+    def sample(out, *args):
+        result = run("sample", tiny_run, out, "--n", 2, *args)
+        assert result.exit_code == 0, result.output
+        return out
+
+    hic = sample(tmp_path / "hic", "--condition", "site=HIC", "--condition", "grade=HGG")
+    ssa = sample(tmp_path / "ssa", "--condition", "site=SSA", "--condition", "grade=HGG")
+    ids = {p.name for p in hic.iterdir() if p.is_dir()} | {p.name for p in ssa.iterdir() if p.is_dir()}
+    assert len(ids) == 4 and all(re.fullmatch(r"BraTS-SYN-\d{5}-\d{3}", i) for i in ids)
+    case = next(p for p in hic.iterdir() if p.is_dir())
+    t1 = nib.load(case / f"{case.name}-t1n.nii.gz")
+    data, seg = np.asarray(t1.dataobj), np.asarray(nib.load(case / f"{case.name}-seg.nii.gz").dataobj)
+    assert data.min() == 0.0 and 0 < (data == 0).mean() < 1 and data.max() <= 1000.0  # nonzero = the brain
+    assert (seg[data == 0] == 0).all()
+    assert np.allclose(np.diag(t1.affine)[:3], 2.0) and np.allclose(t1.affine[:3, 3], -2.0 * 7.5)  # centred
+    assert nib.aff2axcodes(t1.affine) == ("R", "A", "S")
+    assert "voxels (the training data's median" in (hic / "README.txt").read_text()
+    refused = run("sample", tiny_run, tmp_path / "synthetic_nn", "--n", 1, "--format", "nnunet",
+                  "--condition", "site=SSA", "--condition", "grade=HGG")
+    assert refused.exit_code == 2 and "DatasetNNN_Name" in refused.stderr
+    regions = sample(tmp_path / "Dataset502_Regions", "--format", "nnunet", "--nnunet-regions",
+                     "--condition", "site=SSA", "--condition", "grade=HGG")
+    dataset = json.loads((regions / "dataset.json").read_text())
+    assert dataset["labels"]["whole tumour"] == [1, 2, 3] and dataset["labels"]["tumour core"] == [1, 3]
+    assert dataset["regions_class_order"] == [2, 1, 3]
+
+
+def test_sample_without_a_condition_draws_it_and_says_how(tiny_run, tmp_path):
+    import csv
+
+    result = run("sample", tiny_run, tmp_path / "drawn", "--n", 4, "--preview")
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader((tmp_path / "drawn" / "metadata.csv").open()))
+    assert {r["condition_from"] for r in rows} == {"training frequencies"}
+    assert all(r["site"] in ("HIC", "SSA") and r["grade"] in ("HGG", "LGG") for r in rows)
+    assert (tmp_path / "drawn" / "preview.png").read_bytes()[:4] == b"\x89PNG"
+    again = run("sample", tiny_run, tmp_path / "again", "--n", 4)  # a seed names its condition too
+    assert [(r["site"], r["grade"]) for r in csv.DictReader((tmp_path / "again" / "metadata.csv").open())] == \
+        [(r["site"], r["grade"]) for r in rows]
+    balanced = run("sample", tiny_run, tmp_path / "balanced", "--n", 4, "--conditions-from", "balanced",
+                   "--condition", "site=SSA")
+    assert balanced.exit_code == 0, balanced.output
+    rows = list(csv.DictReader((tmp_path / "balanced" / "metadata.csv").open()))
+    assert [(r["site"], r["grade"], r["condition_from"]) for r in rows] == [("SSA", "HGG", "balanced"), ("SSA", "LGG", "balanced")] * 2
+
+
+def test_help_tables_and_hints_read_well(tmp_path, cohort):
+    result = run("bench", "--help")
+    assert "[bench] section" in result.output and "<bool>" not in result.output
+    folder = tmp_path / "odd" / "subject-1"
+    folder.mkdir(parents=True)
+    for name in ("T1.nii.gz", "FLAIR.nii.gz"):
+        (folder / name).write_bytes((cohort / "BraTS-TST-00000-000" / "BraTS-TST-00000-000-t1n.nii.gz").read_bytes())
+    result = run("validate", tmp_path / "odd")
+    lines = [line for line in result.stderr.splitlines() if line.startswith("bad case")]
+    assert len(lines) == 1 and "no file named in BraTS 2023 style" in lines[0] and "FLAIR.nii.gz, T1.nii.gz" in lines[0]
+    info = run("info", cohort)
+    assert info.stdout.startswith(f"{cohort}: a cohort of 3 cases")
+    report = run("bench-report", cohort)
+    assert report.exit_code == 2 and "is not a bench folder" in report.stderr
+    long_id = "BraTS-TST-" + "7" * 50 + "-000"  # a long subject id is folded, not cut short at 80 columns
+    (cohort / "BraTS-TST-00000-000").rename(cohort / long_id)
+    for f in (cohort / long_id).iterdir():
+        f.rename(f.with_name(f.name.replace("BraTS-TST-00000-000", long_id)))
+    table = run("validate", cohort)
+    assert "…" not in table.stdout and "7777777777" in table.stdout
+
+
+def test_training_in_a_pipe_prints_progress_lines(cohort, tmp_path):
+    """`augment3d train ... 2>&1 | cat`: no terminal, so plain lines at a steady interval (here
+    every update, AUGMENT3D_LOG_EVERY=0), with rate and ETA; a finished run says how to go on."""
+    env = {**os.environ, "AUGMENT3D_LOG_EVERY": "0", "AUGMENT3D_CACHE": str(tmp_path / "cache")}
+    cmd = [sys.executable, "-c", "from cli import main; main()", "train", str(cohort), "--recipe", "ci",
+           "--out", str(tmp_path / "run"), "--steps", "3"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parents[1], timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("[train]")]
+    assert [line.split()[1] for line in lines] == ["1/3", "2/3", "3/3"]
+    assert all("/s, elapsed" in line and "ETA" in line for line in lines)
+    again = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, env=env,
+                           cwd=Path(__file__).resolve().parents[1], timeout=300)
+    assert again.returncode == 0 and "is finished at step 3 of 3" in again.stdout and "--steps" in again.stdout

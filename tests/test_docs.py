@@ -19,3 +19,39 @@ def test_augmenter_training_loop_runs(tiny_run, cohort, capsys):
     assert str(tiny_run) in code and "SIZE, EPOCHS = 32, 1" in code
     exec(compile(code, "AUGMENTER.md", "exec"), {})
     assert re.search(r"epoch 0: loss \d+\.\d+", capsys.readouterr().out)
+
+
+QUEUE_SCRIPT = """
+import sys, torchio as tio
+cohort, run = sys.argv[1], sys.argv[2]
+{snippet}
+transform = transform  # the README's pipeline, as documented
+from augment3d.data import discover_cases, read_metadata
+metadata = read_metadata(cohort)
+subjects = [tio.Subject(**{{k: tio.ScalarImage(c.paths[k]) for k in ("t1n", "t1c", "t2w", "t2f")}},
+                        seg=tio.LabelMap(c.paths["seg"]), **{{k: v for k, v in metadata.rows[c.subject_id].items() if k != "subject_id"}})
+            for c in discover_cases(cohort)]
+queue = tio.Queue(tio.SubjectsDataset(subjects, transform=transform), max_length=4, samples_per_volume=2,
+                  sampler=tio.UniformSampler((8, 8, 8)), num_workers=2)
+patches = sum(b["t1n"][tio.DATA].shape[0] for b in tio.SubjectsLoader(queue, batch_size=2))
+whole = sum(b["t1n"][tio.DATA].shape[0] for b in tio.SubjectsLoader(tio.SubjectsDataset(subjects, transform=transform),
+                                                                       batch_size=1, num_workers=2))
+print("patches", patches, "subjects", whole)
+"""
+
+
+def test_the_readme_pipeline_runs_in_a_queue_and_a_loader_with_workers(tiny_run, cohort):
+    """The README's torchio pipeline (with the augmenter) through ``tio.Queue(num_workers=2)`` and
+    ``SubjectsLoader(num_workers=2)``: with a lambda as the mask it waited forever (the workers
+    cannot pickle it back); a timeout turns such a hang into a failure."""
+    import subprocess
+    import sys
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    (snippet,) = [block for block in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "SyntheticAugmenter" in block]
+    snippet = snippet.replace('"runs/quick"', "run")
+    assert "run, p=" in snippet
+    done = subprocess.run([sys.executable, "-c", QUEUE_SCRIPT.format(snippet=snippet), str(cohort), str(tiny_run)],
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["patches", "6", "subjects", "3"]

@@ -100,11 +100,18 @@ def _read_all(case: Case) -> tuple[dict[str, NiftiVolume], list[DataError]]:
     problems: list[DataError] = []
     if case.unreadable:
         return volumes, [DataError(case.folder, case.unreadable)]
+    unmatched = _unmatched_files(case)
+    if all(case.paths.get(key) is None for key in KEYS):
+        found = f"it holds {', '.join(unmatched[:6])}" if unmatched else "it holds no NIfTI file"
+        return volumes, [DataError(case.folder, f"no file named in BraTS 2023 style ({case.subject_id}-t1n.nii.gz, -t1c, "
+                                                f"-t2w, -t2f, -seg) or 2021 style (_t1, _t1ce, _t2, _flair, _seg); {found}; "
+                                                "rename the files so")]
     for key in KEYS:
         path = case.paths.get(key)
         if path is None:
             what = "label map" if key == LABEL_KEY else f"{key} image"
-            problems.append(DataError(case.expected_path(key), f"missing {what}"))
+            hint = f" (unmatched files here: {', '.join(unmatched[:4])})" if unmatched else ""
+            problems.append(DataError(case.expected_path(key), f"missing {what}{hint}"))
             continue
         try:
             volume = read_nifti(path, allow_constant=key == LABEL_KEY)
@@ -123,6 +130,16 @@ def _read_all(case: Case) -> tuple[dict[str, NiftiVolume], list[DataError]]:
             except DataError as exc:
                 problems.append(exc)
     return volumes, problems
+
+
+def _unmatched_files(case: Case) -> list[str]:
+    """NIfTI files in the case folder that no canonical key took (a naming the reader does not know)."""
+    taken = {p.name for p in case.paths.values() if p is not None}
+    try:
+        names = sorted(os.listdir(case.folder))
+    except OSError:
+        return []
+    return [n for n in names if n.endswith((".nii", ".nii.gz")) and n not in taken and not n.startswith(".")]
 
 
 def _conditions(case, metadata, columns, categories, root) -> dict[str, str]:

@@ -18,6 +18,7 @@ from .consistency import (accuracy_by_category, condition_classifiers, condition
 from .diversity import mean_pairwise_ms_ssim, prdc
 from .features import extract, load_extractor
 from .frechet import frechet_distance, kernel_distance
+from .small_n import bootstrap_interval, distance_verdict
 from .label_profile import label_profile, tumour_at_head_edge
 from .memorisation import memorisation_audit
 from .report import write_report
@@ -44,6 +45,18 @@ def split_for_evaluation(run: Path, cases, seed: int = 0):
     if len(train) < 2 or len(held) < 2:
         raise ValueError("evaluation needs at least 4 real cases")
     return train, held, note
+
+
+def _add_intervals(metrics: dict, f_train, f_syn, f_held, seed: int) -> None:
+    """Bootstrap 95% intervals for FID and KID and their floors, and a verdict in words."""
+    n = min(len(f_syn), len(f_held))
+    kid = lambda a, b: kernel_distance(a, b, subsets=10, seed=seed)[0]  # noqa: E731  (a bootstrap draw needs few subsets)
+    for key, name, distance in (("fid", "FID", frechet_distance), ("kid", "KID", kid)):
+        block = metrics[key]
+        block["synthetic_ci95"] = bootstrap_interval(distance, f_train, f_syn, seed=seed)
+        block["floor_ci95"] = bootstrap_interval(distance, f_train, f_held, seed=seed + 1)
+        block["verdict"] = distance_verdict(name, block["synthetic_vs_train"], block["synthetic_ci95"],
+                                            block["floor_held_out_vs_train"], block["floor_ci95"], n)
 
 
 def _restyle_fidelity(gen, train, extractor, classifiers: dict, seed: int) -> dict:
@@ -122,6 +135,8 @@ def evaluate_run(run: str | os.PathLike, data: str | os.PathLike, out: str | os.
     kid_floor, kid_floor_std = kernel_distance(f_train, f_held, seed=seed)
     metrics["kid"] = {"synthetic_vs_train": kid, "synthetic_vs_train_std": kid_std,
                       "floor_held_out_vs_train": kid_floor, "floor_std": kid_floor_std}
+    say("bootstrap intervals of FID and KID")
+    _add_intervals(metrics, f_train, f_syn, f_held, seed)
 
     say("similarity to nearest real")
     s_syn = pairwise(syn_x, held_x, ssim)

@@ -113,6 +113,11 @@ def write_report(folder: Path, m: dict, train, held, syn_x, syn_y, conditions, a
     ]
     if m.get("note"):
         lines += [f"> Note: {m['note']}.", ""]
+    for key in ("kid", "fid"):  # KID first: the steadier at the small N of BraTS-Africa
+        if "verdict" in m[key]:
+            lines += [f"- {m[key]['verdict']}"]
+    if "verdict" in fid:
+        lines += [""]
     lines += ["| metric | synthetic | reference (real) | better |", "| --- | --- | --- | --- |",
               _row("FID vs training real", fid["synthetic_vs_train"], fid["floor_held_out_vs_train"], "lower, near the floor"),
               _row("KID vs training real", kid["synthetic_vs_train"], kid["floor_held_out_vs_train"], "lower, near the floor"),

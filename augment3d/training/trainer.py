@@ -93,6 +93,17 @@ class _RunFolder:
             self.on_checkpoint(step, loop.G_ema)
 
 
+def _condition_counts(data: TrainingData, encoder: ConditionEncoder) -> list[dict]:
+    """How many training subjects each condition combination has (what ``sample`` draws from)."""
+    if not encoder.dim:
+        return []
+    counts: dict[tuple, int] = {}
+    for condition in encoder.decode(data.conditions.numpy()):
+        key = tuple(sorted(condition.items()))
+        counts[key] = counts.get(key, 0) + 1
+    return [{"condition": dict(key), "count": n} for key, n in sorted(counts.items())]
+
+
 def _check_finite_losses(run_dir, step: int, metrics: dict) -> None:
     if not (math.isfinite(metrics["d_loss"]) and math.isfinite(metrics["g_loss"])):
         raise TrainingDiverged(
@@ -122,8 +133,9 @@ def train_gan(
     """
     run_dir, world = Path(run_dir), init_world(device)
     loop = TrainingLoop(data, model_config, config, device, world)
+    info = {**(generator_info or {}), "training_conditions": _condition_counts(data, encoder)}
     folder = _RunFolder(run_dir, loop, world, encoder, preprocess or PreprocessConfig(shape=model_config.shape),
-                        generator_info, on_checkpoint)
+                        info, on_checkpoint)
     start = load_train_state(run_dir, loop.state())["step"] if resume and bundle_exists(run_dir, TRAIN_STATE) else 0
     folder.open(start)
     if world.main and model_config.mode == "labels":  # the maps ``sample`` draws new subjects from

@@ -164,6 +164,13 @@ def test_evaluate_cli_writes_report(tiny_run, tmp_path):
         assert sum(p["n"] for p in profile["real_train"][column].values()) == 3
         for value in profile["synthetic"][column]:
             assert f"| {column}={value} |" in report
+    # a barely trained generator never reads as closer to the real data than the floor
+    for key in ("fid", "kid"):
+        block = metrics[key]
+        assert block["synthetic_ci95"][0] <= block["synthetic_ci95"][1] and len(block["floor_ci95"]) == 2
+        assert "floor" in block["verdict"] and block["verdict"] in report
+        assert "told apart" in block["verdict"] or "not a better-than-real generator" in block["verdict"]
+    assert "KID is the steadier measure at small N" in metrics["fid"]["verdict"] or "told apart from real ones" in metrics["fid"]["verdict"]
     # a labels-to-images run: its labels are its input maps; restyling the training maps into
     # every site and grade is scored per target category
     assert metrics["mode"] == "labels" and "(labels mode)" in report
@@ -198,3 +205,14 @@ def test_tumour_at_head_edge_tells_labels_on_the_skull_from_labels_inside():
     assert any("head's edge" in line for line in _diagnosis(gan))
     gan["tumour_at_head_edge"] = {"synthetic": 0.12, "real": 0.08}
     assert not any("head's edge" in line for line in _diagnosis(gan))
+
+
+def test_distance_verdicts_never_call_a_generator_better_than_real():
+    from augment3d.metrics.small_n import distance_verdict
+
+    below = distance_verdict("FID", 0.125, [0.09, 0.2], 0.55, [0.4, 0.7], n=8)
+    assert "not a better-than-real generator" in below and "KID is the steadier" in below
+    overlap = distance_verdict("FID", 0.3, [0.2, 0.5], 0.35, [0.25, 0.6], n=8)
+    assert "cannot be told apart from real data" in overlap
+    above = distance_verdict("KID", 0.9, [0.7, 1.1], 0.1, [0.05, 0.2], n=100)
+    assert "told apart from real ones" in above and "N=" not in above

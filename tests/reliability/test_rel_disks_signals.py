@@ -81,16 +81,22 @@ def test_a_full_disk_during_sample_leaves_nothing(tiny_run, tmp_path, monkeypatc
     assert sorted(p.name for p in tmp_path.iterdir() if "synthetic" in p.name) == []
 
 
+def _deny(monkeypatch, owner, name: str, denied, code: int = errno.EACCES) -> None:
+    """``owner.name(path, ...)`` fails with ``code`` (EACCES: a PermissionError) for the paths
+    ``denied(path)`` picks, as the system would for root on a read-only mount or an ACL."""
+    real = getattr(owner, name)
+
+    def failing(path=".", *args, **kwargs):
+        if denied(Path(path)):
+            raise OSError(code, os.strerror(code), str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(owner, name, failing)
+
+
 def test_a_read_only_output_folder_is_one_line(cohort, tmp_path, monkeypatch):
     read_only = tmp_path / "ro"
-    real_mkdir = Path.mkdir
-
-    def mkdir(self, *args, **kwargs):
-        if read_only in (self, *self.parents):
-            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
-        return real_mkdir(self, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "mkdir", mkdir)
+    _deny(monkeypatch, Path, "mkdir", lambda p: read_only in (p, *p.parents), errno.EROFS)
     line = _one_line(_run("train", cohort, "--recipe", "ci", "--out", read_only / "run"))
     assert line == f"error: {read_only / 'run'}: Read-only file system; write to another folder"
 
@@ -110,14 +116,7 @@ def test_a_read_only_cache_is_worked_around_with_a_warning(cohort, tmp_path, mon
 
 def test_an_unreadable_file_is_named_and_skippable(cohort, tmp_path, monkeypatch):
     locked = path_of(cohort, "BraTS-TST-00001-000", "t2f")
-    real = Path.read_bytes
-
-    def read_bytes(self):
-        if self == locked:
-            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
-        return real(self)
-
-    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    _deny(monkeypatch, Path, "read_bytes", lambda p: p == locked)
     result = _run("validate", cohort)
     assert result.exit_code == 1 and f"{locked}: cannot read the file (Permission denied)" in result.stderr
     skipped = _run("prepare", cohort, "--recipe", "ci", "--skip-bad")
@@ -127,14 +126,7 @@ def test_an_unreadable_file_is_named_and_skippable(cohort, tmp_path, monkeypatch
 
 def test_an_unreadable_case_folder_is_named_and_skippable(cohort, monkeypatch):
     locked = cohort / "BraTS-TST-00002-000"
-    real = os.listdir
-
-    def listdir(path="."):
-        if Path(path) == locked:
-            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
-        return real(path)
-
-    monkeypatch.setattr(os, "listdir", listdir)
+    _deny(monkeypatch, os, "listdir", lambda p: p == locked)
     result = _run("validate", cohort)
     assert result.exit_code == 1 and f"{locked}: cannot list the case folder (Permission denied)" in result.stderr
     skipped = _run("prepare", cohort, "--recipe", "ci", "--skip-bad")

@@ -1,4 +1,6 @@
-"""Named recipes (TOML files) installed with augment3d: ``ci``, ``quick``, ``phantom``, ``brats_africa_128``."""
+"""Named recipes (TOML files) shipped inside augment3d: ``ci``, ``quick``, ``phantom``, ``brats_africa_128``.
+
+The repository's top-level ``recipes/`` is a link to this folder."""
 
 from __future__ import annotations
 

@@ -1,0 +1,476 @@
+"""The ``augment3d`` command line (Typer). Heavy imports live inside the commands."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(
+    name="augment3d",
+    help="Synthetic 3D brain-tumour MRI for segmentation: phantom cohorts, validation, GAN training, benchmarks.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+    rich_markup_mode=None,  # help texts are plain: "[bench]" stays "[bench]"
+)
+
+EXIT_BAD_DATA = 1  # validate found bad cases
+EXIT_USAGE = 2  # a user error: bad path, damaged file, bad recipe
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> None:
+    """Print one readable line to stderr and exit."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised where the program is, so that partial outputs are cleaned up on the way out."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
+def _os_error(exc: OSError) -> str:
+    """One line for a failed read or write: the path, what the system said, what to do."""
+    import errno
+
+    where = exc.filename if exc.filename is not None else "augment3d"
+    hint = {errno.ENOSPC: "; free some space and run again (train: with --resume)",
+            errno.EDQUOT: "; free some space and run again (train: with --resume)",
+            errno.EROFS: "; write to another folder", errno.EACCES: "; check the permissions",
+            errno.EPERM: "; check the permissions"}.get(exc.errno, "")
+    return f"{where}: {exc.strerror or exc}{hint}"
+
+
+def user_errors(fn):
+    """Turn errors users can cause into one line on stderr and exit code 2 (no traceback);
+    Ctrl-C exits 130 and SIGTERM 143, after the command has removed its partial outputs."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from augment3d.errors import Augment3DError
+
+        try:
+            return fn(*args, **kwargs)
+        except Augment3DError as exc:
+            fail(str(exc))
+        except OSError as exc:
+            fail(_os_error(exc))
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130) from None
+        except Terminated:
+            typer.echo("terminated", err=True)
+            raise typer.Exit(143) from None
+
+    return wrapper
+
+
+def _report_cohort(cohort) -> None:
+    """The cases skipped (--skip-bad) and the warnings of a prepared cohort, one line each."""
+    for skipped in cohort.skipped:
+        typer.echo(f"skipped {skipped.case.subject_id}: {skipped.error}", err=True)
+    for warning in cohort.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+
+
+def _progress():
+    """A progress bar with an ETA on a terminal; steady plain lines in pipes and cluster logs."""
+    from augment3d.cli_progress import Progress
+
+    return Progress()
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+@app.command()
+@user_errors
+def phantom(
+    out: Annotated[Path, typer.Argument(help="Cohort folder to create (BraTS-2023 layout).")],
+    cases: Annotated[int, typer.Option(min=1, max=10000, help="Number of subjects.")] = 24,
+    seed: Annotated[int, typer.Option(min=0, help="Seed; same seed, same bytes.")] = 0,
+    spacing: Annotated[float, typer.Option(min=0.5, max=8.0, help="Voxel size in mm.")] = 2.0,
+    ssa_fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of subjects from the under-represented SSA site.")] = 0.25,
+    preview: Annotated[bool, typer.Option(help="Also save preview.png (3 planes x 4 modalities, label outlines).")] = False,
+    force: Annotated[bool, typer.Option(help="Replace OUT if it exists (only once the new cohort is complete).")] = False,
+) -> None:
+    """Build a phantom cohort from the MNI152 template (HIC and SSA sites, HGG and LGG tumours)."""
+    from augment3d.data.phantom import PhantomConfig, make_phantom_cohort
+
+    config = PhantomConfig(cases=cases, seed=seed, spacing=spacing, ssa_fraction=ssa_fraction)
+    with _progress() as bar:
+        task = bar.add_task("phantom", total=cases)
+        folder = make_phantom_cohort(
+            out, config, force=force, preview=preview,
+            progress=lambda i, n, sid: bar.update(task, completed=i, description=sid),
+        )
+        bar.update(task, completed=cases, description="phantom")
+    typer.echo(f"wrote {cases} cases to {folder}" + (f" (preview: {folder / 'preview.png'})" if preview else ""))
+
+
+def _recipe_columns(recipe: Optional[str], root: Path):
+    """Conditioning columns and allowed categories: from the recipe, else all metadata columns."""
+    from augment3d.config import load_recipe
+    from augment3d.data import read_metadata
+
+    if recipe is not None:
+        r = load_recipe(recipe)
+        return list(r.data.conditions), dict(r.data.categories)
+    metadata = read_metadata(root) if root.is_dir() else None
+    if metadata is None:
+        return [], {}
+    return [c for c in metadata.columns if c != "subject_id"], {}
+
+
+@app.command()
+@user_errors
+def validate(
+    data: Annotated[Path, typer.Argument(help="Cohort folder in BraTS layout.")],
+    recipe: Annotated[Optional[str], typer.Option(help="Recipe whose conditioning columns and categories to check.")] = None,
+) -> None:
+    """Check every case (files, gzip integrity, voxels, geometry, labels, metadata); exit 1 if any is bad."""
+    from rich.table import Table
+
+    from augment3d.data import validate_cohort
+
+    columns, categories = _recipe_columns(recipe, data)
+    with _progress() as bar:
+        task = bar.add_task("validate", total=None)
+        reports = validate_cohort(
+            data, columns, categories,
+            progress=lambda i, n, case: bar.update(task, total=n, completed=i, description=case.subject_id),
+        )
+        bar.update(task, completed=len(reports), description="validate")
+    table = Table(title=f"{data} ({len(reports)} cases)")
+    table.add_column("case", overflow="fold")
+    for name in ("naming", "shape", "spacing (mm)", *columns):
+        table.add_column(name, overflow="fold")
+    table.add_column("status", overflow="fold")
+    for report in reports:
+        shape = "x".join(map(str, report.shape)) if report.shape else "-"
+        zooms = "x".join(f"{z:g}" for z in report.zooms) if report.zooms else "-"
+        status = "[green]ok[/green]" if report.ok else "[red]" + "; ".join(str(p) for p in report.problems) + "[/red]"
+        conds = [report.conditions.get(c, "-") for c in columns]
+        table.add_row(report.case.subject_id, report.case.scheme.name, shape, zooms, *conds, status)
+    _console().print(table)
+    for report in reports:
+        for warning in report.warnings:
+            typer.echo(f"warning: case {report.case.subject_id}: {warning}", err=True)
+    bad = [r for r in reports if not r.ok]
+    if bad:
+        for report in bad:
+            for problem in report.problems:
+                typer.echo(f"bad case {report.case.subject_id}: {problem}", err=True)
+        fail(f"{len(bad)} of {len(reports)} cases are bad", EXIT_BAD_DATA)
+    typer.echo(f"all {len(reports)} cases are valid")
+
+
+@app.command()
+@user_errors
+def prepare(
+    data: Annotated[Path, typer.Argument(help="Cohort folder in BraTS layout.")],
+    recipe: Annotated[str, typer.Option(help="Recipe name or .toml path (sets grid and conditions).")] = "quick",
+    cache: Annotated[Optional[Path], typer.Option(help="Cache folder (default $AUGMENT3D_CACHE or ~/.cache/augment3d/prepared).")] = None,
+    skip_bad: Annotated[bool, typer.Option(help="Skip bad cases and list them instead of stopping.")] = False,
+    use_cache: Annotated[bool, typer.Option("--use-cache/--no-cache", help="Reuse prepared cases.")] = True,
+    preview: Annotated[Optional[Path], typer.Option(help="Save a montage PNG of the first prepared cases here.")] = None,
+) -> None:
+    """Preprocess a cohort onto the recipe's grid (crop, pad, resample, scale to [-1, 1]) and cache it."""
+    from augment3d.config import load_recipe
+    from augment3d.data import prepare_cohort
+
+    r = load_recipe(recipe)
+    with _progress() as bar:
+        task = bar.add_task("prepare", total=None)
+        cohort = prepare_cohort(
+            data, r.data.preprocess(), r.data.conditions, r.data.categories,
+            skip_bad=skip_bad, cache_dir=cache, use_cache=use_cache,
+            progress=lambda i, n, case: bar.update(task, total=n, completed=i, description=case.subject_id),
+        )
+        bar.update(task, completed=len(cohort.cases) + len(cohort.skipped), description="prepare")
+    _report_cohort(cohort)
+    shape = "x".join(map(str, r.data.preprocess().shape))
+    typer.echo(
+        f"prepared {len(cohort.cases)} cases at {shape} ({cohort.cache_hits} from cache), "
+        f"skipped {len(cohort.skipped)}"
+    )
+    if preview is not None:
+        from augment3d.viz import save_montage
+
+        items = [(f"{c.subject_id} {' '.join(c.conditions.values())}", c.images, c.label) for c in cohort.cases[:3]]
+        save_montage(items, preview)
+        typer.echo(f"preview: {preview}")
+
+
+@app.command()
+@user_errors
+def info(path: Annotated[Path, typer.Argument(help="A cohort folder or a training run folder.")]) -> None:
+    """Summarise a cohort (cases per site and grade, shapes, voxel sizes) or a training run."""
+    from collections import Counter
+
+    if (path / "generator.json").is_file() or (path / "train_state.json").is_file():
+        _run_info(path)
+        return
+
+    from augment3d.data import MODALITIES, discover_cases, read_metadata
+    from augment3d.data.nifti import read_header
+    from augment3d.errors import DataError
+
+    cases = discover_cases(path)
+    metadata = read_metadata(path)
+    schemes = Counter(c.scheme.name for c in cases)
+    shapes, zooms, unreadable = Counter(), Counter(), []
+    for case in cases:
+        p = case.paths.get(MODALITIES[0])
+        try:
+            header = read_header(p if p is not None else case.expected_path(MODALITIES[0]))
+        except DataError as exc:
+            unreadable.append(str(exc))
+            continue
+        shapes["x".join(map(str, header.get_data_shape()[:3]))] += 1
+        zooms["x".join(f"{z:g}" for z in header.get_zooms()[:3])] += 1
+    typer.echo(f"{path}: a cohort of {len(cases)} cases ({', '.join(f'{n} {k}' for k, n in schemes.items())} naming)")
+    typer.echo(f"  shapes: {dict(shapes)}")
+    typer.echo(f"  voxel sizes (mm): {dict(zooms)}")
+    if metadata is None:
+        typer.echo("  no metadata.csv")
+    else:
+        from augment3d.data.metadata import same_id
+
+        ids = {same_id(c.subject_id) for c in cases}
+        for column in (c for c in metadata.columns if c != "subject_id"):
+            counts = Counter(row.get(column) or "(empty)" for sid, row in metadata.rows.items() if sid in ids)
+            typer.echo(f"  {column}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+        missing = sorted(ids - set(metadata.rows))
+        if missing:
+            typer.echo(f"  {len(missing)} cases have no metadata row: {', '.join(missing[:5])}")
+    for line in unreadable:
+        typer.echo(f"  unreadable: {line}")
+
+
+@app.command()
+@user_errors
+def train(
+    data: Annotated[Path, typer.Argument(help="Cohort folder in BraTS layout (train on all of it).")],
+    out: Annotated[Path, typer.Option(help="Run folder to create (or continue with --resume).")],
+    recipe: Annotated[str, typer.Option(help="Recipe name or .toml path.")] = "quick",
+    resume: Annotated[bool, typer.Option(help="Continue the run in OUT exactly where its last checkpoint left off (same recipe).")] = False,
+    force: Annotated[bool, typer.Option(help="Replace an existing run folder in OUT (only a run folder augment3d wrote; the old run is deleted once the new one has its first checkpoint).")] = False,
+    allow_change: Annotated[Optional[list[str]], typer.Option(help="With --resume: a recipe value that may differ from the run's, e.g. train.steps (repeatable).")] = None,
+    skip_bad: Annotated[bool, typer.Option(help="Skip bad cases and list them instead of stopping.")] = False,
+    steps: Annotated[Optional[int], typer.Option(min=1, help="Override the recipe's number of steps.")] = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+) -> None:
+    """Train the conditional 3D StyleGAN on a cohort (checkpoints, JSONL log, montages in OUT)."""
+    from augment3d.config import load_recipe
+    from augment3d.training.run import train_run
+
+    r = load_recipe(recipe)
+    total = steps or r.train.steps
+    if resume:
+        from augment3d.checkpoint import recorded_step
+
+        done = recorded_step(out, "train_state")
+        if isinstance(done, int) and done >= total:
+            typer.echo(f"{out} is finished at step {done} of {total}; to train it longer, resume with "
+                       f"--steps N (N above {done}), e.g. --resume --steps {2 * done}")
+            return
+    with _progress() as bar:
+        task = bar.add_task("train", total=total)
+
+        def report(step, n, metrics):
+            bar.update(task, completed=step, description=f"train D {metrics['d_loss']:.3f} G {metrics['g_loss']:.3f}")
+
+        folder, cohort, last = train_run(data, r, out, resume=resume, force=force, skip_bad=skip_bad,
+                                         steps=steps, device=device, progress=report, allow_changes=allow_change or ())
+    _report_cohort(cohort)
+    if last:
+        typer.echo(f"step {last['step']}: D loss {last['d_loss']:.4f}, G loss {last['g_loss']:.4f}, augment p {last['ada_p']:.3f}")
+    typer.echo(f"run folder: {folder} (generator.safetensors, log.jsonl, curves.png, samples_latest.png: real vs generated per condition)")
+
+
+@app.command()
+@user_errors
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="Run folder (augment3d train).")],
+    data: Annotated[Path, typer.Argument(help="Real cohort folder (the run's training data and, ideally, held-out cases).")],
+    out: Annotated[Path, typer.Option(help="Folder for metrics.json, report.md and PNGs.")],
+    n: Annotated[int, typer.Option(min=4, help="Number of synthetic subjects.")] = 32,
+    features: Annotated[str, typer.Option(help="fixed (shipped 3D encoder), medicalnet (with --weights) or segmenter.")] = "fixed",
+    weights: Annotated[Optional[Path], typer.Option(help="Weights for --features medicalnet (a local file).")] = None,
+    psi: Annotated[float, typer.Option(min=0.0, max=2.0, help="Truncation for the synthetic subjects.")] = 1.0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of synthetic subject 0 and of every draw.")] = 0,
+    skip_bad: Annotated[bool, typer.Option(help="Skip bad real cases and list them.")] = False,
+    force: Annotated[bool, typer.Option(help="Replace OUT if it exists (only a folder augment3d wrote, once the new one is complete).")] = False,
+) -> None:
+    """GAN metrics with references: FID/KID (with the real-vs-real floor), SSIM/MSE, diversity, PRDC, memorisation, consistency."""
+    from augment3d.metrics.evaluate import evaluate_run
+
+    if features not in ("fixed", "medicalnet", "segmenter"):
+        fail(f"--features must be fixed, medicalnet or segmenter, got {features!r}")
+    try:
+        metrics = evaluate_run(run, data, out, n=n, features=features, weights=weights, psi=psi, seed=seed,
+                               skip_bad=skip_bad, force=force, progress=lambda m: typer.echo(m, err=True))
+    except ValueError as exc:
+        fail(str(exc))
+    typer.echo(f"FID {metrics['fid']['synthetic_vs_train']:.4g} (floor {metrics['fid']['floor_held_out_vs_train']:.4g}); "
+               f"report: {out / 'report.md'}")
+
+
+def _run_info(path: Path) -> None:
+    import json
+
+    from augment3d.sampling import load_generator
+
+    gen = load_generator(path)
+    cfg = gen.network.config
+    typer.echo(f"run {path}: generator at step {gen.meta['step']} (augment3d {gen.meta.get('augment3d_version')})")
+    typer.echo(f"  grid {'x'.join(map(str, gen.shape))}, style {cfg.style_mode}, z/w {cfg.z_dim}/{cfg.w_dim}, "
+               f"{sum(p.numel() for p in gen.network.parameters()):,} generator parameters")
+    typer.echo("  conditions: " + (", ".join(f"{k} {{{', '.join(v)}}}" for k, v in gen.conditions.items()) or "none"))
+    log = path / "log.jsonl"
+    if log.is_file():
+        rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        if rows:
+            last = rows[-1]
+            typer.echo(f"  last logged step {last['step']}: D {last['d_loss']:.4f}, G {last['g_loss']:.4f}, "
+                       f"augment p {last['ada_p']:.3f}, {last['seconds']:.0f} s")
+            evals = [r for r in rows if "val_swd" in r]
+            if evals:
+                best = min(evals, key=lambda r: r["val_swd"])
+                typer.echo(f"  validation SWD: best {best['val_swd']:.4f} at step {best['step']}, last {evals[-1]['val_swd']:.4f}")
+
+
+def _parse_conditions(values: list[str]) -> dict[str, str]:
+    out = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            fail(f"--condition expects KEY=VALUE, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+@app.command()
+@user_errors
+def sample(
+    run: Annotated[Path, typer.Argument(help="Run folder holding generator.safetensors + generator.json.")],
+    out: Annotated[Path, typer.Argument(help="Folder to write the synthetic cohort to.")],
+    n: Annotated[int, typer.Option(min=1, help="Number of subjects.")] = 8,
+    condition: Annotated[Optional[list[str]], typer.Option(help="KEY=VALUE, repeatable (e.g. --condition site=SSA).")] = None,
+    seed: Annotated[int, typer.Option(min=0, max=99_999, help="First seed; subjects use seeds SEED .. SEED+N-1 (a seed names a subject; ids carry it in five digits).")] = 0,
+    psi: Annotated[float, typer.Option(min=0.0, max=2.0, help="Truncation towards the condition's mean (1 = none).")] = 1.0,
+    fmt: Annotated[str, typer.Option("--format", help="brats (BraTS-2023 layout + metadata.csv) or nnunet (nnU-Net v2 raw; OUT named DatasetNNN_Name).")] = "brats",
+    conditions_from: Annotated[str, typer.Option(help="Condition columns not given with --condition: 'cohort' (drawn per seed in the training cohort's proportions) or 'balanced' (every combination in turn).")] = "cohort",
+    preview: Annotated[bool, typer.Option(help="Also write preview.png (the first subjects, three planes, label outlines).")] = False,
+    nnunet_regions: Annotated[bool, typer.Option(help="With --format nnunet: declare the BraTS regions (WT, TC, ET) with regions_class_order, for nnU-Net's region-based training.")] = False,
+    labels_from: Annotated[Optional[Path], typer.Option(help="Labels-to-images runs: render the label maps of this cohort folder (BraTS layout, images give the brain mask) or joint run, instead of the run's own training maps deformed by each seed.")] = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    force: Annotated[bool, typer.Option(help="Replace OUT if it exists (only a folder augment3d wrote, once the new one is complete).")] = False,
+) -> None:
+    """Generate synthetic subjects (images + labels) from a trained run; a seed names a subject."""
+    from augment3d.export import FORMATS, check_nnunet_name, export_synthetic
+    from augment3d.sampling import load_generator
+    from augment3d.synthetic_cohort import sample_subjects
+
+    if fmt not in FORMATS:
+        fail(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if seed + n - 1 > 99_999:
+        fail(f"seeds {seed} .. {seed + n - 1} do not fit the five digits of a BraTS-2023 id (up to 99999)")
+    if fmt == "nnunet":
+        check_nnunet_name(out)
+    from augment3d.output_folders import claim_output
+
+    claim_output(out, "samples", force=force, inputs=[run, labels_from])  # before generating, not after
+    gen = load_generator(run, device)
+    if conditions_from not in ("cohort", "balanced"):
+        fail(f"--conditions-from must be cohort or balanced, got {conditions_from!r}")
+    subjects = sample_subjects(gen, n, _parse_conditions(condition or []), seed, psi, labels_from, conditions_from)
+    combinations = [tuple(sorted(c.items())) for c in gen.encoder.all_conditions()]
+    ids = [combinations.index(tuple(sorted(c.items()))) + 1 if c else 0 for c in subjects.conditions]
+    export_synthetic(out, subjects.images, subjects.labels, subjects.seeds, subjects.conditions, gen.affine, fmt=fmt,
+                     psi=psi, force=force, inputs=[run, labels_from], condition_ids=ids, regions=nnunet_regions,
+                     extra_columns={"label_map_from": subjects.sources, "condition_from": subjects.condition_from},
+                     preview=preview)
+    typer.echo(f"wrote {n} synthetic subjects ({fmt}) to {out}")
+
+
+@app.command()
+@user_errors
+def bench(
+    out: Annotated[Path, typer.Option(help="Bench folder (created, or continued: finished stages and jobs are kept).")],
+    recipe: Annotated[str, typer.Option(help="Recipe name or .toml path (its [bench] section sets arms, seeds, model).")] = "quick",
+    data: Annotated[Optional[Path], typer.Option(help="Cohort folder in BraTS layout; default: the recipe's phantom cohort.")] = None,
+    generator: Annotated[Optional[Path], typer.Option(help="A trained run folder to use instead of training a GAN on the training split.")] = None,
+    arm: Annotated[Optional[str], typer.Option(help="Run only this arm (real, real+classic, real+synthetic, real+classic+synthetic).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Run only this seed (one of the recipe's seeds).")] = None,
+    setup_only: Annotated[bool, typer.Option(help="Only build the shared stages (cohort, splits, GAN, GAN metrics), e.g. before a job array.")] = False,
+    force: Annotated[bool, typer.Option(help="Replace an existing bench folder in OUT and start over (only a bench folder augment3d wrote).")] = False,
+    skip_bad: Annotated[bool, typer.Option(help="Skip bad cases and list them instead of stopping.")] = False,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+) -> None:
+    """Does synthetic data improve segmentation? Train segmenters with and without it and report per site."""
+    from augment3d.config import load_recipe
+    from segbench.bench import run_bench
+
+    import time
+
+    r = load_recipe(recipe)
+    start = time.monotonic()
+
+    def say(message: str) -> None:
+        minutes, seconds = divmod(int(time.monotonic() - start), 60)
+        typer.echo(f"[{minutes:02d}:{seconds:02d}] {message}", err=True)
+    with _progress() as bar:
+        def progress(name: str, total: int):
+            task = bar.add_task(name, total=total)
+
+            def update(step, n, metrics):
+                shown = f"D {metrics['d_loss']:.3f} G {metrics['g_loss']:.3f}" if "d_loss" in metrics else f"val Dice {metrics['val_dice']:.3f}"
+                bar.update(task, completed=step, description=f"{name} {shown}")
+            return update
+
+        setup, report = run_bench(r, out, data=data, generator=generator, arm=arm, seed=seed, setup_only=setup_only,
+                                  force=force, skip_bad=skip_bad, device=device, say=say, progress=progress)
+    _report_cohort(setup)
+    if report is None:
+        typer.echo(f"set up {out}: {len(setup.train)}/{len(setup.val)}/{len(setup.test)} train/val/test cases"
+                   + (f", generator {setup.generator}" if setup.generator else ""))
+        return
+    typer.echo(report["answer"])
+    typer.echo(f"report: {out / 'report.md'}")
+
+
+@app.command("bench-report")
+@user_errors
+def bench_report(folder: Annotated[Path, typer.Argument(help="A bench folder (augment3d bench --out).")]) -> None:
+    """Merge whatever bench jobs have finished into report.json, report.md and the PNGs."""
+    from segbench.report import write_report
+
+    report = write_report(folder)
+    typer.echo(report["answer"])
+    if report["missing"]:
+        typer.echo(f"not finished yet: {', '.join(report['missing'])}")
+    typer.echo(f"report: {folder / 'report.md'}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate)
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
