@@ -277,14 +277,6 @@ def train(
 
     r = load_recipe(recipe)
     total = steps or r.train.steps
-    if resume:
-        from augment3d.checkpoint import recorded_step
-
-        done = recorded_step(out, "train_state")
-        if isinstance(done, int) and done >= total:
-            typer.echo(f"{out} is finished at step {done} of {total}; to train it longer, resume with "
-                       f"--steps N (N above {done}), e.g. --resume --steps {2 * done}")
-            return
     with _progress() as bar:
         task = bar.add_task("train", total=total)
 
@@ -293,6 +285,13 @@ def train(
 
         folder, cohort, last = train_run(data, r, out, resume=resume, force=force, skip_bad=skip_bad,
                                          steps=steps, device=device, progress=report, allow_changes=allow_change or ())
+    if resume and not last:  # nothing left to train (a cut-short final save was completed)
+        from augment3d.checkpoint import recorded_step
+
+        done = recorded_step(folder, "train_state")
+        typer.echo(f"{folder} is finished at step {done} of {total}; to train it longer, resume with "
+                   f"--steps N (N above {done}), e.g. --resume --steps {2 * done}")
+        return
     _report_cohort(cohort)
     if last:
         typer.echo(f"step {last['step']}: D loss {last['d_loss']:.4f}, G loss {last['g_loss']:.4f}, augment p {last['ada_p']:.3f}")

@@ -5,6 +5,7 @@ failing system calls are injected where the code makes them."""
 import errno
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -27,7 +28,8 @@ def _run(*args, env=None):
 
 
 def _one_line(result) -> str:
-    lines = result.stderr.strip().splitlines()
+    """The one error line (progress lines, printed where stderr is not a terminal, aside)."""
+    lines = [line for line in result.stderr.strip().splitlines() if not re.match(r"\[[\w -]+\] \d", line)]
     assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: "), result.output
     return lines[0]
 
