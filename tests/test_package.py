@@ -52,7 +52,7 @@ def test_a_project_with_its_own_recipes_package_still_finds_ours(tmp_path):
     assert result.stdout.strip() == "ci"
 
 
-def test_the_wheel_holds_only_augment3d_and_segbench(tmp_path):
+def test_the_wheel_holds_only_augment3d_and_segbench_and_leaves_the_source_clean(tmp_path):
     import shutil
     import zipfile
 
@@ -67,6 +67,7 @@ def test_the_wheel_holds_only_augment3d_and_segbench(tmp_path):
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
                             "-w", str(tmp_path / "wheel"), "-q"], capture_output=True, text=True, cwd=tmp_path)
     assert build.returncode == 0, build.stderr
+    assert not (source / "build").exists() and not list(source.glob("*.egg-info"))  # the source tree stays clean
     (wheel,) = (tmp_path / "wheel").glob("*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith((".dist-info", ".data"))}
