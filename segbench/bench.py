@@ -151,6 +151,23 @@ def _gan(out: Path, recipe: Recipe, config: BenchConfig, data_dir: Path, train_i
     return run
 
 
+def _check_generator_held_out(generator: Path, splits: dict[str, list[str]]) -> None:
+    """A ``--generator`` run must not have trained on the bench's validation or test cases (its
+    ``subjects.json``): synthetic subjects drawn from them would leak the answers into training."""
+    record = generator / "subjects.json"
+    if not record.is_file():
+        return  # a generator without its training list (e.g. copied on its own): nothing to compare
+    try:
+        trained = set(json.loads(record.read_text(encoding="utf-8")).get("train", []))
+    except (OSError, ValueError, AttributeError):
+        raise DataError(record, "is not a readable list of training subjects") from None
+    seen = sorted(trained & (set(splits.get("test", [])) | set(splits.get("val", []))))
+    if seen:
+        raise DataError(generator, f"trained on {len(seen)} of this bench's validation/test cases "
+                        f"({', '.join(seen[:3])}{', ...' if len(seen) > 3 else ''}); train it on the bench's "
+                        "training split (splits.json; or leave out --generator and the bench trains one)")
+
+
 def _gan_eval(out: Path, generator: str, data_dir: Path, config: BenchConfig, skip_bad: bool, cache_dir, say) -> None:
     from augment3d.metrics.evaluate import evaluate_run
 
@@ -228,6 +245,8 @@ def _shared_stages(out: Path, recipe: Recipe, config: BenchConfig, data, generat
     by_id = {c.subject_id: c for c in cohort.cases}
     parts = {k: [by_id[i] for i in v] for k, v in splits.items()}
     gen_path = None
+    if generator is not None:
+        _check_generator_held_out(generator, splits)
     if any("synthetic" in a for a in config.arms):
         gen_path = str(generator) if generator is not None else str(
             _gan(out, recipe, config, data_dir, splits["train"], skip_bad, device, cache_dir, say, progress))

@@ -75,6 +75,24 @@ def test_one_job_then_bench_report_merges_what_finished(ci_bench, tmp_path):
     assert "not finished yet" in merged.output
 
 
+def test_a_generator_trained_on_the_test_cases_is_refused(ci_bench, tmp_path):
+    import shutil
+
+    source, _ = ci_bench
+    leaky = tmp_path / "leaky-gan"
+    shutil.copytree(source / "gan", leaky)
+    record = json.loads((leaky / "subjects.json").read_text())
+    test_ids = json.loads((source / "splits.json").read_text())["test"]
+    record["train"] = sorted(set(record["train"]) | set(test_ids))  # as if trained on the whole cohort
+    (leaky / "subjects.json").write_text(json.dumps(record))
+    out = tmp_path / "bench"
+    result = _invoke("bench", "--recipe", "ci", "--out", out, "--data", source / "cohort", "--generator", leaky,
+                     "--setup-only")
+    assert result.exit_code == 2, result.output
+    assert "validation/test cases" in result.output and test_ids[0] in result.output
+    assert not (out / "gan_eval").exists()
+
+
 def test_bench_refuses_foreign_or_mismatched_folders(ci_bench, tmp_path):
     out, _ = ci_bench
     other = _invoke("bench", "--recipe", "quick", "--out", out, "--setup-only")
