@@ -2,12 +2,15 @@
 
 Usage:
     python benchmarks/augmenter_cost.py [--side 64] [--grid 32 64] [--subjects 32] [--batch-size 8]
-                                        [--precision fp32 bf16]
+                                        [--precision auto fp32 bf16]
 
 One 64^3 subject (four modalities + label map) is transformed --subjects times by each
 transform, in the same process; the augmenter's time is amortised over its batched generation
 (a new generator batch every --batch-size subjects). The generator has the `quick` recipe's
-architecture with random weights (cost does not depend on training).
+architecture (labels to images: the augmenter restyles the subject, keeping its label map) with
+random weights (cost does not depend on training). The default precision is the augmenter's
+own default, ``auto`` (bf16 where the CPU has bf16 arithmetic, fp32 elsewhere); the line says
+which it resolved to.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from augment3d.config import load_recipe
 from augment3d.data import ConditionEncoder
 from augment3d.models import Generator3D
 from augment3d.data.preprocess import PreprocessConfig
+from augment3d.precision import auto_precision, cpu_has_bf16
 from augment3d.sampling import save_generator
 
 
@@ -65,10 +69,10 @@ def main() -> None:
     parser.add_argument("--grid", type=int, nargs="+", default=[32, 64])
     parser.add_argument("--subjects", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--precision", nargs="+", default=["auto"], choices=["auto", "fp32", "bf16"])
     args = parser.parse_args()
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, torchio {tio.__version__}, "
-          f"threads {torch.get_num_threads()}")
+          f"threads {torch.get_num_threads()}, bf16 arithmetic: {'yes' if cpu_has_bf16() else 'no (AVX512-BF16/AMX absent)'}")
     subject = make_subject(args.side)
     print(f"subject: {args.side}^3, four modalities + label map; {args.subjects} subjects per transform")
     elastic = time_per_subject(tio.RandomElasticDeformation(), subject, max(4, args.subjects // 4))
@@ -83,7 +87,9 @@ def main() -> None:
                 cost = time_per_subject(aug, subject, args.subjects)
                 # the machine's speed drifts: compare with RandomElasticDeformation timed just after
                 beside = time_per_subject(tio.RandomElasticDeformation(), subject, max(4, args.subjects // 4))
-                print(f"SyntheticAugmenter (generator grid {grid}^3, batch {args.batch_size}, {precision}): "
+                used = auto_precision(precision, "cpu")
+                print(f"SyntheticAugmenter (generator grid {grid}^3, batch {args.batch_size}, {precision}"
+                      f"{f' = {used}' if used != precision else ''}): "
                       f"{1000 * cost:.1f} ms/subject = {cost / elastic:.3f} x RandomElasticDeformation "
                       f"({cost / beside:.3f} x its {1000 * beside:.0f} ms timed right after), "
                       f"{cost / affine:.3f} x RandomAffine")
