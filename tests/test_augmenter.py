@@ -163,10 +163,26 @@ def test_bf16_precision_is_recorded_and_replays(tiny_run, tmp_path):
     assert replacement.precision == "bf16"
     replayed = out.get_composed_history()(subject)
     assert all(torch.equal(out[k].data, replayed[k].data) for k in KEYS)
-    fp32 = SyntheticAugmenter(tiny_run, p=1.0, seed=4)(subject)
+    fp32 = SyntheticAugmenter(tiny_run, p=1.0, seed=4, precision="fp32")(subject)
     assert not torch.equal(fp32["t1n"].data, out["t1n"].data)  # precision is part of the subject's name
     with pytest.raises(ValueError, match="precision must be one of"):
         SyntheticAugmenter(tiny_run, precision="half")
+
+
+@pytest.mark.parametrize("has_bf16, expected", [(True, "bf16"), (False, "fp32")])
+def test_auto_precision_follows_the_cpu_and_replays_what_it_chose(tiny_run, tmp_path, monkeypatch, has_bf16, expected):
+    from augment3d import precision
+
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: has_bf16)
+    subject = make_subject(tmp_path)
+    out = SyntheticAugmenter(tiny_run, p=1.0, seed=4)(subject)  # precision="auto", the default
+    (replacement,) = [t for t in out.get_applied_transforms() if isinstance(t, SyntheticReplacement)]
+    assert replacement.precision == expected
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: not has_bf16)  # replayed on another machine
+    replayed = out.get_composed_history()(subject)
+    assert all(torch.equal(out[k].data, replayed[k].data) for k in KEYS)
+    explicit = SyntheticAugmenter(tiny_run, p=1.0, seed=4, precision=expected)(subject)
+    assert all(torch.equal(out[k].data, explicit[k].data) for k in KEYS)
 
 
 def test_restyling_keeps_the_label_map_bit_identical_and_replays(tiny_run, tmp_path):
