@@ -159,7 +159,7 @@ def _check_generator_held_out(generator: Path, splits: dict[str, list[str]]) -> 
         return  # a generator without its training list (e.g. copied on its own): nothing to compare
     try:
         trained = set(json.loads(record.read_text(encoding="utf-8")).get("train", []))
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, TypeError):
         raise DataError(record, "is not a readable list of training subjects") from None
     seen = sorted(trained & (set(splits.get("test", [])) | set(splits.get("val", []))))
     if seen:
