@@ -332,12 +332,15 @@ class SyntheticAugmenter(RandomTransform):
             recorded in the history, so replays match.
         seed: make the draws reproducible (mixed with the DataLoader worker id, so workers differ);
             ``None`` draws from torch's RNG like torchio's own transforms.
+        keep_matching: with a ``dict`` condition, leave subjects that already have every value it
+            asks for as they are (``condition={"site": "SSA"}`` then restyles only the other sites'
+            subjects and keeps the scarce site's real ones).
         **kwargs: torchio ``Transform`` arguments (``include``, ``exclude``, ...).
     """
 
     def __init__(self, generator, p: float = 0.5, condition="subject", psi: float = 1.0, modalities=None,
                  label_key: str = "seg", device: str = "cpu", batch_size: int = 8, seed: int | None = None,
-                 precision: str = "auto", **kwargs):
+                 precision: str = "auto", keep_matching: bool = False, **kwargs):
         super().__init__(p=p, **kwargs)
         path = getattr(generator, "path", generator)
         if path is None:
@@ -352,13 +355,14 @@ class SyntheticAugmenter(RandomTransform):
         self.psi, self.modalities, self.label_key = float(psi), modalities, label_key
         self.device, self.batch_size, self.seed = device, int(batch_size), seed
         self.precision = check_precision(auto_precision(precision, device))
+        self.keep_matching = bool(keep_matching)
         if self.batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self._queues: dict[tuple, list] = {}
         self._rng = None
         self._rng_worker = None
         self.args_names = ["checkpoint", "condition", "psi", "modalities", "label_key", "device", "batch_size", "seed",
-                           "precision"]
+                           "precision", "keep_matching"]
 
     def _draw_seed(self) -> int:
         if self.seed is None:
@@ -386,7 +390,13 @@ class SyntheticAugmenter(RandomTransform):
             values[column] = str(subject[column])
         return gen.encoder.check(values, source=f"subject {subject.get('subject_id', '')}".strip())
 
+    def _already_matches(self, subject) -> bool:
+        return (self.keep_matching and isinstance(self.condition, dict)
+                and all(column in subject and str(subject[column]) == str(value) for column, value in self.condition.items()))
+
     def apply_transform(self, subject):
+        if self._already_matches(subject):
+            return subject
         gen = get_generator(self.checkpoint, self.checkpoint_sha256, _device(self.device))
         condition = self._condition_for(subject, gen)
         key = tuple(sorted((condition or {}).items()))

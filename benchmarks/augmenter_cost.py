@@ -2,13 +2,14 @@
 
 Usage:
     python benchmarks/augmenter_cost.py [--side 64] [--grid 32 64] [--subjects 32] [--batch-size 8]
-                                        [--precision auto fp32 bf16]
+                                        [--precision auto fp32 bf16] [--spade-kernel 3 1]
 
 One 64^3 subject (four modalities + label map) is transformed --subjects times by each
 transform, in the same process; the augmenter's time is amortised over its batched generation
 (a new generator batch every --batch-size subjects). The generator has the `quick` recipe's
 architecture (labels to images: the augmenter restyles the subject, keeping its label map) with
-random weights (cost does not depend on training). The default precision is the augmenter's
+random weights (cost does not depend on training); ``--spade-kernel`` overrides its SPADE
+output convolution (3x3x3 or 1x1x1) to price that architecture choice. The default precision is the augmenter's
 own default, ``auto`` (bf16 where the CPU has bf16 arithmetic, fp32 elsewhere); the line says
 which it resolved to.
 """
@@ -54,11 +55,12 @@ def time_per_subject(transform, subject, n: int) -> float:
     return (time.perf_counter() - t0) / n
 
 
-def make_run(folder: str, grid: int) -> str:
+def make_run(folder: str, grid: int, spade_kernel: int | None = None) -> str:
     recipe = load_recipe("quick")
     enc = ConditionEncoder(recipe.data.categories)
     torch.manual_seed(0)
-    net = Generator3D(replace(recipe.model_config(enc.dim), shape=(grid,) * 3))
+    config = replace(recipe.model_config(enc.dim), shape=(grid,) * 3)
+    net = Generator3D(config if spade_kernel is None else replace(config, spade_kernel=spade_kernel))
     save_generator(folder, net, enc, PreprocessConfig(shape=grid), step=0, info={"voxel_mm": 2.0})
     return folder
 
@@ -70,6 +72,8 @@ def main() -> None:
     parser.add_argument("--subjects", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--precision", nargs="+", default=["auto"], choices=["auto", "fp32", "bf16"])
+    parser.add_argument("--spade-kernel", type=int, nargs="+", default=[None], choices=[1, 3],
+                        help="SPADE output convolution kernel(s) to time (default: the quick recipe's)")
     args = parser.parse_args()
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, torchio {tio.__version__}, "
           f"threads {torch.get_num_threads()}, bf16 arithmetic: {'yes' if cpu_has_bf16() else 'no (AVX512-BF16/AMX absent)'}")
@@ -80,15 +84,16 @@ def main() -> None:
     print(f"tio.RandomElasticDeformation: {1000 * elastic:.1f} ms/subject")
     print(f"tio.RandomAffine:             {1000 * affine:.1f} ms/subject")
     with tempfile.TemporaryDirectory() as tmp:
-        for grid in args.grid:
-            run = make_run(os.path.join(tmp, f"g{grid}"), grid)
+        for grid, kernel in [(g, k) for g in args.grid for k in args.spade_kernel]:
+            run = make_run(os.path.join(tmp, f"g{grid}k{kernel}"), grid, kernel)
+            spade = "" if kernel is None else f", SPADE kernel {kernel}"
             for precision in args.precision:
                 aug = SyntheticAugmenter(run, p=1.0, seed=0, batch_size=args.batch_size, precision=precision)
                 cost = time_per_subject(aug, subject, args.subjects)
                 # the machine's speed drifts: compare with RandomElasticDeformation timed just after
                 beside = time_per_subject(tio.RandomElasticDeformation(), subject, max(4, args.subjects // 4))
                 used = auto_precision(precision, "cpu")
-                print(f"SyntheticAugmenter (generator grid {grid}^3, batch {args.batch_size}, {precision}"
+                print(f"SyntheticAugmenter (generator grid {grid}^3{spade}, batch {args.batch_size}, {precision}"
                       f"{f' = {used}' if used != precision else ''}): "
                       f"{1000 * cost:.1f} ms/subject = {cost / elastic:.3f} x RandomElasticDeformation "
                       f"({cost / beside:.3f} x its {1000 * beside:.0f} ms timed right after), "

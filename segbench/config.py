@@ -58,6 +58,8 @@ class BenchConfig:
     synthetic_p: float = 0.5
     synthetic_ratio: float = 1.0
     synthetic_condition: dict[str, str] = field(default_factory=lambda: {"site": "SSA"})
+    #: the augmenter leaves subjects already of ``synthetic_condition`` real (``keep_matching``)
+    synthetic_keep_matching: bool = False
     psi: float = 1.0
     gan_steps: int = 0
     gan_eval_n: int = 16

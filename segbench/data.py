@@ -53,7 +53,7 @@ def arm_transform(arm: str, config: BenchConfig, generator: str | None, seed: in
         from augment3d import SyntheticAugmenter
 
         steps.append(SyntheticAugmenter(generator, p=config.synthetic_p, condition=config.synthetic_condition,
-                                        psi=config.psi, seed=seed))
+                                        psi=config.psi, seed=seed, keep_matching=config.synthetic_keep_matching))
     steps.append(tio.RandomFlip(axes=(0,), flip_probability=0.5))
     if "classic" in arm:
         steps.append(_positive(classic_augmentation()))

@@ -132,6 +132,8 @@ def _gan_metrics(folder: Path) -> dict | None:
                                                 "real": fidelity["held_out_real_accuracy"]}
     for column, restyle in m.get("restyle_fidelity", {}).items():
         pick[f"restyled_recognised_{column}"] = restyle["by_target_category"]
+        if "perfect_restyle_by_target_category" in restyle:
+            pick[f"perfect_restyle_recognised_{column}"] = restyle["perfect_restyle_by_target_category"]
     if m["label_consistency_dice"].get("ratio_to_real") is not None:
         pick["label_consistency_wt_ratio_to_real"] = m["label_consistency_dice"]["ratio_to_real"]
     edge = m.get("tumour_at_head_edge")  # absent from evaluations written before it existed
@@ -192,6 +194,11 @@ def _diagnosis(gan: dict) -> list[str]:
             lines.append(f"a classifier trained on real data recognises the {key.removeprefix('condition_accuracy_')} of "
                          f"{value['synthetic']:.0%} of synthetic subjects (real: {value['real']:.0%}): the conditioning "
                          "does not show in the images")
+    for category, perfect in gan.get("perfect_restyle_recognised_site", {}).items():
+        restyled = gan.get("restyled_recognised_site", {}).get(category)
+        if restyled is not None and restyled < 0.75 * perfect:
+            lines.append(f"training subjects restyled into {category} read as {category} {restyled:.0%} of the time, a "
+                         f"perfect restyle {perfect:.0%}: the restyled subjects do not yet look like {category}")
     edge = gan.get("tumour_at_head_edge")
     if edge and edge["synthetic"] is not None and edge["real"] is not None and edge["synthetic"] > max(2 * edge["real"], 0.15):
         lines.append(f"{edge['synthetic']:.0%} of the synthetic tumour voxels lie at the head's edge (real: {edge['real']:.0%}): "

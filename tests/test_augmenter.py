@@ -250,3 +250,20 @@ def test_synthetic_subjects_on_a_real_subject_s_grid_batch_with_real_subjects(ti
     mixed = torch.utils.data.ConcatDataset([tio.SubjectsDataset([real_subject]), data])
     batch = next(iter(tio.SubjectsLoader(mixed, batch_size=4)))
     assert batch["t1n"][tio.DATA].shape == (4, 1, *SHAPE)
+
+
+def test_keep_matching_leaves_the_scarce_site_s_real_subjects_and_restyles_the_others(tiny_run, tmp_path):
+    ssa, hic = make_subject(tmp_path / "a", site="SSA"), make_subject(tmp_path / "b", site="HIC")
+    keep = SyntheticAugmenter(tiny_run, p=1.0, seed=0, condition={"site": "SSA"}, keep_matching=True)
+    kept = keep(ssa)
+    assert all(torch.equal(kept[k].data, ssa[k].data) for k in KEYS)
+    assert not any(isinstance(t, SyntheticReplacement) for t in kept.get_applied_transforms())
+    restyled = keep(hic)
+    (replacement,) = [t for t in restyled.get_applied_transforms() if isinstance(t, SyntheticReplacement)]
+    assert replacement.condition["site"] == "SSA" and not torch.equal(restyled["t1n"].data, hic["t1n"].data)
+    assert torch.equal(restyled.get_composed_history()(hic)["t1n"].data, restyled["t1n"].data)
+    # off by default, and never with condition="subject" (which every subject matches)
+    assert not torch.equal(SyntheticAugmenter(tiny_run, p=1.0, seed=0, condition={"site": "SSA"})(ssa)["t1n"].data,
+                           ssa["t1n"].data)
+    assert not torch.equal(SyntheticAugmenter(tiny_run, p=1.0, seed=0, keep_matching=True)(ssa)["t1n"].data,
+                           ssa["t1n"].data)

@@ -22,6 +22,7 @@ from .small_n import bootstrap_interval, distance_verdict
 from .label_profile import label_profile, tumour_at_head_edge
 from .memorisation import memorisation_audit
 from .report import write_report
+from .restyle_reference import perfect_restyle
 from .similarity import mse, nearest, pairwise, psnr, ssim
 
 __all__ = ["evaluate_run", "split_for_evaluation"]
@@ -191,6 +192,11 @@ def evaluate_run(run: str | os.PathLike, data: str | os.PathLike, out: str | os.
         if gen.takes_labels:
             say("restyling the training maps into every category")
             metrics["restyle_fidelity"] = _restyle_fidelity(gen, train, extractor, classifiers, seed)
+            if "site" in metrics["restyle_fidelity"]:  # a phantom cohort can show what a perfect restyle scores
+                ceiling = perfect_restyle(data, train, config, gen.conditions, extractor, classifiers["site"],
+                                          gen.conditions["site"])
+                if ceiling is not None:
+                    metrics["restyle_fidelity"]["site"]["perfect_restyle_by_target_category"] = ceiling
     out = Path(out)
     with staged_output(out, "evaluation", force=force, inputs=[run, data]) as work:
         atomic_write_text(work / "metrics.json", json.dumps(metrics, indent=1) + "\n")

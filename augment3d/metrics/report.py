@@ -74,9 +74,12 @@ def _fidelity_rows(m: dict) -> list[str]:
             lines.append(_row(f"  {column}={category} recognised", value, held.get(category), "higher"))
     for column, result in m.get("restyle_fidelity", {}).items():
         held = m["condition_fidelity"].get(column, {}).get("held_out_real_accuracy_by_category", {})
+        perfect = result.get("perfect_restyle_by_target_category")
+        note = ("higher; reference = a perfect restyle (the phantom re-rendered at that site)" if perfect
+                else "higher; what the augmenter does")
         for category, value in result["by_target_category"].items():
             lines.append(_row(f"restyled training maps recognised as {column}={category} (n={result['n']})", value,
-                              held.get(category), "higher; what the augmenter does"))
+                              (perfect or held).get(category), note))
     return lines
 
 

@@ -63,6 +63,10 @@ class ModelConfig:
     #: ``labels`` (labels to images) or ``joint`` (docs/MODEL.md); generators saved before the
     #: option are joint
     mode: str = "labels"
+    #: labels mode: kernel of the SPADE convolution that turns the map's encoding into each
+    #: layer's scale and shift: 3 (3x3x3, as in SPADE) or 1 (1x1x1: 27x fewer multiply-adds
+    #: there, the map's own 3x3x3 encoding still sees the neighbourhood; docs/PERFORMANCE.md)
+    spade_kernel: int = 3
 
     def __post_init__(self):
         enforce_field_types(self)
@@ -80,6 +84,8 @@ class ModelConfig:
             raise ValueError(f"style_mode must be one of {STYLE_MODES}, got {self.style_mode!r}")
         if self.mode not in GENERATOR_MODES:
             raise ValueError(f"mode must be one of {GENERATOR_MODES}, got {self.mode!r}")
+        if self.spade_kernel not in (1, 3):
+            raise ValueError(f"spade_kernel must be 1 or 3, got {self.spade_kernel!r}")
         if max(shape) > MAX_SIDE:
             raise ValueError(f"model shape {shape} is larger than augment3d builds (sides up to {MAX_SIDE})")
         for name, (low, high) in LIMITS.items():

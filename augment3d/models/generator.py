@@ -38,7 +38,7 @@ class SynthesisLayer(nn.Module):
             self.conv = ModulatedConv3d(in_ch, out_ch, 3, config.w_dim)
         self.noise = NoiseInjection()
         self.bias = nn.Parameter(torch.zeros(out_ch))
-        self.spatial = SpatialModulation(config.label_classes, out_ch) if config.mode == "labels" else None
+        self.spatial = SpatialModulation(config.label_classes, out_ch, kernel=config.spade_kernel) if config.mode == "labels" else None
 
     def forward(self, x, w, noise, maps=None):
         # lrelu(conv + noise + bias) with lrelu's gain folded into each term: fewer full-size passes

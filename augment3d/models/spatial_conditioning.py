@@ -50,16 +50,18 @@ def map_pyramid(maps: torch.Tensor, sizes, channels_last: bool = False) -> dict[
 
 
 class SpatialModulation(nn.Module):
-    """SPADE: ``x * (1 + gamma(map)) + beta(map)`` with gamma, beta from two 3x3x3 convolutions.
+    """SPADE: ``x * (1 + gamma(map)) + beta(map)`` with gamma, beta from a 3x3x3 convolution of
+    the map, then a ``kernel``-sized one (3: as in SPADE; 1: far cheaper at the same receptive
+    field of the map's encoding).
 
     The output convolution starts at zero, so a new network starts as plain StyleGAN modulation
     and learns how much the map should shape each layer.
     """
 
-    def __init__(self, map_channels: int, channels: int, hidden: int = 16):
+    def __init__(self, map_channels: int, channels: int, hidden: int = 16, kernel: int = 3):
         super().__init__()
         self.shared = EqualConv3d(map_channels, hidden, 3, activate=True)
-        self.scale_shift = EqualConv3d(hidden, 2 * channels, 3)
+        self.scale_shift = EqualConv3d(hidden, 2 * channels, kernel)
         nn.init.zeros_(self.scale_shift.weight)
 
     def forward(self, x: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:

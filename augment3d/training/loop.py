@@ -128,6 +128,10 @@ class TrainingLoop:
         #: the autocast actually used (``auto`` resolved for this machine)
         self.amp = auto_amp(config.amp, device)
         self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.amp)
+        if config.condition_swap > 0 and not self.G.takes_labels:
+            raise ValueError("condition_swap needs [model] mode = \"labels\" (a joint generator makes its own maps)")
+        #: the condition combinations the training data holds, each drawn equally often by condition_swap
+        self.combos = torch.unique(data.conditions, dim=0)
 
     def state(self) -> TrainState:
         """Everything a checkpoint holds: the one description that saving and resuming use."""
@@ -160,22 +164,23 @@ class TrainingLoop:
             real_img, real_lab, c = self._real(draw["idx"][lo:hi])
             for term in self.terms:
                 term.on_real(real_img, real_lab, self.scale, stats)
+            c_fake = self._fake_conditions(draw, lo, hi)
             with torch.no_grad(), self.autocast():
-                fake_img, fake_lab = self._fake(draw, lo, hi, c)
+                fake_img, fake_lab = self._fake(draw, lo, hi, c_fake)
             real = self.augment.apply(real_img, real_lab, AdaptiveAugment3D.slice(draw["aug_real"], lo, hi))
             fake = self.augment.apply(fake_img, fake_lab, AdaptiveAugment3D.slice(draw["aug_fake"], lo, hi))
-            (self._d_loss(real, fake, c, r1_now, stats) * self.scale).backward()
+            (self._d_loss(real, fake, c, c_fake, r1_now, stats) * self.scale).backward()
         all_reduce_grads(self.D, self.world)
         self.opt_d.step()
         for term in self.terms:
             term.end_d_phase(self.world)
 
-    def _d_loss(self, real, fake, c, r1_now: bool, stats: StepStats) -> torch.Tensor:
+    def _d_loss(self, real, fake, c_real, c_fake, r1_now: bool, stats: StepStats) -> torch.Tensor:
         real_img, real_lab = real
         if r1_now:
             real_img, real_lab = real_img.detach().requires_grad_(True), real_lab.detach().requires_grad_(True)
-        real_scores = self._judge(real_img, real_lab, c)
-        loss = d_loss(self.cfg.loss, real_scores, self._judge(*fake, c))
+        real_scores = self._judge(real_img, real_lab, c_real)
+        loss = d_loss(self.cfg.loss, real_scores, self._judge(*fake, c_fake))
         stats.add("d_loss", loss, self.scale)
         stats.add("ada_signs", torch.sign(real_scores.detach() - real_sign_threshold(self.cfg.loss)).sum())
         stats.add("ada_count", real_scores.numel())
@@ -194,7 +199,7 @@ class TrainingLoop:
             for term in self.terms:
                 frozen.enter_context(term.g_phase())
             for lo, hi in self._my_slices():
-                c = self.data.conditions[draw["idx"][lo:hi]].to(self.device)
+                c = self._fake_conditions(draw, lo, hi)
                 c = _paired(c) if paired else c
                 with self.autocast():
                     fake_img, fake_lab = self._fake(draw, lo, hi, c, paired)
@@ -245,7 +250,16 @@ class TrainingLoop:
             draw["mix_cutoff"] = torch.where(mixed, cutoff, self.G.num_ws)
         if self.G.takes_labels:  # the fakes render the batch's own maps, deformed
             draw["deform"] = draw_deformations(b, self.rng)
+        if self.cfg.condition_swap > 0:  # drawn only when on, as above
+            swapped = torch.rand(b, generator=self.rng) < self.cfg.condition_swap
+            combo = self.combos[torch.randint(0, self.combos.shape[0], (b,), generator=self.rng)]
+            draw["cond"] = torch.where(swapped[:, None], combo, self.data.conditions[draw["idx"]])
         return draw
+
+    def _fake_conditions(self, draw, lo, hi) -> torch.Tensor:
+        """The conditions G renders ``draw``'s slice under: its maps' own subjects', or the swapped ones."""
+        cond = draw["cond"][lo:hi] if "cond" in draw else self.data.conditions[draw["idx"][lo:hi]]
+        return cond.to(self.device)
 
     def _my_slices(self):
         for a in range(self.cfg.accumulate):

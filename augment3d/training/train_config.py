@@ -39,6 +39,11 @@ class TrainConfig:
     seg_width: int = 8
     seg_lr: float = 2e-3
     seg_warmup: int = 200
+    #: labels mode: share of G's subjects rendered under a condition drawn apart from their label
+    #: map (each site/grade combination of the training data equally likely) instead of the map's
+    #: own subject's; without it G can read the site off the map and ignore the condition, and the
+    #: augmenter's restyle (a HIC map asked for SSA) then stays HIC (docs/MODEL.md)
+    condition_swap: float = 0.0
     #: share of G's subjects made from two latents of one condition (StyleGAN's mixing regularisation)
     style_mixing: float = 0.0
     #: generator EMA: half-life in images, ramped up over the first ``ema_rampup`` x images seen
@@ -74,7 +79,7 @@ class TrainConfig:
         for name in ("g_lr", "d_lr", "seg_lr", "mode_seeking", "seg_consistency", "r1_gamma", "ema_rampup"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (0 turns it off), got {getattr(self, name)}")
-        for name in ("beta1", "beta2", "style_mixing", "ada_target"):
+        for name in ("beta1", "beta2", "style_mixing", "condition_swap", "ada_target"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         for name in ("steps", "batch", "accumulate", "r1_interval", "seg_width", "ada_interval", "checkpoint_every",

@@ -44,6 +44,9 @@ def test_ci_bench_runs_the_whole_pipeline(ci_bench):
     for png in ("dice_by_arm.png", "learning_curves.png", "synthetic_samples.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     assert report["gan"]["fid_synthetic_vs_train"] >= 0
+    # on the phantom cohort the restyle is read against what a perfect restyle scores
+    assert set(report["gan"]["perfect_restyle_recognised_site"]) == {"HIC", "SSA"}
+    assert "perfect restyle recognised site" in md
 
 
 def test_rerun_keeps_finished_jobs(ci_bench):

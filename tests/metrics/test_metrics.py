@@ -179,6 +179,9 @@ def test_evaluate_cli_writes_report(tiny_run, tmp_path):
         assert restyle[column]["n"] == 3 * 2 and set(restyle[column]["by_target_category"]) == categories
         assert all(0 <= v <= 1 for v in restyle[column]["by_target_category"].values())
         assert f"restyled training maps recognised as {column}=" in report
+    # a phantom cohort: the restyle is read against a perfect restyle (the phantom re-scanned at each site)
+    assert set(restyle["site"]["perfect_restyle_by_target_category"]) == {"HIC", "SSA"}
+    assert "reference = a perfect restyle" in report
     ratio = metrics["label_consistency_dice"]["ratio_to_real"]
     assert ratio is None or ratio == pytest.approx(with_tumour["WT"] / metrics["label_consistency_dice"]["reference_held_out_real"]["WT"])
     again = CliRunner().invoke(app, ["evaluate", str(tiny_run), str(data), "--out", str(out), "--n", "6"])

@@ -32,8 +32,12 @@ def test_label_maps_round_trip_and_the_mode_is_recorded():
     old = config.to_dict()
     del old["mode"]
     assert ModelConfig.from_dict(old).mode == "joint"  # generators saved before the option were joint
+    assert ModelConfig.from_dict(old).spade_kernel == 3  # and had 3x3x3 SPADE convolutions
+    assert ModelConfig.from_dict({**config.to_dict(), "spade_kernel": 1}).spade_kernel == 1
     with pytest.raises(ValueError, match="mode must be one of"):
         ModelConfig(mode="both")
+    with pytest.raises(ValueError, match="spade_kernel must be 1 or 3"):
+        ModelConfig(spade_kernel=5)
 
 
 def test_outside_the_brain_is_exact_background_and_maps_are_required():
@@ -49,10 +53,11 @@ def test_outside_the_brain_is_exact_background_and_maps_are_required():
         g(torch.randn(1, 16), torch.tensor([[1.0, 0.0]]))
 
 
-def test_the_map_reaches_every_resolution():
+@pytest.mark.parametrize("kernel", [3, 1])
+def test_the_map_reaches_every_resolution(kernel):
     """Each style layer's output depends on the map through its spatial modulation."""
     torch.manual_seed(0)
-    g = Generator3D(ModelConfig(shape=16, cond_dim=2, **SMALL))
+    g = Generator3D(ModelConfig(shape=16, cond_dim=2, spade_kernel=kernel, **SMALL))
     layers = [g.first, *[layer for block in g.blocks for layer in (block.layer1, block.layer2)]]
     assert all(layer.spatial is not None for layer in layers)
     with torch.no_grad():

@@ -140,6 +140,7 @@ def test_an_unreadable_case_folder_is_named_and_skippable(cohort, monkeypatch):
 SIGNALLER = r"""
 import importlib, os, signal, sys
 module, name, limit, sig = sys.argv[1], sys.argv[2], int(sys.argv[3]), getattr(signal, sys.argv[4])
+signal.signal(signal.SIGINT, signal.default_int_handler)  # a background shell starts us with Ctrl-C ignored
 target = importlib.import_module(module)
 real, calls = getattr(target, name), [0]
 def hooked(*args, **kwargs):

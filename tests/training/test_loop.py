@@ -18,9 +18,9 @@ from augment3d.training.trainer import TrainingDiverged, train_gan
 @pytest.mark.parametrize("options, model", [
     ({}, {"mode": "joint"}),
     ({}, {}),
-    ({"mode_seeking": 1.0, "seg_consistency": 1.0, "seg_warmup": 2}, {}),
+    ({"mode_seeking": 1.0, "seg_consistency": 1.0, "seg_warmup": 2, "condition_swap": 0.5}, {}),
     ({"style_mixing": 0.5, "seg_consistency": 1.0, "seg_warmup": 2}, {"d_spectral_norm": True, "style_mode": "adain"}),
-], ids=["joint", "labels", "mode-seeking+label-consistency", "mixing+spectral+adain"])
+], ids=["joint", "labels", "mode-seeking+label-consistency+condition-swap", "mixing+spectral+adain"])
 def test_resume_continues_exactly(tiny, tmp_path, options, model):
     data = tiny.data()
     train, model = replace(tiny.train, **options), replace(tiny.model, **model)
@@ -138,3 +138,27 @@ def test_training_data_from_prepared_cases(tiny):
     assert data.images.shape == (2, 4, 16, 16, 16) and data.labels.dtype == torch.int64
     assert float(data.images[1].mean()) == 1.0 and int(data.labels[1, 0, 0, 0]) == 1
     assert data.conditions.tolist() == [[0.0, 1.0], [1.0, 0.0]]
+
+
+def test_condition_swap_renders_the_maps_under_every_condition_equally_often(tiny):
+    """The restyle the augmenter asks for (a HIC subject's map under SSA) is trained for: with
+    ``condition_swap`` the fakes' conditions are drawn apart from their maps, each combination
+    equally often, however scarce it is among the training subjects."""
+    data = tiny.data(8)
+    data.conditions = torch.from_numpy(tiny.encoder.encode([{"site": "HIC"}] * 7 + [{"site": "SSA"}]))
+    ssa = torch.from_numpy(tiny.encoder.encode([{"site": "SSA"}]))[0]
+
+    def ssa_share(loop, draws=200):
+        rows = torch.cat([loop._fake_conditions(loop._draw(), 0, 4) for _ in range(draws)])
+        return (rows == ssa).all(1).float().mean().item()
+
+    own = TrainingLoop(data, tiny.model, replace(tiny.train, batch=4), "cpu")
+    swapped = TrainingLoop(data, tiny.model, replace(tiny.train, batch=4, condition_swap=1.0), "cpu")
+    assert ssa_share(own) == pytest.approx(1 / 8, abs=0.05)
+    assert ssa_share(swapped) == pytest.approx(1 / 2, abs=0.06)
+    figures = swapped.step(1)
+    assert np.isfinite(figures["d_loss"]) and np.isfinite(figures["g_loss"])
+    with pytest.raises(ValueError, match="condition_swap needs"):
+        TrainingLoop(data, replace(tiny.model, mode="joint"), replace(tiny.train, condition_swap=0.5), "cpu")
+    with pytest.raises(ValueError, match="condition_swap must be in"):
+        replace(tiny.train, condition_swap=1.5)

@@ -22,7 +22,7 @@ from ..nifti_write import write_nifti
 from .anatomy import load_template, output_grid
 from .subject import SubjectParams, sample_subject_params, synthesize_subject
 
-__all__ = ["PhantomConfig", "make_phantom_cohort", "PHANTOM_FILE", "INTENSITY_SCALE"]
+__all__ = ["PhantomConfig", "make_phantom_cohort", "write_subjects", "PHANTOM_FILE", "INTENSITY_SCALE"]
 
 PHANTOM_FILE = "phantom.json"
 INTENSITY_SCALE = 1000.0  # written as int16, white matter on T1 near 800
@@ -74,6 +74,19 @@ def _write_subject(folder: Path, p: SubjectParams, images, label, affine) -> Non
         scaled = np.clip(np.round(image * INTENSITY_SCALE), 0, np.iinfo(np.int16).max)
         write_nifti(case_dir / case_file_name(p.subject_id, key, BRATS2023), scaled, affine, np.int16)
     write_nifti(case_dir / case_file_name(p.subject_id, "seg", BRATS2023), label, affine, np.uint8)
+
+
+def write_subjects(folder: str | os.PathLike, params: list[SubjectParams], spacing: float) -> Path:
+    """Render ``params`` into ``folder`` (which must exist) as a BraTS-layout cohort with its
+    metadata.csv, as :func:`make_phantom_cohort` writes them (no phantom.json)."""
+    folder = Path(folder)
+    template = load_template(float(spacing))
+    _, affine = output_grid(template)
+    for p in params:
+        images, label = synthesize_subject(p, template)
+        _write_subject(folder, p, images, label, affine)
+    atomic_write_text(folder / METADATA_FILE, _metadata_csv(params))
+    return folder
 
 
 def make_phantom_cohort(

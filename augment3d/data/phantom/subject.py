@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -11,7 +11,7 @@ from ...brats import MODALITIES
 from .anatomy import Template, output_grid, sample_volume, smooth_field
 from .contrast import SITE_SCANNER, TISSUES, tissue_table
 
-__all__ = ["SubjectParams", "sample_subject_params", "synthesize_subject"]
+__all__ = ["SubjectParams", "sample_subject_params", "synthesize_subject", "as_site"]
 
 HGG_SHARE = {"HIC": 0.6, "SSA": 0.85}
 # tumour presentation per site: radius (mm) per grade, necrotic share of the radius, oedema reach
@@ -71,7 +71,6 @@ def sample_subject_params(
     ok = depth > 0.8 * radius + 6.0
     pool = idx[ok] if ok.any() else idx[depth >= depth.max() - 1]
     centre = pool[rng.integers(len(pool))].astype(float) + rng.uniform(-0.5, 0.5, 3)
-    scanner = SITE_SCANNER[site]
     return SubjectParams(
         subject_id=subject_id,
         index=index,
@@ -87,13 +86,33 @@ def sample_subject_params(
         necrosis_fraction=round(float(rng.uniform(*tumour["necrosis"])), 4) if grade == "HGG" else 0.0,
         oedema_reach=round(float(rng.uniform(*tumour["oedema"])) * (1.0 if grade == "HGG" else 0.5), 4),
         mass_effect=round(float(rng.uniform(0.3, 0.6) if grade == "HGG" else rng.uniform(0.15, 0.35)), 4),
-        noise=round(float(rng.uniform(*scanner["noise"])), 5),
-        bias=round(float(rng.uniform(*scanner["bias"])), 4),
-        fwhm_mm=round(float(rng.uniform(*scanner["fwhm"])), 3),
-        slice_mm=round(float(rng.uniform(*scanner["slice"])), 3),
-        slice_axis=int(rng.integers(3)) if site == "SSA" else 2,
-        intensities={m: v.round(4).tolist() for m, v in tissue_table(site, rng).items()},
+        **_scan(site, rng),
     )
+
+
+def _scan(site: str, rng: np.random.Generator) -> dict:
+    """What ``site``'s scanner and protocol make of a subject: noise, bias, blur, slices, contrast."""
+    scanner = SITE_SCANNER[site]
+    return {
+        "noise": round(float(rng.uniform(*scanner["noise"])), 5),
+        "bias": round(float(rng.uniform(*scanner["bias"])), 4),
+        "fwhm_mm": round(float(rng.uniform(*scanner["fwhm"])), 3),
+        "slice_mm": round(float(rng.uniform(*scanner["slice"])), 3),
+        "slice_axis": int(rng.integers(3)) if site == "SSA" else 2,
+        "intensities": {m: v.round(4).tolist() for m, v in tissue_table(site, rng).items()},
+    }
+
+
+def as_site(p: SubjectParams, site: str) -> SubjectParams:
+    """The same subject (anatomy, tumour, grade) scanned at ``site``: that site's scanner effects
+    and tissue contrast, drawn from a stream named by the subject and the site. What a perfect
+    restyle into ``site`` would give; ``p`` itself when it is already from ``site``."""
+    if site == p.site:
+        return p
+    if site not in SITE_SCANNER:
+        raise ValueError(f"unknown phantom site {site!r}; the phantom has {', '.join(SITE_SCANNER)}")
+    rng = np.random.default_rng([p.seed, p.index, 7, sorted(SITE_SCANNER).index(site)])
+    return replace(p, site=site, **_scan(site, rng))
 
 
 def _rotation(degrees) -> np.ndarray:
