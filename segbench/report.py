@@ -128,8 +128,11 @@ def _gan_metrics(folder: Path) -> dict | None:
     pick["share_with_tumour_real"] = m["share_with_tumour"]["real_held_out"]
     pick["ssim_reference_held_out_to_train"] = m["reference_held_out_to_nearest_train"]["ssim"]["mean"]
     for column, fidelity in m.get("condition_fidelity", {}).items():
+        if "synthetic_accuracy" not in fidelity:  # one category among the real subjects: no classifier
+            continue
         pick[f"condition_accuracy_{column}"] = {"synthetic": fidelity["synthetic_accuracy"],
-                                                "real": fidelity["held_out_real_accuracy"]}
+                                                "real": fidelity.get("real_accuracy_cross_validated",
+                                                                     fidelity.get("held_out_real_accuracy"))}
     for column, restyle in m.get("restyle_fidelity", {}).items():
         pick[f"restyled_recognised_{column}"] = restyle["by_target_category"]
         if "perfect_restyle_by_target_category" in restyle:
@@ -190,7 +193,7 @@ def _diagnosis(gan: dict) -> list[str]:
     lines.append(f"SSIM to the nearest held-out case {ssim:.2f} against {reference:.2f} between real cases"
                  + ("; anatomy is not reproduced" if ssim < 0.8 * reference else ""))
     for key, value in gan.items():
-        if key.startswith("condition_accuracy_") and value["synthetic"] < 0.75 * value["real"]:
+        if key.startswith("condition_accuracy_") and value["real"] and value["synthetic"] < 0.75 * value["real"]:
             lines.append(f"a classifier trained on real data recognises the {key.removeprefix('condition_accuracy_')} of "
                          f"{value['synthetic']:.0%} of synthetic subjects (real: {value['real']:.0%}): the conditioning "
                          "does not show in the images")

@@ -2,11 +2,13 @@
 
 * A small 3D segmenter trained on the real training volumes segments each synthetic image; Dice
   against the generated label map says whether the labels sit on the tumour the images show.
-* A logistic-regression classifier on the feature extractor's features, trained on real
-  volumes, predicts each synthetic subject's condition; accuracy per column says whether the
-  generator honours its condition.
+* A logistic-regression classifier on the feature extractor's features, trained on every real
+  volume there is (training and held-out subjects: a scarce site has few of either), predicts each
+  synthetic subject's condition; accuracy per column says whether the generator honours its
+  condition.
 
-Both judges are also scored on held-out real data, which tells how far to trust them.
+Both judges are also scored on real data they did not learn from (the segmenter on held-out
+subjects, the classifier by cross-validation), which tells how far to trust them.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from ..models.segmenter import TinySegmenter, one_hot, segmentation_loss
 from .regions import REGIONS, dice
 
 __all__ = ["TinySegmenter", "train_segmenter", "segment", "label_consistency", "condition_fidelity",
-           "condition_classifiers", "accuracy_by_category"]
+           "condition_classifiers", "cross_validated_accuracy", "accuracy_by_category"]
 
 
 def train_segmenter(images: np.ndarray, labels: np.ndarray, steps: int = 150, batch: int = 4, seed: int = 0,
@@ -55,47 +57,68 @@ def label_consistency(model: TinySegmenter, images: np.ndarray, labels: np.ndarr
     return {region: float(np.mean([dice(p, t, region) for p, t in zip(predicted, labels)])) for region in REGIONS}
 
 
-def condition_classifiers(real_features: np.ndarray, real_conditions: list[dict]) -> dict:
-    """Per condition column, a classifier of it trained on real features (None with one category)."""
+def _classifier():
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, class_weight="balanced"))
+
+
+def condition_classifiers(real_features: np.ndarray, real_conditions: list[dict]) -> dict:
+    """Per condition column, a classifier of it trained on real features (None with one category)."""
     out = {}
     for column in (real_conditions[0] if real_conditions else {}):
         y = [c[column] for c in real_conditions]
-        if len(set(y)) < 2:
-            out[column] = None
-            continue
-        out[column] = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, class_weight="balanced"))
-        out[column].fit(real_features, y)
+        out[column] = _classifier().fit(real_features, y) if len(set(y)) > 1 else None
     return out
+
+
+def cross_validated_accuracy(features: np.ndarray, conditions: list[dict], column: str, seed: int = 0,
+                             folds: int = 5) -> dict | None:
+    """How well the classifier of ``column`` recognises real subjects it did not learn from: each
+    subject predicted by one trained without its fold (stratified; fewer folds when a category has
+    fewer subjects). None when a category has a single subject."""
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    truth = np.array([c[column] for c in conditions])
+    smallest = min(np.unique(truth, return_counts=True)[1])
+    if len(set(truth.tolist())) < 2 or smallest < 2:
+        return None
+    split = StratifiedKFold(n_splits=min(folds, int(smallest)), shuffle=True, random_state=seed)
+    return {**_shares(truth, cross_val_predict(_classifier(), features, truth, cv=split)), "folds": split.n_splits}
+
+
+def _shares(truth: np.ndarray, predicted: np.ndarray) -> dict:
+    right = predicted == truth
+    return {"accuracy": float(right.mean()),
+            "by_category": {str(v): float(right[truth == v].mean()) for v in sorted(set(truth.tolist()))}}
 
 
 def accuracy_by_category(classifier, features: np.ndarray, conditions: list[dict], column: str) -> dict:
     """The classifier's accuracy on ``features``, overall and per category of ``column``."""
     truth = np.array([c[column] for c in conditions])
-    right = classifier.predict(features) == truth
-    return {"accuracy": float(right.mean()),
-            "by_category": {str(v): float(right[truth == v].mean()) for v in sorted(set(truth.tolist()))}}
+    return _shares(truth, classifier.predict(features))
 
 
 def condition_fidelity(real_features: np.ndarray, real_conditions: list[dict], fake_features: np.ndarray,
-                       fake_conditions: list[dict], held_features: np.ndarray | None = None,
-                       held_conditions: list[dict] | None = None, classifiers: dict | None = None) -> dict[str, dict]:
-    """Per condition column: accuracy on synthetic subjects, overall and per category (and on
-    held-out real, the reference)."""
+                       fake_conditions: list[dict], classifiers: dict | None = None, seed: int = 0) -> dict[str, dict]:
+    """Per condition column: the share of synthetic subjects recognised as the condition asked
+    for, overall and per category, by a classifier trained on all of ``real_features``; the
+    reference is the cross-validated share of real subjects recognised."""
     classifiers = classifiers or condition_classifiers(real_features, real_conditions)
     out = {}
     for column, clf in classifiers.items():
         if clf is None:
-            out[column] = {"note": "only one category among real training subjects; no classifier"}
+            out[column] = {"note": "only one category among real subjects; no classifier"}
             continue
         synthetic = accuracy_by_category(clf, fake_features, fake_conditions, column)
-        result = {"synthetic_accuracy": synthetic["accuracy"], "synthetic_accuracy_by_category": synthetic["by_category"]}
-        if held_features is not None and len(held_features):
-            held = accuracy_by_category(clf, held_features, held_conditions, column)
-            result["held_out_real_accuracy"] = held["accuracy"]
-            result["held_out_real_accuracy_by_category"] = held["by_category"]
+        result = {"synthetic_accuracy": synthetic["accuracy"], "synthetic_accuracy_by_category": synthetic["by_category"],
+                  "classifier_trained_on": len(real_features)}
+        real = cross_validated_accuracy(real_features, real_conditions, column, seed)
+        if real is not None:
+            result["real_accuracy_cross_validated"] = real["accuracy"]
+            result["real_accuracy_cross_validated_by_category"] = real["by_category"]
+            result["folds"] = real["folds"]
         out[column] = result
     return out

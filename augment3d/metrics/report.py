@@ -68,12 +68,13 @@ def _fidelity_rows(m: dict) -> list[str]:
         if "synthetic_accuracy" not in result:
             continue
         lines.append(_row(f"condition fidelity: {column} accuracy", result["synthetic_accuracy"],
-                          result.get("held_out_real_accuracy"), "higher; reference = the classifier on held-out real"))
-        held = result.get("held_out_real_accuracy_by_category", {})
+                          result.get("real_accuracy_cross_validated"),
+                          "higher; reference = real subjects, cross-validated"))
+        held = result.get("real_accuracy_cross_validated_by_category", {})
         for category, value in result.get("synthetic_accuracy_by_category", {}).items():
             lines.append(_row(f"  {column}={category} recognised", value, held.get(category), "higher"))
     for column, result in m.get("restyle_fidelity", {}).items():
-        held = m["condition_fidelity"].get(column, {}).get("held_out_real_accuracy_by_category", {})
+        held = m["condition_fidelity"].get(column, {}).get("real_accuracy_cross_validated_by_category", {})
         perfect = result.get("perfect_restyle_by_target_category")
         note = ("higher; reference = a perfect restyle (the phantom re-rendered at that site)" if perfect
                 else "higher; what the augmenter does")

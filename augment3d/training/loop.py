@@ -41,6 +41,7 @@ from .losses import d_loss, g_loss, r1_penalty, real_sign_threshold
 from .mode_seeking import ModeSeeking
 from .state import TrainState
 from .stats import StepStats
+from .texture_match import TextureMatch
 from .train_config import TrainConfig
 
 __all__ = ["TrainingData", "TrainingLoop", "build_terms", "brain_masks", "maps_to_onehot"]
@@ -94,6 +95,8 @@ def build_terms(config: TrainConfig, model: ModelConfig, data: TrainingData, mic
     if config.seg_consistency > 0:
         terms.append(LabelConsistency(config.seg_consistency, model.image_channels, model.label_classes,
                                       config.seg_width, config.seg_lr, config.seg_warmup, device))
+    if config.texture_match > 0:
+        terms.append(TextureMatch(config.texture_match, data.images, data.masks, data.conditions, device))
     return terms
 
 
@@ -203,7 +206,7 @@ class TrainingLoop:
                 c = _paired(c) if paired else c
                 with self.autocast():
                     fake_img, fake_lab = self._fake(draw, lo, hi, c, paired)
-                fakes = Fakes(fake_img, fake_lab, draw["z"][lo:hi].to(self.device))
+                fakes = Fakes(fake_img, fake_lab, draw["z"][lo:hi].to(self.device), c)
                 extra = [(term, term.loss(fakes)) for term in active]
                 fake = self.augment.apply(fake_img, fake_lab, AdaptiveAugment3D.slice(draw["aug_fake"], lo, hi))
                 loss = g_loss(self.cfg.loss, self._judge(*fake, c))

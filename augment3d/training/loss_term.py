@@ -35,6 +35,8 @@ class Fakes:
     labels: torch.Tensor
     #: the latents they were made from (B, z_dim)
     z: torch.Tensor
+    #: the encoded conditions they were rendered under (B, condition width)
+    conditions: torch.Tensor | None = None
 
 
 class LossTerm:

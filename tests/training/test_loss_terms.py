@@ -1,5 +1,5 @@
-"""The extra terms of G's loss (mode seeking, label consistency), style mixing and spectral norm in
-the training step."""
+"""The extra terms of G's loss (mode seeking, label consistency, texture), style mixing and spectral
+norm in the training step."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from augment3d.training.label_consistency import LabelConsistency
 from augment3d.training.loop import TrainingLoop
 from augment3d.training.loss_term import Fakes
 from augment3d.training.mode_seeking import ModeSeeking, mode_seeking_loss, real_pair_ratio
+from augment3d.training.texture_match import TextureMatch, texture_statistic
 
 
 def test_terms_are_built_from_the_config(tiny):
@@ -143,3 +144,53 @@ def test_spectral_norm_estimate_moves_once_a_step_however_the_batch_is_split(tin
     loop.step(2)  # with R1 (r1_interval 2): one more backward through D, no more iterations
     assert calls == [loop.D, loop.D]
     assert not torch.equal(before, loop.D.state_dict()["fc.spectral.u"])
+
+
+def _sharp_and_blurred(n: int = 2, side: int = 16):
+    """``n`` noisy-textured heads and the same heads smoothed (an older scanner), with their masks."""
+    g = torch.Generator().manual_seed(0)
+    grid = torch.stack(torch.meshgrid(*[torch.linspace(-1, 1, side)] * 3, indexing="ij"))
+    mask = ((grid**2).sum(0) < 0.8).expand(n, side, side, side)
+    sharp = torch.rand(n, 4, side, side, side, generator=g) * 0.8 - 0.4
+    blurred = torch.nn.functional.avg_pool3d(sharp, 3, stride=1, padding=1, count_include_pad=False)
+    inside = mask[:, None].expand_as(sharp)
+    return sharp.where(inside, torch.tensor(-1.0)), blurred.where(inside, torch.tensor(-1.0)), mask
+
+
+def test_texture_statistic_sees_blur_inside_the_brain_only():
+    sharp, blurred, mask = _sharp_and_blurred()
+    s, b = texture_statistic(sharp, mask), texture_statistic(blurred, mask)
+    assert s.shape == (2, 4) and (b < s - 0.5).all()  # smoothing removes most high-frequency energy
+    outside = sharp.clone()
+    outside[:, :, :2] = 5.0  # a corner outside the brain
+    assert torch.allclose(texture_statistic(outside, mask), s)
+
+
+def test_texture_term_pulls_each_subject_towards_its_own_condition_s_real_texture(tiny):
+    sharp, blurred, mask = _sharp_and_blurred()
+    conditions = torch.from_numpy(tiny.encoder.encode([{"site": "HIC"}, {"site": "SSA"}]))
+    term = TextureMatch(1.0, torch.cat([sharp[:1], blurred[1:]]), mask, conditions, "cpu")
+    # a real subject under its own condition is at its reference; a sharp one under the blurry site is not
+    at_home = term.loss(Fakes(torch.cat([sharp[:1], blurred[1:]]), None, None, conditions))
+    assert at_home.item() == pytest.approx(0.0, abs=1e-8)
+    restyled = sharp[1:].clone().requires_grad_(True)
+    ssa = conditions[1:]
+    before = term.loss(Fakes(restyled, None, None, ssa))
+    assert before.item() > 0.25
+    optimizer = torch.optim.Adam([restyled], lr=0.02)
+    for _ in range(30):  # G's gradient through the term smooths the image
+        optimizer.zero_grad()
+        term.loss(Fakes(restyled, None, None, ssa)).backward()
+        optimizer.step()
+    assert term.loss(Fakes(restyled, None, None, ssa)).item() < 0.2 * before.item()
+    with pytest.raises(ValueError, match="needs the conditions"):
+        term.loss(Fakes(sharp, None, None))
+
+
+def test_texture_term_joins_g_s_loss_from_the_config(tiny):
+    loop = TrainingLoop(tiny.data(8), tiny.model, replace(tiny.train, batch=4, texture_match=2.0), "cpu")
+    assert [(type(t), t.weight) for t in loop.terms] == [(TextureMatch, 2.0)]
+    figures = loop.step(1)
+    assert np.isfinite(figures["texture"]) and figures["texture"] >= 0
+    with pytest.raises(ValueError, match="texture_match must be >= 0"):
+        replace(tiny.train, texture_match=-1.0)
