@@ -41,7 +41,7 @@ from .losses import d_loss, g_loss, r1_penalty, real_sign_threshold
 from .mode_seeking import ModeSeeking
 from .state import TrainState
 from .stats import StepStats
-from .texture_match import TextureMatch
+from .texture_match import TextureMatch, condition_combinations
 from .train_config import TrainConfig
 
 __all__ = ["TrainingData", "TrainingLoop", "build_terms", "brain_masks", "maps_to_onehot"]
@@ -134,7 +134,7 @@ class TrainingLoop:
         if config.condition_swap > 0 and not self.G.takes_labels:
             raise ValueError("condition_swap needs [model] mode = \"labels\" (a joint generator makes its own maps)")
         #: the condition combinations the training data holds, each drawn equally often by condition_swap
-        self.combos = torch.unique(data.conditions, dim=0)
+        self.combos = condition_combinations(data.conditions)[0]
 
     def state(self) -> TrainState:
         """Everything a checkpoint holds: the one description that saving and resuming use."""

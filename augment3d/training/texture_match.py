@@ -18,7 +18,15 @@ import torch.nn.functional as F
 
 from .loss_term import Fakes, LossTerm
 
-__all__ = ["TextureMatch", "texture_statistic"]
+__all__ = ["TextureMatch", "texture_statistic", "condition_combinations"]
+
+
+def condition_combinations(conditions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distinct rows of encoded ``conditions`` (N, C) and each subject's row index; an
+    unconditional run (C = 0) has one combination, the empty one."""
+    if conditions.shape[1] == 0:
+        return conditions[:1], torch.zeros(conditions.shape[0], dtype=torch.long)
+    return torch.unique(conditions, dim=0, return_inverse=True)
 
 
 def _laplacian_kernel(channels: int, device, dtype) -> torch.Tensor:
@@ -57,7 +65,7 @@ class TextureMatch(LossTerm):
             stats = torch.cat([texture_statistic(images[i:i + batch], masks[i:i + batch])
                                for i in range(0, len(images), batch)])
         #: the condition combinations of the real subjects and each one's mean statistic (K, C)
-        self.combos, index = torch.unique(conditions, dim=0, return_inverse=True)
+        self.combos, index = condition_combinations(conditions)
         self.reference = torch.stack([stats[index == k].mean(0) for k in range(len(self.combos))]).to(device)
         self.combos = self.combos.to(device)
 

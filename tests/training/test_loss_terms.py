@@ -194,3 +194,14 @@ def test_texture_term_joins_g_s_loss_from_the_config(tiny):
     assert np.isfinite(figures["texture"]) and figures["texture"] >= 0
     with pytest.raises(ValueError, match="texture_match must be >= 0"):
         replace(tiny.train, texture_match=-1.0)
+
+
+def test_an_unconditional_run_trains_with_the_swap_and_texture_terms_on(tiny):
+    """No condition columns: one combination (the empty one), one texture reference."""
+    data = tiny.data(4)
+    data.conditions = torch.zeros(4, 0)
+    train = replace(tiny.train, batch=2, condition_swap=0.5, texture_match=1.0)
+    loop = TrainingLoop(data, replace(tiny.model, cond_dim=0), train, "cpu")
+    assert loop.combos.shape == (1, 0) and loop.terms[0].reference.shape == (1, 4)
+    figures = loop.step(1)
+    assert np.isfinite(figures["g_loss"]) and np.isfinite(figures["texture"])
