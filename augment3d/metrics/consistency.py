@@ -82,10 +82,10 @@ def cross_validated_accuracy(features: np.ndarray, conditions: list[dict], colum
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
     truth = np.array([c[column] for c in conditions])
-    smallest = min(np.unique(truth, return_counts=True)[1])
-    if len(set(truth.tolist())) < 2 or smallest < 2:
+    categories, counts = np.unique(truth, return_counts=True)
+    if len(categories) < 2 or counts.min() < 2:
         return None
-    split = StratifiedKFold(n_splits=min(folds, int(smallest)), shuffle=True, random_state=seed)
+    split = StratifiedKFold(n_splits=min(folds, int(counts.min())), shuffle=True, random_state=seed)
     return {**_shares(truth, cross_val_predict(_classifier(), features, truth, cv=split)), "folds": split.n_splits}
 
 

@@ -196,8 +196,7 @@ def evaluate_run(run: str | os.PathLike, data: str | os.PathLike, out: str | os.
             say("restyling the training maps into every category")
             metrics["restyle_fidelity"] = _restyle_fidelity(gen, train, extractor, classifiers, seed)
             if "site" in metrics["restyle_fidelity"]:  # a phantom cohort can show what a perfect restyle scores
-                ceiling = perfect_restyle(data, train, config, gen.conditions, extractor, classifiers["site"],
-                                          gen.conditions["site"])
+                ceiling = perfect_restyle(data, train, config, gen.conditions, extractor, classifiers["site"])
                 if ceiling is not None:
                     metrics["restyle_fidelity"]["site"]["perfect_restyle_by_target_category"] = ceiling
     out = Path(out)

@@ -1,9 +1,8 @@
 """What the restyle check would score for a perfect restyle, on a phantom cohort.
 
 The restyle check (``evaluate``) renders every training subject's label map into each site and
-asks a classifier trained on the real training subjects which site it sees. That classifier is
-imperfect (few scarce-site cases), so the share alone does not say how far the generator is from
-right. On a phantom cohort the right answer can be made: the phantom re-renders each training
+asks a classifier trained on the real subjects which site it sees. That classifier is imperfect
+(few scarce-site cases), so the share alone does not say how far the generator is from right. On a phantom cohort the right answer can be made: the phantom re-renders each training
 subject with its own anatomy and tumour but the target site's scanner and contrast
 (:func:`augment3d.data.phantom.subject.as_site`). The same classifier's score on those is the
 ceiling the generator's restyles are read against.
@@ -38,15 +37,16 @@ def _phantom_params(data: Path) -> tuple[dict[str, SubjectParams], float] | None
         return None
 
 
-def perfect_restyle(data, train, preprocess, conditions: dict, extractor, classifier, values) -> dict | None:
-    """Share of ``train`` re-rendered at each site in ``values`` that ``classifier`` recognises as
-    that site: ``{site: share}``, or None when ``data`` is not a phantom cohort holding them."""
+def perfect_restyle(data, train, preprocess, conditions: dict, extractor, classifier) -> dict | None:
+    """Share of ``train`` re-rendered at each site of ``conditions["site"]`` that ``classifier``
+    recognises as that site: ``{site: share}``, or None when ``data`` is not a phantom cohort
+    holding them."""
     found = _phantom_params(data)
     if found is None or any(c.subject_id not in found[0] for c in train):
         return None
     params, spacing = found
     out = {}
-    for site in values:
+    for site in conditions["site"]:
         moved = [as_site(params[c.subject_id], site) for c in train if c.conditions.get("site") != site]
         images = [c.images for c in train if c.conditions.get("site") == site]
         if moved:

@@ -15,7 +15,12 @@ from torch import nn
 
 from .layers import EqualConv3d
 
-__all__ = ["SpatialModulation", "label_maps", "maps_to_labels", "map_pyramid"]
+__all__ = ["SpatialModulation", "brain_masks", "label_maps", "maps_to_labels", "map_pyramid"]
+
+
+def brain_masks(images: torch.Tensor) -> torch.Tensor:
+    """Where any of a subject's images is above the background (-1): (N, 4, ...) -> (N, ...) bool."""
+    return (images > -1.0 + 1e-3).any(1)
 
 
 def label_maps(labels: torch.Tensor, mask: torch.Tensor, classes: int = 4) -> torch.Tensor:

@@ -31,7 +31,7 @@ from ..models.layers import power_iteration
 from ..label_deformation import deform_maps, draw_deformations, slice_deformations
 from ..models.segmenter import one_hot
 from ..precision import auto_amp
-from ..models.spatial_conditioning import label_maps
+from ..models.spatial_conditioning import brain_masks, label_maps
 from .adaptive_augment import AdaptiveAugment3D, AugmentTuner
 from .distributed import World, all_reduce_grads
 from .early_stopping import EarlyStopping, coarse_features, sliced_wasserstein
@@ -45,11 +45,6 @@ from .texture_match import TextureMatch, condition_combinations
 from .train_config import TrainConfig
 
 __all__ = ["TrainingData", "TrainingLoop", "build_terms", "brain_masks", "maps_to_onehot"]
-
-
-def brain_masks(images: torch.Tensor) -> torch.Tensor:
-    """Where any of a subject's images is above the background (-1): (N, 4, ...) -> (N, ...) bool."""
-    return (images > -1.0 + 1e-3).any(1)
 
 
 def maps_to_onehot(maps: torch.Tensor) -> torch.Tensor:

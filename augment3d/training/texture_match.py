@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..models.spatial_conditioning import brain_masks
 from .loss_term import Fakes, LossTerm
 
 __all__ = ["TextureMatch", "texture_statistic", "condition_combinations"]
@@ -73,6 +74,7 @@ class TextureMatch(LossTerm):
         if fakes.conditions is None:
             raise ValueError("the texture term needs the conditions G rendered its subjects under")
         match = (fakes.conditions[:, None, :] == self.combos[None]).all(-1)
-        target = self.reference[match.float().argmax(1)]
-        found = texture_statistic(fakes.images, (fakes.images.detach() > -1.0 + 1e-3).any(1))
-        return ((found - target) ** 2)[match.any(1)].mean() if match.any() else found.sum() * 0.0
+        if not match.any(1).all():
+            raise ValueError("the texture term got a condition none of the real training subjects has")
+        found = texture_statistic(fakes.images, brain_masks(fakes.images.detach()))
+        return ((found - self.reference[match.float().argmax(1)]) ** 2).mean()

@@ -185,6 +185,8 @@ def test_texture_term_pulls_each_subject_towards_its_own_condition_s_real_textur
     assert term.loss(Fakes(restyled, None, None, ssa)).item() < 0.2 * before.item()
     with pytest.raises(ValueError, match="needs the conditions"):
         term.loss(Fakes(sharp, None, None))
+    with pytest.raises(ValueError, match="none of the real training subjects has"):
+        term.loss(Fakes(sharp[:1], None, None, torch.ones(1, conditions.shape[1])))
 
 
 def test_texture_term_joins_g_s_loss_from_the_config(tiny):
