@@ -8,7 +8,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -47,15 +47,19 @@ class SyntheticSubjectsDataset(torch.utils.data.Dataset):
         reference: a torchio image or subject (its first image): every synthetic subject is put on
             that image's grid (shape and affine), where preprocessing would place its brain, so
             ``ConcatDataset([real, synthetic])`` batches without a resize.
+        attributes: the non-image attributes each subject carries, by name: ``None`` (the
+            default) for ``subject_id``, ``seed`` and the condition columns, or a subset of
+            them. torchio batches only subjects with the same keys, so give the ones the real
+            subjects of a ``ConcatDataset`` have (e.g. ``("subject_id", "site", "grade")``).
 
     Subjects are on the model grid with an isotropic affine of the training data's voxel size and
-    carry their condition as attributes plus ``subject_id`` and ``seed``.
+    carry their condition as attributes plus ``subject_id`` and ``seed`` (see ``attributes``).
     """
 
     def __init__(self, generator, n: int, condition: Mapping[str, str] | None = None, seed: int = 0,
                  psi: float = 1.0, names: Mapping[str, str] | None = None, label_key: str = "seg",
                  transform=None, batch_size: int = 8, device: str = "cpu", precision: str = "auto",
-                 conditions_from: str = "balanced", reference=None):
+                 conditions_from: str = "balanced", reference=None, attributes: Sequence[str] | None = None):
         path = getattr(generator, "path", generator)
         self.checkpoint = str(path)
         self.checkpoint_sha256 = checkpoint_hash(self.checkpoint)
@@ -71,6 +75,9 @@ class SyntheticSubjectsDataset(torch.utils.data.Dataset):
             raise ValueError(f"conditions_from must be 'balanced' or 'cohort', got {conditions_from!r}")
         self.conditions_from = conditions_from
         self.reference = _reference_grid(reference)
+        if attributes is not None and (isinstance(attributes, str) or not all(isinstance(a, str) for a in attributes)):
+            raise ValueError(f"attributes must be a list of names, got {attributes!r}")
+        self.attributes = None if attributes is None else tuple(attributes)
 
     def __len__(self) -> int:
         return self.n
@@ -105,9 +112,18 @@ class SyntheticSubjectsDataset(torch.utils.data.Dataset):
         fields = {self.names[m]: tio.ScalarImage(tensor=torch.from_numpy(np.ascontiguousarray(image[c])[None]), affine=affine)
                   for c, m in enumerate(MODALITIES)}
         fields[self.label_key] = tio.LabelMap(tensor=torch.from_numpy(label[None].astype(np.int64)), affine=affine)
-        subject = tio.Subject(**fields, subject_id=f"synthetic-{self.seed + index}", seed=self.seed + index,
-                              **(condition or {}))
+        subject = tio.Subject(**fields, **self._attributes(gen, index, condition))
         return self.transform(subject) if self.transform is not None else subject
+
+    def _attributes(self, gen, index: int, condition) -> dict:
+        every = {"subject_id": f"synthetic-{self.seed + index}", "seed": self.seed + index, **(condition or {})}
+        if self.attributes is None:
+            return every
+        unknown = [a for a in self.attributes if a not in ("subject_id", "seed", *gen.conditions)]
+        if unknown:
+            raise ValueError(f"attributes {unknown} are none of subject_id, seed or the run's condition columns "
+                             f"({', '.join(gen.conditions) or 'none'})")
+        return {a: every[a] for a in self.attributes if a in every}
 
     def _on_reference(self, gen, image: np.ndarray, label: np.ndarray):
         """Images (background -1) and labels from the model grid onto the reference image's grid."""

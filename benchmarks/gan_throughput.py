@@ -2,7 +2,7 @@
 
 Usage:
     python benchmarks/gan_throughput.py [--shapes 32 64] [--steps 5] [--recipe quick] [--amp bf16]
-        [--train-set seg_consistency=1 seg_warmup=0]
+        [--train-set seg_consistency=1 seg_warmup=0] [--peak-channels 32 16]
 
 Conv3d peak: a 64-channel 3x3x3 convolution on 32^3 (batch 4) in fp32 (channels-first) and in
 bf16 with ``channels_last_3d``, measured first in the same process: the reference the training
@@ -140,6 +140,9 @@ def main() -> None:
     parser.add_argument("--train-layout", choices=["first", "last"], default=None,
                         help="override the recipe's channels_last setting for training")
     parser.add_argument("--layouts", choices=["last", "both"], default="last", help="generation memory layouts")
+    parser.add_argument("--peak-channels", type=int, nargs="*", default=[], metavar="C",
+                        help="also print the bf16 channels-last Conv3d rate at these widths (C in, C out, 32^3, "
+                             "batch 4): the ceiling of a model whose layers are that narrow")
     parser.add_argument("--train-set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="override [train] fields for the training figures (TOML values, e.g. seg_consistency=1)")
     parser.add_argument("--model-set", nargs="*", default=[], metavar="KEY=VALUE",
@@ -159,6 +162,10 @@ def main() -> None:
     peak32 = conv_peak(bf16=False, channels_last=False)
     peak = conv_peak(bf16=True, channels_last=True)
     print(f"Conv3d peak (64 ch, 3x3x3, 32^3, batch 4): fp32 {peak32:.0f} GFLOP/s, bf16 channels_last_3d {peak:.0f} GFLOP/s")
+    for channels in args.peak_channels:
+        narrow = conv_peak(bf16=True, channels_last=True, channels=channels)
+        print(f"Conv3d at {channels} ch (3x3x3, 32^3, batch 4), bf16 channels_last_3d: {narrow:.0f} GFLOP/s "
+              f"= {100 * narrow / peak:.0f}% of the peak")
     for shape in sorted(args.shapes):
         flops, conv_share = step_flops(recipe, shape)
         rate = train_rate(recipe, shape, args.steps)

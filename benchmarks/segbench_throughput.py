@@ -1,9 +1,14 @@
 """segbench training throughput (cases/s) and peak memory (RSS) for the bench recipes' networks.
 
-    python benchmarks/segbench_throughput.py [--recipe quick] [--steps 20] [--shape 32]
+    python benchmarks/segbench_throughput.py [--recipe quick] [--steps 20] [--shape 32] [--amp none bf16]
 
-Prints the machine, then one line per configuration: seconds per step, cases per second and the
-process's peak RSS so far. Random inputs: the figure is the network's, not the data pipeline's.
+Prints the machine and the Conv3d peak measured first in the same process (as
+``gan_throughput.py``: a 64-channel 3x3x3 convolution on 32^3, batch 4, fp32 channels-first and
+bf16 channels-last), then one line per configuration (norm x autocast): seconds per step, cases
+per second, the step's FLOPs (``torch.utils.flop_counter``: forward and backward) over its time
+as GFLOP/s and as a share of the peak of the same arithmetic, and the process's peak RSS so far.
+The training step is segbench's own (``segbench.train``: autocast around the network, the loss
+in fp32). Random inputs: the figure is the network's, not the data pipeline's.
 """
 
 from __future__ import annotations
@@ -17,39 +22,65 @@ from dataclasses import replace
 
 import torch
 
+from gan_throughput import conv_peak
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default="quick")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--shape", type=int, default=32)
+    parser.add_argument("--amp", nargs="+", choices=["none", "bf16"], default=["none", "bf16"])
+    parser.add_argument("--norms", nargs="+", choices=["group", "batch"], default=["group", "batch"])
     args = parser.parse_args()
 
-    from augment3d.config import load_recipe
-    from segbench.model import build_model, seg_loss
+    from torch.utils.flop_counter import FlopCounterMode
 
-    base = load_recipe(args.recipe).bench
+    from augment3d.config import load_recipe
+    from augment3d.precision import cpu_has_bf16
+    from segbench.config import bench_config
+    from segbench.model import autocast, build_model, seg_loss
+
+    base = bench_config(load_recipe(args.recipe))
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
-    for norm in ("group", "batch"):
-        config = replace(base, norm=norm)
-        torch.manual_seed(0)
-        model = build_model(config)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr)
-        x = torch.randn(config.batch, 4, args.shape, args.shape, args.shape)
-        y = torch.randint(0, 4, (config.batch, args.shape, args.shape, args.shape))
-        for step in range(args.steps + 3):
-            if step == 3:
-                start = time.perf_counter()
-            loss = seg_loss(model(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        seconds = (time.perf_counter() - start) / args.steps
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(f"{config.architecture}/{config.encoder} decoder {list(config.decoder_channels)} norm={norm} "
-              f"batch {config.batch} {args.shape}^3: {seconds:.3f} s/step, {config.batch / seconds:.2f} cases/s, "
-              f"peak RSS {peak:.0f} MiB")
+          f"{torch.get_num_threads()} threads, bf16 arithmetic: {'yes' if cpu_has_bf16() else 'no'}")
+    peaks = {"none": conv_peak(bf16=False, channels_last=False), "bf16": conv_peak(bf16=True, channels_last=True)}
+    print(f"Conv3d peak (64 ch, 3x3x3, 32^3, batch 4): fp32 {peaks['none']:.0f} GFLOP/s, "
+          f"bf16 channels_last_3d {peaks['bf16']:.0f} GFLOP/s")
+    for norm in args.norms:
+        for amp in args.amp:
+            config = replace(base, norm=norm)
+            torch.manual_seed(0)
+            model = build_model(config)
+            optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr)
+            x = torch.randn(config.batch, 4, args.shape, args.shape, args.shape)
+            y = torch.randint(0, 4, (config.batch, args.shape, args.shape, args.shape))
+
+            def step():
+                with autocast("cpu", amp):
+                    logits = model(x)
+                loss = seg_loss(logits.float(), y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+
+            counter = FlopCounterMode(display=False)
+            with counter:
+                step()
+            flops = counter.get_total_flops()
+            for _ in range(2):
+                step()
+            start = time.perf_counter()
+            for _ in range(args.steps):
+                step()
+            seconds = (time.perf_counter() - start) / args.steps
+            peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            achieved = flops / seconds / 1e9
+            print(f"{config.architecture}/{config.encoder} decoder {list(config.decoder_channels)} norm={norm} "
+                  f"amp={amp} batch {config.batch} {args.shape}^3: {seconds:.3f} s/step, "
+                  f"{config.batch / seconds:.2f} cases/s, {flops / 1e9:.1f} GFLOP/step, {achieved:.0f} GFLOP/s = "
+                  f"{100 * achieved / peaks[amp]:.0f}% of the {'bf16' if amp == 'bf16' else 'fp32'} peak; "
+                  f"peak RSS {peak_rss:.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -49,6 +49,11 @@ class BenchConfig:
     batch: int = 2
     lr: float = 3e-3
     weight_decay: float = 1e-4
+    #: segmentation arithmetic: ``none`` (fp32), ``bf16`` autocast, or ``auto`` (bf16 where the
+    #: hardware has it: AVX512-BF16 or AMX CPUs, GPUs). Each job records what it used. fp32 is the
+    #: default: the recipes' small 32^3 U-Net is overhead-bound on a CPU and ran 25% slower in bf16
+    #: on an AVX512-BF16 CPU (benchmarks/segbench_throughput.py, docs/PERFORMANCE.md)
+    amp: str = "none"
     val_every: int = 25
     patch: int = 0
     samples_per_volume: int = 4
@@ -92,6 +97,8 @@ class BenchConfig:
             raise ValueError("arms and seeds must be non-empty lists without repeats")
         if self.norm not in ("group", "batch"):
             raise ValueError(f"norm must be 'group' (GroupNorm, batch-size independent) or 'batch', got {self.norm!r}")
+        if self.amp not in ("auto", "bf16", "none"):
+            raise ValueError(f"amp must be 'auto', 'bf16' or 'none', got {self.amp!r}")
         if self.synthetic not in ("augmenter", "cohort"):
             raise ValueError(f"synthetic must be 'augmenter' or 'cohort', got {self.synthetic!r}")
         if min(self.steps, self.batch, self.val_every, self.samples_per_volume, self.queue_length, self.bootstrap) < 1:

@@ -71,6 +71,8 @@ def arm_dataset(arm: str, config: BenchConfig, cases: Sequence[PreparedCase], ge
 
     n = max(1, round(config.synthetic_ratio * len(cases)))
     names = {m: m for m in MODALITIES}
+    # the real subjects' attributes only (subject_id, conditions): torchio batches subjects with the same keys
     synthetic = SyntheticSubjectsDataset(generator, n, condition=config.synthetic_condition, seed=1_000_000 * (seed + 1),
-                                         psi=config.psi, names=names, label_key="seg", transform=transform)
+                                         psi=config.psi, names=names, label_key="seg", transform=transform,
+                                         attributes=("subject_id", *cases[0].conditions))
     return torch.utils.data.ConcatDataset([real, synthetic])

@@ -12,7 +12,7 @@ from augment3d.models.segmenter import soft_dice
 
 from .config import BenchConfig
 
-__all__ = ["build_model", "seg_loss", "pad_to", "predict"]
+__all__ = ["build_model", "seg_loss", "pad_to", "predict", "autocast"]
 
 _MULTIPLE = 32  # smp-3d's encoders downsample five times; its own shape check never fires
 
@@ -55,6 +55,11 @@ def group_norm(module: torch.nn.Module, groups: int = 8) -> torch.nn.Module:
     return module
 
 
+def autocast(device, amp: str):
+    """The segmenter's autocast context: bf16 when ``amp`` (resolved, not ``auto``) is ``bf16``."""
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=amp == "bf16")
+
+
 def _region_probabilities(probs: torch.Tensor) -> torch.Tensor:
     """The BraTS regions' probabilities (B, 3, ...): WT, TC, ET from class probabilities (B, 4, ...)."""
     return torch.stack([probs[:, list(classes)].sum(1) for classes in REGIONS.values()], 1)
@@ -81,14 +86,16 @@ def pad_to(x: torch.Tensor, multiple: int = _MULTIPLE, value: float = -1.0) -> t
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, images: np.ndarray, device: str = "cpu", patch: int = 0) -> np.ndarray:
+def predict(model: torch.nn.Module, images: np.ndarray, device: str = "cpu", patch: int = 0,
+            amp: str = "none") -> np.ndarray:
     """Label map (X, Y, Z) uint8 of one case's images (4, X, Y, Z) in [-1, 1]."""
     model.eval()
     x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))[None].to(device)
-    if patch and any(s > patch for s in x.shape[2:]):
-        return _predict_patches(model, x, device, patch)
-    padded, crop = pad_to(x)
-    logits = model(padded)[(slice(None), slice(None), *crop)]
+    with autocast(device, amp):
+        if patch and any(s > patch for s in x.shape[2:]):
+            return _predict_patches(model, x, device, patch)
+        padded, crop = pad_to(x)
+        logits = model(padded)[(slice(None), slice(None), *crop)].float()
     return logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
 
 

@@ -18,7 +18,7 @@ from augment3d.metrics.regions import REGIONS, dice
 from .config import BenchConfig
 from .data import arm_dataset, voxel_spacing
 from .metrics import score_case
-from .model import build_model, pad_to, predict, seg_loss
+from .model import autocast, build_model, pad_to, predict, seg_loss
 
 __all__ = ["RESULT", "result_path", "run_job", "score_cases"]
 
@@ -55,21 +55,19 @@ def _stack(batch) -> tuple[torch.Tensor, torch.Tensor]:
     return x, batch["seg"][tio.DATA][:, 0].long()
 
 
-def _validation_dice(model, cases: Sequence[PreparedCase], device: str, patch: int) -> float:
-    from augment3d.metrics.regions import region_mask
-
+def _validation_dice(model, cases: Sequence[PreparedCase], device: str, patch: int, amp: str) -> float:
     scores = []
     for case in cases:
-        pred = predict(model, case.images, device, patch)
+        pred = predict(model, case.images, device, patch, amp)
         scores += [dice(pred, case.label, r) for r in REGIONS]
     return float(np.mean(scores))
 
 
-def score_cases(model, cases: Sequence[PreparedCase], device: str, patch: int) -> list[dict]:
+def score_cases(model, cases: Sequence[PreparedCase], device: str, patch: int, amp: str = "none") -> list[dict]:
     """Per test case: its conditions and Dice / HD95 (mm) / lesion-wise scores per region."""
     rows = []
     for case in cases:
-        pred = predict(model, case.images, device, patch)
+        pred = predict(model, case.images, device, patch, amp)
         rows.append({"subject_id": case.subject_id, **case.conditions,
                      "scores": score_case(pred, case.label, voxel_spacing(case.affine))})
     return rows
@@ -79,7 +77,10 @@ def run_job(bench_dir: Path, arm: str, seed: int, config: BenchConfig, train: Se
             val: Sequence[PreparedCase], test: Sequence[PreparedCase], generator: str | None, device: str = "cpu",
             progress: Callable[[int, int, dict], None] | None = None) -> dict:
     """Train, validate, test one (arm, seed); writes ``arms/<arm>/seed<seed>/result.json`` atomically."""
+    from augment3d.precision import auto_amp
+
     torch.manual_seed(seed)
+    amp = auto_amp(config.amp, device)
     model = build_model(config).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     dataset = arm_dataset(arm, config, train, generator, seed)
@@ -92,13 +93,15 @@ def run_job(bench_dir: Path, arm: str, seed: int, config: BenchConfig, train: Se
         x, y = _stack(next(batches))
         x, _ = pad_to(x.to(device))
         y = pad_to(y.to(device)[:, None].float(), value=0)[0][:, 0].long()
-        loss = seg_loss(model(x), y)
+        with autocast(device, amp):
+            logits = model(x)
+        loss = seg_loss(logits.float(), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
         if step % config.val_every == 0 or step == config.steps:
-            dice = _validation_dice(model, validation, device, config.patch)
+            dice = _validation_dice(model, validation, device, config.patch, amp)
             curve.append({"step": step, "train_loss": float(np.mean(losses)), "val_dice": dice})
             losses = []
             if dice > best_dice:
@@ -109,8 +112,8 @@ def run_job(bench_dir: Path, arm: str, seed: int, config: BenchConfig, train: Se
     result = {
         "arm": arm, "seed": seed, "steps": config.steps, "best_step": best_step, "best_val_dice": best_dice,
         "validation": "val split" if val else "training cases (no validation split)",
-        "seconds": time.perf_counter() - t0, "train_cases": len(train), "curve": curve,
-        "cases": score_cases(model, test, device, config.patch),
+        "seconds": time.perf_counter() - t0, "train_cases": len(train), "amp": amp, "curve": curve,
+        "cases": score_cases(model, test, device, config.patch, amp),
         "regions": list(REGIONS),
     }
     path = result_path(bench_dir, arm, seed)

@@ -133,6 +133,23 @@ def test_synthetic_subjects_dataset(tiny_run, tmp_path):
     assert batch["t1n"][tio.DATA].shape == (6, 1, 16, 16, 16)
 
 
+def test_synthetic_subjects_carry_the_attributes_asked_for_so_they_batch_with_real_ones(tiny_run, tmp_path):
+    """torchio collates the keys of a batch's first subject: a synthetic subject first, with a
+    ``seed`` the real ones lack, raised KeyError('seed') (segbench's cohort arm did)."""
+    real = make_subject(tmp_path)
+    real["subject_id"], real["site"], real["grade"] = "r0", "HIC", "LGG"
+    data = SyntheticSubjectsDataset(tiny_run, n=2, condition={"site": "SSA", "grade": "HGG"}, seed=7,
+                                    attributes=("subject_id", "site", "grade"))
+    assert "seed" not in data[0] and data[0]["subject_id"] == "synthetic-7" and data[0]["site"] == "SSA"
+    mixed = torch.utils.data.ConcatDataset([data, tio.SubjectsDataset([real], transform=tio.Resize((16, 16, 16)))])
+    batch = next(iter(tio.SubjectsLoader(mixed, batch_size=3)))
+    assert batch["subject_id"] == ["synthetic-7", "synthetic-8", "r0"]
+    with pytest.raises(ValueError, match=r"attributes \['age'\] are none of subject_id, seed or the run's condition"):
+        SyntheticSubjectsDataset(tiny_run, n=1, attributes=("subject_id", "age"))[0]
+    with pytest.raises(ValueError, match="attributes must be a list of names"):
+        SyntheticSubjectsDataset(tiny_run, n=1, attributes="subject_id")
+
+
 def test_grid_to_subject_space_inverts_preprocessing(tmp_path):
     """The augmenter's placement: a prepared case mapped back lands on the subject's own anatomy."""
     from augment3d.resampling import resample
@@ -220,10 +237,14 @@ def test_restyling_renders_the_subject_s_tumour(tiny_run, tmp_path):
     assert torch.equal(out_b["seg"].data, b["seg"].data)
 
 
-def test_restyling_refuses_label_values_outside_brats(tiny_run, tmp_path):
+@pytest.mark.parametrize("value, dtype, shown", [(7, torch.int64, "7"), (-1, torch.int64, "-1"), (300, torch.int16, "300"),
+                                                  (2.5, torch.float32, "2.5")])
+def test_restyling_refuses_label_values_outside_brats(tiny_run, tmp_path, value, dtype, shown):
     subject = make_subject(tmp_path)
-    subject["seg"].set_data(torch.full_like(subject["seg"].data, 7))
-    with pytest.raises(DataError, match=r"label values \[7\] are not BraTS classes"):
+    seg = subject["seg"].data.clone().to(dtype)
+    seg[0, 0, 0, 0] = value  # one stray voxel among valid classes
+    subject["seg"].set_data(seg)
+    with pytest.raises(DataError, match=rf"label values \[{shown}\] are not BraTS classes"):
         SyntheticAugmenter(tiny_run, p=1.0, seed=0)(subject)
 
 

@@ -164,6 +164,11 @@ def test_synthetic_arm_replaces_subjects_and_real_arm_only_flips(tiny_run):
     assert replacement.condition == {"site": "SSA", "grade": "LGG"}  # site fixed, grade from the subject
     cohort = arm_dataset("real+synthetic", BenchConfig(synthetic="cohort", synthetic_ratio=2.0), [case], str(tiny_run), 0)
     assert len(cohort) == 3
+    # a synthetic subject first in a batch: the batch still collates (it raised KeyError 'seed')
+    import torchio as tio
+
+    batch = next(iter(tio.SubjectsLoader(torch.utils.data.Subset(cohort, [1, 0, 2]), batch_size=3)))
+    assert batch["subject_id"][1] == "c0" and batch["site"][0] == "SSA"
 
 
 def test_model_pads_any_shape_and_loss_prefers_the_truth():
@@ -187,6 +192,7 @@ def test_model_pads_any_shape_and_loss_prefers_the_truth():
     ("seeds = [0.5]", "seeds must be a list of ints"),
     ('synthetic_condition = "SSA"', "synthetic_condition must be a table"),
     ("steps = 1e3", "steps must be a whole number"),
+    ('amp = "fp16"', "amp must be 'auto', 'bf16' or 'none'"),
 ])
 def test_bench_section_is_checked(tmp_path, line, message):
     from augment3d.config import load_recipe
@@ -219,3 +225,28 @@ def test_patch_training_through_a_queue_and_sliding_window_inference(tmp_path):
     assert len(result["curve"]) == 2 and result["cases"][0]["subject_id"] == "c3"
     assert set(result["cases"][0]["scores"]) == {"WT", "TC", "ET"}
     assert (tmp_path / "arms" / "real" / "seed0" / "result.json").is_file()
+
+
+@pytest.mark.parametrize("amp", ["bf16", "none", "auto"])
+def test_a_job_records_the_arithmetic_it_trained_in(tmp_path, amp):
+    """``amp = "auto"`` resolves by the hardware (bf16 on AVX512-BF16/AMX CPUs and GPUs); each job
+    writes what it used, and a bf16 job trains: finite losses, a prediction for every test case."""
+    from augment3d.data.preprocess import PreparedCase
+    from augment3d.precision import auto_amp
+    from segbench.config import BenchConfig
+    from segbench.train import run_job
+
+    rng = np.random.default_rng(2)
+
+    def case(i):
+        label = np.zeros((32, 32, 32), np.uint8)
+        label[8:20, 8:18, 10:22] = 2
+        label[11:16, 11:15, 13:18] = 3
+        images = np.where(label > 0, 0.5, -0.5)[None].repeat(4, 0) + rng.normal(0, 0.1, (4, 32, 32, 32))
+        return PreparedCase(f"c{i}", images.astype(np.float32), label, np.eye(4), {"site": "SSA", "grade": "HGG"})
+
+    config = BenchConfig(steps=2, val_every=1, batch=2, decoder_channels=(16, 16, 8, 8, 8), amp=amp)
+    result = run_job(tmp_path, "real", 0, config, [case(0), case(1)], [case(2)], [case(3)], None)
+    assert result["amp"] == (auto_amp("auto", "cpu") if amp == "auto" else amp)
+    assert all(np.isfinite(point["train_loss"]) for point in result["curve"])
+    assert json.loads((tmp_path / "arms" / "real" / "seed0" / "result.json").read_text())["amp"] == result["amp"]
