@@ -51,7 +51,7 @@ class BenchConfig:
     weight_decay: float = 1e-4
     #: segmentation arithmetic: ``none`` (fp32), ``bf16`` autocast, or ``auto`` (bf16 where the
     #: hardware has it: AVX512-BF16 or AMX CPUs, GPUs). Each job records what it used. fp32 is the
-    #: default: the recipes' small 32^3 U-Net is overhead-bound on a CPU and ran 25% slower in bf16
+    #: default: the recipes' small 32^3 U-Net is overhead-bound on a CPU and was no faster in bf16
     #: on an AVX512-BF16 CPU (benchmarks/segbench_throughput.py, docs/PERFORMANCE.md)
     amp: str = "none"
     val_every: int = 25

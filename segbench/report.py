@@ -73,11 +73,22 @@ def build_report(folder: Path, results: dict[str, list[dict]] | None = None) -> 
         "gan": gan,
         "seconds": {a: [round(r["seconds"], 1) for r in results[a]] for a in arms},
         "generator_mode": _generator_mode(folder),
+        "synthetic": config.synthetic,
         "real_plateau": plateau(results["real"]),
         "validation": sorted({r.get("validation", "") for rs in results.values() for r in rs}),
     }
     report["answer"] = _answer(report, config)
     return report
+
+
+def _synthetic_kind(mode: str, synthetic: str) -> str:
+    """What the synthetic arms train on, in words, by generator mode and ``[bench] synthetic``."""
+    if mode != "labels":
+        return "joint generation (images and labels from noise)"
+    if synthetic == "cohort":
+        return ("labels to images, a fixed synthetic cohort (the GAN's training label maps deformed by each seed, "
+                "images rendered from them; labels exact)")
+    return "labels to images (real label maps restyled, labels exact)"
 
 
 def _generator_mode(folder: Path) -> str | None:
@@ -219,7 +230,7 @@ def _markdown(report: dict) -> str:
     out = [f"# segbench report ({report['recipe']})", "", f"**Did synthetic data help?** {report['answer']}", ""]
     mode = report.get("generator_mode")
     if mode:
-        out += [f"Synthetic subjects: {'labels to images (real label maps restyled, labels exact)' if mode == 'labels' else 'joint generation (images and labels from noise)'}.", ""]
+        out += [f"Synthetic subjects: {_synthetic_kind(mode, report.get('synthetic', 'augmenter'))}.", ""]
     flat = report.get("real_plateau")
     if flat:
         gains = ", ".join(f"seed {s}: {_fmt(g)}" for s, g in flat["gain_last_quarter"].items())

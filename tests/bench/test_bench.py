@@ -47,6 +47,8 @@ def test_ci_bench_runs_the_whole_pipeline(ci_bench):
     # on the phantom cohort the restyle is read against what a perfect restyle scores
     assert set(report["gan"]["perfect_restyle_recognised_site"]) == {"HIC", "SSA"}
     assert "perfect restyle recognised site" in md
+    # the report says what the synthetic arms trained on
+    assert report["synthetic"] == "augmenter" and "Synthetic subjects: labels to images (real label maps restyled" in md
 
 
 def test_rerun_keeps_finished_jobs(ci_bench):
