@@ -158,7 +158,7 @@ def _read(subject, name: str) -> np.ndarray:
 
 def _label_values(label: np.ndarray) -> set:
     """The values in a label map: a bincount for small non-negative integers (the usual case,
-    about 10x faster than ``np.unique`` on a 64^3 map), ``np.unique`` otherwise."""
+    about 9x faster than ``np.unique`` on a 64^3 map: 0.35 against 3.1 ms), ``np.unique`` otherwise."""
     if np.issubdtype(label.dtype, np.integer) and label.size and 0 <= label.min() and label.max() < 256:
         return set(np.flatnonzero(np.bincount(label.ravel())).tolist())
     return set(np.unique(label).tolist())

@@ -7,7 +7,7 @@ Prints the machine and the Conv3d peak measured first in the same process (as
 bf16 channels-last), then one line per configuration (norm x autocast): seconds per step, cases
 per second, the step's FLOPs (``torch.utils.flop_counter``: forward and backward) over its time
 as GFLOP/s and as a share of the peak of the same arithmetic, and the process's peak RSS so far.
-The training step is segbench's own (``segbench.train``: autocast around the network, the loss
+The training step is segbench's own (``segbench.train.train_step``: autocast around the network, the loss
 in fp32). Random inputs: the figure is the network's, not the data pipeline's.
 """
 
@@ -39,7 +39,8 @@ def main() -> None:
     from augment3d.config import load_recipe
     from augment3d.precision import cpu_has_bf16
     from segbench.config import bench_config
-    from segbench.model import autocast, build_model, seg_loss
+    from segbench.model import build_model
+    from segbench.train import train_step
 
     base = bench_config(load_recipe(args.recipe))
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
@@ -57,12 +58,7 @@ def main() -> None:
             y = torch.randint(0, 4, (config.batch, args.shape, args.shape, args.shape))
 
             def step():
-                with autocast("cpu", amp):
-                    logits = model(x)
-                loss = seg_loss(logits.float(), y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                train_step(model, optimizer, x, y, "cpu", amp)
 
             counter = FlopCounterMode(display=False)
             with counter:

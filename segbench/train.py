@@ -20,7 +20,7 @@ from .data import arm_dataset, voxel_spacing
 from .metrics import score_case
 from .model import autocast, build_model, pad_to, predict, seg_loss
 
-__all__ = ["RESULT", "result_path", "run_job", "score_cases"]
+__all__ = ["RESULT", "result_path", "run_job", "score_cases", "train_step"]
 
 RESULT = "result.json"
 
@@ -53,6 +53,17 @@ def _stack(batch) -> tuple[torch.Tensor, torch.Tensor]:
 
     x = torch.cat([batch[m][tio.DATA].float() for m in MODALITIES], 1)
     return x, batch["seg"][tio.DATA][:, 0].long()
+
+
+def train_step(model, optimizer, x: torch.Tensor, y: torch.Tensor, device: str, amp: str) -> float:
+    """One optimiser step on a batch: the network under ``amp``'s autocast, the loss in fp32."""
+    with autocast(device, amp):
+        logits = model(x)
+    loss = seg_loss(logits.float(), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
 
 
 def _validation_dice(model, cases: Sequence[PreparedCase], device: str, patch: int, amp: str) -> float:
@@ -93,13 +104,7 @@ def run_job(bench_dir: Path, arm: str, seed: int, config: BenchConfig, train: Se
         x, y = _stack(next(batches))
         x, _ = pad_to(x.to(device))
         y = pad_to(y.to(device)[:, None].float(), value=0)[0][:, 0].long()
-        with autocast(device, amp):
-            logits = model(x)
-        loss = seg_loss(logits.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+        losses.append(train_step(model, optimizer, x, y, device, amp))
         if step % config.val_every == 0 or step == config.steps:
             dice = _validation_dice(model, validation, device, config.patch, amp)
             curve.append({"step": step, "train_loss": float(np.mean(losses)), "val_dice": dice})

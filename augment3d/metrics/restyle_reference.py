@@ -2,7 +2,8 @@
 
 The restyle check (``evaluate``) renders every training subject's label map into each site and
 asks a classifier trained on the real subjects which site it sees. That classifier is imperfect
-(few scarce-site cases), so the share alone does not say how far the generator is from right. On a phantom cohort the right answer can be made: the phantom re-renders each training
+(few scarce-site cases), so the share alone does not say how far the generator is from right.
+On a phantom cohort the right answer can be made: the phantom re-renders each training
 subject with its own anatomy and tumour but the target site's scanner and contrast
 (:func:`augment3d.data.phantom.subject.as_site`). The same classifier's score on those is the
 ceiling the generator's restyles are read against.
