@@ -305,6 +305,7 @@ def evaluate(
     data: Annotated[Path, typer.Argument(help="Real cohort folder (the run's training data and, ideally, held-out cases).")],
     out: Annotated[Path, typer.Option(help="Folder for metrics.json, report.md and PNGs.")],
     n: Annotated[int, typer.Option(min=4, help="Number of synthetic subjects.")] = 32,
+    per_category: Annotated[int, typer.Option(min=0, help="Condition fidelity: generate more subjects of a scarce category (site, grade) until it has this many.")] = 16,
     features: Annotated[str, typer.Option(help="fixed (shipped 3D encoder), medicalnet (with --weights) or segmenter.")] = "fixed",
     weights: Annotated[Optional[Path], typer.Option(help="Weights for --features medicalnet (a local file).")] = None,
     psi: Annotated[float, typer.Option(min=0.0, max=2.0, help="Truncation for the synthetic subjects.")] = 1.0,
@@ -319,7 +320,7 @@ def evaluate(
         fail(f"--features must be fixed, medicalnet or segmenter, got {features!r}")
     try:
         metrics = evaluate_run(run, data, out, n=n, features=features, weights=weights, psi=psi, seed=seed,
-                               skip_bad=skip_bad, force=force, progress=lambda m: typer.echo(m, err=True))
+                               skip_bad=skip_bad, force=force, per_category=per_category, progress=lambda m: typer.echo(m, err=True))
     except ValueError as exc:
         fail(str(exc))
     typer.echo(f"FID {metrics['fid']['synthetic_vs_train']:.4g} (floor {metrics['fid']['floor_held_out_vs_train']:.4g}); "

@@ -144,6 +144,11 @@ def _gan_metrics(folder: Path) -> dict | None:
         pick[f"condition_accuracy_{column}"] = {"synthetic": fidelity["synthetic_accuracy"],
                                                 "real": fidelity.get("real_accuracy_cross_validated",
                                                                      fidelity.get("held_out_real_accuracy"))}
+        pick[f"generated_recognised_{column}"] = fidelity["synthetic_accuracy_by_category"]
+        if "synthetic_n_by_category" in fidelity:  # absent from evaluations written before it existed
+            pick[f"generated_n_{column}"] = fidelity["synthetic_n_by_category"]
+        if "real_accuracy_cross_validated_by_category" in fidelity:
+            pick[f"real_recognised_{column}"] = fidelity["real_accuracy_cross_validated_by_category"]
     for column, restyle in m.get("restyle_fidelity", {}).items():
         pick[f"restyled_recognised_{column}"] = restyle["by_target_category"]
         if "perfect_restyle_by_target_category" in restyle:
@@ -208,6 +213,14 @@ def _diagnosis(gan: dict) -> list[str]:
             lines.append(f"a classifier trained on real data recognises the {key.removeprefix('condition_accuracy_')} of "
                          f"{value['synthetic']:.0%} of synthetic subjects (real: {value['real']:.0%}): the conditioning "
                          "does not show in the images")
+        if key.startswith("generated_recognised_"):
+            column = key.removeprefix("generated_recognised_")
+            real, counts = gan.get(f"real_recognised_{column}", {}), gan.get(f"generated_n_{column}", {})
+            for category, share in value.items():
+                if real.get(category) and share < 0.75 * real[category]:
+                    n = f", n={counts[category]}" if category in counts else ""
+                    lines.append(f"generated {category} subjects read as {category} {share:.0%} of the time{n} "
+                                 f"(real {category}: {real[category]:.0%})")
     for category, perfect in gan.get("perfect_restyle_recognised_site", {}).items():
         restyled = gan.get("restyled_recognised_site", {}).get(category)
         if restyled is not None and restyled < 0.75 * perfect:
@@ -223,6 +236,8 @@ def _diagnosis(gan: dict) -> list[str]:
 
 
 def _fmt(x, digits: int = 3) -> str:
+    if isinstance(x, int) and not isinstance(x, bool):
+        return str(x)
     return "-" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.{digits}f}"
 
 

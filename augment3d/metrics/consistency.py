@@ -20,7 +20,8 @@ from ..models.segmenter import TinySegmenter, one_hot, segmentation_loss
 from .regions import REGIONS, dice
 
 __all__ = ["TinySegmenter", "train_segmenter", "segment", "label_consistency", "condition_fidelity",
-           "condition_classifiers", "cross_validated_accuracy", "accuracy_by_category"]
+           "condition_classifiers", "cross_validated_accuracy", "accuracy_by_category",
+           "top_up_conditions"]
 
 
 def train_segmenter(images: np.ndarray, labels: np.ndarray, steps: int = 150, batch: int = 4, seed: int = 0,
@@ -91,8 +92,25 @@ def cross_validated_accuracy(features: np.ndarray, conditions: list[dict], colum
 
 def _shares(truth: np.ndarray, predicted: np.ndarray) -> dict:
     right = predicted == truth
+    categories = sorted(set(truth.tolist()))
     return {"accuracy": float(right.mean()),
-            "by_category": {str(v): float(right[truth == v].mean()) for v in sorted(set(truth.tolist()))}}
+            "by_category": {str(v): float(right[truth == v].mean()) for v in categories},
+            "n_by_category": {str(v): int((truth == v).sum()) for v in categories}}
+
+
+def top_up_conditions(conditions: list[dict], pool: list[dict], per_category: int) -> list[dict]:
+    """The conditions to generate besides ``conditions`` so that every category of every column
+    seen in ``pool`` is asked for at least ``per_category`` times: drawn in turn from the ``pool``
+    conditions of that category (so the other columns keep their real combinations). A scarce
+    site is a handful of a distribution-matched sample (4 of 32 on the phantom bench), too few
+    to say whether it is recognised."""
+    extra: list[dict] = []
+    for column in (pool[0] if pool else {}):
+        for category in sorted({c[column] for c in pool}, key=str):
+            have = sum(c[column] == category for c in [*conditions, *extra])
+            donors = [c for c in pool if c[column] == category]
+            extra += [dict(donors[i % len(donors)]) for i in range(max(0, per_category - have))]
+    return extra
 
 
 def accuracy_by_category(classifier, features: np.ndarray, conditions: list[dict], column: str) -> dict:
@@ -114,7 +132,7 @@ def condition_fidelity(real_features: np.ndarray, real_conditions: list[dict], f
             continue
         synthetic = accuracy_by_category(clf, fake_features, fake_conditions, column)
         result = {"synthetic_accuracy": synthetic["accuracy"], "synthetic_accuracy_by_category": synthetic["by_category"],
-                  "classifier_trained_on": len(real_features)}
+                  "synthetic_n_by_category": synthetic["n_by_category"], "classifier_trained_on": len(real_features)}
         real = cross_validated_accuracy(real_features, real_conditions, column, seed)
         if real is not None:
             result["real_accuracy_cross_validated"] = real["accuracy"]

@@ -14,7 +14,7 @@ from ..output_folders import claim_output, staged_output
 from ..data.cohort import prepare_cohort
 from . import settings
 from .consistency import (accuracy_by_category, condition_classifiers, condition_fidelity, label_consistency,
-                          train_segmenter)
+                          top_up_conditions, train_segmenter)
 from .diversity import mean_pairwise_ms_ssim, prdc
 from .features import extract, load_extractor
 from .frechet import frechet_distance, kernel_distance
@@ -84,6 +84,21 @@ def _restyle_fidelity(gen, train, extractor, classifiers: dict, seed: int) -> di
     return out
 
 
+def _generate(gen, conditions: list[dict], first_seed: int, psi: float) -> tuple[np.ndarray, np.ndarray]:
+    """Subject i of ``conditions`` generated with seed ``first_seed + i`` (one batch per condition)."""
+    groups: dict[tuple, list[int]] = {}
+    for i, c in enumerate(conditions):
+        groups.setdefault(tuple(sorted(c.items())), []).append(i)
+    x = y = None
+    for key, members in groups.items():
+        images, labels = gen.generate(condition=dict(key) or None, seeds=[first_seed + i for i in members], psi=psi)
+        if x is None:
+            x = np.zeros((len(conditions), *images.shape[1:]), np.float32)
+            y = np.zeros((len(conditions), *labels.shape[1:]), np.uint8)
+        x[members], y[members] = images, labels
+    return x, y
+
+
 def _stack(cases):
     return np.stack([c.images for c in cases]), np.stack([c.label for c in cases])
 
@@ -95,7 +110,7 @@ def _mean_std(values) -> dict:
 
 def evaluate_run(run: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike, *, n: int = 32,
                  features: str = "fixed", weights=None, psi: float = 1.0, seed: int = 0, skip_bad: bool = False,
-                 force: bool = False, cache_dir=None, segmenter_steps: int = 150,
+                 force: bool = False, cache_dir=None, segmenter_steps: int = 150, per_category: int = 16,
                  progress: Callable[[str], None] | None = None) -> dict:
     from ..sampling import check_conditions_match, load_generator
 
@@ -113,13 +128,7 @@ def evaluate_run(run: str | os.PathLike, data: str | os.PathLike, out: str | os.
 
     say(f"generating {n} synthetic subjects")
     conditions = [train[i % len(train)].conditions for i in range(n)]
-    syn_x, syn_y = np.zeros((n, *train_x.shape[1:]), np.float32), np.zeros((n, *train_y.shape[1:]), np.uint8)
-    groups: dict[tuple, list[int]] = {}
-    for i, c in enumerate(conditions):
-        groups.setdefault(tuple(sorted(c.items())), []).append(i)
-    for key, members in groups.items():
-        images, labels = gen.generate(condition=dict(key) or None, seeds=[seed + i for i in members], psi=psi)
-        syn_x[members], syn_y[members] = images, labels
+    syn_x, syn_y = _generate(gen, conditions, seed, psi)
 
     say("features")
     extractor, extractor_name = load_extractor(features, weights)
@@ -190,8 +199,11 @@ def evaluate_run(run: str | os.PathLike, data: str | os.PathLike, out: str | os.
         # a judge that misses a third of real held-out SSA (docs/METRICS.md)
         f_real, real_conditions = np.concatenate([f_train, f_held]), [c.conditions for c in [*train, *held]]
         classifiers = condition_classifiers(f_real, real_conditions)
-        metrics["condition_fidelity"] = condition_fidelity(f_real, real_conditions, f_syn, conditions, classifiers,
-                                                           seed)
+        # the scarce categories topped up to `per_category` subjects (seeds after the first n)
+        extra = top_up_conditions(conditions, [c.conditions for c in train], per_category)
+        f_extra = extract(extractor, _generate(gen, extra, seed + n, psi)[0]) if extra else f_syn[:0]
+        metrics["condition_fidelity"] = condition_fidelity(f_real, real_conditions, np.concatenate([f_syn, f_extra]),
+                                                           conditions + extra, classifiers, seed)
         if gen.takes_labels:
             say("restyling the training maps into every category")
             metrics["restyle_fidelity"] = _restyle_fidelity(gen, train, extractor, classifiers, seed)

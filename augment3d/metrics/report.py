@@ -71,8 +71,10 @@ def _fidelity_rows(m: dict) -> list[str]:
                           result.get("real_accuracy_cross_validated"),
                           "higher; reference = real subjects, cross-validated"))
         held = result.get("real_accuracy_cross_validated_by_category", {})
+        counts = result.get("synthetic_n_by_category", {})
         for category, value in result.get("synthetic_accuracy_by_category", {}).items():
-            lines.append(_row(f"  {column}={category} recognised", value, held.get(category), "higher"))
+            n = f" (n={counts[category]})" if category in counts else ""
+            lines.append(_row(f"  {column}={category} recognised{n}", value, held.get(category), "higher"))
     for column, result in m.get("restyle_fidelity", {}).items():
         held = m["condition_fidelity"].get(column, {}).get("real_accuracy_cross_validated_by_category", {})
         perfect = result.get("perfect_restyle_by_target_category")

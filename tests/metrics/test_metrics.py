@@ -184,6 +184,11 @@ def test_evaluate_cli_writes_report(tiny_run, tmp_path):
     assert "reference = a perfect restyle" in report
     ratio = metrics["label_consistency_dice"]["ratio_to_real"]
     assert ratio is None or ratio == pytest.approx(with_tumour["WT"] / metrics["label_consistency_dice"]["reference_held_out_real"]["WT"])
+    # a scarce site or grade is judged on at least --per-category generated subjects, not its share of --n
+    for column, fidelity in metrics["condition_fidelity"].items():
+        if "synthetic_n_by_category" in fidelity:
+            assert min(fidelity["synthetic_n_by_category"].values()) >= 16, column
+            assert all(f"|   {column}={c} recognised (n={k}) |" in report for c, k in fidelity["synthetic_n_by_category"].items())
     again = CliRunner().invoke(app, ["evaluate", str(tiny_run), str(data), "--out", str(out), "--n", "6"])
     assert again.exit_code == 2 and "already exists" in again.stderr
 
