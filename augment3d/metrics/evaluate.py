@@ -73,8 +73,7 @@ def _restyle_fidelity(gen, train, extractor, classifiers: dict, seed: int) -> di
         features, asked = [], []
         for value in gen.conditions[column]:
             targets = [{**c.conditions, column: value} for c in train]
-            for key in {tuple(sorted(t.items())) for t in targets}:
-                members = [i for i, t in enumerate(targets) if tuple(sorted(t.items())) == key]
+            for key, members in _by_condition(targets).items():
                 images, _ = gen.generate(condition=dict(key), seeds=[seed + 100_000 + i for i in members],
                                          label_maps=(labels[members], masks[members]))
                 features.append(extract(extractor, images))
@@ -84,13 +83,18 @@ def _restyle_fidelity(gen, train, extractor, classifiers: dict, seed: int) -> di
     return out
 
 
-def _generate(gen, conditions: list[dict], first_seed: int, psi: float) -> tuple[np.ndarray, np.ndarray]:
-    """Subject i of ``conditions`` generated with seed ``first_seed + i`` (one batch per condition)."""
+def _by_condition(conditions: list[dict]) -> dict[tuple, list[int]]:
+    """The indices of ``conditions`` per distinct condition (its sorted items), in first-seen order."""
     groups: dict[tuple, list[int]] = {}
     for i, c in enumerate(conditions):
         groups.setdefault(tuple(sorted(c.items())), []).append(i)
+    return groups
+
+
+def _generate(gen, conditions: list[dict], first_seed: int, psi: float) -> tuple[np.ndarray, np.ndarray]:
+    """Subject i of ``conditions`` generated with seed ``first_seed + i`` (one batch per condition)."""
     x = y = None
-    for key, members in groups.items():
+    for key, members in _by_condition(conditions).items():
         images, labels = gen.generate(condition=dict(key) or None, seeds=[first_seed + i for i in members], psi=psi)
         if x is None:
             x = np.zeros((len(conditions), *images.shape[1:]), np.float32)

@@ -185,6 +185,8 @@ def test_evaluate_cli_writes_report(tiny_run, tmp_path):
     ratio = metrics["label_consistency_dice"]["ratio_to_real"]
     assert ratio is None or ratio == pytest.approx(with_tumour["WT"] / metrics["label_consistency_dice"]["reference_held_out_real"]["WT"])
     # a scarce site or grade is judged on at least --per-category generated subjects, not its share of --n
+    judged = [c for c, f in metrics["condition_fidelity"].items() if "synthetic_n_by_category" in f]
+    assert judged, "no condition column was judged: the check below would pass on nothing"
     for column, fidelity in metrics["condition_fidelity"].items():
         if "synthetic_n_by_category" in fidelity:
             assert min(fidelity["synthetic_n_by_category"].values()) >= 16, column
