@@ -12,7 +12,7 @@ from augment3d.models.segmenter import soft_dice
 
 from .config import BenchConfig
 
-__all__ = ["build_model", "seg_loss", "pad_to", "predict", "autocast"]
+__all__ = ["build_model", "seg_loss", "pad_to", "predict", "autocast", "Bf16SafeConv3d"]
 
 _MULTIPLE = 32  # smp-3d's encoders downsample five times; its own shape check never fires
 
@@ -34,7 +34,34 @@ def build_model(config: BenchConfig) -> torch.nn.Module:
                         encoder_depth=5, **kwargs)
         except (KeyError, ValueError, TypeError, RuntimeError) as exc:
             raise RecipeError(None, f"[bench] cannot build {config.architecture} with encoder {config.encoder!r}: {exc}") from None
-    return group_norm(model) if config.norm == "group" else model
+    model = group_norm(model) if config.norm == "group" else model
+    return bf16_safe_convs(model)
+
+
+class Bf16SafeConv3d(torch.nn.Conv3d):
+    """A Conv3d that leaves CPU bf16 autocast where the CPU's bf16 kernel computes wrong gradients.
+
+    On torch 2.14's CPU (oneDNN) path, the bf16 weight gradient of a padded 3x3x3 convolution whose
+    input is 2 voxels deep is garbage: values up to 1e37 or non-finite, different on every call
+    (measured: 40 of 40 calls at 16-1280 channels; 4, 3 and 1 voxels are right, and fp32 is right).
+    A 32^3 input reaches 2^3 four levels down, so a bf16 segbench job trained on noise there.
+    Such a layer is tiny, so it runs in fp32; every other call is an ordinary Conv3d.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (x.device.type == "cpu" and torch.is_autocast_enabled("cpu") and 2 in x.shape[2:]
+                and max(self.kernel_size) > 1):
+            with torch.autocast("cpu", enabled=False):
+                return super().forward(x.float())
+        return super().forward(x)
+
+
+def bf16_safe_convs(module: torch.nn.Module) -> torch.nn.Module:
+    """Make every plain Conv3d of ``module`` a :class:`Bf16SafeConv3d` (in place; same weights)."""
+    for child in module.modules():
+        if type(child) is torch.nn.Conv3d:
+            child.__class__ = Bf16SafeConv3d
+    return module
 
 
 def group_norm(module: torch.nn.Module, groups: int = 8) -> torch.nn.Module:
