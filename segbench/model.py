@@ -43,7 +43,8 @@ class Bf16SafeConv3d(torch.nn.Conv3d):
 
     On torch 2.14's CPU (oneDNN) path, the bf16 weight gradient of a padded 3x3x3 convolution whose
     input is 2 voxels deep is garbage: values up to 1e37 or non-finite, different on every call
-    (measured: 40 of 40 calls at 16-1280 channels; 4, 3 and 1 voxels are right, and fp32 is right).
+    (measured: wrong in 40 of 40 calls at 32-1280 channels, and wrong at 16 and 24; inputs 1, 3
+    and 4 voxels deep are right, and so is fp32).
     A 32^3 input reaches 2^3 four levels down, so a bf16 segbench job trained on noise there.
     Such a layer is tiny, so it runs in fp32; every other call is an ordinary Conv3d.
     """
