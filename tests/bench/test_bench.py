@@ -254,7 +254,6 @@ def test_a_job_records_the_arithmetic_it_trained_in(tmp_path, amp):
     assert json.loads((tmp_path / "arms" / "real" / "seed0" / "result.json").read_text())["amp"] == result["amp"]
 
 
-
 @pytest.mark.parametrize("channels", [16, 64])
 def test_bf16_weight_gradients_are_right_where_the_volume_is_two_voxels_deep(channels):
     """A 32^3 case reaches 2^3 four levels down the net. There the CPU's bf16 weight gradient of a
@@ -267,11 +266,9 @@ def test_bf16_weight_gradients_are_right_where_the_volume_is_two_voxels_deep(cha
     torch.manual_seed(0)
     conv = Bf16SafeConv3d(channels, channels, 3, padding=1, bias=False)
     x, grad_out = torch.randn(2, channels, 2, 2, 2), torch.randn(2, channels, 2, 2, 2)
-    reference = conv.double()
-    x64 = x.double()
-    torch.nn.functional.conv3d(x64, reference.weight, None, 1, 1).backward(grad_out.double())
-    expected = reference.weight.grad.clone()
-    conv = conv.float()
+    weight64 = conv.weight.detach().double().requires_grad_(True)
+    torch.nn.functional.conv3d(x.double(), weight64, None, 1, 1).backward(grad_out.double())
+    expected = weight64.grad
     for _ in range(3):
         conv.weight.grad = None
         with torch.autocast("cpu", dtype=torch.bfloat16):
