@@ -33,6 +33,7 @@ from ..models.segmenter import one_hot
 from ..precision import auto_amp
 from ..models.spatial_conditioning import brain_masks, label_maps
 from .adaptive_augment import AdaptiveAugment3D, AugmentTuner
+from .contrast_match import ContrastMatch
 from .distributed import World, all_reduce_grads
 from .early_stopping import EarlyStopping, coarse_features, sliced_wasserstein
 from .label_consistency import LabelConsistency
@@ -92,6 +93,9 @@ def build_terms(config: TrainConfig, model: ModelConfig, data: TrainingData, mic
                                       config.seg_width, config.seg_lr, config.seg_warmup, device))
     if config.texture_match > 0:
         terms.append(TextureMatch(config.texture_match, data.images, data.masks, data.conditions, device))
+    if config.contrast_match > 0:
+        terms.append(ContrastMatch(config.contrast_match, data.images, data.labels, data.masks, data.conditions,
+                                   model.label_classes, device))
     return terms
 
 

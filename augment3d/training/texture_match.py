@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from ..models.spatial_conditioning import brain_masks
 from .loss_term import Fakes, LossTerm
 
-__all__ = ["TextureMatch", "texture_statistic", "condition_combinations"]
+__all__ = ["TextureMatch", "texture_statistic", "condition_combinations", "condition_rows"]
 
 
 def condition_combinations(conditions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -28,6 +28,17 @@ def condition_combinations(conditions: torch.Tensor) -> tuple[torch.Tensor, torc
     if conditions.shape[1] == 0:
         return conditions[:1], torch.zeros(conditions.shape[0], dtype=torch.long)
     return torch.unique(conditions, dim=0, return_inverse=True)
+
+
+def condition_rows(conditions: torch.Tensor | None, combos: torch.Tensor, term: str) -> torch.Tensor:
+    """Each subject's row in ``combos`` (the real training data's condition combinations), for a
+    term that compares G's subjects with the real ones of their condition."""
+    if conditions is None:
+        raise ValueError(f"the {term} term needs the conditions G rendered its subjects under")
+    match = (conditions[:, None, :] == combos[None]).all(-1)
+    if not match.any(1).all():
+        raise ValueError(f"the {term} term got a condition none of the real training subjects has")
+    return match.float().argmax(1)
 
 
 def _laplacian_kernel(channels: int, device, dtype) -> torch.Tensor:
@@ -71,10 +82,6 @@ class TextureMatch(LossTerm):
         self.combos = self.combos.to(device)
 
     def loss(self, fakes: Fakes) -> torch.Tensor:
-        if fakes.conditions is None:
-            raise ValueError("the texture term needs the conditions G rendered its subjects under")
-        match = (fakes.conditions[:, None, :] == self.combos[None]).all(-1)
-        if not match.any(1).all():
-            raise ValueError("the texture term got a condition none of the real training subjects has")
+        rows = condition_rows(fakes.conditions, self.combos, "texture")
         found = texture_statistic(fakes.images, brain_masks(fakes.images.detach()))
-        return ((found - self.reference[match.float().argmax(1)]) ** 2).mean()
+        return ((found - self.reference[rows]) ** 2).mean()

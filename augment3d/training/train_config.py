@@ -48,6 +48,10 @@ class TrainConfig:
     #: energy per modality pulled to that of the real subjects of its condition (a blurry, noisy
     #: scarce site stays blurry when a sharp site's map is rendered into it; docs/MODEL.md)
     texture_match: float = 0.0
+    #: weight of the contrast term in G's loss (0: off): each tumour class's mean intensity over
+    #: the healthy brain's, per modality, pulled to that of the real subjects of its condition
+    #: (enhancing tumour came out too dark on T1, necrosis too bright on T2; docs/MODEL.md)
+    contrast_match: float = 0.0
     #: share of G's subjects made from two latents of one condition (StyleGAN's mixing regularisation)
     style_mixing: float = 0.0
     #: generator EMA: half-life in images, ramped up over the first ``ema_rampup`` x images seen
@@ -80,8 +84,8 @@ class TrainConfig:
         for name in ("ema_images", "ada_images"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("g_lr", "d_lr", "seg_lr", "mode_seeking", "seg_consistency", "texture_match", "r1_gamma",
-                     "ema_rampup"):
+        for name in ("g_lr", "d_lr", "seg_lr", "mode_seeking", "seg_consistency", "texture_match", "contrast_match",
+                     "r1_gamma", "ema_rampup"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (0 turns it off), got {getattr(self, name)}")
         for name in ("beta1", "beta2", "style_mixing", "condition_swap", "ada_target"):

@@ -18,9 +18,10 @@ from augment3d.training.trainer import TrainingDiverged, train_gan
 @pytest.mark.parametrize("options, model", [
     ({}, {"mode": "joint"}),
     ({}, {}),
-    ({"mode_seeking": 1.0, "seg_consistency": 1.0, "seg_warmup": 2, "condition_swap": 0.5, "texture_match": 1.0}, {}),
+    ({"mode_seeking": 1.0, "seg_consistency": 1.0, "seg_warmup": 2, "condition_swap": 0.5, "texture_match": 1.0,
+      "contrast_match": 1.0}, {}),
     ({"style_mixing": 0.5, "seg_consistency": 1.0, "seg_warmup": 2}, {"d_spectral_norm": True, "style_mode": "adain"}),
-], ids=["joint", "labels", "mode-seeking+label-consistency+condition-swap+texture", "mixing+spectral+adain"])
+], ids=["joint", "labels", "mode-seeking+label-consistency+condition-swap+texture+contrast", "mixing+spectral+adain"])
 def test_resume_continues_exactly(tiny, tmp_path, options, model):
     data = tiny.data()
     train, model = replace(tiny.train, **options), replace(tiny.model, **model)

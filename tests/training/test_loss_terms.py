@@ -1,5 +1,5 @@
-"""The extra terms of G's loss (mode seeking, label consistency, texture), style mixing and spectral
-norm in the training step."""
+"""The extra terms of G's loss (mode seeking, label consistency, texture, contrast), style mixing
+and spectral norm in the training step."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from augment3d.training import loop as loop_module
+from augment3d.training.contrast_match import ContrastMatch, class_contrasts
 from augment3d.training.label_consistency import LabelConsistency
 from augment3d.training.loop import TrainingLoop
 from augment3d.training.loss_term import Fakes
 from augment3d.training.mode_seeking import ModeSeeking, mode_seeking_loss, real_pair_ratio
-from augment3d.training.texture_match import TextureMatch, texture_statistic
+from augment3d.training.texture_match import TextureMatch, condition_rows, texture_statistic
 
 
 def test_terms_are_built_from_the_config(tiny):
@@ -189,13 +190,15 @@ def test_texture_term_pulls_each_subject_towards_its_own_condition_s_real_textur
         term.loss(Fakes(sharp[:1], None, None, torch.ones(1, conditions.shape[1])))
 
 
-def test_texture_term_joins_g_s_loss_from_the_config(tiny):
-    loop = TrainingLoop(tiny.data(8), tiny.model, replace(tiny.train, batch=4, texture_match=2.0), "cpu")
-    assert [(type(t), t.weight) for t in loop.terms] == [(TextureMatch, 2.0)]
+@pytest.mark.parametrize("option, term, logged", [("texture_match", TextureMatch, "texture"),
+                                                   ("contrast_match", ContrastMatch, "contrast")])
+def test_a_statistic_term_joins_g_s_loss_from_the_config(tiny, option, term, logged):
+    loop = TrainingLoop(tiny.data(8), tiny.model, replace(tiny.train, batch=4, **{option: 2.0}), "cpu")
+    assert [(type(t), t.weight) for t in loop.terms] == [(term, 2.0)]
     figures = loop.step(1)
-    assert np.isfinite(figures["texture"]) and figures["texture"] >= 0
-    with pytest.raises(ValueError, match="texture_match must be >= 0"):
-        replace(tiny.train, texture_match=-1.0)
+    assert np.isfinite(figures[logged]) and figures[logged] >= 0
+    with pytest.raises(ValueError, match=f"{option} must be >= 0"):
+        replace(tiny.train, **{option: -1.0})
 
 
 def test_an_unconditional_run_trains_with_the_swap_and_texture_terms_on(tiny):
@@ -207,3 +210,77 @@ def test_an_unconditional_run_trains_with_the_swap_and_texture_terms_on(tiny):
     assert loop.combos.shape == (1, 0) and loop.terms[0].reference.shape == (1, 4)
     figures = loop.step(1)
     assert np.isfinite(figures["g_loss"]) and np.isfinite(figures["texture"])
+
+
+def _heads_with_tumours(et_t1: list[float], side: int = 16, seed: int = 0):
+    """Noisy heads (healthy brain about 0) with a tumour: SNFH around an ET core whose T1 lies
+    ``et_t1[i]`` above the healthy brain in subject i; returns images, labels, masks."""
+    n = len(et_t1)
+    g = torch.Generator().manual_seed(seed)
+    grid = torch.stack(torch.meshgrid(*[torch.linspace(-1, 1, side)] * 3, indexing="ij"))
+    mask = ((grid**2).sum(0) < 0.8).expand(n, side, side, side)
+    r2 = ((grid - 0.2) ** 2).sum(0)
+    labels = torch.zeros(n, side, side, side, dtype=torch.long)
+    labels[:, r2 < 0.2] = 2
+    labels[:, r2 < 0.06] = 3
+    labels[~mask] = 0
+    images = 0.05 * torch.randn(n, 4, side, side, side, generator=g)
+    for i, value in enumerate(et_t1):
+        images[i, 0][labels[i] == 3] += value
+        images[i, 1][labels[i] == 3] += 0.6  # enhancing on T1Gd in every subject
+        images[i, 3][labels[i] == 2] += 0.7  # oedema bright on FLAIR
+    images = images.where(mask[:, None].expand_as(images), torch.tensor(-1.0))
+    return images, labels, mask
+
+
+def _onehot(labels: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.one_hot(labels, 4).movedim(-1, 1).float()
+
+
+def test_class_contrasts_measure_each_tumour_class_against_the_healthy_brain():
+    images, labels, mask = _heads_with_tumours([-0.2, 0.4])
+    contrast, present = class_contrasts(images, _onehot(labels), mask)
+    assert contrast.shape == (2, 3, 4) and present[:, 1:].all() and not present[:, 0].any()  # no NETC voxels
+    assert contrast[:, 2, 0].tolist() == pytest.approx([-0.2, 0.4], abs=0.02)  # ET on T1
+    assert contrast[:, 2, 1].tolist() == pytest.approx([0.6, 0.6], abs=0.02)  # ET on T1Gd
+    assert contrast[:, 1, 3].tolist() == pytest.approx([0.7, 0.7], abs=0.02)  # SNFH on FLAIR
+    # the background outside the brain (-1) is not healthy brain
+    assert float(contrast[:, 1, 0].abs().max()) < 0.02
+
+
+def test_contrast_term_pulls_a_tumour_class_into_its_condition_s_real_range(tiny):
+    # real HIC subjects' ET is about as bright as the brain on T1, SSA ones' 0.5 brighter
+    images, labels, mask = _heads_with_tumours([0.0, 0.05, -0.05, 0.5, 0.55, 0.45])
+    conditions = torch.from_numpy(tiny.encoder.encode([{"site": "HIC"}] * 3 + [{"site": "SSA"}] * 3))
+    term = ContrastMatch(1.0, images, labels, mask, conditions, 4, "cpu", prior=0.0)
+    rows = condition_rows(conditions[[0, 3]], term.combos, "contrast")
+    assert term.reference[rows, 2, 0].tolist() == pytest.approx([0.0, 0.5], abs=0.02)  # ET on T1: HIC, SSA
+    # a real subject is within its condition's spread; the same subject rendered as SSA is not
+    hic = Fakes(images[:1], _onehot(labels[:1]), None, conditions[:1])
+    assert term.loss(hic).item() == pytest.approx(0.0, abs=1e-6)
+    restyled = images[:1].clone().requires_grad_(True)
+    ssa = conditions[3:4]
+    before = term.loss(Fakes(restyled, _onehot(labels[:1]), None, ssa))
+    assert before.item() > 5
+    optimizer = torch.optim.Adam([restyled], lr=0.01)
+    for _ in range(60):  # G's gradient through the term brightens the ET on T1 and nothing else much
+        optimizer.zero_grad()
+        term.loss(Fakes(restyled, _onehot(labels[:1]), None, ssa)).backward()
+        optimizer.step()
+    after, _ = class_contrasts(restyled.detach(), _onehot(labels[:1]), mask[:1])
+    assert term.loss(Fakes(restyled, _onehot(labels[:1]), None, ssa)).item() < 0.05 * before.item()
+    assert float(after[0, 2, 0]) > 0.4
+    with pytest.raises(ValueError, match="contrast term needs the conditions"):
+        term.loss(Fakes(images, _onehot(labels), None))
+    with pytest.raises(ValueError, match="needs the label maps"):
+        term.loss(Fakes(images, None, None, conditions))
+
+
+def test_a_condition_with_few_real_subjects_borrows_the_pooled_contrast(tiny):
+    images, labels, mask = _heads_with_tumours([0.0, 0.0, 0.0, 0.6])  # one SSA subject
+    conditions = torch.from_numpy(tiny.encoder.encode([{"site": "HIC"}] * 3 + [{"site": "SSA"}]))
+    own, shrunk = (ContrastMatch(1.0, images, labels, mask, conditions, 4, "cpu", prior=prior) for prior in (0.0, 2.0))
+    ssa = condition_rows(conditions[3:], own.combos, "contrast")
+    own, shrunk = own.reference[ssa, 2, 0], shrunk.reference[ssa, 2, 0]
+    assert float(own) == pytest.approx(0.6, abs=0.02)
+    assert float(shrunk) == pytest.approx((0.6 + 2 * 0.15) / 3, abs=0.02)  # pooled mean 0.15
