@@ -43,6 +43,13 @@ def _name(site) -> str:
     return "all" if site is None else site
 
 
+def _site_grades(results: dict[str, list[dict]]) -> list[tuple[str, str]]:
+    """The (site, grade) pairs of the test cases, when they come in more than one grade."""
+    found = sorted({(row["site"], row["grade"]) for rs in results.values() for r in rs for row in r["cases"]
+                    if row.get("site") and row.get("grade")})
+    return found if len({grade for _, grade in found}) > 1 else []
+
+
 def build_report(folder: Path, results: dict[str, list[dict]] | None = None) -> dict:
     """The merged report of a bench folder (``results`` from :func:`load_results`, read when not given)."""
     from augment3d.config import load_recipe
@@ -61,6 +68,11 @@ def build_report(folder: Path, results: dict[str, list[dict]] | None = None) -> 
     comparisons = {_name(s): {a: {r: {m: paired_comparison(results[a], results["real"], m, r, s, config.bootstrap)
                                       for m in ("dice", "lesion_dice")} for r in SCORED}
                               for a in arms if a != "real"} for s in sites}
+    # where a gain or cost comes from: a grade without enhancing tumour scores ET 1 or 0 per case
+    by_grade = {f"{site} {grade}": {a: {r: paired_comparison(results[a], results["real"], "dice", r,
+                                                              {"site": site, "grade": grade}, config.bootstrap)
+                                        for r in SCORED} for a in arms if a != "real"}
+                for site, grade in _site_grades(results)}
     gan = _gan_metrics(folder)
     report = {
         "recipe": name,
@@ -70,6 +82,7 @@ def build_report(folder: Path, results: dict[str, list[dict]] | None = None) -> 
         "headline_site": config.headline_site,
         "summary": summary,
         "vs_real": comparisons,
+        "vs_real_by_grade": by_grade,
         "gan": gan,
         "seconds": {a: [round(r["seconds"], 1) for r in results[a]] for a in arms},
         "generator_mode": _generator_mode(folder),
@@ -279,6 +292,18 @@ def _markdown(report: dict) -> str:
             out.append(f"| {site} (n={d['cases']}) | {arm} | {per_region} | {d['difference']:+.3f} "
                        f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] | {p} | {lw['difference']:+.3f} "
                        f"[{lw['ci95'][0]:+.3f}, {lw['ci95'][1]:+.3f}] |")
+    if report.get("vs_real_by_grade"):
+        out += ["", "### By site and grade", "",
+                "The same differences (Dice) within each site and grade. A case without enhancing tumour (most "
+                "LGG) scores ET 1 when the net predicts none and 0 when it predicts any, so an arm that makes "
+                "the net call ET more readily pays there in whole points.", "",
+                "| site, grade | arm | WT | TC | ET | mean Dice [95% CI] |", "|---|---|---|---|---|---|"]
+        for group, arms in report["vs_real_by_grade"].items():
+            for arm, regions in arms.items():
+                d = regions[MEAN]
+                per_region = " | ".join(f"{regions[r]['difference']:+.3f}" for r in REGIONS)
+                out.append(f"| {group} (n={d['cases']}) | {arm} | {per_region} | {d['difference']:+.3f} "
+                           f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] |")
     gan = report["gan"]
     if gan:
         out += ["", "## The generator behind the synthetic arms (`gan_eval/report.md`)", "",

@@ -7,7 +7,7 @@ two-sided Wilcoxon signed-rank test.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -53,11 +53,16 @@ def case_table(results: Sequence[dict], metric: str, region: str) -> dict[str, d
     return table
 
 
-def _subset(results: Sequence[dict], site: str | None, column: str = "site") -> set[str]:
-    return {row["subject_id"] for r in results for row in r["cases"] if site is None or row.get(column) == site}
+def _subset(results: Sequence[dict], site: str | Mapping[str, str] | None) -> set[str]:
+    """The test cases of ``site`` (``None``: all; a mapping: every column it names, e.g.
+    ``{"site": "HIC", "grade": "LGG"}``)."""
+    where = {} if site is None else {"site": site} if isinstance(site, str) else dict(site)
+    return {row["subject_id"] for r in results for row in r["cases"]
+            if all(row.get(column) == value for column, value in where.items())}
 
 
-def arm_summary(results: Sequence[dict], metric: str, region: str, site: str | None, n_boot: int) -> dict:
+def arm_summary(results: Sequence[dict], metric: str, region: str, site: str | Mapping[str, str] | None,
+                n_boot: int) -> dict:
     """Mean over cases (averaged over seeds) with a bootstrap CI, and mean +- std over seeds."""
     keep = _subset(results, site)
     table = {k: v for k, v in case_table(results, metric, region).items() if k in keep}
@@ -69,8 +74,8 @@ def arm_summary(results: Sequence[dict], metric: str, region: str, site: str | N
             "seed_std": float(np.std(per_seed)) if per_seed else float("nan")}
 
 
-def paired_comparison(arm: Sequence[dict], reference: Sequence[dict], metric: str, region: str, site: str | None,
-                      n_boot: int) -> dict:
+def paired_comparison(arm: Sequence[dict], reference: Sequence[dict], metric: str, region: str,
+                      site: str | Mapping[str, str] | None, n_boot: int) -> dict:
     """arm - reference per test case over the seeds both finished; mean, bootstrap CI, Wilcoxon p."""
     keep = _subset(arm, site) & _subset(reference, site)
     a, r = case_table(arm, metric, region), case_table(reference, metric, region)

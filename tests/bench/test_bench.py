@@ -144,6 +144,40 @@ def test_paired_comparison_by_hand():
     assert s["seed_std"] == pytest.approx(np.std([0.6, 2 / 3]))
 
 
+def test_the_report_shows_where_a_difference_comes_from_by_site_and_grade(tmp_path):
+    """ET on cases without enhancing tumour scores 1 or 0: an arm that calls ET in LGG cases pays
+    there, and the report's by-grade table shows it apart from the HGG cases."""
+    import shutil
+
+    from augment3d.config import load_recipe
+    from segbench.report import write_report
+
+    folder = tmp_path / "bench"
+    folder.mkdir()
+    shutil.copy(load_recipe("ci").path, folder / "recipe.toml")
+    (folder / "bench.json").write_text(json.dumps({"recipe": "ci"}))
+    grades = ["HGG", "HGG", "LGG", "LGG"]
+    et = {"real": [0.7, 0.6, 1.0, 1.0], "real+synthetic": [0.7, 0.6, 0.0, 1.0]}  # one LGG case gets a spurious ET
+    for arm, scores in et.items():
+        job = folder / "arms" / arm / "seed0"
+        job.mkdir(parents=True)
+        cases = [{"subject_id": f"c{i}", "site": "HIC", "grade": g,
+                  "scores": {"WT": {"dice": 0.8, "hd95": 3.0, "lesion_dice": 0.8, "lesion_hd95": 3.0},
+                             "TC": {"dice": 0.6, "hd95": 3.0, "lesion_dice": 0.6, "lesion_hd95": 3.0},
+                             "ET": {"dice": d, "hd95": 0.0, "lesion_dice": d, "lesion_hd95": 0.0}}}
+                 for i, (g, d) in enumerate(zip(grades, scores))]
+        (job / "result.json").write_text(json.dumps({"arm": arm, "seed": 0, "steps": 4, "seconds": 1.0, "cases": cases,
+                                                     "curve": [{"step": 2, "val_dice": 0.5}, {"step": 4, "val_dice": 0.5}],
+                                                     "validation": "val"}))
+    report = write_report(folder)
+    by_grade = report["vs_real_by_grade"]
+    assert set(by_grade) == {"HIC HGG", "HIC LGG"}
+    assert by_grade["HIC HGG"]["real+synthetic"]["ET"]["difference"] == pytest.approx(0.0)
+    assert by_grade["HIC LGG"]["real+synthetic"]["ET"]["difference"] == pytest.approx(-0.5)
+    assert by_grade["HIC LGG"]["real+synthetic"]["ET"]["cases"] == 2
+    assert "| HIC LGG (n=2) | real+synthetic | +0.000 | +0.000 | -0.500 |" in (folder / "report.md").read_text()
+
+
 def test_synthetic_arm_replaces_subjects_and_real_arm_only_flips(tiny_run):
     from augment3d.data.preprocess import PreparedCase
     from segbench.config import BenchConfig
