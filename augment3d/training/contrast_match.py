@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import torch
 
+from ..models.segmenter import one_hot
 from ..models.spatial_conditioning import brain_masks
 from .loss_term import Fakes, LossTerm
 from .texture_match import condition_combinations, condition_rows
@@ -40,8 +41,7 @@ def class_contrasts(images: torch.Tensor, onehot: torch.Tensor, masks: torch.Ten
     Example:
         >>> img = torch.zeros(1, 1, 2, 2, 2); img[0, 0, 0] = 1.0
         >>> lab = torch.zeros(1, 2, 2, 2, dtype=torch.long); lab[0, 0] = 1
-        >>> onehot = torch.nn.functional.one_hot(lab, 2).movedim(-1, 1).float()
-        >>> contrast, present = class_contrasts(img, onehot, torch.ones(1, 2, 2, 2), min_voxels=4)
+        >>> contrast, present = class_contrasts(img, one_hot(lab, 2), torch.ones(1, 2, 2, 2), min_voxels=4)
         >>> contrast.tolist(), present.tolist()
         ([[[1.0]]], [[True]])
     """
@@ -72,8 +72,7 @@ class ContrastMatch(LossTerm):
         found, present = [], []
         with torch.no_grad():
             for i in range(0, len(images), batch):
-                onehot = torch.nn.functional.one_hot(labels[i:i + batch].long(), classes).movedim(-1, 1)
-                c, p = class_contrasts(images[i:i + batch], onehot, masks[i:i + batch])
+                c, p = class_contrasts(images[i:i + batch], one_hot(labels[i:i + batch], classes), masks[i:i + batch])
                 found.append(c)
                 present.append(p)
         found, present = torch.cat(found), torch.cat(present).float()
@@ -86,12 +85,12 @@ class ContrastMatch(LossTerm):
             n = present[mine].sum(0)
             total = (found[mine] * present[mine][..., None]).sum(0)
             rows.append((total + prior * pooled) / (n + prior).clamp_min(1e-8)[:, None])
+        reference = torch.stack(rows)
+        residual = (found - reference[index]) ** 2 * present[..., None]
         #: per condition combination, class and modality: the real contrast G's subjects are pulled to
-        self.reference = torch.stack(rows)
+        self.reference = reference.to(device)
         #: per class and modality: the real subjects' spread around their reference (floored)
-        residual = (found - self.reference[index]) ** 2 * present[..., None]
         self.spread = (residual.sum(0) / pooled_n.clamp_min(1.0)[:, None]).sqrt().clamp_min(min_spread).to(device)
-        self.reference = self.reference.to(device)
         #: the classes some real training subject has (a class no real subject shows is not judged)
         self.known = (pooled_n > 0).to(device)
         self.combos = self.combos.to(device)

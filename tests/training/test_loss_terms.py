@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from augment3d.models.segmenter import one_hot
 from augment3d.training import loop as loop_module
 from augment3d.training.contrast_match import ContrastMatch, class_contrasts
 from augment3d.training.label_consistency import LabelConsistency
@@ -233,13 +234,9 @@ def _heads_with_tumours(et_t1: list[float], side: int = 16, seed: int = 0):
     return images, labels, mask
 
 
-def _onehot(labels: torch.Tensor) -> torch.Tensor:
-    return torch.nn.functional.one_hot(labels, 4).movedim(-1, 1).float()
-
-
 def test_class_contrasts_measure_each_tumour_class_against_the_healthy_brain():
     images, labels, mask = _heads_with_tumours([-0.2, 0.4])
-    contrast, present = class_contrasts(images, _onehot(labels), mask)
+    contrast, present = class_contrasts(images, one_hot(labels, 4), mask)
     assert contrast.shape == (2, 3, 4) and present[:, 1:].all() and not present[:, 0].any()  # no NETC voxels
     assert contrast[:, 2, 0].tolist() == pytest.approx([-0.2, 0.4], abs=0.02)  # ET on T1
     assert contrast[:, 2, 1].tolist() == pytest.approx([0.6, 0.6], abs=0.02)  # ET on T1Gd
@@ -256,22 +253,22 @@ def test_contrast_term_pulls_a_tumour_class_into_its_condition_s_real_range(tiny
     rows = condition_rows(conditions[[0, 3]], term.combos, "contrast")
     assert term.reference[rows, 2, 0].tolist() == pytest.approx([0.0, 0.5], abs=0.02)  # ET on T1: HIC, SSA
     # a real subject is within its condition's spread; the same subject rendered as SSA is not
-    hic = Fakes(images[:1], _onehot(labels[:1]), None, conditions[:1])
+    hic = Fakes(images[:1], one_hot(labels[:1], 4), None, conditions[:1])
     assert term.loss(hic).item() == pytest.approx(0.0, abs=1e-6)
     restyled = images[:1].clone().requires_grad_(True)
     ssa = conditions[3:4]
-    before = term.loss(Fakes(restyled, _onehot(labels[:1]), None, ssa))
+    before = term.loss(Fakes(restyled, one_hot(labels[:1], 4), None, ssa))
     assert before.item() > 5
     optimizer = torch.optim.Adam([restyled], lr=0.01)
     for _ in range(60):  # G's gradient through the term brightens the ET on T1 and nothing else much
         optimizer.zero_grad()
-        term.loss(Fakes(restyled, _onehot(labels[:1]), None, ssa)).backward()
+        term.loss(Fakes(restyled, one_hot(labels[:1], 4), None, ssa)).backward()
         optimizer.step()
-    after, _ = class_contrasts(restyled.detach(), _onehot(labels[:1]), mask[:1])
-    assert term.loss(Fakes(restyled, _onehot(labels[:1]), None, ssa)).item() < 0.05 * before.item()
+    after, _ = class_contrasts(restyled.detach(), one_hot(labels[:1], 4), mask[:1])
+    assert term.loss(Fakes(restyled, one_hot(labels[:1], 4), None, ssa)).item() < 0.05 * before.item()
     assert float(after[0, 2, 0]) > 0.4
     with pytest.raises(ValueError, match="contrast term needs the conditions"):
-        term.loss(Fakes(images, _onehot(labels), None))
+        term.loss(Fakes(images, one_hot(labels, 4), None))
     with pytest.raises(ValueError, match="needs the label maps"):
         term.loss(Fakes(images, None, None, conditions))
 
