@@ -84,15 +84,17 @@ def one_thread():
         torch.set_num_threads(threads)
 
 
-def generate_batch(gen, seeds: tuple[int, ...], condition: dict | None, psi: float, precision: str = "fp32"):
+def generate_batch(gen, seeds: tuple[int, ...], condition: dict | None, psi: float, precision: str = "fp32",
+                   maps_matching: tuple[str, ...] | None = None):
     """A whole batch, cached: the twin replays exactly what the batch produced."""
     key = (gen.meta.get("weights_sha256"), str(gen.device), seeds, tuple(sorted((condition or {}).items())), psi,
-           precision)
+           precision, maps_matching)
     if key in _BATCHES:
         _BATCHES.move_to_end(key)
         return _BATCHES[key]
     with one_thread():
-        result = gen.generate(condition=condition, seeds=list(seeds), psi=psi, batch_size=len(seeds), precision=precision)
+        result = gen.generate(condition=condition, seeds=list(seeds), psi=psi, batch_size=len(seeds), precision=precision,
+                              **({"maps_matching": maps_matching} if maps_matching is not None else {}))
     _BATCHES[key] = result
     while len(_BATCHES) > _BATCH_CACHE_SIZE:
         _BATCHES.popitem(last=False)

@@ -150,21 +150,35 @@ class SyntheticGenerator:
         maps, source = self.bank.draw(g, condition)
         return z, noise, maps, source
 
-    def map_sources(self, seeds: Sequence[int], condition: Mapping[str, str] | None = None) -> list[str]:
+    def map_sources(self, seeds: Sequence[int], condition: Mapping[str, str] | None = None,
+                    maps_matching: Sequence[str] | None = None) -> list[str]:
         """The training subjects whose (deformed) label maps ``seeds`` render (labels mode)."""
-        return [self._draws(s, condition, with_map=True)[3] for s in seeds]
+        maps_condition = self._maps_condition(condition, maps_matching)
+        return [self._draws(s, maps_condition, with_map=True)[3] for s in seeds]
+
+    def _maps_condition(self, condition: Mapping[str, str] | None, maps_matching: Sequence[str] | None):
+        """The part of ``condition`` a drawn training map must share: all of it (``maps_matching``
+        None) or the named columns only (``[]``: any map)."""
+        if maps_matching is None or condition is None:
+            return condition
+        unknown = sorted(set(maps_matching) - set(self.conditions))
+        if unknown or isinstance(maps_matching, str):
+            raise ValueError(f"maps_matching must list condition columns of this run ({', '.join(self.conditions) or 'none'}), "
+                             f"got {maps_matching!r}")
+        return {k: v for k, v in condition.items() if k in maps_matching}
 
     @torch.no_grad()
     def generate(self, n: int | None = None, condition: Mapping[str, str] | None = None,
                  seeds: Sequence[int] | None = None, psi: float = 1.0, batch_size: int = 8,
                  precision: str = "fp32", mix_seeds: Sequence[int] | None = None, mix_cutoff: int | None = None,
-                 label_maps: tuple[np.ndarray, np.ndarray] | None = None):
+                 label_maps: tuple[np.ndarray, np.ndarray] | None = None, maps_matching: Sequence[str] | None = None):
         """Generate subjects. Returns ``(images (n, 4, X, Y, Z) float32 in [-1, 1], labels (n, X, Y, Z) uint8)``.
 
         A labels-to-images generator renders ``label_maps`` = (labels (n, X, Y, Z) in 0-3, brain
         masks (n, X, Y, Z)) on the model grid and returns those labels; without them each seed
-        draws one of the run's training maps (of the requested condition, when the run has any)
-        and deforms it.
+        draws one of the run's training maps (of the requested condition, when the run has any;
+        ``maps_matching = ["grade"]`` draws among the maps of that column only, e.g. every site's
+        tumours rendered as ``{"site": "SSA"}``) and deforms it.
 
         Args:
             n: how many (default ``len(seeds)``); seeds default to ``0 .. n-1``.
@@ -196,10 +210,11 @@ class SyntheticGenerator:
             condition = self.encoder.check(condition or {}, source=str(self.path) if self.path else None)
         centre = self.w_centre(condition) if psi != 1.0 else None
         given = self._given_maps(label_maps, len(seeds))
+        maps_condition = self._maps_condition(condition, maps_matching)
         images, labels = [], []
         for start in range(0, len(seeds), batch_size):
             chunk = seeds[start : start + batch_size]
-            latents = [self._draws(s, condition, with_map=self.takes_labels and given is None) for s in chunk]
+            latents = [self._draws(s, maps_condition, with_map=self.takes_labels and given is None) for s in chunk]
             z = torch.cat([lat[0] for lat in latents]).to(self.device)
             noise = [torch.cat([lat[1][k] for lat in latents]).to(self.device) for k in range(len(latents[0][1]))]
             maps = None

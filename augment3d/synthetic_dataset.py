@@ -51,6 +51,10 @@ class SyntheticSubjectsDataset(torch.utils.data.Dataset):
             default) for ``subject_id``, ``seed`` and the condition columns, or a subset of
             them. torchio batches only subjects with the same keys, so give the ones the real
             subjects of a ``ConcatDataset`` have (e.g. ``("subject_id", "site", "grade")``).
+        maps_matching: labels-to-images runs: the condition columns a subject's training label
+            map shares with its condition. ``None`` (the default): all of them, so an SSA subject
+            renders a deformed SSA map; ``("grade",)``: any site's map of the subject's grade, so
+            the well-resourced site's tumours are rendered as the scarce site.
 
     Subjects are on the model grid with an isotropic affine of the training data's voxel size and
     carry their condition as attributes plus ``subject_id`` and ``seed`` (see ``attributes``).
@@ -59,7 +63,8 @@ class SyntheticSubjectsDataset(torch.utils.data.Dataset):
     def __init__(self, generator, n: int, condition: Mapping[str, str] | None = None, seed: int = 0,
                  psi: float = 1.0, names: Mapping[str, str] | None = None, label_key: str = "seg",
                  transform=None, batch_size: int = 8, device: str = "cpu", precision: str = "auto",
-                 conditions_from: str = "balanced", reference=None, attributes: Sequence[str] | None = None):
+                 conditions_from: str = "balanced", reference=None, attributes: Sequence[str] | None = None,
+                 maps_matching: Sequence[str] | None = None):
         path = getattr(generator, "path", generator)
         self.checkpoint = str(path)
         self.checkpoint_sha256 = checkpoint_hash(self.checkpoint)
@@ -78,6 +83,9 @@ class SyntheticSubjectsDataset(torch.utils.data.Dataset):
         if attributes is not None and (isinstance(attributes, str) or not all(isinstance(a, str) for a in attributes)):
             raise ValueError(f"attributes must be a list of names, got {attributes!r}")
         self.attributes = None if attributes is None else tuple(attributes)
+        if maps_matching is not None and (isinstance(maps_matching, str) or not all(isinstance(c, str) for c in maps_matching)):
+            raise ValueError(f"maps_matching must be a list of condition columns, got {maps_matching!r}")
+        self.maps_matching = None if maps_matching is None else tuple(maps_matching)
 
     def __len__(self) -> int:
         return self.n
@@ -104,7 +112,8 @@ class SyntheticSubjectsDataset(torch.utils.data.Dataset):
         pos = same.index(index)
         start = pos - pos % self.batch_size
         batch = same[start : start + self.batch_size]
-        images, labels = generate_batch(gen, tuple(self.seed + i for i in batch), condition, self.psi, self.precision)
+        images, labels = generate_batch(gen, tuple(self.seed + i for i in batch), condition, self.psi, self.precision,
+                                       self.maps_matching)
         k = batch.index(index)
         image, label, affine = images[k], labels[k], gen.affine
         if self.reference is not None:

@@ -10,7 +10,10 @@ from dataclasses import asdict, dataclass, field, fields
 from augment3d.errors import RecipeError
 from augment3d.field_types import enforce_field_types
 
-__all__ = ["ARMS", "BenchConfig", "bench_config"]
+__all__ = ["ARMS", "LR_SCHEDULES", "BenchConfig", "bench_config"]
+
+#: learning-rate schedules of the segmentation nets (``BenchConfig.lr_schedule``)
+LR_SCHEDULES = ("constant", "poly")
 
 #: the four arms, in report order; ``real`` is the reference every other arm is compared with
 ARMS = ("real", "real+classic", "real+synthetic", "real+classic+synthetic")
@@ -23,7 +26,7 @@ class BenchConfig:
     Splits: ``val_fraction`` / ``test_fraction`` of each site x grade stratum, seeded by
     ``split_seed``. Segmentation: an smp-3d ``architecture`` with ``encoder`` (never pretrained; ``norm = "group"`` swaps its BatchNorm
     layers for GroupNorm, which small 3D batches need),
-    ``steps`` AdamW steps of ``batch`` subjects, validation Dice every ``val_every`` steps (the best
+    ``steps`` AdamW steps of ``batch`` subjects at ``lr`` (``lr_schedule``), validation Dice every ``val_every`` steps (the best
     weights are kept), whole volumes when ``patch`` is 0, else ``patch``^3 patches through a
     ``tio.Queue``. Synthetic data: ``synthetic = "augmenter"`` swaps each training subject for a
     generated one with probability ``synthetic_p``; ``"cohort"`` adds ``synthetic_ratio`` x the
@@ -48,6 +51,9 @@ class BenchConfig:
     steps: int = 300
     batch: int = 2
     lr: float = 3e-3
+    #: ``constant``: AdamW at ``lr`` throughout; ``poly``: nnU-Net's schedule, ``lr`` x (1 - step/steps)^0.9,
+    #: so every arm ends converged within its ``steps`` (the plateau the report checks for ``real``)
+    lr_schedule: str = "constant"
     weight_decay: float = 1e-4
     #: segmentation arithmetic: ``none`` (fp32), ``bf16`` autocast, or ``auto`` (bf16 where the
     #: hardware has it: AVX512-BF16 or AMX CPUs, GPUs). Each job records what it used. fp32 is the
@@ -63,6 +69,9 @@ class BenchConfig:
     synthetic_p: float = 0.5
     synthetic_ratio: float = 1.0
     synthetic_condition: dict[str, str] = field(default_factory=lambda: {"site": "SSA"})
+    #: cohort mode, labels-to-images runs: the condition columns a synthetic subject's label map shares
+    #: with its condition; empty (the default) = all, e.g. ``["grade"]``: every site's maps rendered as SSA
+    synthetic_maps_matching: tuple[str, ...] = ()
     #: the augmenter leaves subjects already of ``synthetic_condition`` real (``keep_matching``)
     synthetic_keep_matching: bool = False
     psi: float = 1.0
@@ -74,7 +83,7 @@ class BenchConfig:
 
     def __post_init__(self):
         enforce_field_types(self)
-        for name, kind in (("arms", str), ("seeds", int), ("decoder_channels", int)):
+        for name, kind in (("arms", str), ("seeds", int), ("decoder_channels", int), ("synthetic_maps_matching", str)):
             value = getattr(self, name)
             if not isinstance(value, (list, tuple)) or not all(isinstance(v, kind) and not isinstance(v, bool) for v in value):
                 raise ValueError(f"{name} must be a list of {kind.__name__}s, got {value!r}")
@@ -99,6 +108,8 @@ class BenchConfig:
             raise ValueError(f"norm must be 'group' (GroupNorm, batch-size independent) or 'batch', got {self.norm!r}")
         if self.amp not in ("auto", "bf16", "none"):
             raise ValueError(f"amp must be 'auto', 'bf16' or 'none', got {self.amp!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {', '.join(map(repr, LR_SCHEDULES))}, got {self.lr_schedule!r}")
         if self.synthetic not in ("augmenter", "cohort"):
             raise ValueError(f"synthetic must be 'augmenter' or 'cohort', got {self.synthetic!r}")
         if min(self.steps, self.batch, self.val_every, self.samples_per_volume, self.queue_length, self.bootstrap) < 1:
@@ -126,6 +137,11 @@ def bench_config(recipe) -> BenchConfig:
     if unknown:
         raise RecipeError(recipe.path, f"unknown key(s) in [bench]: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
     try:
-        return BenchConfig(**table)
+        config = BenchConfig(**table)
     except (TypeError, ValueError) as exc:
         raise RecipeError(recipe.path, f"[bench]: {exc}") from None
+    unknown = [c for c in config.synthetic_maps_matching if c not in recipe.data.conditions]
+    if unknown:
+        raise RecipeError(recipe.path, f"[bench] synthetic_maps_matching: {', '.join(unknown)} is not among [data] "
+                                       f"conditions ({', '.join(recipe.data.conditions) or 'none'})")
+    return config

@@ -74,5 +74,6 @@ def arm_dataset(arm: str, config: BenchConfig, cases: Sequence[PreparedCase], ge
     # the real subjects' attributes only (subject_id, conditions): torchio batches subjects with the same keys
     synthetic = SyntheticSubjectsDataset(generator, n, condition=config.synthetic_condition, seed=1_000_000 * (seed + 1),
                                          psi=config.psi, names=names, label_key="seg", transform=transform,
-                                         attributes=("subject_id", *cases[0].conditions))
+                                         attributes=("subject_id", *cases[0].conditions),
+                                         maps_matching=config.synthetic_maps_matching or None)
     return torch.utils.data.ConcatDataset([real, synthetic])

@@ -180,14 +180,28 @@ def _gan_metrics(folder: Path) -> dict | None:
 MIN_CASES = 5  # fewer paired test cases than this get no verdict, whatever the interval says
 
 
-def _verdict(low: float, high: float, cases: int) -> str:
+def _verdict(comparison: dict) -> str:
+    """From the CI over test cases and, where there are 2+ seeds, the one over seeds and cases:
+    an effect counts only when both intervals exclude 0."""
+    (low, high), cases = comparison["ci95"], comparison["cases"]
+    wider = comparison.get("ci95_seeds_and_cases")
     if cases < MIN_CASES:
         return f"too few test cases for a verdict (fewer than {MIN_CASES})"
-    if low > 0:
-        return "helped"
-    if high < 0:
-        return "hurt"
-    return "no clear effect (the 95% CI includes 0)"
+    if low <= 0 <= high:
+        return "no clear effect (the 95% CI includes 0)"
+    if wider is not None and wider[0] <= 0 <= wider[1]:
+        return (f"{'helped' if low > 0 else 'hurt'} on these seeds, but not beyond the training seeds' own variation "
+                "(the CI over seeds and cases includes 0)")
+    return "helped" if low > 0 else "hurt"
+
+
+def _seed_spread(comparison: dict) -> str:
+    """' (over seeds and cases [lo, hi]; per seed a, b, c)' where there are 2+ seeds, else ''."""
+    wider = comparison.get("ci95_seeds_and_cases")
+    if wider is None:
+        return ""
+    per_seed = ", ".join(f"{v:+.3f}" for v in comparison["per_seed"].values())
+    return f" (over seeds and cases [{wider[0]:+.3f}, {wider[1]:+.3f}]; per seed {per_seed})"
 
 
 def _answer(report: dict, config) -> str:
@@ -200,8 +214,8 @@ def _answer(report: dict, config) -> str:
         d = c[MEAN]["dice"]
         p = "n/a" if d["wilcoxon_p"] is None else f"{d['wilcoxon_p']:.3g}"
         lines.append(f"{arm} vs real on the {site} test cases (n={d['cases']}, {len(report['finished'][arm])} seed(s)): "
-                     f"mean Dice (WT/TC/ET) {d['difference']:+.3f}, 95% CI [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}], "
-                     f"Wilcoxon p={p}: {_verdict(*d['ci95'], d['cases'])}.")
+                     f"mean Dice (WT/TC/ET) {d['difference']:+.3f}, 95% CI [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
+                     f"{_seed_spread(d)}, Wilcoxon p={p}: {_verdict(d)}.")
     if not lines:
         return "No synthetic arm has finished yet."
     return " ".join(lines)
@@ -280,17 +294,23 @@ def _markdown(report: dict) -> str:
                        f"{_fmt(m['hd95']['mean'], 1)} | {_fmt(m['lesion_hd95']['mean'], 1)} | "
                        f"{_fmt(m['dice']['seed_mean'])} +- {_fmt(m['dice']['seed_std'])} ({m['dice']['seeds']}) |")
     out += ["", "## Paired differences against `real`", "",
-            "Per test case, arm minus `real` (averaged over the seeds both finished); bootstrap 95% CI, "
-            "two-sided Wilcoxon signed-rank p (n/a: fewer than 2 cases or all differences 0).", "",
-            "| site | arm | WT | TC | ET | mean Dice [95% CI] | Wilcoxon p | lesion-wise mean Dice [95% CI] |",
-            "|---|---|---|---|---|---|---|---|"]
+            "Per test case, arm minus `real` (averaged over the seeds both finished); bootstrap 95% CI over test "
+            "cases, two-sided Wilcoxon signed-rank p (n/a: fewer than 2 cases or all differences 0). The mean "
+            "difference per training seed and a 95% CI that resamples seeds, then cases, show how much of it the "
+            "seeds' own variation could make.", "",
+            "| site | arm | WT | TC | ET | mean Dice [95% CI] | Wilcoxon p | per seed | 95% CI over seeds and cases "
+            "| lesion-wise mean Dice [95% CI] |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for site, arms in report["vs_real"].items():
         for arm, regions in arms.items():
             d, lw = regions[MEAN]["dice"], regions[MEAN]["lesion_dice"]
             p = "n/a" if d["wilcoxon_p"] is None else f"{d['wilcoxon_p']:.3g}"
             per_region = " | ".join(f"{regions[r]['dice']['difference']:+.3f}" for r in REGIONS)
+            wider = d.get("ci95_seeds_and_cases")
+            per_seed = ", ".join(f"{v:+.3f}" for v in d.get("per_seed", {}).values()) or "-"
             out.append(f"| {site} (n={d['cases']}) | {arm} | {per_region} | {d['difference']:+.3f} "
-                       f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] | {p} | {lw['difference']:+.3f} "
+                       f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] | {p} | {per_seed} | "
+                       f"{'-' if wider is None else f'[{wider[0]:+.3f}, {wider[1]:+.3f}]'} | {lw['difference']:+.3f} "
                        f"[{lw['ci95'][0]:+.3f}, {lw['ci95'][1]:+.3f}] |")
     if report.get("vs_real_by_grade"):
         out += ["", "### By site and grade", "",

@@ -2,7 +2,10 @@
 
 Per case, a score is first averaged over the seeds both arms finished; the paired differences
 (arm - real) over test cases get a percentile bootstrap 95% CI of their mean (seeded) and a
-two-sided Wilcoxon signed-rank test.
+two-sided Wilcoxon signed-rank test. That interval counts the test cases' variation only; a
+segmentation net's result also varies with its training seed, so each comparison also gives the
+difference per seed and a two-level bootstrap CI that resamples seeds, then cases
+(:func:`bootstrap_ci_two_level`).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["bootstrap_ci", "wilcoxon_p", "case_table", "arm_summary", "paired_comparison"]
+__all__ = ["bootstrap_ci", "bootstrap_ci_two_level", "wilcoxon_p", "case_table", "arm_summary", "paired_comparison"]
 
 #: a case's summary score: the mean of the legacy Dice over WT, TC and ET
 MEAN = "mean"
@@ -24,6 +27,27 @@ def bootstrap_ci(values: Sequence[float], n: int = 10000, seed: int = 0, level: 
         return (float("nan"), float("nan"))
     rng = np.random.default_rng(seed)
     means = v[rng.integers(0, v.size, size=(n, v.size))].mean(1)
+    alpha = (1 - level) / 2
+    return (float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha)))
+
+
+def bootstrap_ci_two_level(differences: np.ndarray, n: int = 10000, seed: int = 0,
+                           level: float = 0.95) -> tuple[float, float] | None:
+    """Percentile bootstrap CI of the mean of a (seeds, cases) array: each draw resamples the seeds,
+    then the cases, with replacement, so the interval counts training-seed noise as well as the
+    test cases'. None with fewer than 2 seeds (no seed variation to count)."""
+    d = np.asarray(differences, dtype=np.float64)
+    if d.ndim != 2 or d.shape[0] < 2 or d.shape[1] == 0:
+        return None
+    rng = np.random.default_rng(seed)
+    seeds, cases = d.shape
+    block = max(1, 2**22 // (seeds * cases))  # draws per block: at most about 4M values in memory
+    means = []
+    for start in range(0, n, block):
+        k = min(block, n - start)
+        si, ci = rng.integers(0, seeds, size=(k, seeds)), rng.integers(0, cases, size=(k, cases))
+        means.append(d[si[:, :, None], ci[:, None, :]].mean((1, 2)))
+    means = np.concatenate(means)
     alpha = (1 - level) / 2
     return (float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha)))
 
@@ -76,14 +100,21 @@ def arm_summary(results: Sequence[dict], metric: str, region: str, site: str | M
 
 def paired_comparison(arm: Sequence[dict], reference: Sequence[dict], metric: str, region: str,
                       site: str | Mapping[str, str] | None, n_boot: int) -> dict:
-    """arm - reference per test case over the seeds both finished; mean, bootstrap CI, Wilcoxon p."""
+    """arm - reference per test case over the seeds both finished: mean, bootstrap CI over cases,
+    Wilcoxon p; and per seed (the cases both finished with it) with the two-level CI over seeds and cases."""
     keep = _subset(arm, site) & _subset(reference, site)
     a, r = case_table(arm, metric, region), case_table(reference, metric, region)
-    diffs = []
+    diffs, common = [], None
     for case in sorted(keep):
         seeds = sorted(set(a.get(case, {})) & set(r.get(case, {})))
         if seeds:
             diffs.append(float(np.mean([a[case][s] - r[case][s] for s in seeds])))
+            common = set(seeds) if common is None else common & set(seeds)
     low, high = bootstrap_ci(diffs, n_boot)
+    seeds = sorted(common or ())
+    matrix = np.array([[a[case][s] - r[case][s] for case in sorted(keep) if s in a.get(case, {}) and s in r.get(case, {})]
+                       for s in seeds]) if seeds else np.zeros((0, 0))
+    two_level = bootstrap_ci_two_level(matrix, n_boot)
     return {"difference": float(np.mean(diffs)) if diffs else float("nan"), "ci95": [low, high], "cases": len(diffs),
-            "wilcoxon_p": wilcoxon_p(diffs)}
+            "wilcoxon_p": wilcoxon_p(diffs), "per_seed": {str(s): float(row.mean()) for s, row in zip(seeds, matrix)},
+            "ci95_seeds_and_cases": None if two_level is None else list(two_level)}

@@ -20,9 +20,19 @@ from .data import arm_dataset, voxel_spacing
 from .metrics import score_case
 from .model import autocast, build_model, pad_to, predict, seg_loss
 
-__all__ = ["RESULT", "result_path", "run_job", "score_cases", "train_step"]
+__all__ = ["POLY_POWER", "RESULT", "learning_rate", "result_path", "run_job", "score_cases", "train_step"]
 
 RESULT = "result.json"
+
+#: nnU-Net's polynomial decay exponent
+POLY_POWER = 0.9
+
+
+def learning_rate(config: BenchConfig, step: int) -> float:
+    """The rate of optimiser step ``step`` (1-based): ``lr`` throughout, or decayed polynomially to 0 after the last."""
+    if config.lr_schedule == "constant":
+        return config.lr
+    return config.lr * (1 - (step - 1) / config.steps) ** POLY_POWER
 
 
 def result_path(bench_dir: Path, arm: str, seed: int) -> Path:
@@ -104,6 +114,8 @@ def run_job(bench_dir: Path, arm: str, seed: int, config: BenchConfig, train: Se
         x, y = _stack(next(batches))
         x, _ = pad_to(x.to(device))
         y = pad_to(y.to(device)[:, None].float(), value=0)[0][:, 0].long()
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(config, step)
         losses.append(train_step(model, optimizer, x, y, device, amp))
         if step % config.val_every == 0 or step == config.steps:
             dice = _validation_dice(model, validation, device, config.patch, amp)
@@ -115,7 +127,7 @@ def run_job(bench_dir: Path, arm: str, seed: int, config: BenchConfig, train: Se
                 progress(step, config.steps, curve[-1])
     model.load_state_dict(best_state)
     result = {
-        "arm": arm, "seed": seed, "steps": config.steps, "best_step": best_step, "best_val_dice": best_dice,
+        "arm": arm, "seed": seed, "steps": config.steps, "lr_schedule": config.lr_schedule, "best_step": best_step, "best_val_dice": best_dice,
         "validation": "val split" if val else "training cases (no validation split)",
         "seconds": time.perf_counter() - t0, "train_cases": len(train), "amp": amp, "curve": curve,
         "cases": score_cases(model, test, device, config.patch, amp),

@@ -153,6 +153,35 @@ def test_labels_mode_renders_given_maps_and_draws_its_own(tiny, tmp_path):
         gen.generate(condition={"site": "SSA"}, seeds=[0, 1], label_maps=(labels + 4, masks))
 
 
+def test_maps_matching_renders_every_sites_tumours_as_the_scarce_site(tiny, tmp_path):
+    """``maps_matching`` names the condition columns a drawn training map shares with the subject's
+    condition: ``[]`` lets an SSA subject render a deformed map of either site (the well-resourced
+    site's tumour shapes in the scarce site's appearance; ``["grade"]`` on a site x grade run), still
+    named by its seed; the torchio dataset passes the option through."""
+    import torch
+
+    from augment3d import SyntheticSubjectsDataset
+
+    data = tiny.data()
+    data.labels[:] = 0
+    for i in range(4):
+        data.labels[i, 2 + i : 6 + i, 4:8, 4:8] = 2  # every subject's tumour in its own place
+    train_gan(tmp_path, data, tiny.model, replace(tiny.train, steps=1), tiny.encoder)
+    gen = load_generator(tmp_path)
+    ssa, seeds = {"site": "SSA"}, list(range(12))
+    own = {gen.bank.conditions[gen.bank.subjects.index(s)]["site"] for s in gen.map_sources(seeds, ssa)}
+    shared = {gen.bank.conditions[gen.bank.subjects.index(s)]["site"] for s in gen.map_sources(seeds, ssa, maps_matching=[])}
+    assert own == {"SSA"} and shared == {"HIC", "SSA"}
+    images, labels = gen.generate(condition=ssa, seeds=seeds[:6], maps_matching=[])
+    again = gen.generate(condition=ssa, seeds=seeds[:6], maps_matching=[])
+    assert np.array_equal(images, again[0]) and np.array_equal(labels, again[1])
+    assert not np.array_equal(labels, gen.generate(condition=ssa, seeds=seeds[:6])[1])
+    dataset = SyntheticSubjectsDataset(tmp_path, 6, condition=ssa, precision="fp32", maps_matching=[])
+    assert np.array_equal(torch.stack([dataset[i]["seg"].data[0] for i in range(6)]).numpy(), labels)
+    with pytest.raises(ValueError, match="maps_matching must list condition columns"):
+        gen.generate(condition=ssa, seeds=[0], maps_matching=["grade"])
+
+
 def test_a_joint_run_from_before_labels_to_images_still_loads_and_samples(tiny, tmp_path):
     joint = replace(tiny.model, mode="joint")
     train_gan(tmp_path / "run", tiny.data(), joint, replace(tiny.train, steps=1), tiny.encoder)

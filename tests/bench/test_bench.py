@@ -142,6 +142,34 @@ def test_paired_comparison_by_hand():
     s = arm_summary(real, "dice", "mean", None, 1000)
     assert s["mean"] == pytest.approx(np.mean([0.5, 0.7, 0.7])) and s["seeds"] == 2
     assert s["seed_std"] == pytest.approx(np.std([0.6, 2 / 3]))
+    # per seed: seed 0 (0.1 + 0) / 2, seed 1 (0.2 + 0) / 2
+    assert c["per_seed"] == {"0": pytest.approx(0.05), "1": pytest.approx(0.1)}
+    assert paired_comparison(synth[:1], real[:1], "dice", "WT", "SSA", 1000)["ci95_seeds_and_cases"] is None
+
+
+def test_a_gain_that_one_seed_makes_is_not_called_a_gain():
+    """Test cases agree within each seed, but the seeds disagree (+0.06 on one, -0.02 on two): the
+    CI over cases excludes 0, the CI over seeds and cases does not, and the verdict says so; seeds that
+    agree give a two-level CI about as narrow as the one over cases, and a verdict of 'helped'."""
+    from segbench.report import _verdict
+    from segbench.stats import bootstrap_ci_two_level, paired_comparison
+
+    rng = np.random.default_rng(0)
+
+    def result(seed, scores):
+        return {"seed": seed, "cases": [{"subject_id": f"c{i}", "site": "SSA", "scores": {r: {"dice": d} for r in ("WT", "TC", "ET")}}
+                                         for i, d in enumerate(scores)]}
+
+    base = rng.uniform(0.3, 0.7, 40)
+    real = [result(s, base) for s in range(3)]
+    split = [result(s, base + shift + rng.normal(0, 0.005, 40)) for s, shift in enumerate([0.06, -0.02, -0.02])]
+    agree = [result(s, base + 0.02 + rng.normal(0, 0.005, 40)) for s in range(3)]
+    c = paired_comparison(split, real, "dice", "mean", "SSA", 4000)
+    assert c["ci95"][0] > 0 and c["ci95_seeds_and_cases"][0] < 0 < c["ci95_seeds_and_cases"][1]
+    assert "not beyond the training seeds' own variation" in _verdict(c)
+    c = paired_comparison(agree, real, "dice", "mean", "SSA", 4000)
+    assert c["ci95_seeds_and_cases"][0] > 0.015 and _verdict(c) == "helped"
+    assert bootstrap_ci_two_level(np.full((1, 5), 0.1)) is None
 
 
 def test_the_report_shows_where_a_difference_comes_from_by_site_and_grade(tmp_path):
@@ -229,6 +257,8 @@ def test_model_pads_any_shape_and_loss_prefers_the_truth():
     ('synthetic_condition = "SSA"', "synthetic_condition must be a table"),
     ("steps = 1e3", "steps must be a whole number"),
     ('amp = "fp16"', "amp must be 'auto', 'bf16' or 'none'"),
+    ('lr_schedule = "cosine"', "lr_schedule must be one of 'constant', 'poly'"),
+    ('synthetic_maps_matching = ["scanner"]', "scanner is not among \\[data\\] conditions"),
 ])
 def test_bench_section_is_checked(tmp_path, line, message):
     from augment3d.config import load_recipe
@@ -286,6 +316,36 @@ def test_a_job_records_the_arithmetic_it_trained_in(tmp_path, amp):
     assert result["amp"] == (auto_amp("auto", "cpu") if amp == "auto" else amp)
     assert all(np.isfinite(point["train_loss"]) for point in result["curve"])
     assert json.loads((tmp_path / "arms" / "real" / "seed0" / "result.json").read_text())["amp"] == result["amp"]
+
+
+@pytest.mark.parametrize("schedule", ["constant", "poly"])
+def test_a_job_trains_at_the_scheduled_learning_rate(tmp_path, monkeypatch, schedule):
+    """``lr_schedule = "poly"`` (nnU-Net's) decays every optimiser step's rate from ``lr`` towards 0
+    by the last step; ``constant`` keeps ``lr``. The job records which it used."""
+    import segbench.train as train
+    from augment3d.data.preprocess import PreparedCase
+    from segbench.config import BenchConfig
+
+    rates, real_step = [], train.train_step
+
+    def spy(model, optimizer, *args):
+        rates.append(optimizer.param_groups[0]["lr"])
+        return real_step(model, optimizer, *args)
+
+    monkeypatch.setattr(train, "train_step", spy)
+    label = np.zeros((32, 32, 32), np.uint8)
+    label[8:20, 8:18, 10:22] = 2
+    case = PreparedCase("c0", np.where(label > 0, 0.5, -0.5)[None].repeat(4, 0).astype(np.float32), label, np.eye(4),
+                        {"site": "SSA", "grade": "HGG"})
+    config = BenchConfig(steps=8, val_every=8, batch=1, lr=1e-3, lr_schedule=schedule, decoder_channels=(16, 16, 8, 8, 8))
+    result = train.run_job(tmp_path, "real", 0, config, [case], [case], [case], None)
+    assert len(rates) == 8 and rates[0] == pytest.approx(1e-3)
+    if schedule == "constant":
+        assert rates == pytest.approx([1e-3] * 8)
+    else:
+        assert all(a > b for a, b in zip(rates, rates[1:])) and rates[-1] < 0.2e-3
+        assert rates[4] == pytest.approx(1e-3 * 0.5 ** 0.9)
+    assert result["lr_schedule"] == schedule
 
 
 @pytest.mark.parametrize("channels", [16, 64])
