@@ -159,6 +159,9 @@ class SyntheticGenerator:
     def _maps_condition(self, condition: Mapping[str, str] | None, maps_matching: Sequence[str] | None):
         """The part of ``condition`` a drawn training map must share: all of it (``maps_matching``
         None) or the named columns only (``[]``: any map)."""
+        if maps_matching is not None and not self.takes_labels:
+            raise ValueError("maps_matching picks training label maps to render; this generator draws its own labels "
+                             "(joint mode)")
         if maps_matching is None or condition is None:
             return condition
         unknown = sorted(set(maps_matching) - set(self.conditions))

@@ -112,6 +112,9 @@ class BenchConfig:
             raise ValueError(f"lr_schedule must be one of {', '.join(map(repr, LR_SCHEDULES))}, got {self.lr_schedule!r}")
         if self.synthetic not in ("augmenter", "cohort"):
             raise ValueError(f"synthetic must be 'augmenter' or 'cohort', got {self.synthetic!r}")
+        if self.synthetic_maps_matching and self.synthetic != "cohort":
+            raise ValueError("synthetic_maps_matching picks the label maps of a synthetic cohort: it needs synthetic = 'cohort' "
+                             "(the augmenter restyles each subject's own map)")
         if min(self.steps, self.batch, self.val_every, self.samples_per_volume, self.queue_length, self.bootstrap) < 1:
             raise ValueError("steps, batch, val_every, samples_per_volume, queue_length and bootstrap must be >= 1")
         if self.patch < 0 or self.patch % 32:

@@ -190,6 +190,8 @@ def test_a_joint_run_from_before_labels_to_images_still_loads_and_samples(tiny, 
     assert not gen.takes_labels and gen.bank is None
     images, labels = gen.generate(condition={"site": "HIC"}, seeds=[0, 1])
     assert images.shape == (2, 4, 16, 16, 16) and labels.shape == (2, 16, 16, 16)
+    with pytest.raises(ValueError, match="draws its own labels"):  # no training maps to pick from
+        gen.generate(condition={"site": "HIC"}, seeds=[0], maps_matching=[])
     from typer.testing import CliRunner
 
     from cli import app

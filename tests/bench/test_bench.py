@@ -258,7 +258,8 @@ def test_model_pads_any_shape_and_loss_prefers_the_truth():
     ("steps = 1e3", "steps must be a whole number"),
     ('amp = "fp16"', "amp must be 'auto', 'bf16' or 'none'"),
     ('lr_schedule = "cosine"', "lr_schedule must be one of 'constant', 'poly'"),
-    ('synthetic_maps_matching = ["scanner"]', "scanner is not among \\[data\\] conditions"),
+    ('synthetic_maps_matching = ["site"]', "needs synthetic = 'cohort'"),
+    ('synthetic = "cohort"\nsynthetic_maps_matching = ["scanner"]', "scanner is not among \\[data\\] conditions"),
 ])
 def test_bench_section_is_checked(tmp_path, line, message):
     from augment3d.config import load_recipe
