@@ -94,7 +94,7 @@ def generate_batch(gen, seeds: tuple[int, ...], condition: dict | None, psi: flo
         return _BATCHES[key]
     with one_thread():
         result = gen.generate(condition=condition, seeds=list(seeds), psi=psi, batch_size=len(seeds), precision=precision,
-                              **({"maps_matching": maps_matching} if maps_matching is not None else {}))
+                              maps_matching=maps_matching)
     _BATCHES[key] = result
     while len(_BATCHES) > _BATCH_CACHE_SIZE:
         _BATCHES.popitem(last=False)

@@ -195,13 +195,18 @@ def _verdict(comparison: dict) -> str:
     return "helped" if low > 0 else "hurt"
 
 
-def _seed_spread(comparison: dict) -> str:
-    """' (over seeds and cases [lo, hi]; per seed a, b, c)' where there are 2+ seeds, else ''."""
+def _seed_columns(comparison: dict) -> tuple[str, str] | None:
+    """The per-seed differences and the CI over seeds and cases as text; None with fewer than 2 seeds."""
     wider = comparison.get("ci95_seeds_and_cases")
     if wider is None:
-        return ""
-    per_seed = ", ".join(f"{v:+.3f}" for v in comparison["per_seed"].values())
-    return f" (over seeds and cases [{wider[0]:+.3f}, {wider[1]:+.3f}]; per seed {per_seed})"
+        return None
+    return (", ".join(f"{v:+.3f}" for v in comparison["per_seed"].values()), f"[{wider[0]:+.3f}, {wider[1]:+.3f}]")
+
+
+def _seed_spread(comparison: dict) -> str:
+    """' (over seeds and cases [lo, hi]; per seed a, b, c)' where there are 2+ seeds, else ''."""
+    columns = _seed_columns(comparison)
+    return "" if columns is None else f" (over seeds and cases {columns[1]}; per seed {columns[0]})"
 
 
 def _answer(report: dict, config) -> str:
@@ -306,11 +311,9 @@ def _markdown(report: dict) -> str:
             d, lw = regions[MEAN]["dice"], regions[MEAN]["lesion_dice"]
             p = "n/a" if d["wilcoxon_p"] is None else f"{d['wilcoxon_p']:.3g}"
             per_region = " | ".join(f"{regions[r]['dice']['difference']:+.3f}" for r in REGIONS)
-            wider = d.get("ci95_seeds_and_cases")
-            per_seed = ", ".join(f"{v:+.3f}" for v in d.get("per_seed", {}).values()) or "-"
+            per_seed, wider = _seed_columns(d) or ("-", "-")
             out.append(f"| {site} (n={d['cases']}) | {arm} | {per_region} | {d['difference']:+.3f} "
-                       f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] | {p} | {per_seed} | "
-                       f"{'-' if wider is None else f'[{wider[0]:+.3f}, {wider[1]:+.3f}]'} | {lw['difference']:+.3f} "
+                       f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] | {p} | {per_seed} | {wider} | {lw['difference']:+.3f} "
                        f"[{lw['ci95'][0]:+.3f}, {lw['ci95'][1]:+.3f}] |")
     if report.get("vs_real_by_grade"):
         out += ["", "### By site and grade", "",

@@ -26,7 +26,10 @@ def bootstrap_ci(values: Sequence[float], n: int = 10000, seed: int = 0, level: 
     if v.size == 0:
         return (float("nan"), float("nan"))
     rng = np.random.default_rng(seed)
-    means = v[rng.integers(0, v.size, size=(n, v.size))].mean(1)
+    return _percentile_interval(v[rng.integers(0, v.size, size=(n, v.size))].mean(1), level)
+
+
+def _percentile_interval(means: np.ndarray, level: float) -> tuple[float, float]:
     alpha = (1 - level) / 2
     return (float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha)))
 
@@ -47,9 +50,7 @@ def bootstrap_ci_two_level(differences: np.ndarray, n: int = 10000, seed: int = 
         k = min(block, n - start)
         si, ci = rng.integers(0, seeds, size=(k, seeds)), rng.integers(0, cases, size=(k, cases))
         means.append(d[si[:, :, None], ci[:, None, :]].mean((1, 2)))
-    means = np.concatenate(means)
-    alpha = (1 - level) / 2
-    return (float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha)))
+    return _percentile_interval(np.concatenate(means), level)
 
 
 def wilcoxon_p(differences: Sequence[float]) -> float | None:
@@ -101,19 +102,15 @@ def arm_summary(results: Sequence[dict], metric: str, region: str, site: str | M
 def paired_comparison(arm: Sequence[dict], reference: Sequence[dict], metric: str, region: str,
                       site: str | Mapping[str, str] | None, n_boot: int) -> dict:
     """arm - reference per test case over the seeds both finished: mean, bootstrap CI over cases,
-    Wilcoxon p; and per seed (the cases both finished with it) with the two-level CI over seeds and cases."""
+    Wilcoxon p; and per seed (the seeds every paired case has) with the two-level CI over seeds and cases."""
     keep = _subset(arm, site) & _subset(reference, site)
     a, r = case_table(arm, metric, region), case_table(reference, metric, region)
-    diffs, common = [], None
-    for case in sorted(keep):
-        seeds = sorted(set(a.get(case, {})) & set(r.get(case, {})))
-        if seeds:
-            diffs.append(float(np.mean([a[case][s] - r[case][s] for s in seeds])))
-            common = set(seeds) if common is None else common & set(seeds)
+    shared = {case: set(a.get(case, {})) & set(r.get(case, {})) for case in sorted(keep)}
+    shared = {case: seeds for case, seeds in shared.items() if seeds}
+    diffs = [float(np.mean([a[case][s] - r[case][s] for s in sorted(seeds)])) for case, seeds in shared.items()]
     low, high = bootstrap_ci(diffs, n_boot)
-    seeds = sorted(common or ())
-    matrix = np.array([[a[case][s] - r[case][s] for case in sorted(keep) if s in a.get(case, {}) and s in r.get(case, {})]
-                       for s in seeds]) if seeds else np.zeros((0, 0))
+    seeds = sorted(set.intersection(*shared.values())) if shared else []  # the seeds every paired case has
+    matrix = np.array([[a[case][s] - r[case][s] for case in shared] for s in seeds])
     two_level = bootstrap_ci_two_level(matrix, n_boot)
     return {"difference": float(np.mean(diffs)) if diffs else float("nan"), "ci95": [low, high], "cases": len(diffs),
             "wilcoxon_p": wilcoxon_p(diffs), "per_seed": {str(s): float(row.mean()) for s, row in zip(seeds, matrix)},
