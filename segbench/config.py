@@ -26,7 +26,7 @@ class BenchConfig:
     Splits: ``val_fraction`` / ``test_fraction`` of each site x grade stratum, seeded by
     ``split_seed``. Segmentation: an smp-3d ``architecture`` with ``encoder`` (never pretrained; ``norm = "group"`` swaps its BatchNorm
     layers for GroupNorm, which small 3D batches need),
-    ``steps`` AdamW steps of ``batch`` subjects at ``lr`` (``lr_schedule``), validation Dice every ``val_every`` steps (the best
+    ``steps`` AdamW steps of ``batch`` subjects at ``lr`` (``lr_schedule``), optionally averaged (``ema_decay``), validation Dice every ``val_every`` steps (the best
     weights are kept), whole volumes when ``patch`` is 0, else ``patch``^3 patches through a
     ``tio.Queue``. Synthetic data: ``synthetic = "augmenter"`` swaps each training subject for a
     generated one with probability ``synthetic_p``; ``"cohort"`` adds ``synthetic_ratio`` x the
@@ -54,6 +54,10 @@ class BenchConfig:
     #: ``constant``: AdamW at ``lr`` throughout; ``poly``: nnU-Net's schedule, ``lr`` x (1 - step/steps)^0.9,
     #: so every arm ends converged within its ``steps`` (the plateau the report checks for ``real``)
     lr_schedule: str = "constant"
+    #: > 0: validate, keep and test an exponential moving average of the weights (decay per optimiser step,
+    #: e.g. 0.995: about the last 200 steps) instead of the raw weights, so a job depends less on where
+    #: its last steps happened to land; 0 (the default): the raw weights
+    ema_decay: float = 0.0
     weight_decay: float = 1e-4
     #: segmentation arithmetic: ``none`` (fp32), ``bf16`` autocast, or ``auto`` (bf16 where the
     #: hardware has it: AVX512-BF16 or AMX CPUs, GPUs). Each job records what it used. fp32 is the
@@ -110,6 +114,8 @@ class BenchConfig:
             raise ValueError(f"amp must be 'auto', 'bf16' or 'none', got {self.amp!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {', '.join(map(repr, LR_SCHEDULES))}, got {self.lr_schedule!r}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1) (0: no weight average), got {self.ema_decay}")
         if self.synthetic not in ("augmenter", "cohort"):
             raise ValueError(f"synthetic must be 'augmenter' or 'cohort', got {self.synthetic!r}")
         if self.synthetic_maps_matching and self.synthetic != "cohort":

@@ -20,7 +20,7 @@ from .data import arm_dataset, voxel_spacing
 from .metrics import score_case
 from .model import autocast, build_model, pad_to, predict, seg_loss
 
-__all__ = ["POLY_POWER", "RESULT", "learning_rate", "result_path", "run_job", "score_cases", "train_step"]
+__all__ = ["POLY_POWER", "RESULT", "learning_rate", "result_path", "run_job", "score_cases", "train_step", "weight_average"]
 
 RESULT = "result.json"
 
@@ -33,6 +33,15 @@ def learning_rate(config: BenchConfig, step: int) -> float:
     if config.lr_schedule == "constant":
         return config.lr
     return config.lr * (1 - (step - 1) / config.steps) ** POLY_POWER
+
+
+def weight_average(model: torch.nn.Module, decay: float):
+    """An exponential moving average of ``model``'s weights and buffers (``update_parameters`` after every step), or None at 0."""
+    if not decay:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def result_path(bench_dir: Path, arm: str, seed: int) -> Path:
@@ -104,6 +113,8 @@ def run_job(bench_dir: Path, arm: str, seed: int, config: BenchConfig, train: Se
     amp = auto_amp(config.amp, device)
     model = build_model(config).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    average = weight_average(model, config.ema_decay)
+    judged = model if average is None else average.module  # the weights validated, kept and tested
     dataset = arm_dataset(arm, config, train, generator, seed)
     validation = list(val) or list(train)  # with no validation cases the training cases choose (said in the report)
     curve, best_dice, best_step, best_state = [], -1.0, 0, None
@@ -117,20 +128,23 @@ def run_job(bench_dir: Path, arm: str, seed: int, config: BenchConfig, train: Se
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(config, step)
         losses.append(train_step(model, optimizer, x, y, device, amp))
+        if average is not None:
+            average.update_parameters(model)
         if step % config.val_every == 0 or step == config.steps:
-            dice = _validation_dice(model, validation, device, config.patch, amp)
+            dice = _validation_dice(judged, validation, device, config.patch, amp)
             curve.append({"step": step, "train_loss": float(np.mean(losses)), "val_dice": dice})
             losses = []
             if dice > best_dice:
-                best_dice, best_step, best_state = dice, step, copy.deepcopy(model.state_dict())
+                best_dice, best_step, best_state = dice, step, copy.deepcopy(judged.state_dict())
             if progress is not None:
                 progress(step, config.steps, curve[-1])
-    model.load_state_dict(best_state)
+    judged.load_state_dict(best_state)
     result = {
-        "arm": arm, "seed": seed, "steps": config.steps, "lr_schedule": config.lr_schedule, "best_step": best_step, "best_val_dice": best_dice,
+        "arm": arm, "seed": seed, "steps": config.steps, "lr_schedule": config.lr_schedule,
+        "ema_decay": config.ema_decay, "best_step": best_step, "best_val_dice": best_dice,
         "validation": "val split" if val else "training cases (no validation split)",
         "seconds": time.perf_counter() - t0, "train_cases": len(train), "amp": amp, "curve": curve,
-        "cases": score_cases(model, test, device, config.patch, amp),
+        "cases": score_cases(judged, test, device, config.patch, amp),
         "regions": list(REGIONS),
     }
     path = result_path(bench_dir, arm, seed)

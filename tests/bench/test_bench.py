@@ -1,6 +1,7 @@
 """segbench end to end (the ci recipe), its statistics, its arms and its folder rules."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -258,6 +259,7 @@ def test_model_pads_any_shape_and_loss_prefers_the_truth():
     ("steps = 1e3", "steps must be a whole number"),
     ('amp = "fp16"', "amp must be 'auto', 'bf16' or 'none'"),
     ('lr_schedule = "cosine"', "lr_schedule must be one of 'constant', 'poly'"),
+    ("ema_decay = 1.0", "ema_decay must be in \\[0, 1\\)"),
     ('synthetic_maps_matching = ["site"]', "needs synthetic = 'cohort'"),
     ('synthetic = "cohort"\nsynthetic_maps_matching = ["scanner"]', "scanner is not among \\[data\\] conditions"),
 ])
@@ -347,6 +349,49 @@ def test_a_job_trains_at_the_scheduled_learning_rate(tmp_path, monkeypatch, sche
         assert all(a > b for a, b in zip(rates, rates[1:])) and rates[-1] < 0.2e-3
         assert rates[4] == pytest.approx(1e-3 * 0.5 ** 0.9)
     assert result["lr_schedule"] == schedule
+
+
+@pytest.mark.parametrize("decay", [0.0, 0.8])
+def test_a_job_tests_the_moving_average_of_its_weights(tmp_path, monkeypatch, decay):
+    """``ema_decay`` > 0: the weights validated and tested are the exponential moving average of
+    the trained ones (first step copied, then decay x average + (1 - decay) x weights), while the
+    training itself is the same as without it; 0 tests the trained weights."""
+    import segbench.train as train
+    from augment3d.data.preprocess import PreparedCase
+    from segbench.config import BenchConfig
+
+    trained, tested, losses = [], [], []
+    real_step, real_score = train.train_step, train.score_cases
+
+    def step_spy(model, *args):
+        losses.append(real_step(model, *args))
+        trained.append({k: v.detach().clone() for k, v in model.named_parameters()})
+        return losses[-1]
+
+    def score_spy(model, *args):
+        tested.append({k: v.detach().clone() for k, v in model.named_parameters()})
+        return real_score(model, *args)
+
+    monkeypatch.setattr(train, "train_step", step_spy)
+    monkeypatch.setattr(train, "score_cases", score_spy)
+    label = np.zeros((32, 32, 32), np.uint8)
+    label[8:20, 8:18, 10:22] = 2
+    case = PreparedCase("c0", np.where(label > 0, 0.5, -0.5)[None].repeat(4, 0).astype(np.float32), label, np.eye(4),
+                        {"site": "SSA", "grade": "HGG"})
+    config = BenchConfig(steps=4, val_every=4, batch=1, lr=1e-2, ema_decay=decay, decoder_channels=(16, 16, 8, 8, 8))
+    result = train.run_job(tmp_path, "real", 0, config, [case], [case], [case], None)
+    average = dict(trained[0])
+    for weights in trained[1:]:
+        average = {k: decay * average[k] + (1 - decay) * w for k, w in weights.items()}
+    assert result["ema_decay"] == decay and len(tested) == 1
+    for name, value in tested[0].items():
+        torch.testing.assert_close(value, average[name], rtol=1e-5, atol=1e-6)
+    if decay:
+        assert any(not torch.equal(tested[0][k], trained[-1][k]) for k in trained[-1])
+        losses_with = list(losses)
+        losses.clear()
+        train.run_job(tmp_path / "raw", "real", 0, replace(config, ema_decay=0.0), [case], [case], [case], None)
+        assert losses == losses_with  # averaging leaves the training alone
 
 
 @pytest.mark.parametrize("channels", [16, 64])
