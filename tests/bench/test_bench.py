@@ -321,12 +321,21 @@ def test_a_job_records_the_arithmetic_it_trained_in(tmp_path, amp):
     assert json.loads((tmp_path / "arms" / "real" / "seed0" / "result.json").read_text())["amp"] == result["amp"]
 
 
+def _one_tumour_case():
+    """A 32^3 SSA case with one oedema block, its images bright inside it."""
+    from augment3d.data.preprocess import PreparedCase
+
+    label = np.zeros((32, 32, 32), np.uint8)
+    label[8:20, 8:18, 10:22] = 2
+    return PreparedCase("c0", np.where(label > 0, 0.5, -0.5)[None].repeat(4, 0).astype(np.float32), label, np.eye(4),
+                        {"site": "SSA", "grade": "HGG"})
+
+
 @pytest.mark.parametrize("schedule", ["constant", "poly"])
 def test_a_job_trains_at_the_scheduled_learning_rate(tmp_path, monkeypatch, schedule):
     """``lr_schedule = "poly"`` (nnU-Net's) decays every optimiser step's rate from ``lr`` towards 0
     by the last step; ``constant`` keeps ``lr``. The job records which it used."""
     import segbench.train as train
-    from augment3d.data.preprocess import PreparedCase
     from segbench.config import BenchConfig
 
     rates, real_step = [], train.train_step
@@ -336,10 +345,7 @@ def test_a_job_trains_at_the_scheduled_learning_rate(tmp_path, monkeypatch, sche
         return real_step(model, optimizer, *args)
 
     monkeypatch.setattr(train, "train_step", spy)
-    label = np.zeros((32, 32, 32), np.uint8)
-    label[8:20, 8:18, 10:22] = 2
-    case = PreparedCase("c0", np.where(label > 0, 0.5, -0.5)[None].repeat(4, 0).astype(np.float32), label, np.eye(4),
-                        {"site": "SSA", "grade": "HGG"})
+    case = _one_tumour_case()
     config = BenchConfig(steps=8, val_every=8, batch=1, lr=1e-3, lr_schedule=schedule, decoder_channels=(16, 16, 8, 8, 8))
     result = train.run_job(tmp_path, "real", 0, config, [case], [case], [case], None)
     assert len(rates) == 8 and rates[0] == pytest.approx(1e-3)
@@ -357,7 +363,6 @@ def test_a_job_tests_the_moving_average_of_its_weights(tmp_path, monkeypatch, de
     the trained ones (first step copied, then decay x average + (1 - decay) x weights), while the
     training itself is the same as without it; 0 tests the trained weights."""
     import segbench.train as train
-    from augment3d.data.preprocess import PreparedCase
     from segbench.config import BenchConfig
 
     trained, tested, losses = [], [], []
@@ -374,10 +379,7 @@ def test_a_job_tests_the_moving_average_of_its_weights(tmp_path, monkeypatch, de
 
     monkeypatch.setattr(train, "train_step", step_spy)
     monkeypatch.setattr(train, "score_cases", score_spy)
-    label = np.zeros((32, 32, 32), np.uint8)
-    label[8:20, 8:18, 10:22] = 2
-    case = PreparedCase("c0", np.where(label > 0, 0.5, -0.5)[None].repeat(4, 0).astype(np.float32), label, np.eye(4),
-                        {"site": "SSA", "grade": "HGG"})
+    case = _one_tumour_case()
     config = BenchConfig(steps=4, val_every=4, batch=1, lr=1e-2, ema_decay=decay, decoder_channels=(16, 16, 8, 8, 8))
     result = train.run_job(tmp_path, "real", 0, config, [case], [case], [case], None)
     average = dict(trained[0])
