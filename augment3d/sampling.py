@@ -285,7 +285,8 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") 
         if list(meta.get("modalities", MODALITIES)) != list(MODALITIES):
             raise ValueError(f"modalities {meta.get('modalities')} are not the {', '.join(MODALITIES)} this augment3d generates")
         _check_weights(config, tensors)
-        network = Generator3D(config)
+        with torch.random.fork_rng(devices=[]):  # the random initialisation is overwritten: loading a
+            network = Generator3D(config)         # generator leaves the caller's random stream alone
         network.load_state_dict(tensors, strict=True)
         gen = SyntheticGenerator(network, encoder, meta, device=device, path=path)
         _check_run_info(gen)

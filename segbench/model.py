@@ -23,7 +23,10 @@ def build_model(config: BenchConfig) -> torch.nn.Module:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit deprecations inside some encoders
-        import segmentation_models_pytorch_3d as smp
+        # importing smp-3d draws from torch's global RNG: forked, so that every job seeded alike
+        # starts alike, whether or not an earlier one in the process imported it
+        with torch.random.fork_rng(devices=[]):
+            import segmentation_models_pytorch_3d as smp
 
         cls = getattr(smp, config.architecture, None)
         if cls is None or not isinstance(cls, type):

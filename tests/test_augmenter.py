@@ -65,6 +65,23 @@ def test_same_seed_same_output(tiny_run, tmp_path):
     assert not torch.equal(a["t1n"].data, c["t1n"].data)
 
 
+def test_loading_the_generator_leaves_the_pipeline_s_random_stream_alone(tiny_run, tmp_path):
+    """A seeded augmenter draws the same for the transforms after it (here torch's global stream, as
+    torchio's own random transforms use) whether its generator is loaded now or already cached."""
+    import augment3d.augmenter as augmenter
+
+    subject = make_subject(tmp_path)
+    draws = []
+    for cached in (False, True):
+        if not cached:
+            augmenter._GENERATORS.clear()
+            augmenter._BATCHES.clear()
+        torch.manual_seed(0)
+        SyntheticAugmenter(tiny_run, p=1.0, seed=3)(subject)
+        draws.append(torch.rand(8))
+    assert torch.equal(draws[0], draws[1])
+
+
 def test_condition_comes_from_the_subject_or_is_fixed(tiny_run, tmp_path):
     subject = make_subject(tmp_path, site="SSA", grade="LGG")
     out = SyntheticAugmenter(tiny_run, p=1.0, seed=1)(subject)

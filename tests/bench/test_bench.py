@@ -396,6 +396,46 @@ def test_a_job_tests_the_moving_average_of_its_weights(tmp_path, monkeypatch, de
         assert losses == losses_with  # averaging leaves the training alone
 
 
+_JOBS_IN_ONE_PROCESS = """
+import json, sys
+import numpy as np
+from augment3d.data.preprocess import PreparedCase
+from segbench.config import BenchConfig
+from segbench.train import run_job
+
+rng = np.random.default_rng(0)
+label = np.zeros((16, 16, 16), np.uint8)
+label[4:10, 5:11, 4:12] = 2
+label[6:8, 7:9, 6:9] = 3
+cases = [PreparedCase(f"c{i}", (np.where(label > 0, 0.5, -0.5)[None] + rng.normal(0, 0.1, (4, 16, 16, 16))).astype(np.float32),
+                      label, np.diag([2.0, 2.0, 2.0, 1.0]), {"site": "HIC", "grade": "HGG"}) for i in range(3)]
+config = BenchConfig(steps=3, val_every=3, batch=2, decoder_channels=(16, 16, 8, 8, 8), synthetic="cohort",
+                     synthetic_ratio=1.0, synthetic_condition={"site": "SSA"})
+out = sys.argv[2]
+def job(seed, folder):
+    result = run_job(f"{out}/{folder}", "real+classic+synthetic", seed, config, cases[:2], cases[2:], cases[2:], sys.argv[1])
+    return [result["curve"], result["cases"]]
+print(json.dumps([job(1, "first"), job(0, "other"), job(1, "again")]))
+"""
+
+
+def test_a_job_gives_the_same_result_first_in_a_process_and_after_another_job(tiny_run, tmp_path):
+    """A job is a function of its (arm, seed): first in a fresh process (where the segmentation
+    library and the generator are loaded, and both once drew from torch's global random stream)
+    or after another job, the training losses and test scores are identical. `augment3d bench`
+    runs every job in one process, `--arm A --seed S` runs one; both must give the same figures."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    done = subprocess.run([sys.executable, "-W", "ignore", "-c", _JOBS_IN_ONE_PROCESS, str(tiny_run), str(tmp_path)],
+                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2], timeout=600)
+    assert done.returncode == 0, done.stderr
+    first, other, again = json.loads(done.stdout.splitlines()[-1])
+    assert first == again
+    assert first[0] != other[0]  # the seed matters: another seed trains differently
+
+
 @pytest.mark.parametrize("channels", [16, 64])
 def test_bf16_weight_gradients_are_right_where_the_volume_is_two_voxels_deep(channels):
     """A 32^3 case reaches 2^3 four levels down the net. There the CPU's bf16 weight gradient of a
