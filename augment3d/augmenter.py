@@ -295,20 +295,22 @@ class _SubjectSpace:
         ``keep_outline``: the subject's own background stays background (a restyled subject)."""
         warped = resample(image + 1.0, self.grid_affine, self.affine, self.shape, "bilinear") - 1.0
         low, high = self.clip_percentiles
+        # the in-brain range from a regular subsample of about 2^15 voxels: within 1% of the
+        # range of the exact percentiles (phantom cohort, 160 images), at a fraction of the cost
+        inside = np.flatnonzero(self.mask)  # `of` leaves at least one voxel in the mask
+        inside = inside[:: max(1, inside.size // 2**15)]
+        outside = ~self.mask if keep_outline else None
         for c, key in enumerate(MODALITIES):
             if key not in names:
                 continue
-            original = self.originals[key]
-            inside = original[self.mask] if self.mask.any() else original.ravel()
-            # the in-brain range from a regular subsample of about 2^15 voxels: within 1% of the
-            # range of the exact percentiles (phantom cohort, 160 images), at a fraction of the cost
-            lo, hi = np.percentile(inside[:: max(1, inside.size // 2**15)], [low, high])
+            lo, hi = np.percentile(self.originals[key].ravel()[inside], [low, high])
             half = (hi - lo) / 2.0
             values = warped[c] * np.float32(half)
             values += np.float32(lo + half)
-            values[warped[c] <= -1.0 + 1e-3] = self.minima[key]
-            if keep_outline:
-                values[~self.mask] = self.minima[key]
+            background = warped[c] <= -1.0 + 1e-3
+            if outside is not None:
+                background |= outside
+            np.copyto(values, self.minima[key], where=background, casting="unsafe")
             subject[names[key]].set_data(torch.from_numpy(values.astype(np.float32, copy=False))[None])
 
     def write_label(self, subject, label_name: str, label: np.ndarray) -> None:

@@ -42,6 +42,14 @@ TRAIN_SET: dict = {}  # --train-set KEY=VALUE overrides of the recipe's [train] 
 MODEL_SET: dict = {}  # --model-set KEY=VALUE overrides of the recipe's [model] section
 
 
+def apply_overrides(train_set: list[str], model_set: list[str]) -> None:
+    """KEY=VALUE strings (TOML values) into TRAIN_SET and MODEL_SET."""
+    for items, into in ((train_set, TRAIN_SET), (model_set, MODEL_SET)):
+        for item in items:
+            key, _, value = item.partition("=")
+            into[key] = tomllib.loads(f"v = {value}")["v"]
+
+
 def machine() -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, threads {torch.get_num_threads()}"
 
@@ -149,10 +157,7 @@ def main() -> None:
                         help="override [model] fields for the training figures (e.g. d_spectral_norm=true)")
     args = parser.parse_args()
     AMP[0], LAYOUT[0] = args.amp, args.train_layout
-    for items, into in ((args.train_set, TRAIN_SET), (args.model_set, MODEL_SET)):
-        for item in items:
-            key, _, value = item.partition("=")
-            into[key] = tomllib.loads(f"v = {value}")["v"]
+    apply_overrides(args.train_set, args.model_set)
     recipe = load_recipe(args.recipe)
     print(f"machine: {machine()}")
     print(f"recipe: {args.recipe} (model {recipe.model}, batch {recipe.train.batch}, loss {recipe.train.loss}, "

@@ -17,8 +17,9 @@ _VERSION = 1
 class ConditionEncoder:
     """One-hot encoding of categorical columns (e.g. ``site``, ``grade``), saved with a model.
 
-    Built on scikit-learn's ``OneHotEncoder`` with fixed, sorted categories, so the same
-    categories always give the same vector layout. Unknown categories are refused.
+    Categories are fixed and sorted, so the same categories always give the same vector layout:
+    one block per column, in column order, with a 1 at the category's place in its sorted list.
+    Unknown categories are refused.
 
     Example:
         >>> enc = ConditionEncoder({"grade": ["HGG", "LGG"], "site": ["HIC", "SSA"]})
@@ -37,7 +38,6 @@ class ConditionEncoder:
             if len(set(values)) != len(values):
                 raise ValueError(f"condition column '{column}' lists a category twice: {values}")
             self.categories[str(column)] = sorted(values)
-        self._onehot = None
 
     @classmethod
     def fit(cls, rows: Iterable[Mapping[str, str]], columns: Sequence[str]) -> ConditionEncoder:
@@ -57,20 +57,6 @@ class ConditionEncoder:
     @property
     def dim(self) -> int:
         return sum(self.sizes)
-
-    def _encoder(self):
-        if self._onehot is None:
-            from sklearn.preprocessing import OneHotEncoder
-
-            enc = OneHotEncoder(
-                categories=[self.categories[c] for c in self.columns],
-                handle_unknown="error",
-                sparse_output=False,
-                dtype=np.float32,
-            )
-            enc.fit(np.array([[v[0] for v in self.categories.values()]], dtype=object))
-            self._onehot = enc
-        return self._onehot
 
     def check(self, condition: Mapping[str, str], source: str | None = None) -> dict[str, str]:
         """Return ``condition`` restricted to this encoder's columns; raise on unknown values."""
@@ -108,8 +94,13 @@ class ConditionEncoder:
         checked = [self.check(c, source) for c in conditions]
         if not self.categories:
             return np.zeros((len(checked), 0), dtype=np.float32)
-        table = np.array([[c[col] for col in self.columns] for c in checked], dtype=object)
-        return self._encoder().transform(table).astype(np.float32)
+        out = np.zeros((len(checked), self.dim), dtype=np.float32)
+        start = 0
+        for column, known in self.categories.items():
+            place = {value: start + i for i, value in enumerate(known)}
+            out[np.arange(len(checked)), [place[c[column]] for c in checked]] = 1.0
+            start += len(known)
+        return out
 
     def decode(self, vectors: np.ndarray) -> list[dict[str, str]]:
         """Inverse of :meth:`encode` (argmax within each column's block)."""

@@ -196,10 +196,18 @@ class ModulatedConv3d(nn.Module):
                 bias: torch.Tensor | None = None) -> torch.Tensor:
         """The modulated convolution, times ``gain``, plus ``bias`` (C,) if given (one fused pass)."""
         style = self.affine(w).float() * self.scale  # (B, Cin)
-        out = F.conv3d(x * style.to(x.dtype)[:, :, None, None, None], self.weight.to(x.dtype), padding=self.padding)
+        factor = None
         if self.demodulate:  # 1 / |style-scaled weight| per sample and output channel
             energy = self.weight.float().pow(2).sum(dim=(2, 3, 4))  # (Cout, Cin)
             factor = gain * torch.rsqrt((style.pow(2)[:, None, :] * energy[None]).sum(2) + 1e-8)  # (B, Cout), fp32
+        if x.shape[0] == 1 and not torch.is_grad_enabled():
+            # one subject, inference (the augmenter's restyle): style, demodulation, gain and bias
+            # go into the convolution's weight and bias, two full-size passes fewer
+            scale = factor[0][:, None] if factor is not None else gain
+            weight = self.weight.float() * (style[0][None, :] * scale)[:, :, None, None, None]
+            return F.conv3d(x, weight.to(x.dtype), None if bias is None else bias.to(x.dtype), padding=self.padding)
+        out = F.conv3d(x * style.to(x.dtype)[:, :, None, None, None], self.weight.to(x.dtype), padding=self.padding)
+        if factor is not None:
             return _scale_shift(out, factor[:, :, None, None, None], bias)
         return _scale_shift(out, gain, bias)
 
@@ -234,4 +242,10 @@ class NoiseInjection(nn.Module):
         """``x`` plus the noise times its strength (times ``gain``, when x was scaled by it)."""
         if noise is None:
             return x
-        return torch.addcmul(x, (self.strength * gain).to(x.dtype), noise.to(x.dtype))
+        noise = noise.to(x.dtype)
+        if x.shape[1] > 1 and x.is_contiguous(memory_format=torch.channels_last_3d):
+            # in channels_last_3d the channels are the innermost axis: broadcasting the one noise
+            # channel over them runs 7x slower than the same addition with the noise expanded
+            # (identical values; 1.75 against 0.25 ms at 32 channels, 32^3, bf16, one thread)
+            noise = noise.expand(x.shape).contiguous(memory_format=torch.channels_last_3d)
+        return torch.addcmul(x, (self.strength * gain).to(x.dtype), noise)

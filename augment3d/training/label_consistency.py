@@ -31,11 +31,19 @@ class LabelConsistency(LossTerm):
     name = "seg_fake"
 
     def __init__(self, weight: float, image_channels: int, label_classes: int, width: int, lr: float, warmup: int,
-                 device: str):
+                 device: str, dtype: torch.dtype | None = None, channels_last: bool = False):
         super().__init__(weight)
         self.S = TinySegmenter(image_channels, label_classes, width).to(device)
         self.optimizer = torch.optim.Adam(self.S.parameters(), lr=lr)
         self.warmup = warmup
+        #: the autocast dtype and layout S runs under (None, False: fp32 channels-first); its loss stays fp32
+        self.device_type, self.dtype, self.channels_last = torch.device(device).type, dtype, channels_last
+
+    def _segment(self, images: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last_3d)
+        with torch.autocast(self.device_type, dtype=self.dtype, enabled=self.dtype is not None):
+            return self.S(images)
 
     def networks(self) -> dict[str, torch.nn.Module]:
         return {"S": self.S}
@@ -47,7 +55,7 @@ class LabelConsistency(LossTerm):
         self.optimizer.zero_grad(set_to_none=True)
 
     def on_real(self, images: torch.Tensor, onehot: torch.Tensor, weight: float, stats: StepStats) -> None:
-        loss = segmentation_loss(self.S(images.detach()), onehot.detach())
+        loss = segmentation_loss(self._segment(images.detach()), onehot.detach())
         (loss * weight).backward()
         stats.add("seg_real", loss, weight)
 
@@ -67,4 +75,4 @@ class LabelConsistency(LossTerm):
         return step > self.warmup
 
     def loss(self, fakes: Fakes) -> torch.Tensor:
-        return segmentation_loss(self.S(fakes.images), fakes.labels)
+        return segmentation_loss(self._segment(fakes.images), fakes.labels)

@@ -83,14 +83,16 @@ class TrainingData:
 
 
 def build_terms(config: TrainConfig, model: ModelConfig, data: TrainingData, micro_batch: int,
-                device: str) -> list[LossTerm]:
+                device: str, dtype: torch.dtype | None = None) -> list[LossTerm]:
     """The extra terms of G's loss that ``config`` turns on, in the order they join it."""
     terms: list[LossTerm] = []
     if config.mode_seeking > 0:
         terms.append(ModeSeeking(config.mode_seeking, data, model.label_classes, micro_batch, config.seed))
     if config.seg_consistency > 0:
         terms.append(LabelConsistency(config.seg_consistency, model.image_channels, model.label_classes,
-                                      config.seg_width, config.seg_lr, config.seg_warmup, device))
+                                      config.seg_width, config.seg_lr, config.seg_warmup, device,
+                                      dtype if config.seg_autocast else None,
+                                      config.channels_last and config.seg_autocast))
     if config.texture_match > 0:
         terms.append(TextureMatch(config.texture_match, data.images, data.masks, data.conditions, device))
     if config.contrast_match > 0:
@@ -119,7 +121,6 @@ class TrainingLoop:
         self.D = Discriminator3D(model_config).to(device)
         self.G.channels_last = self.D.channels_last = config.channels_last
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
-        self.terms = build_terms(config, model_config, data, self.micro, device)
         self.augment = AdaptiveAugment3D().to(device)
         self.tuner = AugmentTuner(self.augment, config.ada_target, config.ada_interval, config.ada_images,
                                   config.batch, enabled=config.augment)
@@ -130,6 +131,7 @@ class TrainingLoop:
         #: the autocast actually used (``auto`` resolved for this machine)
         self.amp = auto_amp(config.amp, device)
         self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.amp)
+        self.terms = build_terms(config, model_config, data, self.micro, device, self.dtype)
         if config.condition_swap > 0 and not self.G.takes_labels:
             raise ValueError("condition_swap needs [model] mode = \"labels\" (a joint generator makes its own maps)")
         #: the condition combinations the training data holds, each drawn equally often by condition_swap

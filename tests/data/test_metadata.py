@@ -92,6 +92,14 @@ def test_encoder_layout_survives_sorted_json():
     np.testing.assert_array_equal(restored.encode(row), enc.encode(row))
 
 
+def test_encoder_layout_is_one_block_per_column_in_sorted_category_order():
+    """Saved generators were trained on this layout: it must never move."""
+    enc = ConditionEncoder({"site": ["SSA", "HIC"], "scanner": ["b", "c", "a"]})
+    rows = [{"site": "SSA", "scanner": "a"}, {"site": "HIC", "scanner": "c"}, {"scanner": "b", "site": "SSA"}]
+    assert enc.encode(rows).tolist() == [[0, 1, 1, 0, 0], [1, 0, 0, 0, 1], [0, 1, 0, 1, 0]]
+    assert enc.encode([]).shape == (0, 5)
+
+
 def test_encoder_refuses_unknown_category():
     enc = ConditionEncoder(CATS)
     with pytest.raises(DataError, match=r"unknown grade 'GBM' \(known: HGG, LGG\)"):

@@ -1,6 +1,7 @@
 """The optimised paths against the plain ones they replace, within stated tolerances.
 
-- modulated convolution: input scaling + shared convolution + demodulation vs the per-sample
+- modulated convolution: input scaling + shared convolution + demodulation (and, for one
+  subject at inference, style and demodulation folded into the weight) vs the per-sample
   weights of one grouped convolution (StyleGAN2's reference form): within 1e-5 in fp32;
 - generation in ``channels_last_3d`` vs the default layout: within 1e-5;
 - the discriminator's box downsampling (strided depthwise convolution, nearest-upsampled
@@ -39,16 +40,19 @@ def grouped_reference(conv: ModulatedConv3d, x: torch.Tensor, w: torch.Tensor) -
     return out.reshape(batch, conv.out_channels, *out.shape[2:])
 
 
+@pytest.mark.parametrize("batch", [3, 1])  # 1 at inference: the folded weight
 @pytest.mark.parametrize("kernel,demodulate", [(3, True), (1, False)])
-def test_modulated_conv_matches_grouped_reference(kernel, demodulate):
+def test_modulated_conv_matches_grouped_reference(kernel, demodulate, batch):
     torch.manual_seed(0)
     conv = ModulatedConv3d(12, 10, kernel, w_dim=16, demodulate=demodulate)
     with torch.no_grad():
         conv.affine.weight.mul_(3.0)  # styles far from 1, so a missing modulation would show
-    x, w = torch.randn(3, 12, 8, 8, 8), torch.randn(3, 16)
+    x, w, bias = torch.randn(batch, 12, 8, 8, 8), torch.randn(batch, 16), torch.randn(10)
     with torch.no_grad():
-        ours, ref = conv(x, w), grouped_reference(conv, x, w)
-    assert torch.allclose(ours, ref, rtol=1e-5, atol=1e-5 * float(ref.abs().max()))
+        ours, ref = conv(x, w, gain=1.4, bias=bias), grouped_reference(conv, x, w) * 1.4 + bias[:, None, None, None]
+    trained = conv(x, w, gain=1.4, bias=bias).detach()  # the training path (grad enabled): the same values
+    for out in (ours, trained):
+        assert torch.allclose(out, ref, rtol=1e-5, atol=1e-5 * float(ref.abs().max()))
 
 
 @pytest.mark.parametrize("mode", ["joint", "labels"])

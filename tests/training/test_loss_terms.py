@@ -105,6 +105,23 @@ def test_label_consistency_segmenter_learns_from_reals_only(tiny):
         replace(tiny.train, seg_consistency=-1.0)
 
 
+@pytest.mark.parametrize("seg_autocast", [False, True])
+def test_label_consistency_segmenter_runs_in_the_loop_s_precision_and_layout_on_request(tiny, seg_autocast):
+    """seg_autocast: S runs as G and D do (bf16 autocast, channels_last_3d; at fp32 channels-first
+    it took a fifth of a 64^3 step, docs/PERFORMANCE.md); off, as before. Its loss stays fp32."""
+    loop = TrainingLoop(tiny.data(4), tiny.model, replace(tiny.train, batch=4, seg_consistency=1.0, seg_warmup=0,
+                                                            amp="bf16", channels_last=True, seg_autocast=seg_autocast),
+                        "cpu")
+    (term,) = loop.terms
+    seen = []
+    term.S.register_forward_hook(lambda m, args, out: seen.append(
+        (args[0].is_contiguous(memory_format=torch.channels_last_3d), out.dtype)))
+    log = loop.step(1)
+    expected = (True, torch.bfloat16) if seg_autocast else (False, torch.float32)
+    assert seen == [expected] * 2  # the real batch, then G's subjects
+    assert np.isfinite(log["seg_real"]) and np.isfinite(log["seg_fake"])
+
+
 def test_label_consistency_pulls_the_labels_and_the_images(tiny):
     """The term's gradient reaches G's images (through S) and G's label logits (through the soft Dice)."""
     term = LabelConsistency(1.0, 4, 4, 4, 1e-3, 0, "cpu")

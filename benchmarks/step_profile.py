@@ -1,0 +1,84 @@
+"""Where one GAN training step's time goes, by kind of op, and the share of the peak it allows.
+
+Usage:
+    python benchmarks/step_profile.py [--shape 64] [--recipe phantom] [--train-set seg_autocast=true]
+                                      [--model-set spade_kernel=1] [--table 25]
+
+Runs a few training steps (as ``gan_throughput.py`` does: random data, batch of the recipe) and
+profiles the fourth with ``torch.profiler``. Prints the step's time split into convolutions
+(forward and backward), elementwise passes, copies and layout conversions, up/down-sampling,
+normalisation and the rest; the rate the convolutions reach inside their own time; and the
+ceiling: the step's FLOPs over (FLOPs at the bf16 channels-last Conv3d peak measured in the same
+process + everything else as measured). A step cannot reach a larger share of the peak without
+removing work that is not convolution.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from dataclasses import replace
+
+from torch.profiler import ProfilerActivity, profile, schedule
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gan_throughput as gt  # noqa: E402  (the same setup and FLOP count as the throughput figures)
+
+from augment3d.config import load_recipe  # noqa: E402
+from augment3d.training.trainer import train_gan  # noqa: E402
+
+KINDS = {
+    "convolution": ("convolution",),
+    "copy / layout": ("copy_", "_to_copy", "contiguous", "clone", "cat"),
+    "up/down-sampling": ("upsample", "pool", "grid_sampler"),
+    "normalisation": ("norm",),
+    "elementwise": ("mul", "add", "leaky", "where", "sub", "div", "sqrt", "pow", "sgn", "exp", "log", "softmax",
+                    "neg", "clamp", "fill", "lerp"),
+}
+
+
+def kind(op: str) -> str:
+    return next((name for name, keys in KINDS.items() if any(k in op for k in keys)), "other")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--shape", type=int, default=64)
+    parser.add_argument("--recipe", default="phantom")
+    parser.add_argument("--train-set", nargs="*", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--model-set", nargs="*", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--table", type=int, default=25, help="rows of the per-op table (0: none)")
+    args = parser.parse_args()
+    gt.apply_overrides(args.train_set, args.model_set)
+    recipe = load_recipe(args.recipe)
+    print(f"machine: {gt.machine()}")
+    peak = gt.conv_peak(bf16=True, channels_last=True)
+    flops, _ = gt.step_flops(recipe, args.shape)
+    enc, model, data = gt.random_setup(recipe, args.shape)
+    cfg = replace(recipe.train, steps=5, checkpoint_every=10**9, log_every=10**9, **gt.TRAIN_SET)
+    prof = profile(activities=[ProfilerActivity.CPU], schedule=schedule(wait=3, warmup=0, active=1))
+    with prof, tempfile.TemporaryDirectory() as tmp:
+        train_gan(tmp, data, model, cfg, enc, progress=lambda *_: prof.step())
+    ops = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in ops) / 1e6
+    split = dict.fromkeys([*KINDS, "other"], 0.0)
+    for e in ops:
+        split[kind(e.key)] += e.self_cpu_time_total / 1e6
+    print(f"recipe {args.recipe} at {args.shape}^3, batch {cfg.batch}" + (f", [train] {gt.TRAIN_SET}" if gt.TRAIN_SET else "")
+          + (f", [model] {gt.MODEL_SET}" if gt.MODEL_SET else "")
+          + f": profiled step {total:.2f} s (ops' own time), {flops / 1e9:.0f} GFLOP; bf16 channels-last peak {peak:.0f} GFLOP/s")
+    for name, seconds in split.items():
+        print(f"  {name:18s} {seconds:6.2f} s  {100 * seconds / total:5.1f}%")
+    conv = split["convolution"]
+    print(f"  the convolutions run at {flops / conv / 1e9:.0f} GFLOP/s inside their own time = "
+          f"{100 * flops / conv / 1e9 / peak:.0f}% of the peak")
+    ceiling = flops / (flops / (peak * 1e9) + total - conv) / 1e9
+    print(f"  ceiling (convolutions at the peak, the rest as measured): {ceiling:.0f} GFLOP/s = {100 * ceiling / peak:.0f}% of the peak")
+    if args.table:
+        print(ops.table(sort_by="self_cpu_time_total", row_limit=args.table, max_name_column_width=45))
+
+
+if __name__ == "__main__":
+    main()
