@@ -107,8 +107,8 @@ def test_label_consistency_segmenter_learns_from_reals_only(tiny):
 
 @pytest.mark.parametrize("seg_autocast", [False, True])
 def test_label_consistency_segmenter_runs_in_the_loop_s_precision_and_layout_on_request(tiny, seg_autocast):
-    """seg_autocast: S runs as G and D do (bf16 autocast, channels_last_3d; at fp32 channels-first
-    it took a fifth of a 64^3 step, docs/PERFORMANCE.md); off, as before. Its loss stays fp32."""
+    """seg_autocast: S runs as G and D do (bf16 autocast, channels_last_3d; 1.4-2.6 s less of a
+    64^3 step, docs/PERFORMANCE.md); off, as before (fp32 channels-first). Its loss stays fp32."""
     loop = TrainingLoop(tiny.data(4), tiny.model, replace(tiny.train, batch=4, seg_consistency=1.0, seg_warmup=0,
                                                             amp="bf16", channels_last=True, seg_autocast=seg_autocast),
                         "cpu")
