@@ -3,23 +3,31 @@
 Gradients are summed with one ``all_reduce`` per optimiser step (no DistributedDataParallel
 wrapper: lazy R1 needs double backward, which DDP's hooks do not support). Every rank draws the
 same global batch from the same seeded generator and works on its own slice of it.
+
+A process group this module starts, it also ends (:func:`leave_world`): every rank first waits
+until all ranks are done, so no rank returns while rank 0 still writes the run folder (and
+torchrun, which stops the other ranks when one exits, cannot stop rank 0 mid-save). A group
+the caller started is left to the caller.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["World", "init_world", "all_reduce_grads", "all_reduce_sum"]
+__all__ = ["World", "init_world", "joined_world", "leave_world", "barrier", "all_reduce_grads", "all_reduce_sum"]
 
 
 @dataclass(frozen=True)
 class World:
     rank: int = 0
     size: int = 1
+    owns_group: bool = False  # init_world started the process group, so leave_world ends it
 
     @property
     def main(self) -> bool:
@@ -31,10 +39,41 @@ def init_world(device: str) -> World:
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size <= 1:
         return World()
-    if not dist.is_initialized():
-        backend = "nccl" if torch.device(device).type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend)
-    return World(rank=dist.get_rank(), size=dist.get_world_size())
+    owns = not dist.is_initialized()
+    if owns:
+        where = torch.device(device)
+        if where.type == "cuda" and where.index is None:  # "cuda" means this process's own GPU
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend="nccl" if where.type == "cuda" else "gloo")
+    return World(rank=dist.get_rank(), size=dist.get_world_size(), owns_group=owns)
+
+
+@contextlib.contextmanager
+def joined_world(device: str) -> Iterator[World]:
+    """:func:`init_world` for the block, :func:`leave_world` after it (without waiting for the
+    other ranks when the block raised)."""
+    world = init_world(device)
+    try:
+        yield world
+    except BaseException:
+        leave_world(world, wait=False)
+        raise
+    leave_world(world)
+
+
+def barrier(world: World) -> None:
+    """Wait until every rank gets here (a no-op for one process)."""
+    if world.size > 1:
+        dist.barrier()
+
+
+def leave_world(world: World, *, wait: bool = True) -> None:
+    """Wait for every rank (unless ``wait`` is false: this rank failed and the others may never
+    get here), then end the process group if :func:`init_world` started it."""
+    if wait:
+        barrier(world)
+    if world.owns_group and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def all_reduce_grads(module: torch.nn.Module, world: World) -> None:

@@ -15,7 +15,7 @@ from ..config import Recipe
 from ..data.cohort import PreparedCohort, prepare_cohort
 from ..data.conditions import ConditionEncoder
 from ..errors import DataError, RecipeError
-from .distributed import init_world
+from .distributed import barrier, joined_world
 from .run_folder import plan_run, writing_run
 from .trainer import TrainingData, train_gan
 
@@ -123,34 +123,34 @@ def train_run(
     Under ``torchrun`` every process runs this; only rank 0 touches the run folder.
     """
     out = Path(out)
-    world = init_world(device)
-    mode = plan_run(out, recipe, resume=resume, force=force, inputs=[data_dir], allow_changes=allow_changes)
-    cohort = _training_cohort(data_dir, recipe, subjects, skip_bad, cache_dir)
-    encoder = _encoder(recipe, cohort)
-    train_cfg = recipe.train if steps is None else replace(recipe.train, steps=steps)
-    model_cfg = recipe.model_config(encoder.dim)
-    try:
-        train_cfg.micro_batches(world.size)
-    except ValueError as exc:
-        raise RecipeError(recipe.path, f"[train]: {exc}") from None
-    voxel_mm = float(np.median([np.sqrt((c.affine[:3, :3] ** 2).sum(0)).mean() for c in cohort.cases]))
-    data = TrainingData.from_cases(cohort.cases, encoder)
-    _barrier(world)  # every rank has read the data before rank 0 changes anything
-    with writing_run(out, mode, world.main) as commit:
-        if world.main:
-            _write_records(out, recipe, data_dir, cohort)
-        _barrier(world)
+    with joined_world(device) as world:  # left after every rank is done (see distributed.py)
+        mode = plan_run(out, recipe, resume=resume, force=force, inputs=[data_dir], allow_changes=allow_changes)
+        cohort = _training_cohort(data_dir, recipe, subjects, skip_bad, cache_dir)
+        encoder = _encoder(recipe, cohort)
+        train_cfg = recipe.train if steps is None else replace(recipe.train, steps=steps)
+        model_cfg = recipe.model_config(encoder.dim)
+        try:
+            train_cfg.micro_batches(world.size)
+        except ValueError as exc:
+            raise RecipeError(recipe.path, f"[train]: {exc}") from None
+        voxel_mm = float(np.median([np.sqrt((c.affine[:3, :3] ** 2).sum(0)).mean() for c in cohort.cases]))
+        data = TrainingData.from_cases(cohort.cases, encoder)
+        barrier(world)  # every rank has read the data before rank 0 changes anything
+        with writing_run(out, mode, world.main) as commit:
+            if world.main:
+                _write_records(out, recipe, data_dir, cohort)
+            barrier(world)
 
-        def at_checkpoint(step: int, generator) -> None:
-            commit()
-            _at_checkpoint(out, generator, encoder, step, cohort.cases)
+            def at_checkpoint(step: int, generator) -> None:
+                commit()
+                _at_checkpoint(out, generator, encoder, step, cohort.cases)
 
-        last = train_gan(out, data, model_cfg, train_cfg, encoder, recipe.data.preprocess(), resume=mode == "resume",
-                         device=device, progress=progress, on_checkpoint=at_checkpoint,
-                         generator_info={"voxel_mm": voxel_mm, "recipe": recipe.name})
-        if world.main:
-            save_loss_curves(out / "log.jsonl", out / "curves.png")
-    return out, cohort, last
+            last = train_gan(out, data, model_cfg, train_cfg, encoder, recipe.data.preprocess(), resume=mode == "resume",
+                             device=device, progress=progress, on_checkpoint=at_checkpoint,
+                             generator_info={"voxel_mm": voxel_mm, "recipe": recipe.name})
+            if world.main:
+                save_loss_curves(out / "log.jsonl", out / "curves.png")
+        return out, cohort, last
 
 
 def _training_cohort(data_dir, recipe: Recipe, subjects: Sequence[str] | None, skip_bad: bool,
@@ -184,10 +184,3 @@ def _at_checkpoint(out: Path, generator, encoder, step: int, reals) -> None:
     """Refresh the pictures a person looks at during a long run."""
     save_samples_montage(generator, encoder, out / "samples_latest.png", step, reals)
     save_loss_curves(out / "log.jsonl", out / "curves.png")
-
-
-def _barrier(world) -> None:
-    if world.size > 1:
-        import torch.distributed as dist
-
-        dist.barrier()

@@ -25,7 +25,7 @@ from ..label_bank import LabelBank
 from ..errors import Augment3DError
 from ..models import Generator3D, ModelConfig
 from ..sampling import save_generator
-from .distributed import init_world
+from .distributed import joined_world
 from .loop import TrainingData, TrainingLoop
 from .state import TRAIN_STATE, load_train_state, save_train_state
 from .train_config import TrainConfig
@@ -131,34 +131,35 @@ def train_gan(
     ``preprocess`` (default: the default settings on the model's grid) and ``generator_info``
     (e.g. ``voxel_mm``, ``recipe``) are recorded in ``generator.json`` for the users of the run.
     """
-    run_dir, world = Path(run_dir), init_world(device)
-    loop = TrainingLoop(data, model_config, config, device, world)
-    info = {**(generator_info or {}), "training_conditions": _condition_counts(data, encoder)}
-    folder = _RunFolder(run_dir, loop, world, encoder, preprocess or PreprocessConfig(shape=model_config.shape),
-                        info, on_checkpoint)
-    start = load_train_state(run_dir, loop.state())["step"] if resume and bundle_exists(run_dir, TRAIN_STATE) else 0
-    folder.open(start)
-    if world.main and model_config.mode == "labels":  # the maps ``sample`` draws new subjects from
-        LabelBank.from_training_data(data, encoder, data.subject_ids).save(run_dir)
-    folder.catch_up(start)
-    last: dict = {}
-    t0 = time.perf_counter()
-    for step in range(start + 1, config.steps + 1):
-        last = metrics = loop.step(step)
-        _check_finite_losses(run_dir, step, metrics)
-        improved = stop = False
-        if loop.stopping.due(step):
-            metrics["val_swd"] = loop.validation_swd()
-            improved, stop = loop.stopping.record(step, metrics["val_swd"])
-            metrics["early_stop"] = stop
-        metrics["seconds"] = round(time.perf_counter() - t0, 3)
-        if step % config.log_every == 0 or step == config.steps or "val_swd" in metrics:
-            folder.log(metrics)
-        if progress is not None and world.main:
-            progress(step, config.steps, metrics)
-        if stop or improved or step % config.checkpoint_every == 0 or step == config.steps:
-            folder.checkpoint(step, with_generator=improved or not loop.stopping.every
-                              or not bundle_exists(run_dir, "generator"))
-        if stop:
-            break
-    return last
+    run_dir = Path(run_dir)
+    with joined_world(device) as world:  # every rank returns once rank 0 has written the run
+        loop = TrainingLoop(data, model_config, config, device, world)
+        info = {**(generator_info or {}), "training_conditions": _condition_counts(data, encoder)}
+        folder = _RunFolder(run_dir, loop, world, encoder, preprocess or PreprocessConfig(shape=model_config.shape),
+                            info, on_checkpoint)
+        start = load_train_state(run_dir, loop.state())["step"] if resume and bundle_exists(run_dir, TRAIN_STATE) else 0
+        folder.open(start)
+        if world.main and model_config.mode == "labels":  # the maps ``sample`` draws new subjects from
+            LabelBank.from_training_data(data, encoder, data.subject_ids).save(run_dir)
+        folder.catch_up(start)
+        last: dict = {}
+        t0 = time.perf_counter()
+        for step in range(start + 1, config.steps + 1):
+            last = metrics = loop.step(step)
+            _check_finite_losses(run_dir, step, metrics)
+            improved = stop = False
+            if loop.stopping.due(step):
+                metrics["val_swd"] = loop.validation_swd()
+                improved, stop = loop.stopping.record(step, metrics["val_swd"])
+                metrics["early_stop"] = stop
+            metrics["seconds"] = round(time.perf_counter() - t0, 3)
+            if step % config.log_every == 0 or step == config.steps or "val_swd" in metrics:
+                folder.log(metrics)
+            if progress is not None and world.main:
+                progress(step, config.steps, metrics)
+            if stop or improved or step % config.checkpoint_every == 0 or step == config.steps:
+                folder.checkpoint(step, with_generator=improved or not loop.stopping.every
+                                  or not bundle_exists(run_dir, "generator"))
+            if stop:
+                break
+        return last

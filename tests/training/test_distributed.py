@@ -6,6 +6,7 @@ import json
 import os
 import socket
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,16 +22,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int, run_dir: str, config, model) -> None:
+def _worker(rank: int, world: int, port: int, run_dir: str, config, model, user_group: bool) -> None:
+    import torch.distributed as dist
+
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank))
     torch.set_num_threads(1)
-    try:
-        train_gan(run_dir, tiny_data(), model, config, TINY_ENCODER)
-    finally:
-        import torch.distributed as dist
-
-        if dist.is_initialized():
-            dist.destroy_process_group()
+    if user_group:
+        dist.init_process_group("gloo")
+    train_gan(run_dir, tiny_data(), model, config, TINY_ENCODER)
+    # on every rank, train_gan returns once rank 0 has written the run; it ends the group it
+    # started and leaves a group the caller started to the caller
+    assert json.loads((Path(run_dir) / "generator.json").read_text())["step"] == config.steps
+    assert dist.is_initialized() == user_group
+    if user_group:
+        dist.destroy_process_group()
 
 
 @pytest.mark.parametrize("options", [{}, {"style_mixing": 0.5, "d_spectral_norm": True, "seg_consistency": 1.0,
@@ -42,8 +47,9 @@ def test_two_processes_match_one_with_accumulation(tmp_path, options):
     # one process: global batch 4 as 2 accumulated micro-batches of 2
     torch.set_num_threads(1)
     train_gan(tmp_path / "single", tiny_data(), model, replace(config, accumulate=2), TINY_ENCODER)
-    # two processes: each one micro-batch of 2
-    mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path / "ddp"), config, model), nprocs=2,
+    # two processes: each one micro-batch of 2; the plain run starts the group itself, as a user's script would
+    user_group = not options
+    mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path / "ddp"), config, model, user_group), nprocs=2,
                        join=True, start_method="spawn")
     a, b = generator_weights(tmp_path / "single"), generator_weights(tmp_path / "ddp")
     for key in a:
