@@ -65,7 +65,7 @@ def _rotation(angles: torch.Tensor) -> torch.Tensor:
     matrices = []
     for a, b in ((1, 2), (0, 2), (0, 1)):
         angle = angles[:, len(matrices)]
-        m = torch.eye(3).repeat(len(angles), 1, 1)
+        m = torch.eye(3, device=angles.device).repeat(len(angles), 1, 1)
         m[:, a, a], m[:, b, b] = torch.cos(angle), torch.cos(angle)
         m[:, a, b], m[:, b, a] = -torch.sin(angle), torch.sin(angle)
         matrices.append(m)
@@ -85,8 +85,10 @@ def _grid(params: dict, shape) -> torch.Tensor:
     return grid + elastic[:, order].permute(0, 2, 3, 4, 1)
 
 
-def deform_maps(maps: torch.Tensor, params: dict) -> torch.Tensor:
-    """Deform (B, C, X, Y, Z) maps (zeros come in from outside), nearest-neighbour, on the CPU or
-    the maps' device; values stay those of the input."""
-    grid = _grid({k: v.cpu() for k, v in params.items()}, maps.shape[2:]).to(maps.device, maps.dtype)
+def deform_maps(maps: torch.Tensor, params: dict, grid_device: torch.device | str = "cpu") -> torch.Tensor:
+    """Deform (B, C, X, Y, Z) maps (zeros come in from outside), nearest-neighbour, on the maps'
+    device; values stay those of the input. The sampling grid is computed on ``grid_device``: the
+    CPU by default, so that a draw deforms a map the same way on any device; the training loop
+    computes it on its GPU, where the maps are."""
+    grid = _grid({k: v.to(grid_device) for k, v in params.items()}, maps.shape[2:]).to(maps.device, maps.dtype)
     return F.grid_sample(maps, grid, mode="nearest", padding_mode="zeros", align_corners=False)

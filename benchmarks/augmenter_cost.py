@@ -2,7 +2,7 @@
 
 Usage:
     python benchmarks/augmenter_cost.py [--side 64] [--grid 32 64] [--subjects 32] [--batch-size 8]
-                                        [--precision auto fp32 bf16] [--spade-kernel 3 1]
+                                        [--precision auto fp32 bf16] [--spade-kernel 3 1] [--device cuda]
 
 One 64^3 subject (four modalities + label map) is transformed --subjects times by each
 transform, in the same process; the augmenter's time is amortised over its batched generation
@@ -11,7 +11,8 @@ architecture (labels to images: the augmenter restyles the subject, keeping its 
 random weights (cost does not depend on training); ``--spade-kernel`` overrides its SPADE
 output convolution (3x3x3 or 1x1x1) to price that architecture choice. The default precision is the augmenter's
 own default, ``auto`` (bf16 where the CPU has bf16 arithmetic, fp32 elsewhere); the line says
-which it resolved to.
+which it resolved to. ``--device cuda`` generates on the GPU (torchio's transforms stay on the
+CPU, as they always run).
 """
 
 from __future__ import annotations
@@ -72,11 +73,13 @@ def main() -> None:
     parser.add_argument("--subjects", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--precision", nargs="+", default=["auto"], choices=["auto", "fp32", "bf16"])
+    parser.add_argument("--device", default="cpu", help="where the augmenter generates: cpu or cuda")
     parser.add_argument("--spade-kernel", type=int, nargs="+", default=[None], choices=[1, 3],
                         help="SPADE output convolution kernel(s) to time (default: the quick recipe's)")
     args = parser.parse_args()
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, torchio {tio.__version__}, "
-          f"threads {torch.get_num_threads()}, bf16 arithmetic: {'yes' if cpu_has_bf16() else 'no (AVX512-BF16/AMX absent)'}")
+          f"threads {torch.get_num_threads()}, bf16 arithmetic: {'yes' if cpu_has_bf16() else 'no (AVX512-BF16/AMX absent)'}"
+          + (f", GPU {torch.cuda.get_device_name(args.device)}" if args.device.startswith("cuda") else ""))
     subject = make_subject(args.side)
     print(f"subject: {args.side}^3, four modalities + label map; {args.subjects} subjects per transform")
     elastic = time_per_subject(tio.RandomElasticDeformation(), subject, max(4, args.subjects // 4))
@@ -88,12 +91,13 @@ def main() -> None:
             run = make_run(os.path.join(tmp, f"g{grid}k{kernel}"), grid, kernel)
             spade = "" if kernel is None else f", SPADE kernel {kernel}"
             for precision in args.precision:
-                aug = SyntheticAugmenter(run, p=1.0, seed=0, batch_size=args.batch_size, precision=precision)
+                aug = SyntheticAugmenter(run, p=1.0, seed=0, batch_size=args.batch_size, precision=precision,
+                                         device=args.device)
                 cost = time_per_subject(aug, subject, args.subjects)
                 # the machine's speed drifts: compare with RandomElasticDeformation timed just after
                 beside = time_per_subject(tio.RandomElasticDeformation(), subject, max(4, args.subjects // 4))
-                used = auto_precision(precision, "cpu")
-                print(f"SyntheticAugmenter (generator grid {grid}^3{spade}, batch {args.batch_size}, {precision}"
+                used = auto_precision(precision, args.device)
+                print(f"SyntheticAugmenter ({args.device}, generator grid {grid}^3{spade}, batch {args.batch_size}, {precision}"
                       f"{f' = {used}' if used != precision else ''}): "
                       f"{1000 * cost:.1f} ms/subject = {cost / elastic:.3f} x RandomElasticDeformation "
                       f"({cost / beside:.3f} x its {1000 * beside:.0f} ms timed right after), "

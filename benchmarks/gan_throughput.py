@@ -2,16 +2,18 @@
 
 Usage:
     python benchmarks/gan_throughput.py [--shapes 32 64] [--steps 5] [--recipe quick] [--amp bf16]
-        [--train-set seg_consistency=1 seg_warmup=0] [--peak-channels 32 16]
+        [--train-set seg_consistency=1 seg_warmup=0] [--peak-channels 32 16] [--device cuda]
 
-Conv3d peak: a 64-channel 3x3x3 convolution on 32^3 (batch 4) in fp32 (channels-first) and in
-bf16 with ``channels_last_3d``, measured first in the same process: the reference the training
-figures are a share of.
+Conv3d peak: a 64-channel 3x3x3 convolution on 32^3 (batch 4; on a GPU 64^3, batch 8, so that
+one call is not dominated by its launch) in fp32 (channels-first) and in bf16 with
+``channels_last_3d``, measured first in the same process: the reference the training figures are
+a share of. On a GPU the bf16 8192^3 matrix product is printed beside it (the tensor cores' rate).
 Training: full steps (D step with lazy R1 every 16th, G step, EMA) at batch 4 on random data,
 volumes/s = batch / seconds per step (median over --steps after one warm-up step). The FLOPs of
 one step (convolutions and matrix products, forward and backward, counted by
 ``torch.utils.flop_counter``) over that time give the achieved GFLOP/s. Peak RSS is the
-process's maximum so far (shapes run in increasing order, so the last line is the largest's).
+process's maximum so far (shapes run in increasing order, so the last line is the largest's); on a
+GPU, the peak GPU memory allocated by the timed steps of that shape.
 Generation: generator forward, volumes/s at batch 1 and 8, fp32 and bf16 autocast, in
 ``channels_last_3d`` (what ``load_generator`` uses) and, with --layouts both, channels-first.
 """
@@ -37,6 +39,7 @@ from augment3d.training.trainer import TrainingData, train_gan
 
 
 AMP = [None]  # --amp overrides the recipe's autocast setting
+DEVICE = ["cpu"]  # --device
 LAYOUT = [None]  # --train-layout overrides the recipe's channels_last setting
 TRAIN_SET: dict = {}  # --train-set KEY=VALUE overrides of the recipe's [train] section
 MODEL_SET: dict = {}  # --model-set KEY=VALUE overrides of the recipe's [model] section
@@ -50,27 +53,57 @@ def apply_overrides(train_set: list[str], model_set: list[str]) -> None:
             into[key] = tomllib.loads(f"v = {value}")["v"]
 
 
+def on_gpu() -> bool:
+    return torch.device(DEVICE[0]).type == "cuda"
+
+
+def sync() -> None:
+    """Wait for the GPU's queued work (timers read the host's clock)."""
+    if on_gpu():
+        torch.cuda.synchronize()
+
+
 def machine() -> str:
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, threads {torch.get_num_threads()}"
+    gpu = f", GPU {torch.cuda.get_device_name()}" if on_gpu() else ""
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs{gpu}, torch {torch.__version__}, "
+            f"threads {torch.get_num_threads()}")
 
 
-def conv_peak(bf16: bool, channels_last: bool, side: int = 32, channels: int = 64, batch: int = 4,
-              repeats: int = 5) -> float:
+def median_seconds(fn, repeats: int) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` calls after one warm-up call."""
+    times = []
+    for _ in range(repeats + 1):
+        sync()
+        t = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times[1:])
+
+
+def peak_shape() -> tuple[int, int]:
+    """(side, batch) of the reference convolution: 32^3 x 4 on a CPU, 64^3 x 8 on a GPU."""
+    return (64, 8) if on_gpu() else (32, 4)
+
+
+def conv_peak(bf16: bool, channels_last: bool, channels: int = 64, repeats: int = 5) -> float:
     """GFLOP/s of one 3x3x3 Conv3d forward (the machine's practical limit for our layers)."""
-    conv = torch.nn.Conv3d(channels, channels, 3, padding=1, bias=False)
-    x = torch.randn(batch, channels, side, side, side)
+    side, batch = peak_shape()
+    conv = torch.nn.Conv3d(channels, channels, 3, padding=1, bias=False).to(DEVICE[0])
+    x = torch.randn(batch, channels, side, side, side, device=DEVICE[0])
     if channels_last:
         conv, x = conv.to(memory_format=torch.channels_last_3d), x.contiguous(memory_format=torch.channels_last_3d)
     if bf16:
         conv, x = conv.to(torch.bfloat16), x.to(torch.bfloat16)
     flops = 2 * channels * channels * 27 * batch * side**3
-    times = []
     with torch.no_grad():
-        for _ in range(repeats + 1):
-            t = time.perf_counter()
-            conv(x)
-            times.append(time.perf_counter() - t)
-    return flops / statistics.median(times[1:]) / 1e9
+        return flops / median_seconds(lambda: conv(x), repeats) / 1e9
+
+
+def matmul_peak(n: int = 8192, repeats: int = 10) -> float:
+    """GFLOP/s of an n x n x n bf16 matrix product on the GPU (its tensor cores' practical rate)."""
+    a, b = (torch.randn(n, n, device=DEVICE[0], dtype=torch.bfloat16) for _ in range(2))
+    return 2 * n**3 / median_seconds(lambda: a @ b, repeats) / 1e9
 
 
 def step_flops(recipe, shape: int) -> tuple[float, float]:
@@ -107,6 +140,7 @@ def train_rate(recipe, shape: int, steps: int) -> float:
     last = [time.perf_counter()]
 
     def tick(step, total, metrics):
+        sync()
         now = time.perf_counter()
         times.append(now - last[0])
         last[0] = now
@@ -114,7 +148,7 @@ def train_rate(recipe, shape: int, steps: int) -> float:
     cfg = replace(recipe.train, steps=steps + 1, checkpoint_every=10**9, log_every=10**9, amp=AMP[0] or recipe.train.amp,
                   channels_last=recipe.train.channels_last if LAYOUT[0] is None else LAYOUT[0] == "last", **TRAIN_SET)
     with tempfile.TemporaryDirectory() as tmp:
-        train_gan(tmp, data, model, cfg, enc, progress=tick)
+        train_gan(tmp, data, model, cfg, enc, device=DEVICE[0], progress=tick)
     return cfg.batch / statistics.median(times[1:]) if steps else 0.0
 
 
@@ -123,19 +157,18 @@ def generation_rate(recipe, shape: int, batch: int, bf16: bool, channels_last: b
     from dataclasses import replace
 
     enc = ConditionEncoder(recipe.data.categories)
-    net = Generator3D(replace(recipe.model_config(enc.dim), shape=(shape,) * 3, **MODEL_SET)).eval()
+    net = Generator3D(replace(recipe.model_config(enc.dim), shape=(shape,) * 3, **MODEL_SET)).eval().to(DEVICE[0])
     net.channels_last = channels_last
-    z = torch.randn(batch, net.config.z_dim)
-    c = torch.from_numpy(enc.encode(enc.all_conditions()[:1] * batch)) if enc.dim else None
+    z = torch.randn(batch, net.config.z_dim, device=DEVICE[0])
+    c = torch.from_numpy(enc.encode(enc.all_conditions()[:1] * batch)).to(DEVICE[0]) if enc.dim else None
     labels = torch.randint(0, 4, (batch, shape, shape, shape), generator=torch.Generator().manual_seed(0))
-    maps = label_maps(labels, labels >= 0) if net.takes_labels else None
-    times = []
-    for _ in range(repeats + 1):
-        t = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    maps = label_maps(labels, labels >= 0).to(DEVICE[0]) if net.takes_labels else None
+
+    def forward():
+        with torch.autocast(torch.device(DEVICE[0]).type, dtype=torch.bfloat16, enabled=bf16):
             net(z, c, maps=maps)
-        times.append(time.perf_counter() - t)
-    return batch / statistics.median(times[1:])
+
+    return batch / median_seconds(forward, repeats)
 
 
 def main() -> None:
@@ -144,6 +177,7 @@ def main() -> None:
     parser.add_argument("--gen-shapes", type=int, nargs="*", default=[32, 64, 128])
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--recipe", default="quick")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
     parser.add_argument("--amp", choices=["none", "bf16", "fp16"], default=None, help="override the recipe's autocast")
     parser.add_argument("--train-layout", choices=["first", "last"], default=None,
                         help="override the recipe's channels_last setting for training")
@@ -156,7 +190,7 @@ def main() -> None:
     parser.add_argument("--model-set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="override [model] fields for the training figures (e.g. d_spectral_norm=true)")
     args = parser.parse_args()
-    AMP[0], LAYOUT[0] = args.amp, args.train_layout
+    AMP[0], LAYOUT[0], DEVICE[0] = args.amp, args.train_layout, args.device
     apply_overrides(args.train_set, args.model_set)
     recipe = load_recipe(args.recipe)
     print(f"machine: {machine()}")
@@ -166,20 +200,29 @@ def main() -> None:
           + (f", [train] overrides {TRAIN_SET}" if TRAIN_SET else "") + (f", [model] overrides {MODEL_SET}" if MODEL_SET else ""))
     peak32 = conv_peak(bf16=False, channels_last=False)
     peak = conv_peak(bf16=True, channels_last=True)
-    print(f"Conv3d peak (64 ch, 3x3x3, 32^3, batch 4): fp32 {peak32:.0f} GFLOP/s, bf16 channels_last_3d {peak:.0f} GFLOP/s")
+    side, batch = peak_shape()
+    print(f"Conv3d peak (64 ch, 3x3x3, {side}^3, batch {batch}): fp32 {peak32:.0f} GFLOP/s, "
+          f"bf16 channels_last_3d {peak:.0f} GFLOP/s")
+    if on_gpu():
+        print(f"bf16 matrix product 8192^3: {matmul_peak():.0f} GFLOP/s")
     for channels in args.peak_channels:
         narrow = conv_peak(bf16=True, channels_last=True, channels=channels)
-        print(f"Conv3d at {channels} ch (3x3x3, 32^3, batch 4), bf16 channels_last_3d: {narrow:.0f} GFLOP/s "
+        print(f"Conv3d at {channels} ch (3x3x3, {side}^3, batch {batch}), bf16 channels_last_3d: {narrow:.0f} GFLOP/s "
               f"= {100 * narrow / peak:.0f}% of the peak")
     for shape in sorted(args.shapes):
         flops, conv_share = step_flops(recipe, shape)
+        if on_gpu():
+            torch.cuda.reset_peak_memory_stats()
         rate = train_rate(recipe, shape, args.steps)
         seconds = recipe.train.batch / rate
         achieved = flops / seconds / 1e9
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        if on_gpu():
+            memory = f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB"
+        else:
+            memory = f"peak RSS so far {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
         print(f"train {shape}^3 batch {recipe.train.batch}: {rate:.2f} volumes/s ({seconds:.2f} s/step), "
               f"{flops / 1e9:.0f} GFLOP/step ({100 * conv_share:.0f}% of them in convolutions), {achieved:.0f} GFLOP/s = "
-              f"{100 * achieved / peak:.0f}% of the bf16 channels-last peak; peak RSS so far {rss:.0f} MiB")
+              f"{100 * achieved / peak:.0f}% of the bf16 channels-last peak; {memory}")
     layouts = (True, False) if args.layouts == "both" else (True,)
     for shape in args.gen_shapes:
         for batch in (1, 8):

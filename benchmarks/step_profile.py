@@ -2,7 +2,7 @@
 
 Usage:
     python benchmarks/step_profile.py [--shape 64] [--recipe phantom] [--train-set seg_autocast=true]
-                                      [--model-set spade_kernel=1] [--table 25]
+                                      [--model-set spade_kernel=1] [--table 25] [--device cuda]
 
 Runs a few training steps (as ``gan_throughput.py`` does: random data, batch of the recipe) and
 profiles the fourth with ``torch.profiler``. Prints the step's time split into convolutions
@@ -11,6 +11,10 @@ normalisation and the rest; the rate the convolutions reach inside their own tim
 ceiling: the step's FLOPs over (FLOPs at the bf16 channels-last Conv3d peak measured in the same
 process + everything else as measured). A step cannot reach a larger share of the peak without
 removing work that is not convolution.
+
+On a GPU (``--device cuda``) the split is of the GPU's kernel time, and the step's wall time is
+printed beside it: the difference is time the GPU waits for the host (Python, work left on the
+CPU). A second table lists the ops by their host time.
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ import argparse
 import os
 import sys
 import tempfile
+import time
 from dataclasses import replace
 
+from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile, schedule
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -50,25 +56,47 @@ def main() -> None:
     parser.add_argument("--train-set", nargs="*", default=[], metavar="KEY=VALUE")
     parser.add_argument("--model-set", nargs="*", default=[], metavar="KEY=VALUE")
     parser.add_argument("--table", type=int, default=25, help="rows of the per-op table (0: none)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
     args = parser.parse_args()
     gt.apply_overrides(args.train_set, args.model_set)
+    gt.DEVICE[0] = args.device
+    gpu = gt.on_gpu()
     recipe = load_recipe(args.recipe)
     print(f"machine: {gt.machine()}")
     peak = gt.conv_peak(bf16=True, channels_last=True)
     flops, _ = gt.step_flops(recipe, args.shape)
     enc, model, data = gt.random_setup(recipe, args.shape)
     cfg = replace(recipe.train, steps=5, checkpoint_every=10**9, log_every=10**9, **gt.TRAIN_SET)
-    prof = profile(activities=[ProfilerActivity.CPU], schedule=schedule(wait=3, warmup=0, active=1))
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if gpu else [])
+    prof = profile(activities=activities, schedule=schedule(wait=3, warmup=0, active=1))
+    walls, last = [], [0.0]
+
+    def tick(*_):
+        gt.sync()
+        now = time.perf_counter()
+        walls.append(now - last[0])
+        last[0] = now
+        prof.step()
+
     with prof, tempfile.TemporaryDirectory() as tmp:
-        train_gan(tmp, data, model, cfg, enc, progress=lambda *_: prof.step())
+        last[0] = time.perf_counter()
+        train_gan(tmp, data, model, cfg, enc, device=args.device, progress=tick)
     ops = prof.key_averages()
-    total = sum(e.self_cpu_time_total for e in ops) / 1e6
+    # an op's own time: its kernels' time on a GPU (rows of the host's ops only: kernels are not counted twice)
+    own = (lambda e: e.self_device_time_total if e.device_type == DeviceType.CPU else 0) if gpu else (
+        lambda e: e.self_cpu_time_total)
+    total = sum(own(e) for e in ops) / 1e6
+    what = "GPU kernel time" if gpu else "ops' own time"
     split = dict.fromkeys([*KINDS, "other"], 0.0)
     for e in ops:
-        split[kind(e.key)] += e.self_cpu_time_total / 1e6
+        split[kind(e.key)] += own(e) / 1e6
     print(f"recipe {args.recipe} at {args.shape}^3, batch {cfg.batch}" + (f", [train] {gt.TRAIN_SET}" if gt.TRAIN_SET else "")
           + (f", [model] {gt.MODEL_SET}" if gt.MODEL_SET else "")
-          + f": profiled step {total:.2f} s (ops' own time), {flops / 1e9:.0f} GFLOP; bf16 channels-last peak {peak:.0f} GFLOP/s")
+          + f": profiled step {total:.3f} s ({what}), "
+          f"{flops / 1e9:.0f} GFLOP; bf16 channels-last peak {peak:.0f} GFLOP/s")
+    if gpu:
+        print(f"  wall time of that step {walls[3]:.3f} s (profiled); unprofiled steps {walls[4]:.3f} s: the GPU is busy "
+              f"{100 * total / walls[4]:.0f}% of a step")
     for name, seconds in split.items():
         print(f"  {name:18s} {seconds:6.2f} s  {100 * seconds / total:5.1f}%")
     conv = split["convolution"]
@@ -77,6 +105,8 @@ def main() -> None:
     ceiling = flops / (flops / (peak * 1e9) + total - conv) / 1e9
     print(f"  ceiling (convolutions at the peak, the rest as measured): {ceiling:.0f} GFLOP/s = {100 * ceiling / peak:.0f}% of the peak")
     if args.table:
+        if gpu:
+            print(ops.table(sort_by="self_device_time_total", row_limit=args.table, max_name_column_width=45))
         print(ops.table(sort_by="self_cpu_time_total", row_limit=args.table, max_name_column_width=45))
 
 

@@ -116,8 +116,10 @@ class Generator3D(nn.Module):
         ]
 
     def make_noise(self, batch: int, generator: torch.Generator | None = None, device=None) -> list[torch.Tensor]:
-        """Per-voxel noise for every layer, drawn on the CPU (so a seed gives the same noise anywhere)."""
-        return [torch.randn((batch, 1, *s), generator=generator).to(device) for s in self.noise_shapes]
+        """Per-voxel noise for every layer, drawn where ``generator`` is (with a CPU generator a
+        seed gives the same noise anywhere), or on ``device`` without one."""
+        where = generator.device if generator is not None else device
+        return [torch.randn((batch, 1, *s), generator=generator, device=where).to(device) for s in self.noise_shapes]
 
     @property
     def takes_labels(self) -> bool:

@@ -58,7 +58,7 @@ class AdaptiveAugment3D(nn.Module):
             return images, labels
         device, dtype = images.device, images.dtype
         spatial = images.shape[2:]
-        view = lambda t: t.to(device)[:, None, None, None, None]  # noqa: E731
+        view = lambda t: t.to(device, non_blocking=True)[:, None, None, None, None]  # noqa: E731
         for axis in range(3):
             flip = params["flip"][:, axis]
             if flip.any():

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["World", "init_world", "joined_world", "leave_world", "barrier", "all_reduce_grads", "all_reduce_sum"]
+__all__ = ["World", "init_world", "joined_world", "leave_world", "barrier", "all_reduce_grads", "all_reduce_sum",
+           "collective_device"]
 
 
 @dataclass(frozen=True)
@@ -90,9 +91,18 @@ def all_reduce_grads(module: torch.nn.Module, world: World) -> None:
         offset += n
 
 
+def collective_device() -> torch.device:
+    """Where the default process group's collectives take their tensors: this process's GPU
+    under nccl (which has no CPU tensors), the CPU under gloo."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def all_reduce_sum(values: list[float], world: World) -> list[float]:
+    """Each value summed over the ranks (in float64, on the device the backend takes)."""
     if world.size <= 1:
         return values
-    t = torch.tensor(values, dtype=torch.float64)
+    t = torch.tensor(values, dtype=torch.float64, device=collective_device())
     dist.all_reduce(t)
     return t.tolist()

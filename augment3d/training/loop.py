@@ -10,7 +10,12 @@ optimisers. Each step then runs:
 4. **ADA tick**: D's augmentation probability follows r_t.
 
 All random draws (batches, latents, noise, augmentation) come from one CPU ``torch.Generator``
-seeded from the recipe and saved in the training state, so a resumed run continues exactly.
+seeded from the recipe and saved in the training state, so a resumed run continues exactly. On a
+GPU the per-voxel noise is drawn there, from a GPU generator seeded by a draw from that stream
+(drawing it on the CPU cost the host more time than the GPU spent on the step's convolutions at
+128^3), so a GPU run's stream differs from a CPU run's but is as reproducible. Host-to-GPU
+copies do not wait for the GPU, and the step's figures are read once at its end, so the host
+queues work while the GPU runs.
 Each phase draws the whole global batch; the global batch is cut into ``world size x
 accumulate`` micro-batches and each process works on its own, so the result does not depend on
 how the work is spread (up to the order of floating-point sums).
@@ -70,9 +75,9 @@ class TrainingData:
         if self.masks is None:
             self.masks = brain_masks(self.images)
 
-    def maps(self, idx) -> torch.Tensor:
-        """The label maps of subjects ``idx`` as a labels-to-images generator takes them."""
-        return label_maps(self.labels[idx], self.masks[idx])
+    def maps(self, idx, device: torch.device | str = "cpu") -> torch.Tensor:
+        """The label maps of subjects ``idx`` as a labels-to-images generator takes them (made on ``device``)."""
+        return label_maps(self.labels[idx].to(device, non_blocking=True), self.masks[idx].to(device, non_blocking=True))
 
     @classmethod
     def from_cases(cls, cases, encoder: ConditionEncoder) -> TrainingData:
@@ -207,7 +212,7 @@ class TrainingLoop:
                 c = _paired(c) if paired else c
                 with self.autocast():
                     fake_img, fake_lab = self._fake(draw, lo, hi, c, paired)
-                fakes = Fakes(fake_img, fake_lab, draw["z"][lo:hi].to(self.device), c)
+                fakes = Fakes(fake_img, fake_lab, self._to_device(draw["z"][lo:hi]), c)
                 extra = [(term, term.loss(fakes)) for term in active]
                 fake = self.augment.apply(fake_img, fake_lab, AdaptiveAugment3D.slice(draw["aug_fake"], lo, hi))
                 loss = g_loss(self.cfg.loss, self._judge(*fake, c))
@@ -243,7 +248,7 @@ class TrainingLoop:
         draw = {
             "idx": torch.randint(0, self.data.images.shape[0], (b,), generator=self.rng),
             "z": torch.randn(b, self.mc.z_dim, generator=self.rng),
-            "noise": self.G.make_noise(b, self.rng),
+            "noise": self._noise(b),
             "aug_fake": self.augment.draw(b, shape, self.rng),
             "aug_real": self.augment.draw(b, shape, self.rng),
         }
@@ -260,10 +265,21 @@ class TrainingLoop:
             draw["cond"] = torch.where(swapped[:, None], combo, self.data.conditions[draw["idx"]])
         return draw
 
+    def _noise(self, batch: int) -> list[torch.Tensor]:
+        """G's per-voxel noise for ``batch`` subjects: from the loop's stream on the CPU; on a GPU,
+        drawn there from a seed that stream gives."""
+        if torch.device(self.device).type == "cpu":
+            return self.G.make_noise(batch, self.rng)
+        seed = int(torch.randint(0, 2**62, (1,), generator=self.rng))
+        return self.G.make_noise(batch, torch.Generator(self.device).manual_seed(seed), self.device)
+
+    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(self.device, non_blocking=True)  # a host-to-GPU copy need not wait for the GPU
+
     def _fake_conditions(self, draw, lo, hi) -> torch.Tensor:
         """The conditions G renders ``draw``'s slice under: its maps' own subjects', or the swapped ones."""
         cond = draw["cond"][lo:hi] if "cond" in draw else self.data.conditions[draw["idx"][lo:hi]]
-        return cond.to(self.device)
+        return self._to_device(cond)
 
     def _my_slices(self):
         for a in range(self.cfg.accumulate):
@@ -271,22 +287,22 @@ class TrainingLoop:
             yield part * self.micro, (part + 1) * self.micro
 
     def _real(self, idx):
-        images = self.data.images[idx].to(self.device)
-        onehot = one_hot(self.data.labels[idx], self.mc.label_classes).to(self.device)
-        return images, onehot, self.data.conditions[idx].to(self.device)
+        images = self._to_device(self.data.images[idx])
+        onehot = one_hot(self._to_device(self.data.labels[idx]), self.mc.label_classes)
+        return images, onehot, self._to_device(self.data.conditions[idx])
 
     def _fake(self, draw, lo, hi, c, paired: bool = False):
         """G's subjects for ``draw``'s slice; ``paired`` gives the second half the first half's
         noise (and label maps): a pair differs only in z."""
         pair = _paired if paired else (lambda x: x)
-        noise = [pair(n[lo:hi]).to(self.device) for n in draw["noise"]]
-        w = self.G.mapping(draw["z"][lo:hi].to(self.device), c)
+        noise = [self._to_device(pair(n[lo:hi])) for n in draw["noise"]]
+        w = self.G.mapping(self._to_device(draw["z"][lo:hi]), c)
         if "z_mix" in draw:  # the second latent and the cutoff are shared by a pair, as the noise is
-            w_mix = self.G.mapping(pair(draw["z_mix"][lo:hi]).to(self.device), c)
-            w = self.G.mix_styles(w, w_mix, pair(draw["mix_cutoff"][lo:hi]).to(self.device))
-        if self.G.takes_labels:
-            maps = deform_maps(self.data.maps(draw["idx"][lo:hi]), slice_deformations(draw["deform"], lo, hi))
-            maps = pair(maps).to(self.device)
+            w_mix = self.G.mapping(self._to_device(pair(draw["z_mix"][lo:hi])), c)
+            w = self.G.mix_styles(w, w_mix, self._to_device(pair(draw["mix_cutoff"][lo:hi])))
+        if self.G.takes_labels:  # made and deformed where G runs
+            maps = self.data.maps(draw["idx"][lo:hi], self.device)
+            maps = pair(deform_maps(maps, slice_deformations(draw["deform"], lo, hi), grid_device=self.device))
             images, _ = self.G.from_w(w, noise, maps)
             return images.float(), maps_to_onehot(maps)
         images, logits = self.G.from_w(w, noise)

@@ -24,13 +24,20 @@ class StepStats:
     """
 
     def __init__(self):
-        self._sums: dict[str, float] = {}
+        self._terms: dict[str, list[tuple[torch.Tensor | float, float]]] = {}
 
     def add(self, name: str, value: torch.Tensor | float, weight: float = 1.0) -> None:
-        value = float(value.detach()) if torch.is_tensor(value) else float(value)
-        self._sums[name] = self._sums.get(name, 0.0) + value * weight
+        # a tensor is read at reduce(): reading it here would make the host wait for the GPU
+        # mid-step, before it can queue the backward pass
+        self._terms.setdefault(name, []).append((value.detach() if torch.is_tensor(value) else value, weight))
 
     def reduce(self, world: World) -> dict[str, float]:
         """Every figure summed over the processes (all of them must add the same names)."""
-        names = sorted(self._sums)
-        return dict(zip(names, all_reduce_sum([self._sums[n] for n in names], world)))
+        names = sorted(self._terms)
+        sums = []
+        for name in names:
+            total = 0.0
+            for value, weight in self._terms[name]:
+                total += float(value) * weight
+            sums.append(total)
+        return dict(zip(names, all_reduce_sum(sums, world)))
