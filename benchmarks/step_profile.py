@@ -2,7 +2,7 @@
 
 Usage:
     python benchmarks/step_profile.py [--shape 64] [--recipe phantom] [--train-set seg_autocast=true]
-                                      [--model-set spade_kernel=1] [--table 25] [--device cuda]
+                                      [--model-set spade_kernel=1] [--table 25] [--device cuda] [--by-shape]
 
 Runs a few training steps (as ``gan_throughput.py`` does: random data, batch of the recipe) and
 profiles the fourth with ``torch.profiler``. Prints the step's time split into convolutions
@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import statistics
 import tempfile
 import time
 from dataclasses import replace
@@ -57,6 +58,8 @@ def main() -> None:
     parser.add_argument("--model-set", nargs="*", default=[], metavar="KEY=VALUE")
     parser.add_argument("--table", type=int, default=25, help="rows of the per-op table (0: none)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
+    parser.add_argument("--by-shape", action="store_true",
+                        help="also list the ops by input shapes (which tensors the copies and passes are)")
     args = parser.parse_args()
     gt.apply_overrides(args.train_set, args.model_set)
     gt.DEVICE[0] = args.device
@@ -66,9 +69,11 @@ def main() -> None:
     peak = gt.conv_peak(bf16=True, channels_last=True)
     flops, _ = gt.step_flops(recipe, args.shape)
     enc, model, data = gt.random_setup(recipe, args.shape)
-    cfg = replace(recipe.train, steps=5, checkpoint_every=10**9, log_every=10**9, **gt.TRAIN_SET)
+    # six steps: the fourth is profiled; the second, third and fifth give the unprofiled wall time
+    # (the first builds the networks, the last writes the run folder)
+    cfg = replace(recipe.train, steps=6, checkpoint_every=10**9, log_every=10**9, **gt.TRAIN_SET)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if gpu else [])
-    prof = profile(activities=activities, schedule=schedule(wait=3, warmup=0, active=1))
+    prof = profile(activities=activities, schedule=schedule(wait=3, warmup=0, active=1), record_shapes=args.by_shape)
     walls, last = [], [0.0]
 
     def tick(*_):
@@ -95,8 +100,9 @@ def main() -> None:
           + f": profiled step {total:.3f} s ({what}), "
           f"{flops / 1e9:.0f} GFLOP; bf16 channels-last peak {peak:.0f} GFLOP/s")
     if gpu:
-        print(f"  wall time of that step {walls[3]:.3f} s (profiled); unprofiled steps {walls[4]:.3f} s: the GPU is busy "
-              f"{100 * total / walls[4]:.0f}% of a step")
+        plain = statistics.median([walls[1], walls[2], walls[4]])
+        print(f"  wall time of that step {walls[3]:.3f} s (profiled): the GPU is busy {100 * total / walls[3]:.0f}% of it; "
+              f"unprofiled steps {plain:.3f} s (median of three)")
     for name, seconds in split.items():
         print(f"  {name:18s} {seconds:6.2f} s  {100 * seconds / total:5.1f}%")
     conv = split["convolution"]
@@ -108,6 +114,10 @@ def main() -> None:
         if gpu:
             print(ops.table(sort_by="self_device_time_total", row_limit=args.table, max_name_column_width=45))
         print(ops.table(sort_by="self_cpu_time_total", row_limit=args.table, max_name_column_width=45))
+    if args.table and args.by_shape:
+        by_shape = prof.key_averages(group_by_input_shape=True)
+        print(by_shape.table(sort_by="self_device_time_total" if gpu else "self_cpu_time_total", row_limit=args.table,
+                             max_name_column_width=30, max_shapes_column_width=90))
 
 
 if __name__ == "__main__":

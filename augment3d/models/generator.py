@@ -16,15 +16,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .architecture import ModelConfig, synthesis_plan
-from .layers import LRELU_GAIN, LRELU_SLOPE, AdaINConv3d, EqualConv3d, ModulatedConv3d, NoiseInjection
+from .layers import LRELU_GAIN, LRELU_SLOPE, AdaINConv3d, EqualConv3d, ModulatedConv3d, NoiseInjection, upsample2
 from .mapping import MappingNetwork
 from .spatial_conditioning import SpatialModulation, label_maps, map_pyramid
 
 __all__ = ["Generator3D", "SynthesisLayer", "SynthesisBlock", "label_maps"]
-
-
-def _upsample(x: torch.Tensor) -> torch.Tensor:
-    return F.interpolate(x, scale_factor=2, mode="trilinear", align_corners=False)
 
 
 class SynthesisLayer(nn.Module):
@@ -73,10 +69,10 @@ class SynthesisBlock(nn.Module):
     num_ws = 3
 
     def forward(self, x, skip, ws, noises, maps=None):
-        x = _upsample(x)
+        x = upsample2(x)
         x = self.layer1(x, ws[:, 0], noises[0], maps)
         x = self.layer2(x, ws[:, 1], noises[1], maps)
-        return x, _upsample(skip) + self.to_output(x, ws[:, 2])
+        return x, upsample2(skip) + self.to_output(x, ws[:, 2])
 
 
 class Generator3D(nn.Module):

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["EqualLinear", "EqualConv3d", "ModulatedConv3d", "AdaINConv3d", "NoiseInjection", "SpectralNorm", "lrelu",
-           "downsample2", "power_iteration"]
+           "downsample2", "upsample2", "block_means", "axis_upsample",
+           "power_iteration"]
 
 LRELU_SLOPE = 0.2
 LRELU_GAIN = math.sqrt(2.0)
@@ -49,12 +50,59 @@ def _channels_last(x: torch.Tensor) -> bool:
     return x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous()
 
 
+def block_means(x: torch.Tensor) -> torch.Tensor:
+    """2x2x2 block means of a ``channels_last_3d`` tensor with even sizes, as one reduction over a
+    view of its memory, (B, D/2, 2, H/2, 2, W/2, 2, C): no layout conversion, accumulated in
+    fp32 as ``avg_pool3d`` does, differentiable twice. The GPU's downsampling: there ``_BoxDown``
+    ran as cuDNN's grouped convolution, 144 ms a 128^3 step forward alone, and ``avg_pool3d``
+    returns channels-first (H200: 7 ms forward + backward against 49 and 42 for a 4 x 128 x 128^3
+    bf16 input, ``benchmarks/resampling.py``, docs/PERFORMANCE.md)."""
+    b, c, d, h, w = x.shape
+    blocks = x.permute(0, 2, 3, 4, 1).reshape(b, d // 2, 2, h // 2, 2, w // 2, 2, c)
+    return blocks.mean((2, 4, 6)).permute(0, 4, 1, 2, 3)
+
+
+def _linear_up(y: torch.Tensor, axis: int) -> torch.Tensor:
+    """``y`` twice as long along ``axis``, linearly interpolated as ``F.interpolate`` does with
+    ``align_corners=False`` (weights 3/4 and 1/4 of each voxel and its neighbour, edges clamped)."""
+    n = y.shape[axis]
+    before = torch.cat([y.narrow(axis, 0, 1), y.narrow(axis, 0, n - 1)], axis)
+    after = torch.cat([y.narrow(axis, 1, n - 1), y.narrow(axis, n - 1, 1)], axis)
+    return torch.stack([torch.lerp(y, before, 0.25), torch.lerp(y, after, 0.25)], axis + 1).flatten(axis, axis + 1)
+
+
+def axis_upsample(x: torch.Tensor) -> torch.Tensor:
+    """Trilinear x2 upsampling of a ``channels_last_3d`` tensor one axis at a time, on the
+    channel-innermost view of its memory: ``F.interpolate``'s values (rounded differently), the
+    layout kept, differentiable twice."""
+    y = x.permute(0, 2, 3, 4, 1)
+    for axis in (1, 2, 3):
+        y = _linear_up(y, axis)
+    return y.permute(0, 4, 1, 2, 3)
+
+
+def upsample2(x: torch.Tensor) -> torch.Tensor:
+    """Trilinear x2 upsampling (``align_corners=False``), in the input's dtype and layout.
+
+    A ``channels_last_3d`` input on a GPU goes to :func:`axis_upsample`: there the trilinear
+    kernel took 25 ms a call for a 4 x 128 x 64^3 bf16 channels-last input (H200 profile,
+    docs/PERFORMANCE.md). Everything else to ``F.interpolate``."""
+    if x.device.type != "cpu" and _channels_last(x):
+        return axis_upsample(x)
+    return F.interpolate(x, scale_factor=2, mode="trilinear", align_corners=False)
+
+
 def downsample2(x: torch.Tensor) -> torch.Tensor:
     """Average each 2x2x2 block (B, C, D, H, W -> D/2, H/2, W/2), in the input's dtype and layout.
 
-    Channels-first fp32 input, and odd sizes, go to ``F.avg_pool3d`` (fastest there; odd sizes floor).
+    On the CPU, channels-first fp32 input and odd sizes go to ``F.avg_pool3d`` (fastest there; odd
+    sizes floor), the rest to ``_BoxDown``. On a GPU, channels-last input with even sizes goes to
+    :func:`block_means`, the rest to ``F.avg_pool3d``.
     """
-    if (x.dtype != torch.float32 or _channels_last(x)) and all(n % 2 == 0 for n in x.shape[2:]):
+    even = all(n % 2 == 0 for n in x.shape[2:])
+    if x.device.type != "cpu":
+        return block_means(x) if even and _channels_last(x) else F.avg_pool3d(x, 2)
+    if (x.dtype != torch.float32 or _channels_last(x)) and even:
         return _BoxDown.apply(x)
     return F.avg_pool3d(x, 2)
 

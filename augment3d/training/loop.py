@@ -12,10 +12,10 @@ optimisers. Each step then runs:
 All random draws (batches, latents, noise, augmentation) come from one CPU ``torch.Generator``
 seeded from the recipe and saved in the training state, so a resumed run continues exactly. On a
 GPU the per-voxel noise is drawn there, from a GPU generator seeded by a draw from that stream
-(drawing it on the CPU cost the host more time than the GPU spent on the step's convolutions at
-128^3), so a GPU run's stream differs from a CPU run's but is as reproducible. Host-to-GPU
-copies do not wait for the GPU, and the step's figures are read once at its end, so the host
-queues work while the GPU runs.
+(on the CPU it took the host 0.28 s of a 2.0 s step at 128^3 on an H200), so a GPU run's stream
+differs from a CPU run's but is as reproducible. Host-to-GPU copies do not wait for the GPU, and
+the step's figures are read once at its end, so the host queues work while the GPU runs.
+
 Each phase draws the whole global batch; the global batch is cut into ``world size x
 accumulate`` micro-batches and each process works on its own, so the result does not depend on
 how the work is spread (up to the order of floating-point sums).

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from augment3d.resampling import resample
 from augment3d.models import Discriminator3D, Generator3D, ModelConfig
-from augment3d.models.layers import ModulatedConv3d, downsample2
+from augment3d.models.layers import ModulatedConv3d, axis_upsample, block_means, downsample2
 from augment3d.models.spatial_conditioning import label_maps
 from augment3d.training.losses import r1_penalty
 
@@ -94,6 +94,24 @@ def test_box_downsampling_matches_avg_pool_with_its_derivatives():
     # odd sizes floor like avg_pool3d
     odd = torch.randn(1, 2, 5, 4, 4)
     assert torch.equal(downsample2(odd), F.avg_pool3d(odd, 2))
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4, 6, 8), (1, 2, 2, 2, 4)])
+def test_the_gpu_resampling_matches_torch_with_its_derivatives(shape):
+    """block_means and axis_upsample (what a GPU runs on channels-last input) give avg_pool3d's and
+    trilinear interpolation's values, keep the layout, and have first and second derivatives."""
+    torch.manual_seed(0)
+    x = torch.randn(*shape, dtype=torch.float64).contiguous(memory_format=torch.channels_last_3d).requires_grad_()
+    for ours, torch_op in ((block_means, lambda t: F.avg_pool3d(t, 2)),
+                           (axis_upsample, lambda t: F.interpolate(t, scale_factor=2, mode="trilinear",
+                                                                   align_corners=False))):
+        y = ours(x)
+        assert torch.allclose(y, torch_op(x.detach().contiguous()), atol=1e-12)
+        assert y.is_contiguous(memory_format=torch.channels_last_3d)
+        assert torch.autograd.gradcheck(ours, (x,)) and torch.autograd.gradgradcheck(ours, (x,))
+    xb = x.detach().to(torch.bfloat16).contiguous(memory_format=torch.channels_last_3d)
+    for ours in (block_means, axis_upsample):
+        assert ours(xb).dtype == torch.bfloat16
 
 
 def test_channels_last_discriminator_and_r1_match():
