@@ -6,15 +6,17 @@ Usage:
 
 Conv3d peak: a 64-channel 3x3x3 convolution on 32^3 (batch 4; on a GPU 64^3, batch 8, so that
 one call is not dominated by its launch) in fp32 (channels-first) and in bf16 with
-``channels_last_3d``, measured first in the same process: the reference the training figures are
-a share of. On a GPU the bf16 8192^3 matrix product is printed beside it (the tensor cores' rate).
+``channels_last_3d`` (only where the hardware has bf16), measured first in the same process. The
+training figures are a share of the one in the training's precision: bf16 channels-last under
+autocast, fp32 in the training's layout without (``auto`` on a CPU without bf16). On a GPU the
+bf16 8192^3 matrix product is printed beside it (the tensor cores' rate).
 Training: full steps (D step with lazy R1 every 16th, G step, EMA) at batch 4 on random data,
 volumes/s = batch / seconds per step (median over --steps after one warm-up step). The FLOPs of
 one step (convolutions and matrix products, forward and backward, counted by
 ``torch.utils.flop_counter``) over that time give the achieved GFLOP/s. Peak RSS is the
 process's maximum so far (shapes run in increasing order, so the last line is the largest's); on a
 GPU, the peak GPU memory allocated by the timed steps of that shape.
-Generation: generator forward, volumes/s at batch 1 and 8, fp32 and bf16 autocast, in
+Generation: generator forward, volumes/s at batch 1 and 8, fp32 and (where fast) bf16 autocast, in
 ``channels_last_3d`` (what ``load_generator`` uses) and, with --layouts both, channels-first.
 """
 
@@ -35,6 +37,7 @@ from augment3d.config import load_recipe
 from augment3d.data import ConditionEncoder
 from augment3d.models import Generator3D
 from augment3d.models.spatial_conditioning import label_maps
+from augment3d.precision import auto_amp, cpu_has_bf16
 from augment3d.training.trainer import TrainingData, train_gan
 
 
@@ -98,6 +101,21 @@ def conv_peak(bf16: bool, channels_last: bool, channels: int = 64, repeats: int 
     flops = 2 * channels * channels * 27 * batch * side**3
     with torch.no_grad():
         return flops / median_seconds(lambda: conv(x), repeats) / 1e9
+
+
+def fast_bf16() -> bool:
+    """bf16 arithmetic in hardware here (a GPU, or a CPU with AVX512-BF16/AMX); elsewhere oneDNN
+    emulates it, minutes for a measurement that means nothing."""
+    return on_gpu() or cpu_has_bf16()
+
+
+def reference_peak(recipe) -> tuple[float, str]:
+    """(GFLOP/s, name) of the Conv3d the training figures are a share of: bf16 channels-last where
+    the timed training runs under autocast, else fp32 in the training's memory layout."""
+    if auto_amp(AMP[0] or recipe.train.amp, DEVICE[0]) != "none":
+        return conv_peak(bf16=True, channels_last=True), "bf16 channels-last"
+    last = recipe.train.channels_last if LAYOUT[0] is None else LAYOUT[0] == "last"
+    return conv_peak(bf16=False, channels_last=last), f"fp32 {'channels-last' if last else 'channels-first'}"
 
 
 def matmul_peak(n: int = 8192, repeats: int = 10) -> float:
@@ -199,12 +217,14 @@ def main() -> None:
           f"{recipe.train.channels_last if args.train_layout is None else args.train_layout == 'last'})"
           + (f", [train] overrides {TRAIN_SET}" if TRAIN_SET else "") + (f", [model] overrides {MODEL_SET}" if MODEL_SET else ""))
     peak32 = conv_peak(bf16=False, channels_last=False)
-    peak = conv_peak(bf16=True, channels_last=True)
     side, batch = peak_shape()
-    print(f"Conv3d peak (64 ch, 3x3x3, {side}^3, batch {batch}): fp32 {peak32:.0f} GFLOP/s, "
-          f"bf16 channels_last_3d {peak:.0f} GFLOP/s")
+    bf16_peak = (f"bf16 channels_last_3d {conv_peak(bf16=True, channels_last=True):.0f} GFLOP/s" if fast_bf16()
+                 else "bf16 not measured (no bf16 arithmetic on this CPU)")
+    print(f"Conv3d peak (64 ch, 3x3x3, {side}^3, batch {batch}): fp32 {peak32:.0f} GFLOP/s, {bf16_peak}")
     if on_gpu():
         print(f"bf16 matrix product 8192^3: {matmul_peak():.0f} GFLOP/s")
+    peak, peak_name = reference_peak(recipe)
+    print(f"training shares below are of the {peak_name} Conv3d: {peak:.0f} GFLOP/s (measured again)")
     for channels in args.peak_channels:
         narrow = conv_peak(bf16=True, channels_last=True, channels=channels)
         print(f"Conv3d at {channels} ch (3x3x3, {side}^3, batch {batch}), bf16 channels_last_3d: {narrow:.0f} GFLOP/s "
@@ -222,11 +242,11 @@ def main() -> None:
             memory = f"peak RSS so far {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
         print(f"train {shape}^3 batch {recipe.train.batch}: {rate:.2f} volumes/s ({seconds:.2f} s/step), "
               f"{flops / 1e9:.0f} GFLOP/step ({100 * conv_share:.0f}% of them in convolutions), {achieved:.0f} GFLOP/s = "
-              f"{100 * achieved / peak:.0f}% of the bf16 channels-last peak; {memory}")
+              f"{100 * achieved / peak:.0f}% of the {peak_name} peak; {memory}")
     layouts = (True, False) if args.layouts == "both" else (True,)
     for shape in args.gen_shapes:
         for batch in (1, 8):
-            for bf16 in (False, True):
+            for bf16 in (False, True) if fast_bf16() else (False,):
                 for last in layouts:
                     rate = generation_rate(recipe, shape, batch, bf16, last)
                     print(f"generate {shape}^3 batch {batch} {'bf16' if bf16 else 'fp32'} "

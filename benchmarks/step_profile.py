@@ -8,8 +8,8 @@ Runs a few training steps (as ``gan_throughput.py`` does: random data, batch of 
 profiles the fourth with ``torch.profiler``. Prints the step's time split into convolutions
 (forward and backward), elementwise passes, copies and layout conversions, up/down-sampling,
 normalisation and the rest; the rate the convolutions reach inside their own time; and the
-ceiling: the step's FLOPs over (FLOPs at the bf16 channels-last Conv3d peak measured in the same
-process + everything else as measured). A step cannot reach a larger share of the peak without
+ceiling: the step's FLOPs over (FLOPs at the Conv3d peak in the training's precision, measured in
+the same process, + everything else as measured). A step cannot reach a larger share of the peak without
 removing work that is not convolution.
 
 On a GPU (``--device cuda``) the split is of the GPU's kernel time, and the step's wall time is
@@ -66,7 +66,7 @@ def main() -> None:
     gpu = gt.on_gpu()
     recipe = load_recipe(args.recipe)
     print(f"machine: {gt.machine()}")
-    peak = gt.conv_peak(bf16=True, channels_last=True)
+    peak, peak_name = gt.reference_peak(recipe)
     flops, _ = gt.step_flops(recipe, args.shape)
     enc, model, data = gt.random_setup(recipe, args.shape)
     # six steps: the fourth is profiled; the second, third and fifth give the unprofiled wall time
@@ -98,7 +98,7 @@ def main() -> None:
     print(f"recipe {args.recipe} at {args.shape}^3, batch {cfg.batch}" + (f", [train] {gt.TRAIN_SET}" if gt.TRAIN_SET else "")
           + (f", [model] {gt.MODEL_SET}" if gt.MODEL_SET else "")
           + f": profiled step {total:.3f} s ({what}), "
-          f"{flops / 1e9:.0f} GFLOP; bf16 channels-last peak {peak:.0f} GFLOP/s")
+          f"{flops / 1e9:.0f} GFLOP; {peak_name} Conv3d peak {peak:.0f} GFLOP/s")
     if gpu:
         plain = statistics.median([walls[1], walls[2], walls[4]])
         print(f"  wall time of that step {walls[3]:.3f} s (profiled): the GPU is busy {100 * total / walls[3]:.0f}% of it; "
