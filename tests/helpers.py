@@ -147,6 +147,13 @@ def generator_weights(run) -> dict:
     return {k: v.clone() for k, v in load_generator(run).network.state_dict().items()}
 
 
+def weights_apart(a, b) -> float:
+    """The largest difference between two runs' generator weights (run folders)."""
+    wa, wb = generator_weights(a), generator_weights(b)
+    assert wa.keys() == wb.keys()
+    return max(float((wa[k].float() - wb[k].float()).abs().max()) for k in wa)
+
+
 class Payload:
     """Pickles to a call of ``open(marker, "w")``: unpickling it creates the marker file."""
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-from helpers import TINY_ENCODER, TINY_MODEL, TINY_TRAIN, generator_weights, tiny_data
+from helpers import TINY_ENCODER, TINY_MODEL, TINY_TRAIN, generator_weights, tiny_data, weights_apart
 
 from augment3d.training.trainer import train_gan
 
@@ -67,7 +67,7 @@ def test_two_processes_match_one_with_accumulation(tmp_path, options):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available() or not torch.distributed.is_nccl_available(), reason="needs CUDA and nccl")
-def test_nccl_collectives_take_the_gpu(tmp_path):
+def test_nccl_collectives_take_the_gpu():
     """Under nccl the step's collectives (gradients, logged sums, barrier) run on this process's GPU.
 
     A one-GPU machine cannot hold two nccl ranks (nccl refuses two ranks on one device), so one
@@ -96,17 +96,24 @@ def test_nccl_collectives_take_the_gpu(tmp_path):
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2 or not torch.distributed.is_nccl_available(), reason="needs two GPUs")
 def test_two_gpus_match_one_gpu_with_accumulation(tmp_path):
-    """The gloo equality above on nccl: two ranks on GPUs 0 and 1 against one GPU accumulating."""
+    """The gloo equality above on nccl: two ranks on GPUs 0 and 1 against one GPU accumulating.
+
+    Some of the GPU's backward kernels add with atomics, so two one-GPU runs need not be
+    bit-equal either (and Adam magnifies that): the two-rank run must end within ten times their
+    distance, plus the gloo test's allowance for the order of the gradient sums. Not yet run: the
+    GPU machines lent so far had one GPU.
+    """
     config = replace(TINY_TRAIN, batch=4, steps=4, checkpoint_every=4, r1_interval=2, style_mixing=0.5,
                      seg_consistency=1.0, seg_warmup=2)
     model = replace(TINY_MODEL, d_spectral_norm=True)
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-    train_gan(tmp_path / "single", tiny_data(), model, replace(config, accumulate=2), TINY_ENCODER, device="cuda")
+    for name in ("single", "again"):
+        train_gan(tmp_path / name, tiny_data(), model, replace(config, accumulate=2), TINY_ENCODER, device="cuda")
     mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path / "ddp"), config, model, False, "cuda"), nprocs=2,
                        join=True, start_method="spawn")
-    a, b = generator_weights(tmp_path / "single"), generator_weights(tmp_path / "ddp")
-    for key in a:  # GPU reductions may order their sums differently from run to run: a looser bound
-        torch.testing.assert_close(a[key], b[key], rtol=1e-3, atol=1e-4, msg=key)
+    spread = weights_apart(tmp_path / "single", tmp_path / "again")
+    ddp = weights_apart(tmp_path / "single", tmp_path / "ddp")
+    assert ddp <= 10 * spread + 1e-4, f"two ranks {ddp} from one GPU; two one-GPU runs {spread}"
 
 
 def test_torchrun_cli(cohort, tmp_path):
