@@ -109,13 +109,16 @@ def fast_bf16() -> bool:
     return on_gpu() or cpu_has_bf16()
 
 
-def reference_peak(recipe) -> tuple[float, str]:
-    """(GFLOP/s, name) of the Conv3d the training figures are a share of: bf16 channels-last where
-    the timed training runs under autocast, else fp32 in the training's memory layout."""
+def reference_conv(recipe) -> tuple[bool, bool]:
+    """(bf16, channels_last) of the Conv3d the training figures are a share of: bf16 channels-last
+    where the timed training runs under autocast, else fp32 in the training's memory layout."""
     if auto_amp(AMP[0] or recipe.train.amp, DEVICE[0]) != "none":
-        return conv_peak(bf16=True, channels_last=True), "bf16 channels-last"
-    last = recipe.train.channels_last if LAYOUT[0] is None else LAYOUT[0] == "last"
-    return conv_peak(bf16=False, channels_last=last), f"fp32 {'channels-last' if last else 'channels-first'}"
+        return True, True
+    return False, recipe.train.channels_last if LAYOUT[0] is None else LAYOUT[0] == "last"
+
+
+def conv_name(bf16: bool, channels_last: bool) -> str:
+    return f"{'bf16' if bf16 else 'fp32'} {'channels-last' if channels_last else 'channels-first'}"
 
 
 def matmul_peak(n: int = 8192, repeats: int = 10) -> float:
@@ -149,25 +152,34 @@ def random_setup(recipe, shape: int, n: int = 8):
     return enc, model, data
 
 
-def train_rate(recipe, shape: int, steps: int) -> float:
-    """Volumes/s over ``steps`` timed steps after one warm-up step (``steps=0``: the warm-up only, 0.0)."""
+def step_walls(recipe, shape: int, steps: int, on_step=None) -> list[float]:
+    """Wall seconds of each of ``steps`` training steps on random data (the first includes building
+    the networks, the last writing the run folder); ``on_step()`` is called after each."""
     from dataclasses import replace
 
     enc, model, data = random_setup(recipe, shape)
-    times = []
+    walls = []
     last = [time.perf_counter()]
 
     def tick(step, total, metrics):
         sync()
         now = time.perf_counter()
-        times.append(now - last[0])
+        walls.append(now - last[0])
         last[0] = now
+        if on_step is not None:
+            on_step()
 
-    cfg = replace(recipe.train, steps=steps + 1, checkpoint_every=10**9, log_every=10**9, amp=AMP[0] or recipe.train.amp,
+    cfg = replace(recipe.train, steps=steps, checkpoint_every=10**9, log_every=10**9, amp=AMP[0] or recipe.train.amp,
                   channels_last=recipe.train.channels_last if LAYOUT[0] is None else LAYOUT[0] == "last", **TRAIN_SET)
     with tempfile.TemporaryDirectory() as tmp:
         train_gan(tmp, data, model, cfg, enc, device=DEVICE[0], progress=tick)
-    return cfg.batch / statistics.median(times[1:]) if steps else 0.0
+    return walls
+
+
+def train_rate(recipe, shape: int, steps: int) -> float:
+    """Volumes/s over ``steps`` timed steps after one warm-up step (``steps=0``: the warm-up only, 0.0)."""
+    walls = step_walls(recipe, shape, steps + 1)
+    return recipe.train.batch / statistics.median(walls[1:]) if steps else 0.0
 
 
 @torch.no_grad()
@@ -216,15 +228,20 @@ def main() -> None:
           f"training autocast {args.amp or recipe.train.amp}, channels_last "
           f"{recipe.train.channels_last if args.train_layout is None else args.train_layout == 'last'})"
           + (f", [train] overrides {TRAIN_SET}" if TRAIN_SET else "") + (f", [model] overrides {MODEL_SET}" if MODEL_SET else ""))
-    peak32 = conv_peak(bf16=False, channels_last=False)
+    peaks = {(False, False): conv_peak(bf16=False, channels_last=False)}
+    if fast_bf16():
+        peaks[True, True] = conv_peak(bf16=True, channels_last=True)
     side, batch = peak_shape()
-    bf16_peak = (f"bf16 channels_last_3d {conv_peak(bf16=True, channels_last=True):.0f} GFLOP/s" if fast_bf16()
+    bf16_peak = (f"bf16 channels_last_3d {peaks[True, True]:.0f} GFLOP/s" if fast_bf16()
                  else "bf16 not measured (no bf16 arithmetic on this CPU)")
-    print(f"Conv3d peak (64 ch, 3x3x3, {side}^3, batch {batch}): fp32 {peak32:.0f} GFLOP/s, {bf16_peak}")
+    print(f"Conv3d peak (64 ch, 3x3x3, {side}^3, batch {batch}): fp32 {peaks[False, False]:.0f} GFLOP/s, {bf16_peak}")
     if on_gpu():
         print(f"bf16 matrix product 8192^3: {matmul_peak():.0f} GFLOP/s")
-    peak, peak_name = reference_peak(recipe)
-    print(f"training shares below are of the {peak_name} Conv3d: {peak:.0f} GFLOP/s (measured again)")
+    reference = reference_conv(recipe)
+    if reference not in peaks:
+        peaks[reference] = conv_peak(*reference)
+    peak, peak_name = peaks[reference], conv_name(*reference)
+    print(f"training shares below are of the {peak_name} Conv3d: {peak:.0f} GFLOP/s")
     for channels in args.peak_channels:
         narrow = conv_peak(bf16=True, channels_last=True, channels=channels)
         print(f"Conv3d at {channels} ch (3x3x3, {side}^3, batch {batch}), bf16 channels_last_3d: {narrow:.0f} GFLOP/s "

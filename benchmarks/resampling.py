@@ -22,7 +22,11 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gan_throughput as gt  # noqa: E402  (device, timing)
 
-from augment3d.models.layers import _BoxDown, axis_upsample, block_means  # noqa: E402
+from augment3d.models.layers import _BoxDown, _channels_last, axis_upsample, block_means  # noqa: E402
+
+DOWN = {"avg_pool3d": lambda t: F.avg_pool3d(t, 2), "_BoxDown": _BoxDown.apply, "block_means": block_means}
+UP = {"interpolate": lambda t: F.interpolate(t, scale_factor=2, mode="trilinear", align_corners=False),
+      "axis_upsample": axis_upsample}
 
 
 def main() -> None:
@@ -34,18 +38,8 @@ def main() -> None:
     args = parser.parse_args()
     gt.DEVICE[0] = args.device
     print(f"machine: {gt.machine()}")
-    cases = [
-        ("down", (128, 128), {"avg_pool3d": lambda t: F.avg_pool3d(t, 2), "_BoxDown": _BoxDown.apply,
-                              "block_means": block_means}),
-        ("down", (64, 128), {"avg_pool3d": lambda t: F.avg_pool3d(t, 2), "_BoxDown": _BoxDown.apply,
-                             "block_means": block_means}),
-        ("up", (128, 64), {"interpolate": lambda t: F.interpolate(t, scale_factor=2, mode="trilinear",
-                                                                  align_corners=False),
-                           "axis_upsample": axis_upsample}),
-        ("up", (256, 32), {"interpolate": lambda t: F.interpolate(t, scale_factor=2, mode="trilinear",
-                                                                  align_corners=False),
-                           "axis_upsample": axis_upsample}),
-    ]
+    # (kind, (channels, side), ops): the largest inputs of the discriminator's and generator's resampling
+    cases = [("down", (128, 128), DOWN), ("down", (64, 128), DOWN), ("up", (128, 64), UP), ("up", (256, 32), UP)]
     for kind, (channels, side), ops in cases:
         side //= args.shrink
         x = torch.randn(args.batch, channels, side, side, side, device=args.device, dtype=torch.bfloat16)
@@ -66,8 +60,7 @@ def main() -> None:
             with torch.no_grad():
                 value = op(x).float()
             reference = value if reference is None else reference
-            layout = "channels_last" if out.is_contiguous(memory_format=torch.channels_last_3d) and not out.is_contiguous() \
-                else "channels-first"
+            layout = "channels_last" if _channels_last(out) else "channels-first"
             print(f"{kind} {args.batch}x{channels}x{side}^3 bf16 {name:14s}: {ms:8.2f} ms forward+backward, "
                   f"output {layout}, largest difference from the first timed line's {float((value - reference).abs().max()):.3g}")
 

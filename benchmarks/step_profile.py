@@ -23,9 +23,6 @@ import argparse
 import os
 import sys
 import statistics
-import tempfile
-import time
-from dataclasses import replace
 
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile, schedule
@@ -34,7 +31,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gan_throughput as gt  # noqa: E402  (the same setup and FLOP count as the throughput figures)
 
 from augment3d.config import load_recipe  # noqa: E402
-from augment3d.training.trainer import train_gan  # noqa: E402
 
 KINDS = {
     "convolution": ("convolution",),
@@ -66,26 +62,15 @@ def main() -> None:
     gpu = gt.on_gpu()
     recipe = load_recipe(args.recipe)
     print(f"machine: {gt.machine()}")
-    peak, peak_name = gt.reference_peak(recipe)
+    reference = gt.reference_conv(recipe)
+    peak, peak_name = gt.conv_peak(*reference), gt.conv_name(*reference)
     flops, _ = gt.step_flops(recipe, args.shape)
-    enc, model, data = gt.random_setup(recipe, args.shape)
-    # six steps: the fourth is profiled; the second, third and fifth give the unprofiled wall time
-    # (the first builds the networks, the last writes the run folder)
-    cfg = replace(recipe.train, steps=6, checkpoint_every=10**9, log_every=10**9, **gt.TRAIN_SET)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if gpu else [])
     prof = profile(activities=activities, schedule=schedule(wait=3, warmup=0, active=1), record_shapes=args.by_shape)
-    walls, last = [], [0.0]
-
-    def tick(*_):
-        gt.sync()
-        now = time.perf_counter()
-        walls.append(now - last[0])
-        last[0] = now
-        prof.step()
-
-    with prof, tempfile.TemporaryDirectory() as tmp:
-        last[0] = time.perf_counter()
-        train_gan(tmp, data, model, cfg, enc, device=args.device, progress=tick)
+    # six steps: the fourth is profiled; the second, third and fifth give the unprofiled wall time
+    # (the first builds the networks, the last writes the run folder)
+    with prof:
+        walls = gt.step_walls(recipe, args.shape, 6, on_step=prof.step)
     ops = prof.key_averages()
     # an op's own time: its kernels' time on a GPU (rows of the host's ops only: kernels are not counted twice)
     own = (lambda e: e.self_device_time_total if e.device_type == DeviceType.CPU else 0) if gpu else (
@@ -95,7 +80,7 @@ def main() -> None:
     split = dict.fromkeys([*KINDS, "other"], 0.0)
     for e in ops:
         split[kind(e.key)] += own(e) / 1e6
-    print(f"recipe {args.recipe} at {args.shape}^3, batch {cfg.batch}" + (f", [train] {gt.TRAIN_SET}" if gt.TRAIN_SET else "")
+    print(f"recipe {args.recipe} at {args.shape}^3, batch {recipe.train.batch}" + (f", [train] {gt.TRAIN_SET}" if gt.TRAIN_SET else "")
           + (f", [model] {gt.MODEL_SET}" if gt.MODEL_SET else "")
           + f": profiled step {total:.3f} s ({what}), "
           f"{flops / 1e9:.0f} GFLOP; {peak_name} Conv3d peak {peak:.0f} GFLOP/s")

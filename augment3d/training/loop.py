@@ -326,7 +326,7 @@ class TrainingLoop:
         z = torch.randn(n, self.mc.z_dim, generator=g)
         noise = self.G_ema.make_noise(n, g)
         c = self.data.conditions[idx].to(self.device)
-        maps = self.data.maps(idx).to(self.device) if self.G_ema.takes_labels else None
+        maps = self.data.maps(idx, self.device) if self.G_ema.takes_labels else None
         images, logits = self.G_ema.from_w(self.G_ema.mapping(z.to(self.device), c), [x.to(self.device) for x in noise], maps)
         labels = maps_to_onehot(maps) if logits is None else logits.float().softmax(1)
         fake = coarse_features(images.float().clamp(-1, 1).cpu(), labels.cpu())
