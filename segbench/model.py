@@ -8,11 +8,12 @@ import torch.nn.functional as F
 
 from augment3d.brats import LABEL_CLASSES, MODALITIES, REGIONS
 from augment3d.errors import RecipeError
+from augment3d.models.layers import conv3d
 from augment3d.models.segmenter import soft_dice
 
 from .config import BenchConfig
 
-__all__ = ["build_model", "seg_loss", "pad_to", "predict", "autocast", "Bf16SafeConv3d"]
+__all__ = ["build_model", "seg_loss", "pad_to", "predict", "autocast", "BenchConv3d"]
 
 _MULTIPLE = 32  # smp-3d's encoders downsample five times; its own shape check never fires
 
@@ -38,18 +39,22 @@ def build_model(config: BenchConfig) -> torch.nn.Module:
         except (KeyError, ValueError, TypeError, RuntimeError) as exc:
             raise RecipeError(None, f"[bench] cannot build {config.architecture} with encoder {config.encoder!r}: {exc}") from None
     model = group_norm(model) if config.norm == "group" else model
-    return bf16_safe_convs(model)
+    return bench_convs(model)
 
 
-class Bf16SafeConv3d(torch.nn.Conv3d):
-    """A Conv3d that leaves CPU bf16 autocast where the CPU's bf16 kernel computes wrong gradients.
+class BenchConv3d(torch.nn.Conv3d):
+    """The bench's Conv3d: safe under CPU bf16 autocast, and one fp32 case on oneDNN.
 
-    On torch 2.14's CPU (oneDNN) path, the bf16 weight gradient of a padded 3x3x3 convolution whose
-    input is 2 voxels deep is garbage: values up to 1e37 or non-finite, different on every call
-    (measured: wrong in 40 of 40 calls at 32-1280 channels, and wrong at 16 and 24; inputs 1, 3
-    and 4 voxels deep are right, and so is fp32).
-    A 32^3 input reaches 2^3 four levels down, so a bf16 segbench job trained on noise there.
-    Such a layer is tiny, so it runs in fp32; every other call is an ordinary Conv3d.
+    - On torch 2.14's CPU (oneDNN) path, the bf16 weight gradient of a padded 3x3x3 convolution
+      whose input is 2 voxels deep is garbage: values up to 1e37 or non-finite, different on every
+      call (measured: wrong in 40 of 40 calls at 32-1280 channels, and wrong at 16 and 24; inputs
+      1, 3 and 4 voxels deep are right, and so is fp32). A 32^3 input reaches 2^3 four levels
+      down, so a bf16 segbench job trained on noise there. Such a layer is tiny, so it runs in fp32.
+    - Prediction runs one case at a time, and in fp32 torch gives the narrow layers of a batch of
+      one its slow im2col kernel: :func:`augment3d.models.layers.conv3d` sends them to oneDNN
+      (``predict`` on a 32^3 case with the ``phantom`` recipe's U-Net: 122-134 against 228-262 ms
+      on a 2-core AVX2 CPU; the same labels).
+    Every other call is an ordinary Conv3d.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -57,14 +62,16 @@ class Bf16SafeConv3d(torch.nn.Conv3d):
                 and max(self.kernel_size) > 1):
             with torch.autocast("cpu", enabled=False):
                 return super().forward(x.float())
+        if self.padding_mode == "zeros" and not isinstance(self.padding, str):
+            return conv3d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
         return super().forward(x)
 
 
-def bf16_safe_convs(module: torch.nn.Module) -> torch.nn.Module:
-    """Make every plain Conv3d of ``module`` a :class:`Bf16SafeConv3d` (in place; same weights)."""
+def bench_convs(module: torch.nn.Module) -> torch.nn.Module:
+    """Make every plain Conv3d of ``module`` a :class:`BenchConv3d` (in place; same weights)."""
     for child in module.modules():
         if type(child) is torch.nn.Conv3d:
-            child.__class__ = Bf16SafeConv3d
+            child.__class__ = BenchConv3d
     return module
 
 

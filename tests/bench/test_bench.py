@@ -442,11 +442,11 @@ def test_bf16_weight_gradients_are_right_where_the_volume_is_two_voxels_deep(cha
     padded 3x3x3 convolution was garbage (up to 1e37 or NaN, on every call), so a bf16 job trained
     on noise; the bench's convolutions must give fp32's gradient to bf16 precision."""
     from segbench.config import BenchConfig
-    from segbench.model import Bf16SafeConv3d, build_model
+    from segbench.model import BenchConv3d, build_model
 
     assert all(type(m) is not torch.nn.Conv3d for m in build_model(BenchConfig(decoder_channels=(16, 16, 8, 8, 8))).modules())
     torch.manual_seed(0)
-    conv = Bf16SafeConv3d(channels, channels, 3, padding=1, bias=False)
+    conv = BenchConv3d(channels, channels, 3, padding=1, bias=False)
     x, grad_out = torch.randn(2, channels, 2, 2, 2), torch.randn(2, channels, 2, 2, 2)
     weight64 = conv.weight.detach().double().requires_grad_(True)
     torch.nn.functional.conv3d(x.double(), weight64, None, 1, 1).backward(grad_out.double())

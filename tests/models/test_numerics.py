@@ -4,6 +4,8 @@
   subject at inference, style and demodulation folded into the weight) vs the per-sample
   weights of one grouped convolution (StyleGAN2's reference form): within 1e-5 in fp32;
 - generation in ``channels_last_3d`` vs the default layout: within 1e-5;
+- one fp32 sample's convolution sent to oneDNN vs ``F.conv3d``: within 1e-5, first and second
+  derivatives within 1e-4, a channels-last input kept channels-last;
 - the discriminator's box downsampling (strided depthwise convolution, nearest-upsampled
   gradient) vs ``avg_pool3d``: values within 1e-12 in fp64, first and second derivatives by
   ``gradcheck`` / ``gradgradcheck``, and
@@ -22,7 +24,7 @@ import torch.nn.functional as F
 
 from augment3d.resampling import resample
 from augment3d.models import Discriminator3D, Generator3D, ModelConfig
-from augment3d.models.layers import ModulatedConv3d, axis_upsample, block_means, downsample2
+from augment3d.models.layers import ModulatedConv3d, axis_upsample, block_means, conv3d, downsample2
 from augment3d.models.spatial_conditioning import label_maps
 from augment3d.training.losses import r1_penalty
 
@@ -94,6 +96,31 @@ def test_box_downsampling_matches_avg_pool_with_its_derivatives():
     # odd sizes floor like avg_pool3d
     odd = torch.randn(1, 2, 5, 4, 4)
     assert torch.equal(downsample2(odd), F.avg_pool3d(odd, 2))
+
+
+@pytest.mark.parametrize("kernel,stride,groups", [(3, 1, 1), (3, 2, 1), (3, 1, 4), (1, 1, 1)])
+def test_one_sample_convolution_matches_torch_and_keeps_the_layout(kernel, stride, groups):
+    """``conv3d`` sends one fp32 CPU sample to oneDNN (torch's own kernel for it was 3-6x slower
+    and returned channels-first, so the augmenter's generator lost its channels-last layout):
+    F.conv3d's values and derivatives, the layout kept, and bf16 under autocast as F.conv3d."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 8, 8, 8, 8).contiguous(memory_format=torch.channels_last_3d).requires_grad_()
+    weight = torch.randn(16, 8 // groups, kernel, kernel, kernel, requires_grad=True)
+    bias = torch.randn(16, requires_grad=True)
+    args = (stride, kernel // 2, 1, groups)
+    ours, ref = conv3d(x, weight, bias, *args), F.conv3d(x.contiguous(), weight, bias, *args)
+    assert torch.allclose(ours, ref, rtol=1e-5, atol=1e-5 * float(ref.detach().abs().max()))
+    if torch.backends.mkldnn.is_available():
+        assert ours.is_contiguous(memory_format=torch.channels_last_3d)
+    grads = []
+    for out in (ours, ref):  # first derivatives, then second ones (R1 differentiates the gradient)
+        first = torch.autograd.grad(out.pow(2).sum(), (x, weight, bias), create_graph=True)
+        second = torch.autograd.grad(sum(g.pow(2).sum() for g in first), (x, weight))
+        grads.append([*first, *second])
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-4 * float(b.detach().abs().max()))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert conv3d(x, weight, bias, *args).dtype == F.conv3d(x, weight, bias, *args).dtype == torch.bfloat16
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 4, 6, 8), (1, 2, 2, 2, 4)])
