@@ -6,12 +6,13 @@
 elsewhere oneDNN emulates bf16, minutes for a figure that means nothing.
 
 Prints the machine and the Conv3d peak measured first in the same process (as
-``gan_throughput.py``: a 64-channel 3x3x3 convolution on 32^3, batch 4, fp32 channels-first and
-bf16 channels-last, the latter only where the hardware has bf16 arithmetic), then one line per configuration (norm x autocast): seconds per step, cases
-per second, the step's FLOPs (``torch.utils.flop_counter``: forward and backward) over its time
-as GFLOP/s and as a share of the peak of the same arithmetic, and the process's peak RSS so far.
-The training step is segbench's own (``segbench.train.train_step``: autocast around the network, the loss
-in fp32). Random inputs: the figure is the network's, not the data pipeline's.
+``gan_throughput.py``: a 64-channel 3x3x3 convolution on 32^3, batch 4, fp32 channels-first and,
+where the hardware has bf16 arithmetic, bf16 channels-last), then one line per configuration
+(norm x autocast): seconds per step, cases per second, the step's FLOPs
+(``torch.utils.flop_counter``: forward and backward) over its time as GFLOP/s and as a share of
+the peak of the same arithmetic, and the process's peak RSS so far. The training step is
+segbench's own (``segbench.train.train_step``: autocast around the network, the loss in fp32).
+Random inputs: the figure is the network's, not the data pipeline's.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def main() -> None:
           f"{torch.get_num_threads()} threads, bf16 arithmetic: {'yes' if cpu_has_bf16() else 'no'}")
     amps = args.amp or (["none", "bf16"] if fast_bf16() else ["none"])
     peaks = {"none": conv_peak(bf16=False, channels_last=False)}
-    if fast_bf16():
+    if "bf16" in amps and fast_bf16():
         peaks["bf16"] = conv_peak(bf16=True, channels_last=True)
     bf16_peak = f"{peaks['bf16']:.0f} GFLOP/s" if "bf16" in peaks else "not measured (no bf16 arithmetic on this CPU)"
     print(f"Conv3d peak (64 ch, 3x3x3, 32^3, batch 4): fp32 {peaks['none']:.0f} GFLOP/s, "
