@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import platform
 
 import torch
 import torch.nn.functional as F
@@ -21,10 +22,14 @@ def lrelu(x: torch.Tensor) -> torch.Tensor:
     return F.leaky_relu(x, LRELU_SLOPE) * LRELU_GAIN
 
 
+#: where the one-sample route was measured (x86-64 CPUs); elsewhere torch keeps its own choice
+_X86 = platform.machine().lower() in ("x86_64", "amd64")
+
+
 def _one_sample_on_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether :func:`conv3d` sends this fp32 CPU convolution of one sample to oneDNN itself."""
-    return (x.shape[0] == 1 and x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
-            and torch.backends.mkldnn.is_available()
+    return (_X86 and x.shape[0] == 1 and x.device.type == "cpu" and x.dtype == torch.float32
+            and weight.dtype == torch.float32 and torch.backends.mkldnn.is_available()
             and torch.backends.mkldnn.enabled and not torch.is_autocast_enabled("cpu")
             and not torch.compiler.is_compiling())
 
@@ -39,7 +44,7 @@ def conv3d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     95 against 19 ms), and returns channels-first whatever the input's layout; that was 78% of the
     restyling augmenter's time in fp32 (docs/PERFORMANCE.md). Larger inputs, batches, bf16 and
     autocast already take oneDNN, so there this is the same call. Differentiable twice, like
-    ``F.conv3d``.
+    ``F.conv3d``. Only on x86-64, where it was measured.
     """
     if _one_sample_on_onednn(x, weight):
         triple = lambda v: list(v) if isinstance(v, (tuple, list)) else [v] * 3  # noqa: E731
