@@ -40,7 +40,7 @@ def conv3d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
 
     For a batch of one in fp32, torch runs a 3D convolution whose input has at most 20480
     channels x depth x height values (16 channels at 32^3, all of SPADE's map encoders) with its
-    own im2col kernel, 3-6x slower than oneDNN at one thread (16 -> 64 channels, 3x3x3, 32^3:
+    own im2col kernel, 2-6x slower than oneDNN at one thread (16 -> 64 channels, 3x3x3, 32^3:
     95 against 19 ms), and returns channels-first whatever the input's layout; that was 78% of the
     restyling augmenter's time in fp32 (docs/PERFORMANCE.md). Larger inputs, batches, bf16 and
     autocast already take oneDNN, so there this is the same call. Differentiable twice, like

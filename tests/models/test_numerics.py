@@ -100,7 +100,7 @@ def test_box_downsampling_matches_avg_pool_with_its_derivatives():
 
 @pytest.mark.parametrize("kernel,stride,groups", [(3, 1, 1), (3, 2, 1), (3, 1, 4), (1, 1, 1)])
 def test_one_sample_convolution_matches_torch_and_keeps_the_layout(kernel, stride, groups):
-    """``conv3d`` sends one fp32 CPU sample to oneDNN (torch's own kernel for it was 3-6x slower
+    """``conv3d`` sends one fp32 CPU sample to oneDNN (torch's own kernel for it was 2-6x slower
     and returned channels-first, so the augmenter's generator lost its channels-last layout):
     F.conv3d's values and derivatives, the layout kept, and bf16 under autocast as F.conv3d."""
     torch.manual_seed(0)
