@@ -37,11 +37,13 @@ class SynthesisLayer(nn.Module):
         self.spatial = SpatialModulation(config.label_classes, out_ch, kernel=config.spade_kernel) if config.mode == "labels" else None
 
     def forward(self, x, w, noise, maps=None):
-        # lrelu(conv + noise + bias) with lrelu's gain folded into each term: fewer full-size passes
+        # lrelu(conv + noise + bias) with lrelu's gain folded into each term: fewer full-size
+        # passes; the noise and lrelu then work in place on the layer's own fresh activation
+        # (the same values, no new full-size tensors; no backward needs the overwritten ones)
         x = self.conv(x, w, gain=LRELU_GAIN, bias=self.bias * LRELU_GAIN)
         if self.spatial is not None:
             x = self.spatial(x, maps[tuple(x.shape[2:])])
-        return F.leaky_relu(self.noise(x, noise, gain=LRELU_GAIN), LRELU_SLOPE)
+        return F.leaky_relu_(self.noise(x, noise, gain=LRELU_GAIN, inplace=True), LRELU_SLOPE)
 
 
 class ToOutput(nn.Module):

@@ -6,6 +6,8 @@
 - generation in ``channels_last_3d`` vs the default layout: within 1e-5;
 - one fp32 sample's convolution sent to oneDNN vs ``F.conv3d``: within 1e-5, first and second
   derivatives within 1e-4, a channels-last input kept channels-last;
+- a labels-mode synthesis layer (SPADE, noise and leaky ReLU in place) vs the same formula out of
+  place: values and gradients within 1e-5;
 - the discriminator's box downsampling (strided depthwise convolution, nearest-upsampled
   gradient) vs ``avg_pool3d``: values within 1e-12 in fp64, first and second derivatives by
   ``gradcheck`` / ``gradgradcheck``, and
@@ -96,6 +98,41 @@ def test_box_downsampling_matches_avg_pool_with_its_derivatives():
     # odd sizes floor like avg_pool3d
     odd = torch.randn(1, 2, 5, 4, 4)
     assert torch.equal(downsample2(odd), F.avg_pool3d(odd, 2))
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last_3d])
+def test_synthesis_layer_in_place_matches_the_formula(layout):
+    """The layer adds SPADE's product, the noise and leaky ReLU in place on its own activation:
+    lrelu(x * (1 + gamma) + beta + strength * noise) with x the style convolution, within 1e-5,
+    and its gradients through autograd as the out-of-place formula's."""
+    from augment3d.models.generator import SynthesisLayer
+    from augment3d.models.layers import LRELU_GAIN, LRELU_SLOPE
+
+    torch.manual_seed(0)
+    layer = SynthesisLayer(8, 8, ModelConfig(shape=8, cond_dim=2, mode="labels", **SMALL))
+    with torch.no_grad():
+        torch.nn.init.normal_(layer.spatial.scale_shift.weight)
+        layer.noise.strength.fill_(0.3)
+        layer.bias.normal_()
+    x = torch.randn(2, 8, 8, 8, 8).contiguous(memory_format=layout)
+    w, noise = torch.randn(2, 16), torch.randn(2, 1, 8, 8, 8)
+    labels = torch.randint(0, 4, (2, 8, 8, 8), generator=torch.Generator().manual_seed(1))
+    maps = {(8, 8, 8): label_maps(labels, torch.ones(2, 8, 8, 8, dtype=torch.bool)).contiguous(memory_format=layout)}
+
+    def formula():
+        h = layer.conv(x, w, gain=LRELU_GAIN, bias=layer.bias * LRELU_GAIN)
+        gamma, beta = layer.spatial.scale_shift(layer.spatial.shared(maps[(8, 8, 8)])).chunk(2, dim=1)
+        h = torch.addcmul(h + beta, h, gamma)
+        return F.leaky_relu(h + layer.noise.strength * LRELU_GAIN * noise, LRELU_SLOPE)
+
+    results = []
+    for forward in (lambda: layer(x, w, noise, maps), formula):
+        layer.zero_grad()
+        out = forward()
+        out.square().mean().backward()
+        results.append([out.detach(), *(p.grad.clone() for p in layer.parameters())])
+    for ours, ref in zip(*results):
+        assert torch.allclose(ours, ref, rtol=1e-5, atol=1e-5 * float(ref.abs().max()))
 
 
 @pytest.mark.parametrize("kernel,stride,groups", [(3, 1, 1), (3, 2, 1), (3, 1, 4), (1, 1, 1)])
