@@ -109,6 +109,16 @@ def fast_bf16() -> bool:
     return on_gpu() or cpu_has_bf16()
 
 
+def peaks_line(peaks: dict) -> str:
+    """The printed Conv3d peaks: ``peaks`` maps (bf16, channels_last) to GFLOP/s, as measured."""
+    side, batch = peak_shape()
+    if (True, True) in peaks:
+        bf16 = f"bf16 channels_last_3d {peaks[True, True]:.0f} GFLOP/s"
+    else:
+        bf16 = "bf16 not measured" + ("" if fast_bf16() else " (no bf16 arithmetic on this CPU)")
+    return f"Conv3d peak (64 ch, 3x3x3, {side}^3, batch {batch}): fp32 {peaks[False, False]:.0f} GFLOP/s, {bf16}"
+
+
 def reference_conv(recipe) -> tuple[bool, bool]:
     """(bf16, channels_last) of the Conv3d the training figures are a share of: bf16 channels-last
     where the timed training runs under autocast, else fp32 in the training's memory layout."""
@@ -232,9 +242,7 @@ def main() -> None:
     if fast_bf16():
         peaks[True, True] = conv_peak(bf16=True, channels_last=True)
     side, batch = peak_shape()
-    bf16_peak = (f"bf16 channels_last_3d {peaks[True, True]:.0f} GFLOP/s" if fast_bf16()
-                 else "bf16 not measured (no bf16 arithmetic on this CPU)")
-    print(f"Conv3d peak (64 ch, 3x3x3, {side}^3, batch {batch}): fp32 {peaks[False, False]:.0f} GFLOP/s, {bf16_peak}")
+    print(peaks_line(peaks))
     if on_gpu():
         print(f"bf16 matrix product 8192^3: {matmul_peak():.0f} GFLOP/s")
     reference = reference_conv(recipe)

@@ -26,7 +26,7 @@ from dataclasses import replace
 
 import torch
 
-from gan_throughput import conv_peak, fast_bf16
+from gan_throughput import conv_peak, fast_bf16, peaks_line
 
 
 def main() -> None:
@@ -51,12 +51,11 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, bf16 arithmetic: {'yes' if cpu_has_bf16() else 'no'}")
     amps = args.amp or (["none", "bf16"] if fast_bf16() else ["none"])
-    peaks = {"none": conv_peak(bf16=False, channels_last=False)}
+    measured = {(False, False): conv_peak(bf16=False, channels_last=False)}
     if "bf16" in amps and fast_bf16():
-        peaks["bf16"] = conv_peak(bf16=True, channels_last=True)
-    bf16_peak = f"{peaks['bf16']:.0f} GFLOP/s" if "bf16" in peaks else "not measured (no bf16 arithmetic on this CPU)"
-    print(f"Conv3d peak (64 ch, 3x3x3, 32^3, batch 4): fp32 {peaks['none']:.0f} GFLOP/s, "
-          f"bf16 channels_last_3d {bf16_peak}")
+        measured[True, True] = conv_peak(bf16=True, channels_last=True)
+    print(peaks_line(measured))
+    peaks = {"none": measured[False, False], "bf16": measured.get((True, True))}
     for norm in args.norms:
         for amp in amps:
             config = replace(base, norm=norm)
@@ -85,7 +84,7 @@ def main() -> None:
                   f"amp={amp} batch {config.batch} {args.shape}^3: {seconds:.3f} s/step, "
                   f"{config.batch / seconds:.2f} cases/s, {flops / 1e9:.1f} GFLOP/step, {achieved:.0f} GFLOP/s"
                   + (f" = {100 * achieved / peaks[amp]:.0f}% of the {'bf16' if amp == 'bf16' else 'fp32'} peak"
-                     if amp in peaks else "") + f"; peak RSS {peak_rss:.0f} MiB")
+                     if peaks[amp] else "") + f"; peak RSS {peak_rss:.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ class SynthesisLayer(nn.Module):
         x = self.conv(x, w, gain=LRELU_GAIN, bias=self.bias * LRELU_GAIN)
         if self.spatial is not None:
             x = self.spatial(x, maps[tuple(x.shape[2:])])
-        return F.leaky_relu_(self.noise(x, noise, gain=LRELU_GAIN, inplace=True), LRELU_SLOPE)
+        return F.leaky_relu_(self.noise(x, noise, gain=LRELU_GAIN), LRELU_SLOPE)
 
 
 class ToOutput(nn.Module):
