@@ -13,6 +13,15 @@ output convolution (3x3x3 or 1x1x1) to price that architecture choice. The defau
 own default, ``auto`` (bf16 where the CPU has bf16 arithmetic, fp32 elsewhere); the line says
 which it resolved to. ``--device cuda`` generates on the GPU (torchio's transforms stay on the
 CPU, as they always run).
+
+Each transform is timed by the wall clock and by the process's CPU time (all its threads). They
+differ because the augmenter generates at one thread (as in a DataLoader worker; that keeps replays
+exact) while torchio's elastic and affine transforms resample with SimpleITK at all its threads: the
+wall ratio is what a loop in the main process waits, the CPU ratio what DataLoader workers that keep
+every core busy pay. On the CPU the line after each augmenter figure gives the generator's
+arithmetic per subject (``torch.utils.flop_counter``) against the one-thread channels-last Conv3d
+peak measured in the same process, in the generation's precision: the time the convolutions alone
+would take at that peak is the floor of this architecture on this CPU.
 """
 
 from __future__ import annotations
@@ -25,10 +34,13 @@ import time
 from dataclasses import replace
 
 import numpy as np
+import SimpleITK as sitk
 import torch
 import torchio as tio
+from gan_throughput import conv_peak, flop_counter
 
 from augment3d import SyntheticAugmenter
+from augment3d.augmenter import one_thread
 from augment3d.config import load_recipe
 from augment3d.data import ConditionEncoder
 from augment3d.models import Generator3D
@@ -48,12 +60,26 @@ def make_subject(side: int) -> tio.Subject:
                        site="SSA", grade="HGG")
 
 
-def time_per_subject(transform, subject, n: int) -> float:
-    transform(subject)  # warm-up (loads the generator, fills caches)
-    t0 = time.perf_counter()
+def time_per_subject(transform, subject, n: int) -> tuple[float, float]:
+    """(wall, CPU) seconds per subject over ``n`` calls after one warm-up call (which loads the
+    generator and fills caches); CPU time is the process's, summed over its threads."""
+    transform(subject)
+    wall, cpu = time.perf_counter(), time.process_time()
     for _ in range(n):
         transform(subject)
-    return (time.perf_counter() - t0) / n
+    return (time.perf_counter() - wall) / n, (time.process_time() - cpu) / n
+
+
+def generator_floor(aug, subject, precision: str, peaks: dict) -> tuple[float, float]:
+    """(FLOPs of one subject through the augmenter, the one-thread channels-last Conv3d peak in
+    ``precision``, GFLOP/s); ``peaks`` caches the peak per precision."""
+    counter = flop_counter()
+    with counter:
+        aug(subject)
+    if precision not in peaks:
+        with one_thread():
+            peaks[precision] = conv_peak(bf16=precision == "bf16", channels_last=True)
+    return float(counter.get_total_flops()), peaks[precision]
 
 
 def make_run(folder: str, grid: int, spade_kernel: int | None = None) -> str:
@@ -82,10 +108,13 @@ def main() -> None:
           + (f", GPU {torch.cuda.get_device_name(args.device)}" if args.device.startswith("cuda") else ""))
     subject = make_subject(args.side)
     print(f"subject: {args.side}^3, four modalities + label map; {args.subjects} subjects per transform")
-    elastic = time_per_subject(tio.RandomElasticDeformation(), subject, max(4, args.subjects // 4))
-    affine = time_per_subject(tio.RandomAffine(), subject, max(4, args.subjects // 4))
-    print(f"tio.RandomElasticDeformation: {1000 * elastic:.1f} ms/subject")
-    print(f"tio.RandomAffine:             {1000 * affine:.1f} ms/subject")
+    print(f"threads: the augmenter generates at 1 (as in a DataLoader worker); torchio's transforms resample with "
+          f"SimpleITK at {sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()}")
+    elastic, elastic_cpu = time_per_subject(tio.RandomElasticDeformation(), subject, max(4, args.subjects // 4))
+    affine, affine_cpu = time_per_subject(tio.RandomAffine(), subject, max(4, args.subjects // 4))
+    print(f"tio.RandomElasticDeformation: {1000 * elastic:.1f} ms/subject (CPU time {1000 * elastic_cpu:.1f} ms)")
+    print(f"tio.RandomAffine:             {1000 * affine:.1f} ms/subject (CPU time {1000 * affine_cpu:.1f} ms)")
+    peaks: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         for grid, kernel in [(g, k) for g in args.grid for k in args.spade_kernel]:
             run = make_run(os.path.join(tmp, f"g{grid}k{kernel}"), grid, kernel)
@@ -93,15 +122,23 @@ def main() -> None:
             for precision in args.precision:
                 aug = SyntheticAugmenter(run, p=1.0, seed=0, batch_size=args.batch_size, precision=precision,
                                          device=args.device)
-                cost = time_per_subject(aug, subject, args.subjects)
+                cost, cost_cpu = time_per_subject(aug, subject, args.subjects)
                 # the machine's speed drifts: compare with RandomElasticDeformation timed just after
-                beside = time_per_subject(tio.RandomElasticDeformation(), subject, max(4, args.subjects // 4))
+                beside, _ = time_per_subject(tio.RandomElasticDeformation(), subject, max(4, args.subjects // 4))
                 used = auto_precision(precision, args.device)
                 print(f"SyntheticAugmenter ({args.device}, generator grid {grid}^3{spade}, batch {args.batch_size}, {precision}"
                       f"{f' = {used}' if used != precision else ''}): "
                       f"{1000 * cost:.1f} ms/subject = {cost / elastic:.3f} x RandomElasticDeformation "
                       f"({cost / beside:.3f} x its {1000 * beside:.0f} ms timed right after), "
-                      f"{cost / affine:.3f} x RandomAffine")
+                      f"{cost / affine:.3f} x RandomAffine; CPU time {1000 * cost_cpu:.1f} ms = "
+                      f"{cost_cpu / elastic_cpu:.3f} x elastic's")
+                if args.device == "cpu":
+                    flops, peak = generator_floor(aug, subject, used, peaks)
+                    floor = flops / (peak * 1e9)
+                    print(f"  {flops / 1e9:.2f} GFLOP a subject; at the one-thread {used} channels-last Conv3d peak "
+                          f"({peak:.0f} GFLOP/s) {1000 * floor:.0f} ms = {floor / elastic:.3f} x elastic, this "
+                          f"architecture's floor here; the augmenter's {1000 * cost:.0f} ms make "
+                          f"{flops / cost / 1e9:.0f} GFLOP/s = {100 * flops / cost / 1e9 / peak:.0f}% of that peak")
 
 
 if __name__ == "__main__":

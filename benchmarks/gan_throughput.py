@@ -137,11 +137,21 @@ def matmul_peak(n: int = 8192, repeats: int = 10) -> float:
     return 2 * n**3 / median_seconds(lambda: a @ b, repeats) / 1e9
 
 
+def flop_counter():
+    """``torch.utils.flop_counter.FlopCounterMode`` that also counts ``aten.mkldnn_convolution``,
+    where ``augment3d.models.layers.conv3d`` sends one fp32 CPU sample (torch's counter knows only
+    ``aten.convolution`` and its GPU kernels, so those convolutions would count as nothing)."""
+    from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
+
+    def onednn(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
+        return conv_flop_count(x_shape, w_shape, out_shape)
+
+    return FlopCounterMode(display=False, custom_mapping={torch.ops.aten.mkldnn_convolution: onednn})
+
+
 def step_flops(recipe, shape: int) -> tuple[float, float]:
     """FLOPs of one training step (no R1) and the convolutions' share of them."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    counter = FlopCounterMode(display=False)
+    counter = flop_counter()
     with counter:
         train_rate(recipe, shape, steps=0)
     total = counter.get_total_flops()

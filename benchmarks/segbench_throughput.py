@@ -26,7 +26,7 @@ from dataclasses import replace
 
 import torch
 
-from gan_throughput import conv_peak, fast_bf16, peaks_line
+from gan_throughput import conv_peak, fast_bf16, flop_counter, peaks_line
 
 
 def main() -> None:
@@ -38,8 +38,6 @@ def main() -> None:
                         help="autocast modes to time (default: none, and bf16 where the hardware has it)")
     parser.add_argument("--norms", nargs="+", choices=["group", "batch"], default=["group", "batch"])
     args = parser.parse_args()
-
-    from torch.utils.flop_counter import FlopCounterMode
 
     from augment3d.config import load_recipe
     from augment3d.precision import cpu_has_bf16
@@ -68,7 +66,7 @@ def main() -> None:
             def step():
                 train_step(model, optimizer, x, y, "cpu", amp)
 
-            counter = FlopCounterMode(display=False)
+            counter = flop_counter()
             with counter:
                 step()
             flops = counter.get_total_flops()
