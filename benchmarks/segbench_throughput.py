@@ -38,6 +38,8 @@ def main() -> None:
                         help="autocast modes to time (default: none, and bf16 where the hardware has it)")
     parser.add_argument("--norms", nargs="+", choices=["group", "batch"], default=["group", "batch"])
     args = parser.parse_args()
+    if args.shape % 32:  # five 2x downsamplings (segbench pads real cases; this times the bare network)
+        parser.error(f"--shape must be a multiple of 32 (the encoder halves it five times), got {args.shape}")
 
     from augment3d.config import load_recipe
     from augment3d.precision import cpu_has_bf16
