@@ -3,6 +3,7 @@
 Usage:
     python benchmarks/augmenter_cost.py [--side 64] [--grid 32 64] [--subjects 32] [--batch-size 8]
                                         [--precision auto fp32 bf16] [--spade-kernel 3 1] [--device cuda]
+                                        [--workers 2] [--loader-subjects 96]
 
 One 64^3 subject (four modalities + label map) is transformed --subjects times by each
 transform, in the same process; the augmenter's time is amortised over its batched generation
@@ -17,11 +18,15 @@ CPU, as they always run).
 Each transform is timed by the wall clock and by the process's CPU time (all its threads). They
 differ because the augmenter generates at one thread (as in a DataLoader worker; that keeps replays
 exact) while torchio's elastic and affine transforms resample with SimpleITK at all its threads: the
-wall ratio is what a loop in the main process waits, the CPU ratio what DataLoader workers that keep
-every core busy pay. On the CPU the line after each augmenter figure gives the generator's
+wall ratio is what a loop in the main process waits; with workers keeping every core busy the cost
+moves towards the CPU ratio (``--workers`` measures it). On the CPU a line gives the generator's
 arithmetic per subject (``torch.utils.flop_counter``) against the one-thread channels-last Conv3d
 peak measured in the same process, in the generation's precision: the time the convolutions alone
 would take at that peak is the floor of this architecture on this CPU.
+
+``--workers W`` also times each transform where training uses it: ``--loader-subjects`` copies
+of the subject through a ``tio.SubjectsLoader`` with W worker processes (batch 1, worker start-up
+included; workers generate on the CPU), against the same loader with no transform.
 """
 
 from __future__ import annotations
@@ -70,6 +75,21 @@ def time_per_subject(transform, subject, n: int) -> tuple[float, float]:
     return (time.perf_counter() - wall) / n, (time.process_time() - cpu) / n
 
 
+def _unchanged(subject):
+    return subject
+
+
+def loader_time(transform, subject, workers: int, n: int) -> float:
+    """Seconds per subject for ``n`` copies of ``subject`` through a ``tio.SubjectsLoader`` with
+    ``workers`` worker processes (batch 1): what a training loop gets, worker start-up included."""
+    loader = tio.SubjectsLoader(tio.SubjectsDataset([subject] * n, transform=transform), batch_size=1,
+                                num_workers=workers)
+    start = time.perf_counter()
+    for _ in loader:
+        pass
+    return (time.perf_counter() - start) / n
+
+
 def generator_floor(aug, subject, precision: str, peaks: dict) -> tuple[float, float]:
     """(FLOPs of one subject through the augmenter, the one-thread channels-last Conv3d peak in
     ``precision``, GFLOP/s); ``peaks`` caches the peak per precision."""
@@ -102,6 +122,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="where the augmenter generates: cpu or cuda")
     parser.add_argument("--spade-kernel", type=int, nargs="+", default=[None], choices=[1, 3],
                         help="SPADE output convolution kernel(s) to time (default: the quick recipe's)")
+    parser.add_argument("--workers", type=int, nargs="*", default=[], metavar="W",
+                        help="also time each transform through a SubjectsLoader with W worker processes")
+    parser.add_argument("--loader-subjects", type=int, default=96, help="subjects per SubjectsLoader timing")
     args = parser.parse_args()
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, torchio {tio.__version__}, "
           f"threads {torch.get_num_threads()}, bf16 arithmetic: {'yes' if cpu_has_bf16() else 'no (AVX512-BF16/AMX absent)'}"
@@ -114,6 +137,12 @@ def main() -> None:
     affine, affine_cpu = time_per_subject(tio.RandomAffine(), subject, max(4, args.subjects // 4))
     print(f"tio.RandomElasticDeformation: {1000 * elastic:.1f} ms/subject (CPU time {1000 * elastic_cpu:.1f} ms)")
     print(f"tio.RandomAffine:             {1000 * affine:.1f} ms/subject (CPU time {1000 * affine_cpu:.1f} ms)")
+    loaders = {}  # workers -> (no transform, elastic) seconds per subject through a SubjectsLoader
+    for workers in args.workers:
+        loaders[workers] = tuple(loader_time(t, subject, workers, args.loader_subjects)
+                                 for t in (tio.Lambda(_unchanged), tio.RandomElasticDeformation()))
+        print(f"through a SubjectsLoader with {workers} workers ({args.loader_subjects} subjects): no transform "
+              f"{1000 * loaders[workers][0]:.1f} ms/subject, tio.RandomElasticDeformation {1000 * loaders[workers][1]:.1f}")
     peaks: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         for grid, kernel in [(g, k) for g in args.grid for k in args.spade_kernel]:
@@ -132,6 +161,11 @@ def main() -> None:
                       f"({cost / beside:.3f} x its {1000 * beside:.0f} ms timed right after), "
                       f"{cost / affine:.3f} x RandomAffine; CPU time {1000 * cost_cpu:.1f} ms = "
                       f"{cost_cpu / elastic_cpu:.3f} x elastic's")
+                for workers, (plain, elastic_loaded) in loaders.items():
+                    loaded = loader_time(aug, subject, workers, args.loader_subjects)
+                    print(f"  through the SubjectsLoader with {workers} workers: {1000 * loaded:.1f} ms/subject = "
+                          f"{loaded / elastic_loaded:.3f} x elastic's ({(loaded - plain) / (elastic_loaded - plain):.3f} "
+                          f"without the loader's own {1000 * plain:.0f} ms)")
                 if args.device == "cpu":
                     flops, peak = generator_floor(aug, subject, used, peaks)
                     floor = flops / (peak * 1e9)
