@@ -31,6 +31,7 @@ _LAZY = {
     "SyntheticGenerator": "augment3d.sampling",
     "SyntheticAugmenter": "augment3d.augmenter",
     "SyntheticReplacement": "augment3d.augmenter",
+    "SlowGenerationWarning": "augment3d.augmenter",
     "SyntheticSubjectsDataset": "augment3d.synthetic_dataset",
     "brain_mask": "augment3d.masks",
 }

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from .errors import CheckpointError, DataError
 from .precision import auto_precision
 from .sampling import check_precision
 
-__all__ = ["SyntheticAugmenter", "SyntheticReplacement"]
+__all__ = ["SyntheticAugmenter", "SyntheticReplacement", "SlowGenerationWarning"]
 
 _GENERATORS: dict[tuple, object] = {}
 _BATCHES: OrderedDict = OrderedDict()
@@ -58,6 +59,31 @@ def checkpoint_hash(path: str | os.PathLike) -> str:
         raise CheckpointError(meta_path, "missing or not an augment3d generator description") from None
 
 
+#: a generator doing more than this many GFLOP a subject gets a :class:`SlowGenerationWarning` when
+#: it is loaded to render on the CPU (the `quick` recipe's does 8.5; `brats_africa_128`'s 2983, which
+#: took 42 s a subject at one thread on a 2-core AVX2 CPU, docs/AUGMENTER.md)
+SLOW_GFLOP = 100.0
+
+
+class SlowGenerationWarning(UserWarning):
+    """The generator renders on the CPU but is too large for that: seconds to minutes a subject."""
+
+
+def _warn_if_slow_on_cpu(gen) -> None:
+    from .models.generator import render_flops
+
+    gflop = render_flops(gen.network.config) / 1e9
+    if gflop <= SLOW_GFLOP:
+        return
+    worker = torch.utils.data.get_worker_info() is not None
+    where = "in a DataLoader worker (where CUDA cannot run)" if worker else "on the CPU"
+    warnings.warn(f"the generator of {gen.path} does {gflop:.0f} GFLOP a subject ({'x'.join(map(str, gen.shape))} grid) and "
+                  f"renders {where}: seconds to minutes a subject at one thread, and GiBs of memory a process. Generate "
+                  f"on a GPU in the main process (device='cuda' with num_workers=0), or write a synthetic cohort once "
+                  f"with `augment3d sample --device cuda` and mix it in (docs/AUGMENTER.md, 'Cost')",
+                  SlowGenerationWarning, stacklevel=2)
+
+
 def get_generator(path: str, sha256: str, device: str):
     """The generator of ``path`` for this process, loaded once (lazily) and checked against ``sha256``."""
     from .sampling import load_generator
@@ -69,6 +95,8 @@ def get_generator(path: str, sha256: str, device: str):
         if gen.meta.get("weights_sha256") != sha256:
             raise CheckpointError(path, f"generator weights changed since the transform was made (expected {sha256[:12]}..., found {str(gen.meta.get('weights_sha256'))[:12]}...)")
         _GENERATORS[key] = gen
+        if gen.device.type == "cpu":
+            _warn_if_slow_on_cpu(gen)
     return gen
 
 

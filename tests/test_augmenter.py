@@ -82,6 +82,46 @@ def test_loading_the_generator_leaves_the_pipeline_s_random_stream_alone(tiny_ru
     assert torch.equal(draws[0], draws[1])
 
 
+def test_a_generator_too_large_for_the_cpu_warns_where_it_is_loaded(tiny_run, tmp_path, monkeypatch):
+    """A user whose 128^3 generator would render in CPU DataLoader workers (tens of seconds a subject)
+    is told so, with the way out; the small generators every CPU recipe trains say nothing."""
+    import warnings
+
+    import augment3d.augmenter as augmenter
+    from augment3d import SlowGenerationWarning
+
+    subject = make_subject(tmp_path)
+    augmenter._GENERATORS.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SlowGenerationWarning)
+        SyntheticAugmenter(tiny_run, p=1.0, seed=0)(subject)
+    augmenter._GENERATORS.clear()
+    monkeypatch.setattr(augmenter, "SLOW_GFLOP", 0.01)  # the tiny generator does more than 0.01 GFLOP
+    with pytest.warns(SlowGenerationWarning, match=r"GFLOP a subject \(16x16x16 grid\) and renders on the CPU.*device='cuda'") as caught:
+        out = SyntheticAugmenter(tiny_run, p=1.0, seed=0)(subject)
+    assert str(tiny_run) in str(caught[0].message)
+    assert set(out.get_images_names()) == set(KEYS)  # a warning, not a refusal
+    augmenter._GENERATORS.clear()
+
+
+def test_render_flops_counts_what_a_forward_pass_does():
+    """The meta-device count behind the warning equals the count of a real forward pass, per subject."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from augment3d.models import Generator3D, ModelConfig
+    from augment3d.models.generator import render_flops
+    from augment3d.models.spatial_conditioning import label_maps
+
+    for mode in ("labels", "joint"):
+        config = ModelConfig(shape=16, cond_dim=4, channel_max=16, z_dim=32, w_dim=32, mode=mode)
+        net = Generator3D(config).eval().requires_grad_(False)  # torch's counter hooks want no grads
+        labels = torch.randint(0, 4, (2, 16, 16, 16))
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():  # batch 2: F.conv3d, which torch's counter sees
+            net(torch.randn(2, 32), torch.eye(4)[:2], maps=label_maps(labels, labels >= 0) if mode == "labels" else None)
+        assert render_flops(config) == counter.get_total_flops() // 2 > 0, mode
+
+
 def test_condition_comes_from_the_subject_or_is_fixed(tiny_run, tmp_path):
     subject = make_subject(tmp_path, site="SSA", grade="LGG")
     out = SyntheticAugmenter(tiny_run, p=1.0, seed=1)(subject)

@@ -13,7 +13,7 @@ def python_blocks(path: Path) -> list[str]:
 
 
 def test_augmenter_training_loop_runs(tiny_run, cohort, capsys):
-    (code,) = python_blocks(DOCS / "AUGMENTER.md")
+    (code,) = [block for block in python_blocks(DOCS / "AUGMENTER.md") if "EPOCHS" in block]
     code = code.replace('cohort_dir, run_dir = "cohort", "runs/quick"', f'cohort_dir, run_dir = "{cohort}", "{tiny_run}"')
     code = code.replace("SIZE, EPOCHS = 64, 5", "SIZE, EPOCHS = 32, 1")
     assert str(tiny_run) in code and "SIZE, EPOCHS = 32, 1" in code
@@ -55,3 +55,22 @@ def test_the_readme_pipeline_runs_in_a_queue_and_a_loader_with_workers(tiny_run,
                           capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["patches", "6", "subjects", "3"]
+
+
+def test_augmenter_gpu_restyle_example_runs_here_on_the_cpu(tiny_run, cohort):
+    """The guide's main-process restyle for a large generator: its arguments are the augmenter's
+    and torchio's own (run here with the CPU in place of the GPU)."""
+    import torchio as tio
+
+    from augment3d.data import discover_cases, read_metadata
+
+    (code,) = [block for block in python_blocks(DOCS / "AUGMENTER.md") if 'device="cuda"' in block]
+    code = code.replace('"runs/africa128"', repr(str(tiny_run))).replace('device="cuda"', 'device="cpu"')
+    rows = read_metadata(cohort).rows
+    subjects = [tio.Subject(**{k: tio.ScalarImage(c.paths[k]) for k in ("t1n", "t1c", "t2w", "t2f")},
+                            seg=tio.LabelMap(c.paths["seg"]), **{k: v for k, v in rows[c.subject_id].items() if k != "subject_id"})
+                for c in discover_cases(cohort)]
+    scope = {"tio": tio, "SyntheticAugmenter": __import__("augment3d").SyntheticAugmenter, "subjects": subjects}
+    exec(compile(code, "AUGMENTER.md", "exec"), scope)
+    batches = list(scope["loader"])
+    assert sum(b["t1n"][tio.DATA].shape[0] for b in batches) == len(subjects) == 3
