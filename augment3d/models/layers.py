@@ -234,9 +234,11 @@ class EqualConv3d(_Equalised):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.activate:
             return conv3d(x, self.scaled_weight(), self.bias, padding=self.padding)
-        # lrelu(conv(x)) with the gain folded into weight and bias: one full-size pass fewer
+        # lrelu(conv(x)) with the gain folded into weight and bias: one full-size pass fewer; the
+        # activation in place on the convolution's fresh output, which no backward pass needs
+        # (the same values, one full-size tensor fewer kept for the backward pass)
         bias = None if self.bias is None else self.bias * LRELU_GAIN
-        return F.leaky_relu(conv3d(x, self.scaled_weight(LRELU_GAIN), bias, padding=self.padding), LRELU_SLOPE)
+        return F.leaky_relu_(conv3d(x, self.scaled_weight(LRELU_GAIN), bias, padding=self.padding), LRELU_SLOPE)
 
 
 def _scale_shift(x: torch.Tensor, scale: torch.Tensor | float, shift: torch.Tensor | None) -> torch.Tensor:

@@ -135,6 +135,35 @@ def test_synthesis_layer_in_place_matches_the_formula(layout):
         assert torch.allclose(ours, ref, rtol=1e-5, atol=1e-5 * float(ref.abs().max()))
 
 
+@pytest.mark.parametrize("batch", [1, 2])
+def test_activated_equal_conv_in_place_matches_the_formula_to_the_second_derivative(batch):
+    """EqualConv3d(activate=True) applies leaky ReLU in place on its convolution's output (the
+    discriminator's and SPADE's layers): lrelu(conv) * gain's values, and its first and second
+    derivatives (R1 differentiates D's input gradient) as the out-of-place formula's."""
+    from augment3d.models.layers import LRELU_GAIN, LRELU_SLOPE, EqualConv3d
+
+    torch.manual_seed(0)
+    layer = EqualConv3d(4, 6, 3, activate=True)
+    with torch.no_grad():
+        layer.bias.normal_()
+    x0 = torch.randn(batch, 4, 6, 6, 6)
+
+    def formula(x):
+        out = F.conv3d(x, layer.weight * layer.scale, layer.bias, padding=1)
+        return F.leaky_relu(out, LRELU_SLOPE) * LRELU_GAIN
+
+    results = []
+    for forward in (layer, formula):
+        layer.zero_grad()
+        x = x0.clone().requires_grad_()
+        out = forward(x)
+        (grad,) = torch.autograd.grad(out.square().sum(), x, create_graph=True)
+        grad.square().sum().backward()
+        results.append([out.detach(), grad.detach(), layer.weight.grad.clone(), layer.bias.grad.clone()])
+    for ours, ref in zip(*results):
+        assert torch.allclose(ours, ref, rtol=1e-5, atol=1e-5 * float(ref.abs().max()))
+
+
 @pytest.mark.parametrize("kernel,stride,groups", [(3, 1, 1), (3, 2, 1), (3, 1, 4), (1, 1, 1)])
 def test_one_sample_convolution_matches_torch_and_keeps_the_layout(kernel, stride, groups):
     """``conv3d`` sends one fp32 CPU sample to oneDNN (torch's own kernel for it was 2-6x slower
