@@ -21,8 +21,8 @@ exact) while torchio's elastic and affine transforms resample with SimpleITK at 
 wall ratio is what a loop in the main process waits; with workers keeping every core busy the cost
 moves towards the CPU ratio (``--workers`` measures it). On the CPU a line gives the generator's
 arithmetic per subject (``torch.utils.flop_counter``) against the one-thread channels-last Conv3d
-peak measured in the same process, in the generation's precision: the time the convolutions alone
-would take at that peak is the floor of this architecture on this CPU.
+peak measured in the same process, in the generation's precision: the time that arithmetic (the
+generator's convolutions, 99%) would take at that peak is the floor of this architecture on this CPU.
 
 ``--workers W`` also times each transform where training uses it: ``--loader-subjects`` copies
 of the subject through a ``tio.SubjectsLoader`` with W worker processes (batch 1, worker start-up
@@ -75,8 +75,8 @@ def time_per_subject(transform, subject, n: int) -> tuple[float, float]:
     return (time.perf_counter() - wall) / n, (time.process_time() - cpu) / n
 
 
-def _unchanged(subject):
-    return subject
+def _unchanged(tensor):
+    return tensor  # tio.Lambda's function gets each image's tensor
 
 
 def loader_time(transform, subject, workers: int, n: int) -> float:
