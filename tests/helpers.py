@@ -12,7 +12,7 @@ from augment3d.brats import BRATS2021, BRATS2023, MODALITIES, NamingScheme
 from augment3d.data.layout import case_file_name
 from augment3d.data.nifti_write import write_nifti
 
-__all__ = ["write_case", "write_metadata", "truncate", "corrupt_gzip_block", "rewrite", "SHAPE", "TINY_ENCODER",
+__all__ = ["write_case", "write_cohort", "cohort_subjects", "write_metadata", "truncate", "corrupt_gzip_block", "rewrite", "SHAPE", "TINY_ENCODER",
            "TINY_MODEL", "TINY_TRAIN", "tiny_data", "generator_weights", "Payload"]
 
 SHAPE = (20, 18, 16)
@@ -71,6 +71,19 @@ def write_cohort(root: Path) -> Path:
         rows.append({"subject_id": sid, "site": site, "grade": grade})
     write_metadata(root, rows)
     return Path(root)
+
+
+def cohort_subjects(root) -> list:
+    """The cohort's cases as torchio subjects: four images, the label map as ``seg``, and the
+    metadata columns (site, grade) as attributes, as a user's torchio pipeline would build them."""
+    import torchio as tio
+
+    from augment3d.data import discover_cases, read_metadata
+
+    rows = read_metadata(root).rows
+    return [tio.Subject(**{k: tio.ScalarImage(c.paths[k]) for k in MODALITIES}, seg=tio.LabelMap(c.paths["seg"]),
+                        **{k: v for k, v in rows[c.subject_id].items() if k != "subject_id"})
+            for c in discover_cases(root)]
 
 
 def path_of(root: Path, subject_id: str, key: str, scheme: NamingScheme = BRATS2023) -> Path:

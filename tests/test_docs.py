@@ -26,11 +26,9 @@ import sys, torchio as tio
 cohort, run = sys.argv[1], sys.argv[2]
 {snippet}
 transform = transform  # the README's pipeline, as documented
-from augment3d.data import discover_cases, read_metadata
-metadata = read_metadata(cohort)
-subjects = [tio.Subject(**{{k: tio.ScalarImage(c.paths[k]) for k in ("t1n", "t1c", "t2w", "t2f")}},
-                        seg=tio.LabelMap(c.paths["seg"]), **{{k: v for k, v in metadata.rows[c.subject_id].items() if k != "subject_id"}})
-            for c in discover_cases(cohort)]
+sys.path.insert(0, sys.argv[3])
+from helpers import cohort_subjects
+subjects = cohort_subjects(cohort)
 queue = tio.Queue(tio.SubjectsDataset(subjects, transform=transform), max_length=4, samples_per_volume=2,
                   sampler=tio.UniformSampler((8, 8, 8)), num_workers=2)
 patches = sum(b["t1n"][tio.DATA].shape[0] for b in tio.SubjectsLoader(queue, batch_size=2))
@@ -51,7 +49,8 @@ def test_the_readme_pipeline_runs_in_a_queue_and_a_loader_with_workers(tiny_run,
     (snippet,) = [block for block in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "SyntheticAugmenter" in block]
     snippet = snippet.replace('"runs/quick"', "run")
     assert "run, p=" in snippet
-    done = subprocess.run([sys.executable, "-c", QUEUE_SCRIPT.format(snippet=snippet), str(cohort), str(tiny_run)],
+    done = subprocess.run([sys.executable, "-c", QUEUE_SCRIPT.format(snippet=snippet), str(cohort), str(tiny_run),
+                           str(Path(__file__).parent)],
                           capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["patches", "6", "subjects", "3"]
@@ -61,15 +60,11 @@ def test_augmenter_gpu_restyle_example_runs_here_on_the_cpu(tiny_run, cohort):
     """The guide's main-process restyle for a large generator: its arguments are the augmenter's
     and torchio's own (run here with the CPU in place of the GPU)."""
     import torchio as tio
-
-    from augment3d.data import discover_cases, read_metadata
+    from helpers import cohort_subjects
 
     (code,) = [block for block in python_blocks(DOCS / "AUGMENTER.md") if 'device="cuda"' in block]
     code = code.replace('"runs/africa128"', repr(str(tiny_run))).replace('device="cuda"', 'device="cpu"')
-    rows = read_metadata(cohort).rows
-    subjects = [tio.Subject(**{k: tio.ScalarImage(c.paths[k]) for k in ("t1n", "t1c", "t2w", "t2f")},
-                            seg=tio.LabelMap(c.paths["seg"]), **{k: v for k, v in rows[c.subject_id].items() if k != "subject_id"})
-                for c in discover_cases(cohort)]
+    subjects = cohort_subjects(cohort)
     scope = {"tio": tio, "SyntheticAugmenter": __import__("augment3d").SyntheticAugmenter, "subjects": subjects}
     exec(compile(code, "AUGMENTER.md", "exec"), scope)
     batches = list(scope["loader"])
