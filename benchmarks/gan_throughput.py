@@ -109,6 +109,15 @@ def fast_bf16() -> bool:
     return on_gpu() or cpu_has_bf16()
 
 
+def reference_peaks(bf16: bool = True) -> dict:
+    """The reference Conv3d peaks, GFLOP/s by (bf16, channels_last): fp32 channels-first, and bf16
+    channels-last where ``bf16`` is asked for and the hardware has bf16 arithmetic."""
+    peaks = {(False, False): conv_peak(bf16=False, channels_last=False)}
+    if bf16 and fast_bf16():
+        peaks[True, True] = conv_peak(bf16=True, channels_last=True)
+    return peaks
+
+
 def peaks_line(peaks: dict) -> str:
     """The printed Conv3d peaks: ``peaks`` maps (bf16, channels_last) to GFLOP/s, as measured."""
     side, batch = peak_shape()
@@ -248,9 +257,7 @@ def main() -> None:
           f"training autocast {args.amp or recipe.train.amp}, channels_last "
           f"{recipe.train.channels_last if args.train_layout is None else args.train_layout == 'last'})"
           + (f", [train] overrides {TRAIN_SET}" if TRAIN_SET else "") + (f", [model] overrides {MODEL_SET}" if MODEL_SET else ""))
-    peaks = {(False, False): conv_peak(bf16=False, channels_last=False)}
-    if fast_bf16():
-        peaks[True, True] = conv_peak(bf16=True, channels_last=True)
+    peaks = reference_peaks()
     side, batch = peak_shape()
     print(peaks_line(peaks))
     if on_gpu():

@@ -26,7 +26,7 @@ from dataclasses import replace
 
 import torch
 
-from gan_throughput import conv_peak, fast_bf16, flop_counter, peaks_line
+from gan_throughput import fast_bf16, flop_counter, peaks_line, reference_peaks
 
 
 def main() -> None:
@@ -51,9 +51,7 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, bf16 arithmetic: {'yes' if cpu_has_bf16() else 'no'}")
     amps = args.amp or (["none", "bf16"] if fast_bf16() else ["none"])
-    measured = {(False, False): conv_peak(bf16=False, channels_last=False)}
-    if "bf16" in amps and fast_bf16():
-        measured[True, True] = conv_peak(bf16=True, channels_last=True)
+    measured = reference_peaks(bf16="bf16" in amps)
     print(peaks_line(measured))
     peaks = {"none": measured[False, False], "bf16": measured.get((True, True))}
     for norm in args.norms:

@@ -12,8 +12,8 @@ from augment3d.brats import BRATS2021, BRATS2023, MODALITIES, NamingScheme
 from augment3d.data.layout import case_file_name
 from augment3d.data.nifti_write import write_nifti
 
-__all__ = ["write_case", "write_cohort", "cohort_subjects", "write_metadata", "truncate", "corrupt_gzip_block", "rewrite", "SHAPE", "TINY_ENCODER",
-           "TINY_MODEL", "TINY_TRAIN", "tiny_data", "generator_weights", "Payload"]
+__all__ = ["write_case", "write_cohort", "cohort_subjects", "write_metadata", "truncate", "corrupt_gzip_block", "rewrite",
+           "SHAPE", "TINY_ENCODER", "TINY_MODEL", "TINY_TRAIN", "tiny_data", "generator_weights", "Payload"]
 
 SHAPE = (20, 18, 16)
 AFFINE = np.array([[1.5, 0, 0, -15.0], [0, 1.5, 0, -13.5], [0, 0, 1.5, -12.0], [0, 0, 0, 1]])

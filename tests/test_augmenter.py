@@ -122,6 +122,21 @@ def test_render_flops_counts_what_a_forward_pass_does():
         assert render_flops(config) == counter.get_total_flops() // 2 > 0, mode
 
 
+def test_the_warning_threshold_parts_the_cpu_recipes_from_the_gpu_recipe():
+    """The recipes that train on a CPU render below the warning's threshold, so their users are
+    never warned; the GPU recipe's 128^3 generator renders above it, so its users are."""
+    from augment3d.augmenter import SLOW_GFLOP
+    from augment3d.config import load_recipe
+    from augment3d.data import ConditionEncoder
+    from augment3d.models.generator import render_flops
+
+    gflop = {}
+    for name in ("ci", "quick", "phantom", "brats_africa_128"):
+        recipe = load_recipe(name)
+        gflop[name] = render_flops(recipe.model_config(ConditionEncoder(recipe.data.categories).dim)) / 1e9
+    assert max(gflop["ci"], gflop["quick"], gflop["phantom"]) < SLOW_GFLOP < gflop["brats_africa_128"], gflop
+
+
 def test_condition_comes_from_the_subject_or_is_fixed(tiny_run, tmp_path):
     subject = make_subject(tmp_path, site="SSA", grade="LGG")
     out = SyntheticAugmenter(tiny_run, p=1.0, seed=1)(subject)

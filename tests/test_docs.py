@@ -62,10 +62,12 @@ def test_augmenter_gpu_restyle_example_runs_here_on_the_cpu(tiny_run, cohort):
     import torchio as tio
     from helpers import cohort_subjects
 
+    from augment3d import SyntheticAugmenter
+
     (code,) = [block for block in python_blocks(DOCS / "AUGMENTER.md") if 'device="cuda"' in block]
     code = code.replace('"runs/africa128"', repr(str(tiny_run))).replace('device="cuda"', 'device="cpu"')
     subjects = cohort_subjects(cohort)
-    scope = {"tio": tio, "SyntheticAugmenter": __import__("augment3d").SyntheticAugmenter, "subjects": subjects}
+    scope = {"tio": tio, "SyntheticAugmenter": SyntheticAugmenter, "subjects": subjects}
     exec(compile(code, "AUGMENTER.md", "exec"), scope)
     batches = list(scope["loader"])
     assert sum(b["t1n"][tio.DATA].shape[0] for b in batches) == len(subjects) == 3
