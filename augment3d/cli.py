@@ -405,6 +405,19 @@ def sample(
     typer.echo(f"wrote {n} synthetic subjects ({fmt}) to {out}")
 
 
+def _seed_list(text: str | None, option: str) -> list[int] | None:
+    """``0,101,102`` as a list of distinct seeds >= 0 (None when not given); a usage error otherwise."""
+    if text is None:
+        return None
+    try:
+        values = [int(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        fail(f"{option} takes comma-separated whole numbers, e.g. 0,101,102; got {text!r}")
+    if not values or len(set(values)) != len(values) or min(values) < 0:
+        fail(f"{option} takes distinct seeds >= 0, got {text!r}")
+    return values
+
+
 @app.command()
 @user_errors
 def bench(
@@ -415,6 +428,8 @@ def bench(
     arm: Annotated[Optional[str], typer.Option(help="Run only this arm (real, real+classic, real+synthetic, real+classic+synthetic).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Run only this seed (one of the recipe's seeds).")] = None,
     setup_only: Annotated[bool, typer.Option(help="Only build the shared stages (cohort, splits, GAN, GAN metrics), e.g. before a job array.")] = False,
+    cohorts: Annotated[Optional[str], typer.Option(help="Phantom cohort seeds, e.g. 0,101,102: the whole bench once per cohort, pooled in one report (default: the recipe's [bench] cohorts, else one cohort).")] = None,
+    cohort: Annotated[Optional[int], typer.Option(help="Run only this cohort of a bench over several cohorts (with --arm/--seed: one job of a job array).")] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing bench folder in OUT and start over (only a bench folder augment3d wrote).")] = False,
     skip_bad: Annotated[bool, typer.Option(help="Skip bad cases and list them instead of stopping.")] = False,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
@@ -440,12 +455,15 @@ def bench(
                 bar.update(task, completed=step, description=f"{name} {shown}")
             return update
 
-        setup, report = run_bench(r, out, data=data, generator=generator, arm=arm, seed=seed, setup_only=setup_only,
-                                  force=force, skip_bad=skip_bad, device=device, say=say, progress=progress)
-    _report_cohort(setup)
+        setups, report = run_bench(r, out, data=data, generator=generator, arm=arm, seed=seed, setup_only=setup_only,
+                                   force=force, skip_bad=skip_bad, device=device, say=say, progress=progress,
+                                   cohorts=_seed_list(cohorts, "--cohorts"), cohort=cohort)
+    for setup in setups if isinstance(setups, list) else [setups]:
+        _report_cohort(setup)
+        if report is None:
+            typer.echo(f"set up {setup.folder}: {len(setup.train)}/{len(setup.val)}/{len(setup.test)} train/val/test cases"
+                       + (f", generator {setup.generator}" if setup.generator else ""))
     if report is None:
-        typer.echo(f"set up {out}: {len(setup.train)}/{len(setup.val)}/{len(setup.test)} train/val/test cases"
-                   + (f", generator {setup.generator}" if setup.generator else ""))
         return
     typer.echo(report["answer"])
     typer.echo(f"report: {out / 'report.md'}")
@@ -455,9 +473,11 @@ def bench(
 @user_errors
 def bench_report(folder: Annotated[Path, typer.Argument(help="A bench folder (augment3d bench --out).")]) -> None:
     """Merge whatever bench jobs have finished into report.json, report.md and the PNGs."""
+    from segbench.cohorts import folder_cohorts
+    from segbench.pooled_report import write_pooled_report
     from segbench.report import write_report
 
-    report = write_report(folder)
+    report = write_pooled_report(folder) if folder_cohorts(folder) else write_report(folder)
     typer.echo(report["answer"])
     if report["missing"]:
         typer.echo(f"not finished yet: {', '.join(report['missing'])}")

@@ -8,7 +8,10 @@ refused with the file and the key named, so a typo never silently falls back to 
 
 from __future__ import annotations
 
+import json
+import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -20,7 +23,7 @@ from .field_types import enforce_field_types
 from .models.architecture import ModelConfig
 from .training.train_config import TrainConfig
 
-__all__ = ["DataConfig", "Recipe", "load_recipe"]
+__all__ = ["DataConfig", "Recipe", "load_recipe", "recipe_toml"]
 
 SECTIONS = ("description", "data", "phantom", "model", "train", "bench")
 #: options that measured runs retired (docs/MODEL.md, "Removed options"): named, not just unknown
@@ -140,3 +143,46 @@ def load_recipe(name_or_path: str | os.PathLike) -> Recipe:
     )
     recipe.model_config(cond_dim=0)  # the architecture fits the recipe's grid
     return recipe
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else ("nan" if math.isnan(value) else ("inf" if value > 0 else "-inf"))
+    if isinstance(value, str):
+        return json.dumps(value)  # JSON's escapes are TOML's basic-string escapes
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + " }" if value else "{}"
+    raise TypeError(f"cannot write {type(value).__name__} {value!r} as TOML")
+
+
+def recipe_toml(raw: dict) -> str:
+    """A recipe's table (as ``tomllib`` reads it) as TOML text that reads back to the same table.
+
+    Top-level tables become ``[section]``s and their sub-tables ``[section.sub]``s; tables deeper
+    down, or inside lists, are written inline. Comments of the file it came from are not kept.
+    """
+    lines = [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in raw.items() if not isinstance(v, dict)]
+
+    def table(name: str, values: dict) -> None:
+        lines.extend(["", f"[{name}]"])
+        lines.extend(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in values.items() if not isinstance(v, dict))
+        for k, v in values.items():
+            if isinstance(v, dict) and "." not in name:
+                table(f"{name}.{_toml_key(k)}", v)
+            elif isinstance(v, dict):
+                lines.append(f"{_toml_key(k)} = {_toml_value(v)}")
+
+    for key, value in raw.items():
+        if isinstance(value, dict):
+            table(_toml_key(key), value)
+    return "\n".join(lines) + "\n"

@@ -60,7 +60,7 @@ KINDS = {
                        "recipe.toml", "subjects.json")),
     "bench": FolderKind("bench", ("bench.json",),
                         ("bench.json", "recipe.toml", "cohort", "splits.json", "gan", "gan_eval", "arms", "report.json",
-                         "report.md", "*.png")),
+                         "report.md", "*.png", "cohort-*")),
     "samples": FolderKind("samples", ("dataset.json", "metadata.csv"),
                           ("BraTS-SYN-*", "metadata.csv", "README.txt", "imagesTr", "labelsTr", "dataset.json",
                            "preview.png")),

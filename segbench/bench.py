@@ -22,7 +22,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +35,8 @@ from .config import BenchConfig, bench_config
 from .splits import load_splits, make_splits, save_splits
 from .train import result_path, run_job
 
-__all__ = ["BenchSetup", "setup_bench", "run_bench", "jobs"]
+__all__ = ["BenchSetup", "MARKER", "bench_identity", "check_bench_folder", "claim_bench_folder", "setup_bench", "run_bench",
+           "jobs"]
 
 MARKER = "bench.json"
 
@@ -54,14 +55,14 @@ class BenchSetup:
     warnings: list
 
 
-def _identity(recipe: Recipe, data: Path | None, generator: Path | None) -> dict:
+def bench_identity(recipe: Recipe, data: Path | None, generator: Path | None) -> dict:
     text = recipe.path.read_text(encoding="utf-8")
     return {"recipe": recipe.name, "recipe_sha256": hashlib.sha256(text.encode()).hexdigest(),
             "data": str(data.resolve()) if data else "phantom",
             "generator": str(generator.resolve()) if generator else None}
 
 
-def _check_folder(out: Path, identity: dict, force: bool, inputs) -> bool:
+def check_bench_folder(out: Path, identity: dict, force: bool, inputs) -> bool:
     """True when ``out`` is this bench's folder (to continue); refuse another one, and with
     ``force`` anything but a bench folder of ours (``augment3d.output_folders``)."""
     marker = out / MARKER
@@ -78,7 +79,7 @@ def _check_folder(out: Path, identity: dict, force: bool, inputs) -> bool:
             found = json.loads(marker.read_text())
         except ValueError:
             raise DataError(marker, "damaged bench marker; use --force to start over") from None
-        changed = [k for k in identity if found.get(k) != identity[k]]
+        changed = [k for k in sorted(set(identity) | set(found)) if found.get(k) != identity.get(k)]
         if changed:
             raise DataError(out, f"is a bench with a different {', '.join(changed)}; use another --out or --force to start over")
         return True
@@ -87,11 +88,11 @@ def _check_folder(out: Path, identity: dict, force: bool, inputs) -> bool:
     return False
 
 
-def _claim_folder(out: Path, identity: dict, ours: bool) -> None:
+def claim_bench_folder(out: Path, identity: dict, ours: bool) -> None:
     if ours:
         return
     if out.exists():
-        shutil.rmtree(set_aside(out))  # checked replaceable before any work (_check_folder)
+        shutil.rmtree(set_aside(out))  # checked replaceable before any work (check_bench_folder)
     out.mkdir(parents=True)
     mark(out, "bench")
     atomic_write_text(out / MARKER, json.dumps(identity, indent=1) + "\n")
@@ -219,8 +220,8 @@ def setup_bench(recipe: Recipe, out: str | os.PathLike, *, data: str | os.PathLi
             check_conditions_match(gen, data)
         if gen.conditions:
             gen.encoder.check_partial(config.synthetic_condition, source=f"{recipe.path} [bench] synthetic_condition")
-    identity = _identity(recipe, data, generator)
-    ours = _check_folder(out, identity, force, [data, generator])
+    identity = bench_identity(recipe, data, generator)
+    ours = check_bench_folder(out, identity, force, [data, generator])
 
     def prepare(folder: Path):
         say(f"preparing {folder} on the {'x'.join(map(str, recipe.data.preprocess().shape))} grid")
@@ -228,7 +229,7 @@ def setup_bench(recipe: Recipe, out: str | os.PathLike, *, data: str | os.PathLi
                               skip_bad=skip_bad, cache_dir=cache_dir)
 
     cohort = prepare(data) if data is not None else None  # bad data is refused before OUT is touched
-    _claim_folder(out, identity, ours)
+    claim_bench_folder(out, identity, ours)
     with contextlib.ExitStack() as own:
         (held or own).enter_context(folder_lock(out, shared=True))
         return _shared_stages(out, recipe, config, data, generator, cohort, prepare, skip_bad, device, cache_dir,
@@ -259,13 +260,32 @@ def _shared_stages(out: Path, recipe: Recipe, config: BenchConfig, data, generat
 def run_bench(recipe: Recipe, out: str | os.PathLike, *, data=None, generator=None, arm: str | None = None,
               seed: int | None = None, setup_only: bool = False, force: bool = False, skip_bad: bool = False,
               device: str = "cpu", cache_dir=None, say: Callable[[str], None] = lambda m: None,
-              progress=None) -> tuple[BenchSetup, dict | None]:
-    """Set up, run the selected jobs that have not finished, and write the report."""
+              progress=None, cohorts: Sequence[int] | None = None, cohort: int | None = None):
+    """Set up, run the selected jobs that have not finished, and write the report.
+
+    Returns (setup, report), or with several phantom cohorts (``cohorts``, default the recipe's
+    ``[bench] cohorts``; :mod:`segbench.cohorts`) (a setup per cohort run, the pooled report).
+    ``report`` is None with ``setup_only``.
+    """
     from .report import write_report
 
     if not recipe.bench:
         raise DataError(recipe.path, "the recipe has no [bench] section")
-    selected = jobs(bench_config(recipe), arm, seed)
+    config = bench_config(recipe)
+    if cohorts is not None and (data is not None or generator is not None):
+        raise DataError(None, "--cohorts builds phantom cohorts: it cannot be combined with --data or --generator "
+                              "(your own data is one cohort)")
+    if cohorts is None and data is None and generator is None:
+        cohorts = config.cohorts or None
+    if cohorts:
+        from .cohorts import run_cohorts
+
+        return run_cohorts(recipe, out, cohorts, cohort=cohort, arm=arm, seed=seed, setup_only=setup_only, force=force,
+                           skip_bad=skip_bad, device=device, cache_dir=cache_dir, say=say, progress=progress)
+    if cohort is not None:
+        raise DataError(None, "--cohort picks one cohort of a bench over several phantom cohorts "
+                              "([bench] cohorts or --cohorts); this bench has one")
+    selected = jobs(config, arm, seed)
     with contextlib.ExitStack() as held:
         setup = setup_bench(recipe, out, data=data, generator=generator, force=force, skip_bad=skip_bad,
                             device=device, cache_dir=cache_dir, say=say, progress=progress, held=held)

@@ -37,6 +37,9 @@ class BenchConfig:
 
     arms: tuple[str, ...] = ARMS
     seeds: tuple[int, ...] = (0,)
+    #: phantom cohort seeds: each a whole bench of its own ([phantom] seed, split_seed and [train] seed set to it),
+    #: pooled in one report (``segbench.cohorts``); empty (the default): one cohort, the recipe's own
+    cohorts: tuple[int, ...] = ()
     split_seed: int = 0
     val_fraction: float = 0.15
     test_fraction: float = 0.3
@@ -58,6 +61,16 @@ class BenchConfig:
     #: e.g. 0.995: about the last 200 steps) instead of the raw weights, so a job depends less on where
     #: its last steps happened to land; 0 (the default): the raw weights
     ema_decay: float = 0.0
+    #: > 0: train until the validation Dice stops improving, ``steps`` being the cap: stop when its trailing
+    #: mean over ``plateau_window`` validations has gone ``patience`` validations without beating its best by
+    #: more than ``min_delta``, and not before ``min_steps`` (``segbench.plateau``); 0: exactly ``steps`` steps
+    patience: int = 0
+    plateau_window: int = 3
+    min_delta: float = 0.005
+    min_steps: int = 0
+    #: > 0: after the plateau (or the cap), this many more steps with the rate falling linearly to 0, and the
+    #: weights at the end tested (no pick of one noisy validation point); 0: the best validated weights tested
+    anneal_steps: int = 0
     weight_decay: float = 1e-4
     #: segmentation arithmetic: ``none`` (fp32), ``bf16`` autocast, or ``auto`` (bf16 where the
     #: hardware has it: AVX512-BF16 or AMX CPUs, GPUs). Each job records what it used. fp32 is the
@@ -87,7 +100,8 @@ class BenchConfig:
 
     def __post_init__(self):
         enforce_field_types(self)
-        for name, kind in (("arms", str), ("seeds", int), ("decoder_channels", int), ("synthetic_maps_matching", str)):
+        for name, kind in (("arms", str), ("seeds", int), ("cohorts", int), ("decoder_channels", int),
+                           ("synthetic_maps_matching", str)):
             value = getattr(self, name)
             if not isinstance(value, (list, tuple)) or not all(isinstance(v, kind) and not isinstance(v, bool) for v in value):
                 raise ValueError(f"{name} must be a list of {kind.__name__}s, got {value!r}")
@@ -108,6 +122,8 @@ class BenchConfig:
             raise ValueError("arms must include 'real', the reference the others are compared with")
         if len(set(self.arms)) != len(self.arms) or len(set(self.seeds)) != len(self.seeds) or not self.seeds:
             raise ValueError("arms and seeds must be non-empty lists without repeats")
+        if len(set(self.cohorts)) != len(self.cohorts) or any(c < 0 for c in self.cohorts):
+            raise ValueError(f"cohorts must be distinct seeds >= 0, got {list(self.cohorts)}")
         if self.norm not in ("group", "batch"):
             raise ValueError(f"norm must be 'group' (GroupNorm, batch-size independent) or 'batch', got {self.norm!r}")
         if self.amp not in ("auto", "bf16", "none"):
@@ -121,6 +137,8 @@ class BenchConfig:
         if self.synthetic_maps_matching and self.synthetic != "cohort":
             raise ValueError("synthetic_maps_matching picks the label maps of a synthetic cohort: it needs synthetic = 'cohort' "
                              "(the augmenter restyles each subject's own map)")
+        if min(self.patience, self.min_steps, self.anneal_steps) < 0 or self.plateau_window < 1 or self.min_delta < 0:
+            raise ValueError("patience, min_steps, anneal_steps and min_delta must be >= 0, plateau_window >= 1")
         if min(self.steps, self.batch, self.val_every, self.samples_per_volume, self.queue_length, self.bootstrap) < 1:
             raise ValueError("steps, batch, val_every, samples_per_volume, queue_length and bootstrap must be >= 1")
         if self.patch < 0 or self.patch % 32:

@@ -13,10 +13,11 @@ from augment3d.errors import DataError
 from augment3d.metrics.regions import REGIONS
 
 from .config import bench_config
+from .plateau import PLATEAU_GAIN, last_quarter_gain
 from .stats import MEAN, arm_summary, paired_comparison
 from .train import RESULT
 
-__all__ = ["load_results", "build_report", "write_report"]
+__all__ = ["load_results", "build_report", "write_report", "arm_flags", "png_bytes", "finite_json", "MIN_CASES"]
 
 METRICS = ("dice", "hd95", "lesion_dice", "lesion_hd95")
 SCORED = (*REGIONS, MEAN)
@@ -88,6 +89,7 @@ def build_report(folder: Path, results: dict[str, list[dict]] | None = None) -> 
         "generator_mode": _generator_mode(folder),
         "synthetic": config.synthetic,
         "real_plateau": plateau(results["real"]),
+        "flags": arm_flags({a: results[a] for a in arms}),
         "validation": sorted({r.get("validation", "") for rs in results.values() for r in rs}),
     }
     report["answer"] = _answer(report, config)
@@ -115,23 +117,34 @@ def _generator_mode(folder: Path) -> str | None:
     return model.get("mode", "joint")
 
 
-#: the real arm counts as trained to a plateau when its best validation Dice in the last quarter
-#: of training beats the best before it by less than this
-PLATEAU_GAIN = 0.01
+def _job_plateau(result: dict) -> tuple[bool, str]:
+    """Whether one job was trained to its plateau, and how that was judged, in words."""
+    stop = result.get("stop") or {}
+    if stop.get("reason") == "plateau":
+        return True, f"stopped on its plateau at step {stop['step']}"
+    if stop.get("reason") == "cap":
+        return False, f"hit the cap of {result['steps']} steps before its plateau"
+    gain = last_quarter_gain(result["curve"], result["steps"])
+    if gain is None:
+        return False, "too few validations to judge"
+    return gain < PLATEAU_GAIN, f"validation Dice gained {gain:+.3f} in the last quarter"
 
 
 def plateau(results: list[dict]) -> dict:
-    """Per seed of an arm: the validation Dice gained in the last quarter of training, and whether
-    that is below :data:`PLATEAU_GAIN` (a gain over an undertrained baseline is no gain)."""
-    gains = {}
-    for r in results:
-        curve = r["curve"]
-        cut = r["steps"] * 0.75
-        before = [c["val_dice"] for c in curve if c["step"] <= cut]
-        after = [c["val_dice"] for c in curve if c["step"] > cut]
-        gains[str(r["seed"])] = None if not before or not after else max(after) - max(before)
-    known = [g for g in gains.values() if g is not None]
-    return {"gain_last_quarter": gains, "reached": bool(known) and all(g < PLATEAU_GAIN for g in known)}
+    """Per seed of an arm: whether it was trained to a plateau (a gain over an undertrained baseline
+    is no gain). A job run with a patience rule says so itself (stopped on its plateau, or hit the
+    cap); a fixed-budget job counts when its best validation Dice of the last quarter of training
+    beats the best before it by less than :data:`PLATEAU_GAIN`."""
+    judged = {str(r["seed"]): _job_plateau(r) for r in results}
+    gains = {str(r["seed"]): last_quarter_gain(r["curve"], r["steps"]) for r in results}
+    return {"gain_last_quarter": gains, "per_seed": {s: how for s, (_, how) in judged.items()},
+            "reached": bool(judged) and all(ok for ok, _ in judged.values())}
+
+
+def arm_flags(results: dict[str, list[dict]]) -> list[str]:
+    """One line per job that was not trained to its plateau (hit the cap, or still rising)."""
+    return [f"{arm} seed {r['seed']}: {how}" for arm, rs in results.items() for r in sorted(rs, key=lambda r: r["seed"])
+            for ok, how in [_job_plateau(r)] if not ok]
 
 
 def _gan_metrics(folder: Path) -> dict | None:
@@ -274,15 +287,22 @@ def _fmt(x, digits: int = 3) -> str:
 
 
 def _markdown(report: dict) -> str:
-    out = [f"# segbench report ({report['recipe']})", "", f"**Did synthetic data help?** {report['answer']}", ""]
+    out = [f"# segbench report ({report['recipe']})", "", f"**Did synthetic data help?** {report['answer']}", "",
+           "One cohort: these intervals count the training seeds and the test cases, not how another cohort "
+           "(other subjects, another split, another GAN) would answer; `[bench] cohorts` replicates the bench "
+           "over phantom cohorts (docs/BENCH.md).", ""]
     mode = report.get("generator_mode")
     if mode:
         out += [f"Synthetic subjects: {_synthetic_kind(mode, report.get('synthetic', 'augmenter'))}.", ""]
     flat = report.get("real_plateau")
     if flat:
-        gains = ", ".join(f"seed {s}: {_fmt(g)}" for s, g in flat["gain_last_quarter"].items())
-        out += [f"The `real` arm {'reached' if flat['reached'] else 'did NOT reach'} a plateau (validation Dice gained "
-                f"in the last quarter of training: {gains}; plateau: below {PLATEAU_GAIN}).", ""]
+        how = flat.get("per_seed") or {s: f"validation Dice gained {_fmt(g)} in the last quarter"
+                                       for s, g in flat["gain_last_quarter"].items()}
+        out += [f"The `real` arm {'reached' if flat['reached'] else 'did NOT reach'} its plateau ("
+                + "; ".join(f"seed {s}: {h}" for s, h in how.items()) + f"; a fixed budget counts as a plateau when "
+                f"the last quarter gains less than {PLATEAU_GAIN}).", ""]
+    if report.get("flags"):
+        out += ["Jobs not trained to their plateau: " + "; ".join(report["flags"]) + ".", ""]
     if report["missing"]:
         out += [f"Jobs not finished yet (merge again with `augment3d bench-report`): {', '.join(report['missing'])}.", ""]
     out += ["## Test Dice per arm", "",
@@ -342,7 +362,7 @@ def _markdown(report: dict) -> str:
     return "\n".join(out)
 
 
-def _png(fig) -> bytes:
+def png_bytes(fig) -> bytes:
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
@@ -375,7 +395,7 @@ def _plots(folder: Path, report: dict, results: dict[str, list[dict]]) -> None:
         ax.set_ylim(0, 1)
     axes[0][0].set_ylabel("Dice (95% CI)")
     axes[0][-1].legend(fontsize=7)
-    atomic_write_bytes(folder / "dice_by_arm.png", _png(fig))
+    atomic_write_bytes(folder / "dice_by_arm.png", png_bytes(fig))
 
     fig, ax = plt.subplots(figsize=(6, 3.4))
     for k, arm in enumerate(report["summary"]["all"]):
@@ -385,17 +405,17 @@ def _plots(folder: Path, report: dict, results: dict[str, list[dict]]) -> None:
     ax.set_xlabel("step")
     ax.set_ylabel("validation Dice (WT/TC/ET mean)")
     ax.legend(fontsize=7)
-    atomic_write_bytes(folder / "learning_curves.png", _png(fig))
+    atomic_write_bytes(folder / "learning_curves.png", png_bytes(fig))
 
 
-def _finite(value):
+def finite_json(value):
     """NaN (an empty site or arm) as JSON null, so report.json is strict JSON."""
     if isinstance(value, float) and not np.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: finite_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
+        return [finite_json(v) for v in value]
     return value
 
 
@@ -408,6 +428,6 @@ def write_report(folder: str | Path) -> dict:
     results = load_results(folder)
     report = build_report(folder, results)
     _plots(folder, report, results)
-    atomic_write_text(folder / "report.json", json.dumps(_finite(report), indent=1) + "\n")
+    atomic_write_text(folder / "report.json", json.dumps(finite_json(report), indent=1) + "\n")
     atomic_write_text(folder / "report.md", _markdown(report))
     return report

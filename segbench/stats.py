@@ -14,7 +14,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["bootstrap_ci", "bootstrap_ci_two_level", "wilcoxon_p", "case_table", "arm_summary", "paired_comparison"]
+__all__ = ["bootstrap_ci", "bootstrap_ci_two_level", "bootstrap_ci_hierarchical", "wilcoxon_p", "case_table",
+           "arm_summary", "paired_comparison", "difference_matrix", "pooled_comparison"]
 
 #: a case's summary score: the mean of the legacy Dice over WT, TC and ET
 MEAN = "mean"
@@ -42,7 +43,11 @@ def bootstrap_ci_two_level(differences: np.ndarray, n: int = 10000, seed: int = 
     d = np.asarray(differences, dtype=np.float64)
     if d.ndim != 2 or d.shape[0] < 2 or d.shape[1] == 0:
         return None
-    rng = np.random.default_rng(seed)
+    return _percentile_interval(_two_level_means(d, n, np.random.default_rng(seed)), level)
+
+
+def _two_level_means(d: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` bootstrap means of a (seeds, cases) array, each resampling its seeds, then its cases."""
     seeds, cases = d.shape
     block = max(1, 2**22 // (seeds * cases))  # draws per block: at most about 4M values in memory
     means = []
@@ -50,7 +55,35 @@ def bootstrap_ci_two_level(differences: np.ndarray, n: int = 10000, seed: int = 
         k = min(block, n - start)
         si, ci = rng.integers(0, seeds, size=(k, seeds)), rng.integers(0, cases, size=(k, cases))
         means.append(d[si[:, :, None], ci[:, None, :]].mean((1, 2)))
-    return _percentile_interval(np.concatenate(means), level)
+    return np.concatenate(means)
+
+
+def bootstrap_ci_hierarchical(cohorts: Sequence[np.ndarray], n: int = 10000, seed: int = 0,
+                              level: float = 0.95) -> tuple[float, float] | None:
+    """Percentile bootstrap CI of the pooled mean of several cohorts' (seeds, cases) arrays.
+
+    The pooled mean gives every cohort the same weight (the mean of the cohorts' means). Each draw
+    resamples the cohorts with replacement, then, independently for every cohort drawn, its seeds
+    and then its cases, so the interval counts how cohorts differ as well as seeds and test cases.
+    With one cohort it is :func:`bootstrap_ci_two_level`'s interval (None when that cohort has
+    fewer than 2 seeds). With few cohorts the percentile interval is narrow by about
+    sqrt((K - 1) / K) (the bootstrap's variance of a mean of K draws), and with K cohorts there are
+    only so many distinct resamples: three cohorts make a crude interval, which the report says.
+    """
+    arrays = [np.asarray(c, dtype=np.float64) for c in cohorts]
+    if not arrays or any(a.ndim != 2 or a.shape[1] == 0 or a.shape[0] == 0 for a in arrays):
+        return None
+    if len(arrays) == 1:
+        return bootstrap_ci_two_level(arrays[0], n, seed, level)
+    rng = np.random.default_rng(seed)
+    k = len(arrays)
+    picks = rng.integers(0, k, size=(n, k))
+    # every (draw, slot) that picks cohort c gets its own resample of c's seeds and cases
+    inner = np.empty((n, k))
+    for c, d in enumerate(arrays):
+        where = picks == c
+        inner[where] = _two_level_means(d, int(where.sum()), rng)
+    return _percentile_interval(inner.mean(1), level)
 
 
 def wilcoxon_p(differences: Sequence[float]) -> float | None:
@@ -99,19 +132,52 @@ def arm_summary(results: Sequence[dict], metric: str, region: str, site: str | M
             "seed_std": float(np.std(per_seed)) if per_seed else float("nan")}
 
 
-def paired_comparison(arm: Sequence[dict], reference: Sequence[dict], metric: str, region: str,
-                      site: str | Mapping[str, str] | None, n_boot: int) -> dict:
-    """arm - reference per test case over the seeds both finished: mean, bootstrap CI over cases,
-    Wilcoxon p; and per seed (the seeds every paired case has) with the two-level CI over seeds and cases."""
+def difference_matrix(arm: Sequence[dict], reference: Sequence[dict], metric: str, region: str,
+                      site: str | Mapping[str, str] | None) -> tuple[dict[str, list[float]], np.ndarray, list[int]]:
+    """arm - reference on the test cases of ``site``: per case, the differences on the seeds both
+    finished (case -> list); the (seeds, cases) matrix over the seeds every paired case has; those seeds."""
     keep = _subset(arm, site) & _subset(reference, site)
     a, r = case_table(arm, metric, region), case_table(reference, metric, region)
     shared = {case: set(a.get(case, {})) & set(r.get(case, {})) for case in sorted(keep)}
     shared = {case: seeds for case, seeds in shared.items() if seeds}
-    diffs = [float(np.mean([a[case][s] - r[case][s] for s in sorted(seeds)])) for case, seeds in shared.items()]
-    low, high = bootstrap_ci(diffs, n_boot)
+    per_case = {case: [a[case][s] - r[case][s] for s in sorted(seeds)] for case, seeds in shared.items()}
     seeds = sorted(set.intersection(*shared.values())) if shared else []  # the seeds every paired case has
-    matrix = np.array([[a[case][s] - r[case][s] for case in shared] for s in seeds])
+    matrix = np.array([[a[case][s] - r[case][s] for case in shared] for s in seeds]).reshape(len(seeds), len(shared))
+    return per_case, matrix, seeds
+
+
+def paired_comparison(arm: Sequence[dict], reference: Sequence[dict], metric: str, region: str,
+                      site: str | Mapping[str, str] | None, n_boot: int) -> dict:
+    """arm - reference per test case over the seeds both finished: mean, bootstrap CI over cases,
+    Wilcoxon p; and per seed (the seeds every paired case has) with the two-level CI over seeds and cases."""
+    per_case, matrix, seeds = difference_matrix(arm, reference, metric, region, site)
+    diffs = [float(np.mean(v)) for v in per_case.values()]
+    low, high = bootstrap_ci(diffs, n_boot)
     two_level = bootstrap_ci_two_level(matrix, n_boot)
     return {"difference": float(np.mean(diffs)) if diffs else float("nan"), "ci95": [low, high], "cases": len(diffs),
             "wilcoxon_p": wilcoxon_p(diffs), "per_seed": {str(s): float(row.mean()) for s, row in zip(seeds, matrix)},
             "ci95_seeds_and_cases": None if two_level is None else list(two_level)}
+
+
+def pooled_comparison(cohorts: Mapping[str, tuple[Sequence[dict], Sequence[dict]]], metric: str, region: str,
+                      site: str | Mapping[str, str] | None, n_boot: int) -> dict:
+    """arm - reference pooled over cohorts (cohort name -> (arm results, reference results)).
+
+    The pooled difference is the mean of the cohorts' mean differences (each over the seeds every
+    paired case has, then its cases); its interval resamples cohorts, seeds and cases
+    (:func:`bootstrap_ci_hierarchical`). Cohorts without a paired case are left out and named.
+    """
+    matrices, names, empty = [], [], []
+    for name, (arm, reference) in cohorts.items():
+        matrix = difference_matrix(arm, reference, metric, region, site)[1]
+        if matrix.size:
+            matrices.append(matrix)
+            names.append(name)
+        else:
+            empty.append(name)
+    ci = bootstrap_ci_hierarchical(matrices, n_boot)
+    means = [float(m.mean()) for m in matrices]
+    return {"difference": float(np.mean(means)) if means else float("nan"), "per_cohort": dict(zip(names, means)),
+            "cohorts": len(matrices), "seeds": [int(m.shape[0]) for m in matrices],
+            "cases": [int(m.shape[1]) for m in matrices], "without_cases": empty,
+            "ci95_cohorts_seeds_and_cases": None if ci is None else list(ci)}

@@ -19,6 +19,7 @@ from .config import BenchConfig
 from .data import arm_dataset, voxel_spacing
 from .metrics import score_case
 from .model import autocast, build_model, pad_to, predict, seg_loss
+from .plateau import plateau_index
 
 __all__ = ["POLY_POWER", "RESULT", "learning_rate", "result_path", "run_job", "score_cases", "train_step", "weight_average"]
 
@@ -28,11 +29,16 @@ RESULT = "result.json"
 POLY_POWER = 0.9
 
 
-def learning_rate(config: BenchConfig, step: int) -> float:
-    """The rate of optimiser step ``step`` (1-based): ``lr`` throughout, or decayed polynomially to 0 after the last."""
-    if config.lr_schedule == "constant":
-        return config.lr
-    return config.lr * (1 - (step - 1) / config.steps) ** POLY_POWER
+def learning_rate(config: BenchConfig, step: int, anneal_from: int | None = None) -> float:
+    """The rate of optimiser step ``step`` (1-based): ``lr`` throughout, or decayed polynomially to 0
+    after the last of ``steps``; from step ``anneal_from`` + 1 on, the rate there falls linearly to 0
+    over ``anneal_steps`` (the last step at 1/``anneal_steps`` of it)."""
+    def base(k: int) -> float:
+        return config.lr if config.lr_schedule == "constant" else config.lr * (1 - (k - 1) / config.steps) ** POLY_POWER
+
+    if anneal_from is None or step <= anneal_from:
+        return base(step)
+    return base(anneal_from) * (anneal_from + config.anneal_steps - step + 1) / config.anneal_steps
 
 
 def weight_average(model: torch.nn.Module, decay: float):
@@ -42,6 +48,14 @@ def weight_average(model: torch.nn.Module, decay: float):
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def _plateaued(config: BenchConfig, curve: list[dict]) -> bool:
+    """Whether the job's validation curve so far has reached its plateau (``patience`` > 0, past ``min_steps``)."""
+    if not config.patience or curve[-1]["step"] < config.min_steps:
+        return False
+    return plateau_index([c["val_dice"] for c in curve], config.patience, config.plateau_window,
+                         config.min_delta) is not None
 
 
 def result_path(bench_dir: Path, arm: str, seed: int) -> Path:
@@ -120,27 +134,35 @@ def run_job(bench_dir: Path, arm: str, seed: int, config: BenchConfig, train: Se
     curve, best_dice, best_step, best_state = [], -1.0, 0, None
     t0, losses = time.perf_counter(), []
     batches = _batches(dataset, config, seed)
-    for step in range(1, config.steps + 1):
+    stop, anneal_from, step = "cap" if config.patience else "budget", None, 0
+    while anneal_from is None or step < anneal_from + config.anneal_steps:
+        step += 1
         model.train()
         x, y = _stack(next(batches))
         x, _ = pad_to(x.to(device))
         y = pad_to(y.to(device)[:, None].float(), value=0)[0][:, 0].long()
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(config, step)
+            group["lr"] = learning_rate(config, step, anneal_from)
         losses.append(train_step(model, optimizer, x, y, device, amp))
         if average is not None:
             average.update_parameters(model)
-        if step % config.val_every == 0 or step == config.steps:
+        last = anneal_from is not None and step == anneal_from + config.anneal_steps
+        if step % config.val_every == 0 or step == config.steps or last:
             dice = _validation_dice(judged, validation, device, config.patch, amp)
             curve.append({"step": step, "train_loss": float(np.mean(losses)), "val_dice": dice})
             losses = []
-            if dice > best_dice:
+            if dice > best_dice and (not config.anneal_steps or last):
                 best_dice, best_step, best_state = dice, step, copy.deepcopy(judged.state_dict())
             if progress is not None:
-                progress(step, config.steps, curve[-1])
+                progress(step, config.steps + config.anneal_steps, curve[-1])
+        if anneal_from is None:
+            plateaued = bool(curve) and curve[-1]["step"] == step and _plateaued(config, curve)
+            if plateaued or step == config.steps:  # the learning phase ends: on its plateau, or at the cap
+                stop, anneal_from = ("plateau" if plateaued else stop), step
     judged.load_state_dict(best_state)
     result = {
         "arm": arm, "seed": seed, "steps": config.steps, "lr_schedule": config.lr_schedule,
+        "stop": {"reason": stop, "step": anneal_from, "anneal_steps": config.anneal_steps, "trained_steps": step},
         "ema_decay": config.ema_decay, "best_step": best_step, "best_val_dice": best_dice,
         "validation": "val split" if val else "training cases (no validation split)",
         "seconds": time.perf_counter() - t0, "train_cases": len(train), "amp": amp, "curve": curve,

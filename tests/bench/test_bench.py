@@ -42,6 +42,7 @@ def test_ci_bench_runs_the_whole_pipeline(ci_bench):
     assert scored == test
     md = (out / "report.md").read_text()
     assert md.splitlines()[2].startswith("**Did synthetic data help?** real+synthetic vs real on the SSA test cases")
+    assert md.splitlines()[4].startswith("One cohort: these intervals count the training seeds and the test cases")
     for png in ("dice_by_arm.png", "learning_curves.png", "synthetic_samples.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     assert report["gan"]["fid_synthetic_vs_train"] >= 0
@@ -396,6 +397,38 @@ def test_a_job_tests_the_moving_average_of_its_weights(tmp_path, monkeypatch, de
         assert losses == losses_with  # averaging leaves the training alone
 
 
+def test_a_job_stops_on_its_plateau_then_anneals_and_tests_its_last_weights(tmp_path, monkeypatch):
+    """With `patience`, a job whose validation curve goes flat stops learning there (not at the cap),
+    then runs `anneal_steps` more steps at a rate falling linearly to 0, and tests the weights it
+    ends with; the result says why it stopped. A curve that keeps rising runs to the cap and says so."""
+    import segbench.train as train
+    from segbench.config import BenchConfig
+
+    rates, real_step = [], train.train_step
+
+    def step_spy(model, optimizer, *args):
+        rates.append(optimizer.param_groups[0]["lr"])
+        return real_step(model, optimizer, *args)
+
+    scripted = iter([0.2, 0.4, 0.5, 0.5, 0.5, 0.5, 0.1, 0.1])  # flat from the 3rd validation on
+    monkeypatch.setattr(train, "train_step", step_spy)
+    monkeypatch.setattr(train, "_validation_dice", lambda *a: next(scripted))
+    case = _one_tumour_case()
+    config = BenchConfig(steps=40, val_every=2, batch=1, lr=1e-3, patience=2, plateau_window=1, min_delta=0.0,
+                         anneal_steps=4, decoder_channels=(16, 16, 8, 8, 8))
+    result = train.run_job(tmp_path, "real", 0, config, [case], [case], [case], None)
+    assert result["stop"] == {"reason": "plateau", "step": 10, "anneal_steps": 4, "trained_steps": 14}
+    assert rates[:10] == pytest.approx([1e-3] * 10)
+    assert rates[10:] == pytest.approx([1e-3, 0.75e-3, 0.5e-3, 0.25e-3])
+    assert result["best_step"] == 14 and result["best_val_dice"] == pytest.approx(0.1)  # the last weights, not the best
+    assert [c["step"] for c in result["curve"]] == [2, 4, 6, 8, 10, 12, 14]
+
+    monkeypatch.setattr(train, "_validation_dice", lambda *a, _v=iter(np.linspace(0.1, 0.9, 50)): next(_v))
+    rising = train.run_job(tmp_path / "rising", "real", 0, replace(config, steps=8, anneal_steps=0), [case], [case],
+                           [case], None)
+    assert rising["stop"]["reason"] == "cap" and rising["stop"]["trained_steps"] == 8
+
+
 _JOBS_IN_ONE_PROCESS = """
 import json, sys
 import numpy as np
@@ -458,3 +491,123 @@ def test_bf16_weight_gradients_are_right_where_the_volume_is_two_voxels_deep(cha
         out.backward(grad_out.to(out.dtype))
         error = (conv.weight.grad.double() - expected).abs().max() / expected.abs().max()
         assert error < 0.05
+
+
+def _cohort_results(seed_shifts, base, noise, rng, site="SSA"):
+    """A cohort's `real` and `real+synthetic` jobs: per seed, the synthetic arm's scores are `real`'s
+    plus that seed's shift plus per-case noise."""
+    def result(seed, scores):
+        return {"seed": seed, "cases": [{"subject_id": f"c{i}", "site": site, "scores": {r: {"dice": d} for r in ("WT", "TC", "ET")}}
+                                        for i, d in enumerate(scores)]}
+
+    real = [result(s, base) for s in range(len(seed_shifts))]
+    synth = [result(s, base + shift + rng.normal(0, noise, base.size)) for s, shift in enumerate(seed_shifts)]
+    return synth, real
+
+
+def test_the_pooled_interval_counts_a_cohort_that_disagrees():
+    """Three cohorts that agree (+0.02 on every seed) pool to an interval above 0; when one cohort
+    shows the reverse (-0.04 on every seed), each cohort's own interval over seeds and cases still
+    excludes 0, but the pooled interval, which resamples cohorts, includes it."""
+    from segbench.stats import bootstrap_ci_hierarchical, bootstrap_ci_two_level, paired_comparison, pooled_comparison
+
+    rng = np.random.default_rng(1)
+    agree = {f"cohort {c}": _cohort_results([0.02, 0.02, 0.02], rng.uniform(0.3, 0.7, 40), 0.01, rng) for c in range(3)}
+    pooled = pooled_comparison(agree, "dice", "mean", "SSA", 4000)
+    low, high = pooled["ci95_cohorts_seeds_and_cases"]
+    assert pooled["cohorts"] == 3 and pooled["difference"] == pytest.approx(0.02, abs=0.003) and 0.01 < low < high < 0.03
+
+    disagree = dict(agree)
+    disagree["cohort 2"] = _cohort_results([-0.04, -0.04, -0.04], rng.uniform(0.3, 0.7, 40), 0.01, rng)
+    for synth, real in disagree.values():
+        own = paired_comparison(synth, real, "dice", "mean", "SSA", 4000)["ci95_seeds_and_cases"]
+        assert own[0] > 0 or own[1] < 0  # every cohort alone looks decided
+    pooled = pooled_comparison(disagree, "dice", "mean", "SSA", 4000)
+    low, high = pooled["ci95_cohorts_seeds_and_cases"]
+    assert pooled["difference"] == pytest.approx((0.02 + 0.02 - 0.04) / 3, abs=0.003)
+    assert low < 0 < high and high - low > 0.04
+    assert pooled["per_cohort"]["cohort 2"] == pytest.approx(-0.04, abs=0.003)
+    # one cohort: the interval over seeds and cases of that cohort
+    matrix = np.array([[0.01, 0.03, 0.02], [0.0, 0.05, 0.01]])
+    assert bootstrap_ci_hierarchical([matrix], 2000, seed=3) == pytest.approx(bootstrap_ci_two_level(matrix, 2000, seed=3))
+
+
+def test_the_pooled_difference_weighs_cohorts_alike_and_names_empty_ones():
+    """A cohort of 10 cases counts as much as one of 40: the pooled difference is the mean of the
+    cohorts' means, by hand; a cohort with no test case of the site is named, not averaged in."""
+    from segbench.stats import pooled_comparison
+
+    rng = np.random.default_rng(2)
+    cohorts = {"a": _cohort_results([0.10, 0.10], rng.uniform(0.3, 0.7, 10), 0.0, rng),
+               "b": _cohort_results([0.00, 0.02], rng.uniform(0.3, 0.7, 40), 0.0, rng),
+               "c": _cohort_results([0.05, 0.05], rng.uniform(0.3, 0.7, 5), 0.0, rng, site="HIC")}
+    pooled = pooled_comparison(cohorts, "dice", "mean", "SSA", 2000)
+    assert pooled["difference"] == pytest.approx((0.10 + 0.01) / 2)
+    assert pooled["per_cohort"] == {"a": pytest.approx(0.10), "b": pytest.approx(0.01)}
+    assert pooled["cases"] == [10, 40] and pooled["seeds"] == [2, 2] and pooled["without_cases"] == ["c"]
+
+
+def _two_arm_recipe(tmp_path):
+    """The ci recipe with only the arms that need no GAN and two seeds: a whole bench in seconds."""
+    import tomllib
+
+    from augment3d.config import load_recipe, recipe_toml
+
+    raw = tomllib.loads(load_recipe("ci").path.read_text())
+    raw["bench"].update(arms=["real", "real+classic"], seeds=[0, 1])
+    path = tmp_path / "ci2.toml"
+    path.write_text(recipe_toml(raw))
+    return path
+
+
+def test_a_bench_over_cohorts_runs_each_cohort_whole_and_pools_them(tmp_path):
+    """`--cohorts 0,1,2`: each cohort its own phantom cohort, split and jobs, under the recipe with its
+    three seeds set to the cohort; one pooled report with a forest plot. The same cohort run job by
+    job (`--cohort C --arm A --seed S`, as a job array would) gives the same results, and
+    bench-report merges them."""
+    from augment3d.config import load_recipe
+
+    recipe = _two_arm_recipe(tmp_path)
+    out = tmp_path / "pooled"
+    result = _invoke("bench", "--recipe", recipe, "--out", out, "--cohorts", "0,1,2")
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["cohorts"] == [0, 1, 2] and report["cohorts_with_results"] == ["0", "1", "2"] and not report["missing"]
+    pooled = report["pooled"]["all"]["real+classic"]
+    assert pooled["cohorts"] == 3 and pooled["seeds"] == [2, 2, 2]
+    assert pooled["difference"] == pytest.approx(np.mean(list(pooled["per_cohort"].values())))
+    assert (out / "forest.png").read_bytes()[:4] == b"\x89PNG" and (out / "learning_curves.png").is_file()
+    md = (out / "report.md").read_text()
+    assert md.splitlines()[2].startswith("**Did it help?** real+classic vs real") and "![Forest plot](forest.png)" in md
+    for c in (0, 1, 2):
+        r = load_recipe(out / f"cohort-{c}.toml")
+        assert (r.phantom.seed, r.train.seed, r.bench["split_seed"]) == (c, c, c)
+        assert r.phantom.cases == load_recipe(recipe).phantom.cases and "cohorts" not in r.bench
+        assert json.loads((out / f"cohort-{c}" / "cohort" / "phantom.json").read_text())["config"]["seed"] == c
+        assert (out / f"cohort-{c}" / "report.md").is_file()
+    splits = [json.loads((out / f"cohort-{c}" / "splits.json").read_text()) for c in (0, 1, 2)]
+    assert splits[0]["seed"] == 0 and splits[1]["seed"] == 1 and splits[0]["train"] != splits[1]["train"]
+
+    array = tmp_path / "array"
+    for arm, seed in (("real", 0), ("real+classic", 0)):
+        one = _invoke("bench", "--recipe", recipe, "--out", array, "--cohorts", "0,1,2", "--cohort", 1, "--arm", arm, "--seed", seed)
+        assert one.exit_code == 0, one.output
+    for arm in ("real", "real+classic"):
+        job = f"cohort-1/arms/{arm}/seed0/result.json"
+        ours, whole = json.loads((array / job).read_text()), json.loads((out / job).read_text())
+        assert ours["cases"] == whole["cases"] and ours["curve"] == whole["curve"]
+    assert not (array / "cohort-0" / "arms").exists()
+    merged = _invoke("bench-report", array)
+    assert merged.exit_code == 0, merged.output
+    partial = json.loads((array / "report.json").read_text())
+    assert partial["cohorts_with_results"] == ["1"] and "cohort 0 real seed 0" in partial["missing"]
+    assert "not finished yet" in merged.output
+
+    refused = _invoke("bench", "--recipe", recipe, "--out", tmp_path / "x", "--cohorts", "0,1", "--data", out / "cohort-0" / "cohort")
+    assert refused.exit_code == 2 and "--cohorts" in refused.output
+    other = _invoke("bench", "--recipe", recipe, "--out", out, "--cohorts", "0,1")
+    assert other.exit_code == 2 and "different cohorts" in other.output
+    bad = _invoke("bench", "--recipe", recipe, "--out", tmp_path / "y", "--cohorts", "0,zero")
+    assert bad.exit_code == 2 and "--cohorts" in bad.output
+    unknown = _invoke("bench", "--recipe", recipe, "--out", out, "--cohorts", "0,1,2", "--cohort", 7)
+    assert unknown.exit_code == 2 and "--cohort 7" in unknown.output

@@ -103,7 +103,7 @@ def test_the_real_arm_s_plateau_is_judged_on_its_last_quarter():
 
     flat = {"seed": 0, "steps": 400, "curve": [{"step": s, "val_dice": min(0.6, s / 200)} for s in range(50, 401, 50)]}
     rising = {"seed": 1, "steps": 400, "curve": [{"step": s, "val_dice": s / 500} for s in range(50, 401, 50)]}
-    assert plateau([flat]) == {"gain_last_quarter": {"0": 0.0}, "reached": True}
+    assert plateau([flat])["gain_last_quarter"] == {"0": 0.0} and plateau([flat])["reached"] is True
     result = plateau([flat, rising])
     assert result["gain_last_quarter"]["1"] == pytest.approx(0.2) and result["reached"] is False
 
@@ -114,3 +114,34 @@ def test_hd95_with_anisotropic_spacing_and_lesion_spacing():
     b = cube(shape, (5, 5, 7), (10, 10, 12))  # shifted 2 voxels along z
     assert hd95(a, b, spacing=(1.0, 1.0, 3.0)) == pytest.approx(6.0)
     assert lesion_wise(a, b, spacing=(1.0, 1.0, 3.0), min_voxels=10)["hd95"] == pytest.approx(6.0)
+
+
+def test_the_plateau_rule_reads_the_smoothed_curve():
+    """A curve that rises then stays flat plateaus `patience` validations after its smoothed best; one
+    that keeps rising never does; a single lucky validation on a flat curve does not restart the wait
+    once smoothed, and noise below `min_delta` counts as flat."""
+    from segbench.plateau import plateau_index, smoothed
+
+    assert smoothed([1, 2, 3, 4], 2).tolist() == [1.0, 1.5, 2.5, 3.5]
+    rise_then_flat = [0.1, 0.3, 0.5, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6]
+    assert plateau_index(rise_then_flat, patience=3, window=1, min_delta=0.0) == 6  # best at 3, three more
+    assert plateau_index([0.1 * i for i in range(20)], patience=3, window=3, min_delta=0.005) is None
+    spike = [0.56, 0.56, 0.60] + [0.56] * 7
+    assert plateau_index(spike, patience=3, window=1, min_delta=0.005) == 5  # the raw spike restarts the wait
+    assert plateau_index(spike, patience=3, window=3, min_delta=0.02) == 3  # smoothed, it stays within min_delta
+    rng = np.random.default_rng(0)
+    noisy_flat = 0.55 + rng.uniform(-0.002, 0.002, 12)
+    assert plateau_index(noisy_flat, patience=4, window=3, min_delta=0.005) == 4
+    assert plateau_index(rise_then_flat, patience=0, window=1, min_delta=0.0) is None  # 0: no rule
+
+
+def test_the_report_flags_jobs_that_hit_the_cap():
+    from segbench.report import arm_flags, plateau
+
+    def job(seed, reason, step):
+        return {"seed": seed, "steps": 100, "curve": [{"step": 50, "val_dice": 0.5}, {"step": 100, "val_dice": 0.5}],
+                "stop": {"reason": reason, "step": step}}
+
+    results = {"real": [job(0, "plateau", 60), job(1, "cap", 100)], "real+synthetic": [job(0, "plateau", 80)]}
+    assert arm_flags(results) == ["real seed 1: hit the cap of 100 steps before its plateau"]
+    assert plateau(results["real"])["reached"] is False and plateau(results["real"][:1])["reached"] is True
