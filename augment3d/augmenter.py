@@ -32,6 +32,7 @@ from .data.preprocess import cube_box, to_canonical
 from .resampling import resample
 from .errors import CheckpointError, DataError
 from .precision import auto_precision
+from .pretrained import run_folder
 from .sampling import check_precision
 
 __all__ = ["SyntheticAugmenter", "SyntheticReplacement", "SlowGenerationWarning"]
@@ -385,7 +386,7 @@ class SyntheticAugmenter(RandomTransform):
         path = getattr(generator, "path", generator)
         if path is None:
             raise ValueError("the generator must come from a run folder (load_generator(path)) or be a path")
-        self.checkpoint = str(path)
+        self.checkpoint = str(run_folder(path))  # a bundled generator's name ("phantom") names its folder
         self.checkpoint_sha256 = checkpoint_hash(self.checkpoint)
         if not isinstance(generator, (str, os.PathLike)):
             _GENERATORS[(str(Path(self.checkpoint).resolve()), str(generator.device))] = generator

@@ -301,7 +301,7 @@ def train(
 @app.command()
 @user_errors
 def evaluate(
-    run: Annotated[Path, typer.Argument(help="Run folder (augment3d train).")],
+    run: Annotated[Path, typer.Argument(help="Run folder (augment3d train), or a bundled generator's name: phantom.")],
     data: Annotated[Path, typer.Argument(help="Real cohort folder (the run's training data and, ideally, held-out cases).")],
     out: Annotated[Path, typer.Option(help="Folder for metrics.json, report.md and PNGs.")],
     n: Annotated[int, typer.Option(min=4, help="Number of synthetic subjects.")] = 32,
@@ -364,7 +364,7 @@ def _parse_conditions(values: list[str]) -> dict[str, str]:
 @app.command()
 @user_errors
 def sample(
-    run: Annotated[Path, typer.Argument(help="Run folder holding generator.safetensors + generator.json.")],
+    run: Annotated[Path, typer.Argument(help="Run folder holding generator.safetensors + generator.json, or a bundled generator's name: phantom.")],
     out: Annotated[Path, typer.Argument(help="Folder to write the synthetic cohort to.")],
     n: Annotated[int, typer.Option(min=1, help="Number of subjects.")] = 8,
     condition: Annotated[Optional[list[str]], typer.Option(help="KEY=VALUE, repeatable (e.g. --condition site=SSA).")] = None,
@@ -391,6 +391,9 @@ def sample(
         check_nnunet_name(out)
     from augment3d.output_folders import claim_output
 
+    from augment3d.pretrained import run_folder
+
+    run = run_folder(run)  # a run folder, or a bundled generator by name
     claim_output(out, "samples", force=force, inputs=[run, labels_from])  # before generating, not after
     gen = load_generator(run, device)
     if conditions_from not in ("cohort", "balanced"):
@@ -424,7 +427,7 @@ def bench(
     out: Annotated[Path, typer.Option(help="Bench folder (created, or continued: finished stages and jobs are kept).")],
     recipe: Annotated[str, typer.Option(help="Recipe name or .toml path (its [bench] section sets arms, seeds, model).")] = "quick",
     data: Annotated[Optional[Path], typer.Option(help="Cohort folder in BraTS layout; default: the recipe's phantom cohort.")] = None,
-    generator: Annotated[Optional[Path], typer.Option(help="A trained run folder to use instead of training a GAN on the training split.")] = None,
+    generator: Annotated[Optional[Path], typer.Option(help="A trained run folder, or a bundled generator's name (phantom), to use instead of training a GAN on the training split (default: the recipe's [bench] generator, if any).")] = None,
     arm: Annotated[Optional[str], typer.Option(help="Run only this arm (real, real+classic, real+synthetic, real+classic+synthetic).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Run only this seed (one of the recipe's seeds).")] = None,
     setup_only: Annotated[bool, typer.Option(help="Only build the shared stages (cohort, splits, GAN, GAN metrics), e.g. before a job array.")] = False,

@@ -21,6 +21,7 @@ from .brats import CLASS_NAMES, MODALITIES
 from .errors import CheckpointError
 from .label_bank import LabelBank
 from .memory import check_fits
+from .pretrained import run_folder
 from .models.spatial_conditioning import label_maps as map_tensor, maps_to_labels
 from .models import Generator3D, ModelConfig
 
@@ -272,8 +273,9 @@ class SyntheticGenerator:
 
 
 def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> SyntheticGenerator:
-    """Load the generator of a run folder. Raises :class:`CheckpointError` for anything not ours."""
-    path = Path(path)
+    """Load the generator of a run folder, or a bundled one by name (``"phantom"``,
+    :mod:`augment3d.pretrained`). Raises :class:`CheckpointError` for anything not ours."""
+    path = run_folder(path)
     if not path.is_dir():
         raise CheckpointError(path, "not a run folder")
     tensors, meta = load_bundle(path, GENERATOR_FILE, "generator")

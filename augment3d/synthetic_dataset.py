@@ -18,6 +18,7 @@ from .brats import MODALITIES
 from .data.preprocess import cube_box, to_canonical
 from .resampling import resample
 from .precision import auto_precision
+from .pretrained import run_folder
 from .sampling import check_precision
 
 __all__ = ["SyntheticSubjectsDataset"]
@@ -27,7 +28,8 @@ class SyntheticSubjectsDataset(torch.utils.data.Dataset):
     """``n`` generated subjects; subject ``i`` is seed ``seed + i`` and never changes.
 
     Args:
-        generator: a run folder (or a generator from :func:`augment3d.load_generator`).
+        generator: a run folder, a bundled generator's name (``"phantom"``, :mod:`augment3d.pretrained`)
+            or a generator from :func:`augment3d.load_generator`.
         n: number of subjects.
         condition: a condition dict, or ``None`` to cycle through every condition; a dict that
             fixes only some columns (``{"site": "SSA"}``) cycles through the others' values.
@@ -66,7 +68,7 @@ class SyntheticSubjectsDataset(torch.utils.data.Dataset):
                  conditions_from: str = "balanced", reference=None, attributes: Sequence[str] | None = None,
                  maps_matching: Sequence[str] | None = None):
         path = getattr(generator, "path", generator)
-        self.checkpoint = str(path)
+        self.checkpoint = str(run_folder(path))  # a bundled generator's name ("phantom") names its folder
         self.checkpoint_sha256 = checkpoint_hash(self.checkpoint)
         if n < 1:
             raise ValueError("n must be at least 1")

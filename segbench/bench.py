@@ -169,6 +169,22 @@ def _check_generator_held_out(generator: Path, splits: dict[str, list[str]]) -> 
                         "training split (splits.json; or leave out --generator and the bench trains one)")
 
 
+def _check_same_phantom(generator: Path, recipe: Recipe, data: Path | None) -> None:
+    """A bundled generator trained on a phantom cohort serves a phantom bench only on that cohort:
+    phantom subjects of any cohort share their ids, so the held-out check by id cannot tell them apart."""
+    from augment3d.pretrained import provenance
+
+    trained_on = (provenance(generator) or {}).get("phantom")
+    if data is not None or trained_on is None:
+        return
+    ours = {k: getattr(recipe.phantom, k) for k in trained_on}
+    if ours != trained_on:
+        differ = ", ".join(f"{k} {ours[k]} (generator: {trained_on[k]})" for k in trained_on if ours[k] != trained_on[k])
+        raise DataError(generator, f"was trained on another phantom cohort than this bench's ([phantom] {differ}); its "
+                        "training subjects could be this bench's test cases: leave out the generator and the bench "
+                        "trains one on its own split")
+
+
 def _gan_eval(out: Path, generator: str, data_dir: Path, config: BenchConfig, skip_bad: bool, cache_dir, say) -> None:
     from augment3d.metrics.evaluate import evaluate_run
 
@@ -206,9 +222,11 @@ def setup_bench(recipe: Recipe, out: str | os.PathLike, *, data: str | os.PathLi
     """
     from augment3d.data import prepare_cohort
 
+    from augment3d.pretrained import run_folder
+
     out = Path(out)
     data = Path(data) if data is not None else None
-    generator = Path(generator) if generator is not None else None
+    generator = run_folder(generator) if generator is not None else None  # a folder, or a bundled generator's name
     config = bench_config(recipe)
     if data is not None and not data.is_dir():
         raise DataError(data, "cohort folder does not exist")
@@ -216,6 +234,7 @@ def setup_bench(recipe: Recipe, out: str | os.PathLike, *, data: str | os.PathLi
         from augment3d.sampling import check_conditions_match, load_generator
 
         gen = load_generator(generator)  # refuses anything that is not an intact generator
+        _check_same_phantom(generator, recipe, data)  # before OUT is touched
         if data is not None:
             check_conditions_match(gen, data)
         if gen.conditions:
@@ -277,6 +296,8 @@ def run_bench(recipe: Recipe, out: str | os.PathLike, *, data=None, generator=No
                               "(your own data is one cohort)")
     if cohorts is None and data is None and generator is None:
         cohorts = config.cohorts or None
+    if generator is None and config.generator and not cohorts:
+        generator = config.generator
     if cohorts:
         from .cohorts import run_cohorts
 

@@ -92,6 +92,9 @@ class BenchConfig:
     #: the augmenter leaves subjects already of ``synthetic_condition`` real (``keep_matching``)
     synthetic_keep_matching: bool = False
     psi: float = 1.0
+    #: a trained run folder or a bundled generator's name (``"phantom"``, ``augment3d.pretrained``) used instead
+    #: of training a GAN on the training split; empty (the default): the bench trains one
+    generator: str = ""
     gan_steps: int = 0
     gan_eval_n: int = 16
     judge_steps: int = 150
@@ -124,6 +127,8 @@ class BenchConfig:
             raise ValueError("arms and seeds must be non-empty lists without repeats")
         if len(set(self.cohorts)) != len(self.cohorts) or any(c < 0 for c in self.cohorts):
             raise ValueError(f"cohorts must be distinct seeds >= 0, got {list(self.cohorts)}")
+        if self.cohorts and self.generator:
+            raise ValueError("generator and cohorts do not go together: every cohort trains its own GAN on its own split")
         if self.norm not in ("group", "batch"):
             raise ValueError(f"norm must be 'group' (GroupNorm, batch-size independent) or 'batch', got {self.norm!r}")
         if self.amp not in ("auto", "bf16", "none"):

@@ -73,5 +73,9 @@ def test_the_wheel_holds_only_augment3d_and_segbench_and_leaves_the_source_clean
     top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith((".dist-info", ".data"))}
     assert top == {"augment3d", "segbench"}
     assert {f"augment3d/recipes/{r}.toml" for r in ("ci", "quick", "phantom", "brats_africa_128")} <= set(names)
+    bundled = {f"augment3d/pretrained/phantom/{f}" for f in ("generator.safetensors", "generator.json",
+                                                              "label_maps.safetensors", "label_maps.json",
+                                                              "pretrained.json", "subjects.json", "recipe.toml")}
+    assert bundled <= set(names)  # `make demo` and `augment3d sample phantom` from an installed wheel
     entry = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "augment3d = augment3d.cli:main" in entry

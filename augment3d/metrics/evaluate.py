@@ -11,6 +11,7 @@ import numpy as np
 
 from ..atomic import atomic_write_text
 from ..output_folders import claim_output, staged_output
+from ..pretrained import run_folder
 from ..data.cohort import prepare_cohort
 from . import settings
 from .consistency import (accuracy_by_category, condition_classifiers, condition_fidelity, label_consistency,
@@ -119,7 +120,7 @@ def evaluate_run(run: str | os.PathLike, data: str | os.PathLike, out: str | os.
     from ..sampling import check_conditions_match, load_generator
 
     say = progress or (lambda message: None)
-    run = Path(run)
+    run = run_folder(run)  # a run folder, or a bundled generator by name
     gen = load_generator(run)
     config = gen.preprocess
     claim_output(out, "evaluation", force=force, inputs=[run, data])  # before the minutes of work, not after
