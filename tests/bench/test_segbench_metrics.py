@@ -43,19 +43,36 @@ def test_lesion_wise_miss_and_false_positive():
     assert result["lesions"] == 2 and result["false_positives"] == 1
 
 
-def test_lesion_wise_ignores_small_components_and_empty_cases():
+def test_lesion_wise_follows_the_brats_2023_rules_on_hand_made_cases():
+    """The cases where a looser reading of the rules goes wrong (official scorer: BraTS-2023-Metrics)."""
     shape = (30, 30, 30)
+    # two truth cubes of 64 voxels, 2 voxels apart: their 3 dilations touch, so they are one lesion of
+    # 128 voxels; one predicted blob of 160 voxels bridging them: Dice 2 * 128 / (128 + 160) = 0.889
+    # (two lesions each matched to the blob would give 2 * 64 / (64 + 160) = 0.571 each)
+    two = cube(shape, (4, 4, 4), (8, 8, 8)) | cube(shape, (10, 4, 4), (14, 8, 8))
+    blob = cube(shape, (4, 4, 4), (14, 8, 8))
+    joined = lesion_wise(blob, two)
+    assert joined["dice"] == pytest.approx(256 / 288) and joined["lesions"] == 1 and joined["false_positives"] == 0
+    # a small predicted component far away is a false positive, whatever its size: (1 + 0) / 2
     truth = cube(shape, (2, 2, 2), (8, 8, 8))
-    speck = cube(shape, (20, 20, 20), (23, 23, 23))  # 27 voxels < 50
+    speck = cube(shape, (20, 20, 20), (22, 22, 22))  # 8 voxels
     result = lesion_wise(truth | speck, truth)
-    assert result["dice"] == 1.0 and result["false_positives"] == 0
-    assert lesion_wise(np.zeros(shape, bool), np.zeros(shape, bool)) == {"dice": 1.0, "hd95": 0.0, "lesions": 0,
-                                                                        "false_positives": 0}
-    # the threshold is 50 mm^3: at 2 mm voxels (8 mm^3) the 27-voxel speck is a lesion, a 6-voxel one is not
-    coarse = lesion_wise(truth | speck, truth, spacing=(2.0, 2.0, 2.0))
-    assert coarse["false_positives"] == 1 and coarse["dice"] == pytest.approx(0.5)
-    tiny = cube(shape, (20, 20, 20), (23, 22, 21))  # 3 x 2 x 1 = 6 voxels = 48 mm^3
-    assert lesion_wise(truth | tiny, truth, spacing=(2.0, 2.0, 2.0))["false_positives"] == 0
+    assert result["dice"] == pytest.approx(0.5) and result["false_positives"] == 1
+    assert result["hd95"] == pytest.approx(MISS_HD95 / 2)
+    # a truth lesion of at most 50 mm^3 is left out, and a prediction on it is a hit, not a false positive
+    small = cube(shape, (20, 20, 20), (23, 23, 23))  # 27 voxels = 27 mm^3
+    covering = cube(shape, (19, 19, 19), (24, 24, 24))  # 125 voxels over it
+    result = lesion_wise(truth | covering, truth | small)
+    assert result == {"dice": 1.0, "hd95": 0.0, "lesions": 1, "false_positives": 0, "small_lesions": 1}
+    # ... at 2 mm voxels (8 mm^3) the same 27 voxels are 216 mm^3: a lesion, scored
+    coarse = lesion_wise(truth | covering, truth | small, spacing=(2.0, 2.0, 2.0))
+    assert coarse["lesions"] == 2 and coarse["dice"] == pytest.approx((1 + 2 * 27 / (27 + 125)) / 2)
+    # a miss of a small truth lesion costs nothing; nothing at all scores 1 and 0
+    assert lesion_wise(truth, truth | small)["dice"] == 1.0
+    assert lesion_wise(np.zeros(shape, bool), np.zeros(shape, bool)) == {
+        "dice": 1.0, "hd95": 0.0, "lesions": 0, "false_positives": 0, "small_lesions": 0}
+    assert lesion_wise(np.zeros(shape, bool), small) == {
+        "dice": 1.0, "hd95": 0.0, "lesions": 0, "false_positives": 0, "small_lesions": 1}
 
 
 def test_score_case_regions():
@@ -113,7 +130,7 @@ def test_hd95_with_anisotropic_spacing_and_lesion_spacing():
     a = cube(shape, (5, 5, 5), (10, 10, 10))
     b = cube(shape, (5, 5, 7), (10, 10, 12))  # shifted 2 voxels along z
     assert hd95(a, b, spacing=(1.0, 1.0, 3.0)) == pytest.approx(6.0)
-    assert lesion_wise(a, b, spacing=(1.0, 1.0, 3.0), min_voxels=10)["hd95"] == pytest.approx(6.0)
+    assert lesion_wise(a, b, spacing=(1.0, 1.0, 3.0))["hd95"] == pytest.approx(6.0)
 
 
 def test_the_plateau_rule_reads_the_smoothed_curve():
