@@ -34,6 +34,9 @@ _LAZY = {
     "SlowGenerationWarning": "augment3d.augmenter",
     "SyntheticSubjectsDataset": "augment3d.synthetic_dataset",
     "brain_mask": "augment3d.masks",
+    "TumourBank": "augment3d.tumour_bank",
+    "TumourPaste": "augment3d.tumour_paste",
+    "TumourPlacement": "augment3d.tumour_paste",
 }
 
 __all__ = ["Augment3DError", "CheckpointError", "DataError", "RecipeError", "__version__", *_LAZY]

@@ -49,15 +49,15 @@ def _device(device: str) -> str:
     return device
 
 
-def checkpoint_hash(path: str | os.PathLike) -> str:
-    """The SHA-256 of a run's generator weights, as recorded in its ``generator.json``."""
+def checkpoint_hash(path: str | os.PathLike, name: str = "generator") -> str:
+    """The SHA-256 of a bundle's weights (a run's generator, a tumour bank), as recorded in its ``<name>.json``."""
     import json
 
-    meta_path = Path(path) / "generator.json"
+    meta_path = Path(path) / f"{name}.json"
     try:
         return str(json.loads(meta_path.read_text())["weights_sha256"])
     except (OSError, ValueError, KeyError, TypeError):
-        raise CheckpointError(meta_path, "missing or not an augment3d generator description") from None
+        raise CheckpointError(meta_path, f"missing or not an augment3d {name.replace('_', ' ')} description") from None
 
 
 #: a generator doing more than this many GFLOP a subject gets a :class:`SlowGenerationWarning` when
