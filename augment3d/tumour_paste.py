@@ -217,26 +217,34 @@ class TumourPaste(RandomTransform):
         return np.random.default_rng(int(self._rng.integers(0, 2**31)))
 
     def apply_transform(self, subject):
-        from scipy import ndimage
+        # torchio's __call__ has drawn whether to apply (p) already
+        twin = self.placement(subject, self._generator())
+        # the subject is already this transform's copy: apply the twin in place and record it, as
+        # SyntheticAugmenter does (replaying the history copies as usual)
+        subject = twin.apply_transform(subject)
+        subject.add_transform(twin, twin._get_reproducing_arguments())
+        return subject
 
-        rng = self._generator()  # torchio's __call__ has drawn whether to apply (p) already
+    def placement(self, subject, rng: np.random.Generator) -> TumourPlacement:
+        """The twin that pastes a donor drawn with ``rng`` into ``subject`` (``corner=None``: no room).
+        A fixed ``rng`` per subject makes a fixed pasted cohort (segbench's ``real+paste`` arm)."""
+        from scipy import ndimage
 
         bank = _bank(self.bank, self.bank_sha256)
         donor = int(rng.integers(len(bank)))
         flips = tuple(bool(f) for f in (rng.random(3) < 0.5)) if self.flip else (False, False, False)
         names = _resolve_names(subject, self.modalities)
         label, _, brain, affine = _recipient(subject, names, self.label_key)
-        d_label = _donor_in_grid(bank, donor, flips, affine)[0]
-        lesion = d_label > 0
+        lesion = _donor_in_grid(bank, donor, flips, affine)[0] > 0
         blocked = ~brain
         if (label > 0).any():
             blocked |= ndimage.binary_dilation(label > 0, iterations=self.margin)
         corner = None
-        room = np.array(label.shape) - np.array(d_label.shape)
+        room = np.array(label.shape) - np.array(lesion.shape)
         if (room >= 0).all():
             for _ in range(self.max_tries):
                 start = tuple(int(rng.integers(r + 1)) for r in room)
-                box = tuple(slice(s, s + n) for s, n in zip(start, d_label.shape))
+                box = tuple(slice(s, s + n) for s, n in zip(start, lesion.shape))
                 if not blocked[box][lesion].any():
                     corner = start
                     break
@@ -244,10 +252,5 @@ class TumourPaste(RandomTransform):
             self.no_room += 1
         else:
             self.pasted += 1
-        twin = TumourPlacement(self.bank, self.bank_sha256, donor, flips, corner, self.margin, self.modalities,
+        return TumourPlacement(self.bank, self.bank_sha256, donor, flips, corner, self.margin, self.modalities,
                                self.label_key, **self._get_base_args())
-        # the subject is already this transform's copy: apply the twin in place and record it, as
-        # SyntheticAugmenter does (replaying the history copies as usual)
-        subject = twin.apply_transform(subject)
-        subject.add_transform(twin, twin._get_reproducing_arguments())
-        return subject

@@ -16,7 +16,7 @@ __all__ = ["ARMS", "LR_SCHEDULES", "BenchConfig", "bench_config"]
 LR_SCHEDULES = ("constant", "poly")
 
 #: the four arms, in report order; ``real`` is the reference every other arm is compared with
-ARMS = ("real", "real+classic", "real+synthetic", "real+classic+synthetic")
+ARMS = ("real", "real+classic", "real+synthetic", "real+classic+synthetic", "real+paste", "real+classic+paste")
 
 
 @dataclass(frozen=True)

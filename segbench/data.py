@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -10,10 +11,11 @@ import torchio as tio
 
 from augment3d.brats import MODALITIES
 from augment3d.data.preprocess import PreparedCase
+from augment3d.errors import DataError
 
 from .config import BenchConfig
 
-__all__ = ["to_subject", "classic_augmentation", "arm_transform", "arm_dataset", "voxel_spacing"]
+__all__ = ["to_subject", "classic_augmentation", "arm_transform", "arm_dataset", "pasted_subjects", "voxel_spacing"]
 
 
 def voxel_spacing(affine: np.ndarray) -> tuple[float, float, float]:
@@ -60,11 +62,46 @@ def arm_transform(arm: str, config: BenchConfig, generator: str | None, seed: in
     return tio.Compose(steps)
 
 
+def pasted_subjects(config: BenchConfig, cases: Sequence[PreparedCase], seed: int, folder: Path) -> tuple[list, dict]:
+    """The ``real+paste`` arm's fixed cohort: as many subjects as ``real+synthetic`` adds
+    (``synthetic_ratio`` x the training cases), each a training case of ``synthetic_condition``
+    (the recipients, in turn) with a tumour pasted from the same donors the GAN's label maps come
+    from (training cases matching the condition on ``synthetic_maps_matching``, all its columns by
+    default). Subject ``i`` of seed ``s`` is placed by ``default_rng([s, i])``. Returns the subjects
+    and the counts (pasted, no room: a recipient without room is kept as it is)."""
+    from augment3d import TumourBank, TumourPaste
+
+    condition = config.synthetic_condition
+    columns = [k for k in (config.synthetic_maps_matching or condition) if k in condition]
+    donors = [c for c in cases if all(c.conditions.get(k) == condition[k] for k in columns)]
+    recipients = [c for c in cases if all(c.conditions.get(k) == v for k, v in condition.items())]
+    if not recipients:
+        raise DataError(None, f"no training case of {condition} to paste tumours into (real+paste)")
+    bank = TumourBank.from_subjects([to_subject(c) for c in donors]).save(folder / "tumour_bank")
+    paste = TumourPaste(bank, p=1.0)
+    n = max(1, round(config.synthetic_ratio * len(cases)))
+    out = []
+    for i in range(n):
+        subject = to_subject(recipients[i % len(recipients)])
+        subject = paste.placement(subject, np.random.default_rng([seed, i]))(subject)
+        subject["subject_id"] = f"pasted-{seed}-{i}"
+        out.append(subject)
+    return out, {"pasted": paste.pasted, "no_room": paste.no_room, "donors": len(donors), "recipients": len(recipients)}
+
+
 def arm_dataset(arm: str, config: BenchConfig, cases: Sequence[PreparedCase], generator: str | None,
-                seed: int) -> torch.utils.data.Dataset:
-    """The training subjects of one arm (a synthetic cohort concatenated in ``cohort`` mode)."""
+                seed: int, folder: Path | None = None) -> torch.utils.data.Dataset:
+    """The training subjects of one arm (a synthetic cohort concatenated in ``cohort`` mode, a pasted
+    cohort for the paste arms, whose tumour bank is written into ``folder``)."""
     transform = arm_transform(arm, config, generator, seed)
     real = tio.SubjectsDataset([to_subject(c) for c in cases], transform=transform)
+    if "paste" in arm:
+        if folder is None:
+            raise ValueError("the paste arms need a folder for their tumour bank")
+        subjects, counts = pasted_subjects(config, cases, seed, folder)
+        dataset = torch.utils.data.ConcatDataset([real, tio.SubjectsDataset(subjects, transform=transform)])
+        dataset.paste_counts = counts
+        return dataset
     if "synthetic" not in arm or config.synthetic != "cohort":
         return real
     from augment3d import SyntheticSubjectsDataset

@@ -23,6 +23,10 @@ METRICS = ("dice", "hd95", "lesion_dice", "lesion_hd95")
 SCORED = (*REGIONS, MEAN)
 
 
+#: arm pairs compared head to head when both ran (the GAN against copy-paste)
+HEAD_TO_HEAD = (("real+synthetic", "real+paste"), ("real+classic+synthetic", "real+classic+paste"))
+
+
 def load_results(folder: Path) -> dict[str, list[dict]]:
     """arm -> finished results (one per seed); damaged result files are reported, not merged."""
     out: dict[str, list[dict]] = {}
@@ -74,6 +78,9 @@ def build_report(folder: Path, results: dict[str, list[dict]] | None = None) -> 
                                                               {"site": site, "grade": grade}, config.bootstrap)
                                         for r in SCORED} for a in arms if a != "real"}
                 for site, grade in _site_grades(results)}
+    # the GAN against the cheap alternative, paired per case: synthetic vs paste with the same donors and ratio
+    head_to_head = {_name(s): {f"{a} vs {b}": paired_comparison(results[a], results[b], "dice", MEAN, s, config.bootstrap)
+                               for a, b in HEAD_TO_HEAD if a in results and b in results} for s in sites}
     gan = _gan_metrics(folder)
     report = {
         "recipe": name,
@@ -84,6 +91,7 @@ def build_report(folder: Path, results: dict[str, list[dict]] | None = None) -> 
         "summary": summary,
         "vs_real": comparisons,
         "vs_real_by_grade": by_grade,
+        "head_to_head": {site: pairs for site, pairs in head_to_head.items() if pairs},
         "gan": gan,
         "seconds": {a: [round(r["seconds"], 1) for r in results[a]] for a in arms},
         "generator_mode": _generator_mode(folder),
@@ -335,6 +343,18 @@ def _markdown(report: dict) -> str:
             out.append(f"| {site} (n={d['cases']}) | {arm} | {per_region} | {d['difference']:+.3f} "
                        f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] | {p} | {per_seed} | {wider} | {lw['difference']:+.3f} "
                        f"[{lw['ci95'][0]:+.3f}, {lw['ci95'][1]:+.3f}] |")
+    if report.get("head_to_head"):
+        out += ["", "### The GAN against copy-paste", "",
+                "Per test case, the synthetic arm minus the paste arm with the same donors and as many added "
+                "subjects (mean Dice; CIs as above).", "",
+                "| site | comparison | difference [95% CI over cases] | Wilcoxon p | per seed | 95% CI over seeds and cases |",
+                "|---|---|---|---|---|---|"]
+        for site, pairs in report["head_to_head"].items():
+            for pair, d in pairs.items():
+                p = "n/a" if d["wilcoxon_p"] is None else f"{d['wilcoxon_p']:.3g}"
+                per_seed, wider = _seed_columns(d) or ("-", "-")
+                out.append(f"| {site} (n={d['cases']}) | {pair} | {d['difference']:+.3f} [{d['ci95'][0]:+.3f}, "
+                           f"{d['ci95'][1]:+.3f}] | {p} | {per_seed} | {wider} |")
     if report.get("vs_real_by_grade"):
         out += ["", "### By site and grade", "",
                 "The same differences (Dice) within each site and grade. A case without enhancing tumour (most "

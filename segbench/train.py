@@ -129,7 +129,9 @@ def run_job(bench_dir: Path, arm: str, seed: int, config: BenchConfig, train: Se
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     average = weight_average(model, config.ema_decay)
     judged = model if average is None else average.module  # the weights validated, kept and tested
-    dataset = arm_dataset(arm, config, train, generator, seed)
+    folder = result_path(bench_dir, arm, seed).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    dataset = arm_dataset(arm, config, train, generator, seed, folder)
     validation = list(val) or list(train)  # with no validation cases the training cases choose (said in the report)
     curve, best_dice, best_step, best_state = [], -1.0, 0, None
     t0, losses = time.perf_counter(), []
@@ -168,8 +170,8 @@ def run_job(bench_dir: Path, arm: str, seed: int, config: BenchConfig, train: Se
         "seconds": time.perf_counter() - t0, "train_cases": len(train), "amp": amp, "curve": curve,
         "cases": score_cases(judged, test, device, config.patch, amp),
         "regions": list(REGIONS),
+        **({"paste": dataset.paste_counts} if hasattr(dataset, "paste_counts") else {}),
     }
     path = result_path(bench_dir, arm, seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(result, indent=1) + "\n")
     return result

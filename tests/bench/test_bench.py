@@ -35,7 +35,11 @@ def test_ci_bench_runs_the_whole_pipeline(ci_bench):
     # the GAN saw the training split only
     assert set(json.loads((out / "gan" / "subjects.json").read_text())["train"]) == train
     report = json.loads((out / "report.json").read_text())
-    assert set(report["summary"]["all"]) == {"real", "real+classic", "real+synthetic", "real+classic+synthetic"}
+    assert set(report["summary"]["all"]) == {"real", "real+classic", "real+synthetic", "real+classic+synthetic",
+                                             "real+paste", "real+classic+paste"}
+    paste = json.loads((out / "arms" / "real+paste" / "seed0" / "result.json").read_text())["paste"]
+    assert paste["pasted"] + paste["no_room"] == len(train) and paste["recipients"] >= 1
+    assert set(report["head_to_head"]["all"]) == {"real+synthetic vs real+paste", "real+classic+synthetic vs real+classic+paste"}
     assert report["missing"] == []
     assert {"all", "HIC", "SSA"} <= set(report["summary"])
     scored = {row["subject_id"] for row in json.loads((out / "arms" / "real" / "seed0" / "result.json").read_text())["cases"]}
@@ -235,6 +239,38 @@ def test_synthetic_arm_replaces_subjects_and_real_arm_only_flips(tiny_run):
 
     batch = next(iter(tio.SubjectsLoader(torch.utils.data.Subset(cohort, [1, 0, 2]), batch_size=3)))
     assert batch["subject_id"][1] == "c0" and batch["site"][0] == "SSA"
+
+
+def test_the_paste_arm_adds_as_many_pasted_subjects_as_the_synthetic_arm_from_the_same_donors(tmp_path):
+    from augment3d.data.preprocess import PreparedCase
+    from segbench.config import BenchConfig
+    from segbench.data import arm_dataset
+
+    def case(sid, site, at):
+        grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, 32)] * 3, indexing="ij"))
+        brain = (grid**2).sum(0) < 0.8
+        label = np.zeros((32, 32, 32), np.uint8)
+        label[((grid - np.array(at).reshape(3, 1, 1, 1)) ** 2).sum(0) < 0.03] = 2
+        images = np.where(brain, -0.2, -1.0)[None].repeat(4, 0).astype(np.float32)
+        images[:, label > 0] = 0.8
+        return PreparedCase(sid, images, label, np.diag([2.0, 2.0, 2.0, 1.0]), {"site": site, "grade": "HGG"})
+
+    cases = [case("h0", "HIC", (0.4, 0, 0)), case("h1", "HIC", (0, 0.4, 0)), case("s0", "SSA", (-0.4, 0, 0)),
+             case("s1", "SSA", (0, -0.4, 0))]
+    config = BenchConfig(synthetic_ratio=0.5, synthetic_condition={"site": "SSA"})
+    dataset = arm_dataset("real+paste", config, cases, None, seed=0, folder=tmp_path)
+    assert len(dataset) == 4 + 2 and dataset.paste_counts == {"pasted": 2, "no_room": 0, "donors": 2, "recipients": 2}
+    from augment3d import TumourBank
+
+    bank = TumourBank.load(tmp_path / "tumour_bank")
+    assert sorted(d.subject_id for d in bank.donors) == ["s0", "s1"]  # the scarce site's own tumours only
+    pasted = [dataset[i] for i in (4, 5)]
+    for subject, recipient in zip(pasted, cases[2:]):
+        assert subject["site"] == "SSA" and subject["subject_id"].startswith("pasted-0-")
+        assert (subject["seg"].data > 0).sum() > (recipient.label > 0).sum()  # its own tumour and a pasted one
+    again = arm_dataset("real+paste", config, cases, None, seed=0, folder=tmp_path / "again")
+    placed = [next(t for t in d.get_applied_transforms() if t.name == "TumourPlacement") for d in (pasted[0], again[4])]
+    assert placed[0].corner == placed[1].corner and placed[0].donor == placed[1].donor  # a seed names the cohort
 
 
 def test_model_pads_any_shape_and_loss_prefers_the_truth():
