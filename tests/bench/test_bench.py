@@ -107,7 +107,7 @@ def test_a_generator_trained_on_the_test_cases_is_refused(ci_bench, tmp_path):
 def test_bench_refuses_foreign_or_mismatched_folders(ci_bench, tmp_path):
     out, _ = ci_bench
     other = _invoke("bench", "--recipe", "quick", "--out", out, "--setup-only")
-    assert other.exit_code == 2 and "different recipe" in other.output
+    assert other.exit_code == 2 and "a bench with a different" in other.output and "recipe_sha256" in other.output
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
