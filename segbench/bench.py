@@ -296,8 +296,8 @@ def run_bench(recipe: Recipe, out: str | os.PathLike, *, data=None, generator=No
                               "(your own data is one cohort)")
     if cohorts is None and data is None and generator is None:
         cohorts = config.cohorts or None
-    if generator is None and config.generator and not cohorts:
-        generator = config.generator
+    if generator is None and config.generator and not cohorts and data is None:
+        generator = config.generator  # the recipe's generator serves the recipe's own phantom cohort; --data trains one
     if cohorts:
         from .cohorts import run_cohorts
 

@@ -93,7 +93,8 @@ class BenchConfig:
     synthetic_keep_matching: bool = False
     psi: float = 1.0
     #: a trained run folder or a bundled generator's name (``"phantom"``, ``augment3d.pretrained``) used instead
-    #: of training a GAN on the training split; empty (the default): the bench trains one
+    #: of training a GAN on the training split of the recipe's phantom cohort (with ``--data`` the bench
+    #: trains one); empty (the default): the bench trains one
     generator: str = ""
     gan_steps: int = 0
     gan_eval_n: int = 16

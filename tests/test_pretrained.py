@@ -78,3 +78,22 @@ def test_a_bench_on_another_phantom_cohort_refuses_the_bundled_generator(tmp_pat
     assert result.exit_code == 2, result.output
     assert "another phantom cohort" in result.output and "seed 7 (generator: 0)" in result.output
     assert not out.exists()
+
+
+def test_the_recipes_generator_serves_its_own_phantom_cohort_and_your_data_trains_one(tmp_path, monkeypatch):
+    import segbench.bench as bench
+
+    seen = []
+
+    def setup(recipe, out, *, data=None, generator=None, **kwargs):
+        seen.append((data, generator))
+        raise SystemExit  # stop before any work: only what run_bench hands over is checked
+
+    monkeypatch.setattr(bench, "setup_bench", setup)
+    quick = load_recipe("quick")
+    for data in (None, tmp_path / "cohort"):
+        try:
+            bench.run_bench(quick, tmp_path / "out", data=data)
+        except SystemExit:
+            pass
+    assert seen == [(None, "phantom"), (tmp_path / "cohort", None)]
