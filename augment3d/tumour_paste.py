@@ -3,7 +3,8 @@
 :class:`TumourPaste` is a torchio ``RandomTransform``: with probability ``p`` it draws a donor
 from a :class:`~augment3d.tumour_bank.TumourBank`, flips it at random, resamples it into the
 recipient's voxel grid and looks for a place where the whole lesion lies inside the recipient's
-brain and clear of the recipient's own tumour (by ``margin`` voxels), trying at most
+brain and clear of the recipient's own tumour (by ``margin`` voxels; ``overlap=True`` lets it
+cover part of that tumour), trying at most
 ``max_tries`` positions. Where it fits, :class:`TumourPlacement` (the deterministic twin, replayed
 by ``get_composed_history()``) writes it:
 
@@ -12,7 +13,8 @@ by ``get_composed_history()``) writes it:
   tissue under that shell (the boundary fit GliGAN uses), never below the recipient's in-brain
   minimum and never above the brightest the donor's brain maps to;
 * composite: weight 1 on the lesion, falling linearly to 0 over ``margin`` voxels around it (a
-  distance-weighted soft mask, as CarveMix does), 0 outside the recipient's brain;
+  distance-weighted soft mask, as CarveMix does), 0 outside the recipient's brain and on the
+  recipient's own tumour;
 * labels: the donor's classes on the donor's lesion voxels, in the recipient's convention (ET 3,
   or 4 where the recipient's map is BraTS 2021's).
 
@@ -129,7 +131,8 @@ class TumourPlacement(Transform):
         lesion = d_label > 0
         distance = ndimage.distance_transform_edt(~lesion)
         weight = 1.0 - distance / (self.margin + 1)  # 1 on the lesion, falling to 1/(margin+1) at `margin` voxels
-        weight[(distance > self.margin) | ~brain[box]] = 0.0
+        # the recipient's own tumour keeps its voxels outside the donor's lesion (labels and images agree)
+        weight[(distance > self.margin) | ~brain[box] | (label[box] > 0)] = 0.0
         weight[lesion] = 1.0
         changed = weight > 0
         shell = ~lesion & (distance <= self.margin) & d_brain & brain[box] & (label[box] == 0)
@@ -173,6 +176,9 @@ class TumourPaste(RandomTransform):
             own tumour.
         flip: flip the donor at random along each axis.
         max_tries: positions tried before the subject passes through unchanged.
+        overlap: let the pasted lesion overlap the recipient's own tumour (its labels and images
+            win where they overlap; the recipient's tumour elsewhere stays exactly as it was), for
+            small grids where a second tumour clear of the first does not fit.
         modalities: canonical key -> subject image name (default: found by name, as
             :class:`~augment3d.SyntheticAugmenter` does).
         label_key: the label map's name.
@@ -183,7 +189,7 @@ class TumourPaste(RandomTransform):
     """
 
     def __init__(self, bank, p: float = 0.5, margin: int = 3, flip: bool = True, max_tries: int = 50,
-                 modalities=None, label_key: str = "seg", seed: int | None = None, **kwargs):
+                 overlap: bool = False, modalities=None, label_key: str = "seg", seed: int | None = None, **kwargs):
         super().__init__(p=p, **kwargs)
         path = getattr(bank, "path", bank)
         if path is None:
@@ -193,14 +199,14 @@ class TumourPaste(RandomTransform):
         self._loaded = _bank(self.bank, self.bank_sha256)  # a damaged bank fails here, not in a worker
         if max_tries < 1 or margin < 1:
             raise ValueError("max_tries and margin must be at least 1")
-        self.margin, self.flip, self.max_tries = int(margin), bool(flip), int(max_tries)
+        self.margin, self.flip, self.max_tries, self.overlap = int(margin), bool(flip), int(max_tries), bool(overlap)
         self.modalities = dict(modalities) if modalities else None
         self.label_key = label_key
         self.seed = seed
         self.no_room = 0
         self.pasted = 0
         self._rng, self._rng_worker = None, None
-        self.args_names = ["bank", "margin", "flip", "max_tries", "modalities", "label_key", "seed"]
+        self.args_names = ["bank", "margin", "flip", "max_tries", "overlap", "modalities", "label_key", "seed"]
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -237,7 +243,7 @@ class TumourPaste(RandomTransform):
         label, _, brain, affine = _recipient(subject, names, self.label_key)
         lesion = _donor_in_grid(bank, donor, flips, affine)[0] > 0
         blocked = ~brain
-        if (label > 0).any():
+        if (label > 0).any() and not self.overlap:
             blocked |= ndimage.binary_dilation(label > 0, iterations=self.margin)
         corner = None
         room = np.array(label.shape) - np.array(lesion.shape)
