@@ -92,6 +92,9 @@ class BenchConfig:
     #: the augmenter leaves subjects already of ``synthetic_condition`` real (``keep_matching``)
     synthetic_keep_matching: bool = False
     psi: float = 1.0
+    #: the paste arms: the pasted tumour may cover part of the recipient's own (on a 32^3 grid a second
+    #: tumour clear of the first rarely fits; docs/AUGMENTER.md); False: clear of it by ``margin`` voxels
+    paste_overlap: bool = True
     #: a trained run folder or a bundled generator's name (``"phantom"``, ``augment3d.pretrained``) used instead
     #: of training a GAN on the training split of the recipe's phantom cohort (with ``--data`` the bench
     #: trains one); empty (the default): the bench trains one

@@ -78,7 +78,7 @@ def pasted_subjects(config: BenchConfig, cases: Sequence[PreparedCase], seed: in
     if not recipients:
         raise DataError(None, f"no training case of {condition} to paste tumours into (real+paste)")
     bank = TumourBank.from_subjects([to_subject(c) for c in donors]).save(folder / "tumour_bank")
-    paste = TumourPaste(bank, p=1.0)
+    paste = TumourPaste(bank, p=1.0, max_tries=500, overlap=config.paste_overlap)  # placement is cheap: try hard
     n = max(1, round(config.synthetic_ratio * len(cases)))
     out = []
     for i in range(n):
