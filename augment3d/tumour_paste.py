@@ -196,7 +196,7 @@ class TumourPaste(RandomTransform):
             raise ValueError("save the bank first (bank.save(folder)): workers load it from its folder")
         self.bank = str(path)
         self.bank_sha256 = checkpoint_hash(self.bank, BANK_FILE)
-        self._loaded = _bank(self.bank, self.bank_sha256)  # a damaged bank fails here, not in a worker
+        _bank(self.bank, self.bank_sha256)  # a damaged bank fails here, not in a worker (cached per process)
         if max_tries < 1 or margin < 1:
             raise ValueError("max_tries and margin must be at least 1")
         self.margin, self.flip, self.max_tries, self.overlap = int(margin), bool(flip), int(max_tries), bool(overlap)
@@ -207,11 +207,6 @@ class TumourPaste(RandomTransform):
         self.pasted = 0
         self._rng, self._rng_worker = None, None
         self.args_names = ["bank", "margin", "flip", "max_tries", "overlap", "modalities", "label_key", "seed"]
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_loaded"] = None  # workers load the bank from its folder (once per process)
-        return state
 
     def _generator(self) -> np.random.Generator:
         if self.seed is None:

@@ -20,7 +20,9 @@ __all__ = ["to_subject", "classic_augmentation", "arm_transform", "arm_dataset",
 
 def voxel_spacing(affine: np.ndarray) -> tuple[float, float, float]:
     """Voxel sizes in mm along the array axes of an affine."""
-    return tuple(float(v) for v in np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(0)))
+    from augment3d.tumour_bank import spacing_of
+
+    return tuple(float(v) for v in spacing_of(affine))
 
 
 def to_subject(case: PreparedCase) -> tio.Subject:
