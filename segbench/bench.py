@@ -62,9 +62,10 @@ def bench_identity(recipe: Recipe, data: Path | None, generator: Path | None) ->
             "generator": str(generator.resolve()) if generator else None}
 
 
-def check_bench_folder(out: Path, identity: dict, force: bool, inputs) -> bool:
+def check_bench_folder(out: Path, identity: dict, force: bool, inputs, recipe_file: Path | None = None) -> bool:
     """True when ``out`` is this bench's folder (to continue); refuse another one, and with
-    ``force`` anything but a bench folder of ours (``augment3d.output_folders``)."""
+    ``force`` anything but a bench folder of ours (``augment3d.output_folders``). A recipe
+    (``recipe_file``) that only adds arms, seeds or cohorts continues the folder."""
     marker = out / MARKER
     check_not_an_input(out, inputs)
     if out.exists() and not out.is_dir():
@@ -80,7 +81,7 @@ def check_bench_folder(out: Path, identity: dict, force: bool, inputs) -> bool:
         except ValueError:
             raise DataError(marker, "damaged bench marker; use --force to start over") from None
         changed = [k for k in sorted(set(identity) | set(found)) if found.get(k) != identity.get(k)]
-        if changed:
+        if changed and not _only_grew(out, found, identity, changed, recipe_file):
             raise DataError(out, f"is a bench with a different {', '.join(changed)}; use another --out or --force to start over")
         return True
     if any(out.iterdir()):
@@ -88,8 +89,47 @@ def check_bench_folder(out: Path, identity: dict, force: bool, inputs) -> bool:
     return False
 
 
-def claim_bench_folder(out: Path, identity: dict, ours: bool) -> None:
+GROWABLE = ("arms", "seeds")  # [bench] lists a bench may grow: the new jobs run, the finished ones are kept
+
+
+def _grown(old: list, new: list) -> bool:
+    return isinstance(old, list) and isinstance(new, list) and set(old) <= set(new)
+
+
+def _only_grew(out: Path, found: dict, identity: dict, changed: list[str], recipe_file: Path | None) -> bool:
+    """True when the recipe (``OUT/recipe.toml`` against the one given) differs only by more
+    ``[bench]`` arms or seeds (and a pooled bench only by more cohorts): the finished stages and
+    jobs stay valid, so the bench continues with the new ones instead of refusing the folder."""
+    import tomllib
+
+    if any(k not in ("recipe_sha256", "cohorts") for k in changed):
+        return False
+    if "cohorts" in changed and not _grown(found.get("cohorts"), identity.get("cohorts")):
+        return False
+    if "recipe_sha256" not in changed:
+        return True
+    if recipe_file is None:
+        return False
+    try:
+        before = tomllib.loads((out / "recipe.toml").read_text(encoding="utf-8"))
+        after = tomllib.loads(Path(recipe_file).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    b, a = before.get("bench", {}), after.get("bench", {})
+    if not all(_grown(b.get(k, []), a.get(k, [])) for k in GROWABLE):
+        return False
+    strip = lambda raw: {**raw, "bench": {k: v for k, v in raw.get("bench", {}).items() if k not in GROWABLE}}
+    return strip(before) == strip(after)
+
+
+def claim_bench_folder(out: Path, identity: dict, ours: bool, recipe_file: Path | None = None) -> None:
+    """Make ``out`` this bench's folder: a new one is marked; one of ours whose recipe grew
+    (:func:`_only_grew`) gets the new recipe and marker."""
     if ours:
+        if json.loads((out / MARKER).read_text()) != identity:
+            if recipe_file is not None:
+                atomic_write_text(out / "recipe.toml", Path(recipe_file).read_text(encoding="utf-8"))
+            atomic_write_text(out / MARKER, json.dumps(identity, indent=1) + "\n")
         return
     if out.exists():
         shutil.rmtree(set_aside(out))  # checked replaceable before any work (check_bench_folder)
@@ -240,7 +280,7 @@ def setup_bench(recipe: Recipe, out: str | os.PathLike, *, data: str | os.PathLi
         if gen.conditions:
             gen.encoder.check_partial(config.synthetic_condition, source=f"{recipe.path} [bench] synthetic_condition")
     identity = bench_identity(recipe, data, generator)
-    ours = check_bench_folder(out, identity, force, [data, generator])
+    ours = check_bench_folder(out, identity, force, [data, generator], recipe.path)
 
     def prepare(folder: Path):
         say(f"preparing {folder} on the {'x'.join(map(str, recipe.data.preprocess().shape))} grid")
@@ -248,7 +288,7 @@ def setup_bench(recipe: Recipe, out: str | os.PathLike, *, data: str | os.PathLi
                               skip_bad=skip_bad, cache_dir=cache_dir)
 
     cohort = prepare(data) if data is not None else None  # bad data is refused before OUT is touched
-    claim_bench_folder(out, identity, ours)
+    claim_bench_folder(out, identity, ours, recipe.path)
     with contextlib.ExitStack() as own:
         (held or own).enter_context(folder_lock(out, shared=True))
         return _shared_stages(out, recipe, config, data, generator, cohort, prepare, skip_bad, device, cache_dir,

@@ -86,8 +86,8 @@ def run_cohorts(recipe: Recipe, out: str | os.PathLike, cohorts: Sequence[int], 
     jobs(bench_config(recipe), arm, seed)  # an unknown --arm or --seed is refused before anything is written
     out = Path(out)
     identity = {**bench_identity(recipe, None, None), "cohorts": cohorts}
-    ours = check_bench_folder(out, identity, force, [])
-    claim_bench_folder(out, identity, ours)
+    ours = check_bench_folder(out, identity, force, [], recipe.path)
+    claim_bench_folder(out, identity, ours, recipe.path)
     setups = []
     with folder_lock(out, shared=True):
         if not (out / "recipe.toml").is_file():

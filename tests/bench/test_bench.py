@@ -647,3 +647,42 @@ def test_a_bench_over_cohorts_runs_each_cohort_whole_and_pools_them(tmp_path):
     assert bad.exit_code == 2 and "--cohorts" in bad.output
     unknown = _invoke("bench", "--recipe", recipe, "--out", out, "--cohorts", "0,1,2", "--cohort", 7)
     assert unknown.exit_code == 2 and "--cohort 7" in unknown.output
+
+
+def test_a_bench_grows_by_arms_seeds_and_cohorts_keeping_finished_jobs(tmp_path):
+    """A recipe that only adds [bench] arms or seeds (or a pooled bench more cohorts) continues the
+    folder: the new jobs run, the finished ones are kept; any other change, or dropping a seed, is
+    refused as before."""
+    import tomllib
+
+    from augment3d.config import recipe_toml
+
+    base = _two_arm_recipe(tmp_path)
+
+    def variant(name, **bench):
+        raw = tomllib.loads(base.read_text())
+        raw["bench"].update(bench)
+        (tmp_path / name).mkdir()
+        path = tmp_path / name / base.name  # the same recipe name, edited
+        path.write_text(recipe_toml(raw))
+        return path
+
+    out = tmp_path / "grows"
+    first = _invoke("bench", "--recipe", variant("one", arms=["real"], seeds=[0]), "--out", out, "--cohorts", "0")
+    assert first.exit_code == 0, first.output
+    done = out / "cohort-0" / "arms" / "real" / "seed0" / "result.json"
+    before = done.stat().st_mtime_ns
+    more = variant("more", arms=["real", "real+classic"], seeds=[0])
+    grown = _invoke("bench", "--recipe", more, "--out", out, "--cohorts", "0,1")
+    assert grown.exit_code == 0, grown.output
+    assert done.stat().st_mtime_ns == before and "finished earlier, kept" in grown.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["cohorts"] == [0, 1] and not report["missing"]
+    assert (out / "cohort-0" / "arms" / "real+classic" / "seed0" / "result.json").is_file()
+    assert (out / "recipe.toml").read_text() == more.read_text()
+    assert json.loads((out / "bench.json").read_text())["cohorts"] == [0, 1]
+    for name, changes in (("steps", {"arms": ["real", "real+classic"], "steps": 6}),
+                          ("fewer", {"arms": ["real"], "seeds": [0]})):
+        refused = _invoke("bench", "--recipe", variant(name, **changes), "--out", out, "--cohorts", "0,1")
+        assert refused.exit_code == 2 and "a bench with a different" in refused.output, (name, refused.output)
+    assert (out / "recipe.toml").read_text() == more.read_text()
