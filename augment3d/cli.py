@@ -101,13 +101,15 @@ def phantom(
     seed: Annotated[int, typer.Option(min=0, help="Seed; same seed, same bytes.")] = 0,
     spacing: Annotated[float, typer.Option(min=0.5, max=8.0, help="Voxel size in mm.")] = 2.0,
     ssa_fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of subjects from the under-represented SSA site.")] = 0.25,
+    healthy_fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of each site's subjects without a tumour (empty label map, grade 'none'): recipients for TumourPaste.")] = 0.0,
     preview: Annotated[bool, typer.Option(help="Also save preview.png (3 planes x 4 modalities, label outlines).")] = False,
     force: Annotated[bool, typer.Option(help="Replace OUT if it exists (only once the new cohort is complete).")] = False,
 ) -> None:
     """Build a phantom cohort from the MNI152 template (HIC and SSA sites, HGG and LGG tumours)."""
     from augment3d.data.phantom import PhantomConfig, make_phantom_cohort
 
-    config = PhantomConfig(cases=cases, seed=seed, spacing=spacing, ssa_fraction=ssa_fraction)
+    config = PhantomConfig(cases=cases, seed=seed, spacing=spacing, ssa_fraction=ssa_fraction,
+                           healthy_fraction=healthy_fraction)
     with _progress() as bar:
         task = bar.add_task("phantom", total=cases)
         folder = make_phantom_cohort(

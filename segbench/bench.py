@@ -217,9 +217,14 @@ def _check_same_phantom(generator: Path, recipe: Recipe, data: Path | None) -> N
     trained_on = (provenance(generator) or {}).get("phantom")
     if data is not None or trained_on is None:
         return
-    ours = {k: getattr(recipe.phantom, k) for k in trained_on}
-    if ours != trained_on:
-        differ = ", ".join(f"{k} {ours[k]} (generator: {trained_on[k]})" for k in trained_on if ours[k] != trained_on[k])
+    from dataclasses import asdict
+
+    from augment3d.data.phantom import PhantomConfig
+
+    theirs = asdict(PhantomConfig()) | trained_on  # a setting it does not record was at its default
+    ours = asdict(recipe.phantom)
+    if any(ours[k] != theirs.get(k) for k in ours):
+        differ = ", ".join(f"{k} {ours[k]} (generator: {theirs.get(k)})" for k in ours if ours[k] != theirs.get(k))
         raise DataError(generator, f"was trained on another phantom cohort than this bench's ([phantom] {differ}); its "
                         "training subjects could be this bench's test cases: leave out the generator and the bench "
                         "trains one on its own split")

@@ -78,6 +78,11 @@ def test_a_bench_on_another_phantom_cohort_refuses_the_bundled_generator(tmp_pat
     assert result.exit_code == 2, result.output
     assert "another phantom cohort" in result.output and "seed 7 (generator: 0)" in result.output
     assert not out.exists()
+    healthy = tmp_path / "healthy.toml"
+    healthy.write_text(text.replace("[phantom]", "[phantom]\nhealthy_fraction = 0.25", 1), encoding="utf-8")
+    result = _invoke("bench", "--recipe", healthy, "--out", out, "--setup-only")  # a setting it does not record
+    assert result.exit_code == 2 and "healthy_fraction 0.25 (generator: 0.0)" in result.output, result.output
+    assert not out.exists()
 
 
 def test_the_recipes_generator_serves_its_own_phantom_cohort_and_your_data_trains_one(tmp_path, monkeypatch):

@@ -107,3 +107,43 @@ def test_ssa_images_are_noisier_and_tumours_larger(tmp_path):
             volumes.append(np.count_nonzero(np.isin(read_case(case).label, (1, 3))))
         mean_volume[site] = np.mean(volumes)
     assert mean_volume["SSA"] > mean_volume["HIC"]
+
+
+def test_healthy_subjects_have_no_tumour_and_leave_the_others_unchanged(phantom_cohort, tmp_path):
+    """`healthy_fraction`: that share of each site's subjects is tumour-free (empty label map, grade
+    `none`, the same brain and scanner effects); every tumour subject is byte-for-byte the one the
+    cohort has without healthy subjects, and copy-paste finds room in a healthy brain."""
+    import torchio as tio
+
+    from augment3d import TumourBank, TumourPaste
+    from augment3d.brats import BRATS2023, MODALITIES
+    from augment3d.data.layout import case_file_name
+
+    config = PhantomConfig(cases=6, seed=3, spacing=6.0, ssa_fraction=0.5, healthy_fraction=0.34)
+    out = make_phantom_cohort(tmp_path / "healthy", config)
+    rows = list(csv.DictReader((out / "metadata.csv").open()))
+    healthy = [r for r in rows if r["grade"] == "none"]
+    assert sorted(r["site"] for r in healthy) == ["HIC", "SSA"]  # round(3 * 0.34) = 1 of each site's 3
+    record = json.loads((out / "phantom.json").read_text())
+    assert record["config"]["healthy_fraction"] == 0.34
+    assert [s.get("healthy", False) for s in record["subjects"]] == [r["grade"] == "none" for r in rows]
+    reports = validate_cohort(out, ["site", "grade"], {"site": ["HIC", "SSA"], "grade": ["HGG", "LGG", "none"]})
+    assert all(r.ok for r in reports), [r.problems for r in reports]
+    before, after = file_bytes(phantom_cohort), file_bytes(out)
+    for case in discover_cases(out):
+        sid = case.subject_id
+        data = read_case(case)
+        if sid in {r["subject_id"] for r in healthy}:
+            assert not data.label.any()
+            assert all((data.images[m] > 0).sum() > 0.2 * data.label.size for m in MODALITIES)
+        else:
+            assert all(after[f"{sid}/{case_file_name(sid, k, BRATS2023)}"] == before[f"{sid}/{case_file_name(sid, k, BRATS2023)}"]
+                       for k in (*MODALITIES, "seg"))
+
+    bank = TumourBank.from_cohort(phantom_cohort).save(tmp_path / "bank")
+    sid = next(r["subject_id"] for r in healthy)
+    files = {k: out / sid / case_file_name(sid, k, BRATS2023) for k in (*MODALITIES, "seg")}
+    subject = tio.Subject(**{m: tio.ScalarImage(files[m]) for m in MODALITIES}, seg=tio.LabelMap(files["seg"]))
+    paste = TumourPaste(bank, p=1.0, seed=0, max_tries=200)
+    pasted = paste(subject)
+    assert paste.pasted == 1 and pasted["seg"].data.any()

@@ -30,12 +30,14 @@ INTENSITY_SCALE = 1000.0  # written as int16, white matter on T1 near 800
 
 @dataclass(frozen=True)
 class PhantomConfig:
-    """What to build: ``cases`` subjects, of which ``ssa_fraction`` from the SSA site."""
+    """What to build: ``cases`` subjects, of which ``ssa_fraction`` from the SSA site and, of each
+    site's, ``healthy_fraction`` without a tumour (an empty label map, grade ``none``)."""
 
     cases: int = 24
     seed: int = 0
     spacing: float = 2.0
     ssa_fraction: float = 0.25
+    healthy_fraction: float = 0.0
 
     def __post_init__(self):
         enforce_field_types(self)
@@ -43,6 +45,8 @@ class PhantomConfig:
             raise ValueError(f"cases must be at least 1, got {self.cases}")
         if not 0.0 <= self.ssa_fraction <= 1.0:
             raise ValueError(f"ssa_fraction must be in [0, 1], got {self.ssa_fraction}")
+        if not 0.0 <= self.healthy_fraction <= 1.0:
+            raise ValueError(f"healthy_fraction must be in [0, 1], got {self.healthy_fraction}")
         if not 0.5 <= self.spacing <= 8.0:
             raise ValueError(f"spacing must be between 0.5 and 8 mm, got {self.spacing}")
 
@@ -52,6 +56,22 @@ class PhantomConfig:
         sites = np.array(["SSA"] * n_ssa + ["HIC"] * (self.cases - n_ssa))
         np.random.default_rng([self.seed, 2**31 - 1]).shuffle(sites)
         return [str(s) for s in sites]
+
+    def healthy(self) -> list[bool]:
+        """Whether each subject is tumour-free: round(n * healthy_fraction) of each site's n subjects,
+        drawn from a stream of their own (the other subjects are the same at any fraction)."""
+        sites = np.array(self.sites())
+        flags = np.zeros(self.cases, dtype=bool)
+        rng = np.random.default_rng([self.seed, 2**31 - 2])
+        for site in sorted(set(sites)):
+            members = np.flatnonzero(sites == site)
+            flags[rng.permutation(members)[: int(round(len(members) * self.healthy_fraction))]] = True
+        return flags.tolist()
+
+    def record(self) -> dict:
+        """The settings as ``phantom.json`` records them (a default healthy_fraction left out)."""
+        out = {"cases": self.cases, "seed": self.seed, "spacing": self.spacing, "ssa_fraction": self.ssa_fraction}
+        return out | ({"healthy_fraction": self.healthy_fraction} if self.healthy_fraction else {})
 
 
 def subject_id(index: int) -> str:
@@ -101,7 +121,7 @@ def make_phantom_cohort(
 
     Args:
         out: the cohort folder to create. An existing folder is refused unless ``force``.
-        config: number of cases, seed, voxel spacing (mm) and SSA share.
+        config: number of cases, seed, voxel spacing (mm), SSA share and tumour-free share.
         force: replace an existing ``out`` (only after the new cohort is complete).
         preview: also write ``preview.png`` (three planes x four modalities, label overlay).
         progress: ``progress(i, n, subject_id)`` called before each subject.
@@ -115,11 +135,11 @@ def make_phantom_cohort(
     with staged_output(out, "cohort", force=force) as work:
         params: list[SubjectParams] = []
         previews = []
-        for index, site in enumerate(config.sites()):
+        for index, (site, healthy) in enumerate(zip(config.sites(), config.healthy())):
             sid = subject_id(index)
             if progress is not None:
                 progress(index, config.cases, sid)
-            p = sample_subject_params(template, sid, index, config.seed, site)
+            p = sample_subject_params(template, sid, index, config.seed, site, healthy=healthy)
             images, label = synthesize_subject(p, template)
             _write_subject(work, p, images, label, affine)
             params.append(p)
@@ -129,8 +149,7 @@ def make_phantom_cohort(
         record = {
             "generator": "augment3d phantom",
             "template": "MNI152 2009a symmetric (nilearn)",
-            "config": {"cases": config.cases, "seed": config.seed, "spacing": config.spacing,
-                       "ssa_fraction": config.ssa_fraction},
+            "config": config.record(),
             "subjects": [p.to_dict() for p in params],
         }
         atomic_write_text(work / PHANTOM_FILE, json.dumps(record, indent=1) + "\n")

@@ -45,9 +45,13 @@ class SubjectParams:
     slice_mm: float
     slice_axis: int
     intensities: dict[str, list[float]]
+    healthy: bool = False  # no tumour: an empty label map, grade "none"
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        if not self.healthy:
+            del out["healthy"]  # the records of tumour subjects read as before
+        return out
 
 
 @functools.lru_cache(maxsize=2)
@@ -60,9 +64,10 @@ def _centre_candidates(template: Template) -> tuple[np.ndarray, np.ndarray]:
 
 
 def sample_subject_params(
-    template: Template, subject_id: str, index: int, seed: int, site: str
+    template: Template, subject_id: str, index: int, seed: int, site: str, healthy: bool = False
 ) -> SubjectParams:
-    """Draw one subject's parameters from ``np.random.default_rng([seed, index])``."""
+    """Draw one subject's parameters from ``np.random.default_rng([seed, index])``; a ``healthy``
+    subject draws the same anatomy and scan and has no tumour (grade ``none``)."""
     rng = np.random.default_rng([seed, index])
     grade = "HGG" if rng.random() < HGG_SHARE[site] else "LGG"
     tumour = TUMOUR[site]
@@ -71,7 +76,7 @@ def sample_subject_params(
     ok = depth > 0.8 * radius + 6.0
     pool = idx[ok] if ok.any() else idx[depth >= depth.max() - 1]
     centre = pool[rng.integers(len(pool))].astype(float) + rng.uniform(-0.5, 0.5, 3)
-    return SubjectParams(
+    params = SubjectParams(
         subject_id=subject_id,
         index=index,
         seed=seed,
@@ -88,6 +93,10 @@ def sample_subject_params(
         mass_effect=round(float(rng.uniform(0.3, 0.6) if grade == "HGG" else rng.uniform(0.15, 0.35)), 4),
         **_scan(site, rng),
     )
+    if healthy:
+        params = replace(params, grade="none", radius_mm=0.0, necrosis_fraction=0.0, oedema_reach=0.0,
+                         mass_effect=0.0, healthy=True)
+    return params
 
 
 def _scan(site: str, rng: np.random.Generator) -> dict:
@@ -135,7 +144,7 @@ def _warp_coordinates(p: SubjectParams, template: Template, shape, rng) -> tuple
     centre = np.asarray(p.centre_voxel, dtype=np.float32).reshape(3, 1, 1, 1)
     offset = grid - centre
     r = np.sqrt((offset**2).sum(0)) + 1e-6
-    push = p.mass_effect * p.radius_mm * np.exp(-(r**2) / (2.0 * (1.5 * p.radius_mm) ** 2))
+    push = p.mass_effect * p.radius_mm * np.exp(-(r**2) / (2.0 * (1.5 * max(p.radius_mm, 1e-3)) ** 2))
     src = centre + offset * (np.maximum(r - push, 0.0) / r)
     src = src + p.warp_mm * smooth_field(rng, shape, control=5, channels=3)
     brain_centre = (np.array(template.shape, dtype=np.float32) / 2.0).reshape(3, 1, 1, 1)
@@ -159,7 +168,9 @@ def synthesize_subject(p: SubjectParams, template: Template) -> tuple[dict[str, 
     rot = _rotation(rng.uniform(-180, 180, 3)).astype(np.float32)
     local = np.einsum("ji,jxyz->ixyz", rot, offset) / np.asarray(p.axes, dtype=np.float32).reshape(3, 1, 1, 1)
     rough = smooth_field(rng, shape, control=9, channels=2)
-    rho = np.sqrt((local**2).sum(0)) / (p.radius_mm * (1.0 + 0.18 * rough[0]))
+    rho = np.sqrt((local**2).sum(0)) / (max(p.radius_mm, 1e-3) * (1.0 + 0.18 * rough[0]))
+    if p.healthy:
+        rho = np.full_like(rho, np.inf)  # nothing inside the tumour, nor its oedema
     rho_oedema = 1.0 + p.oedema_reach * (0.25 + 1.1 * wm) * (1.0 + 0.3 * rough[1])
     width = 0.05
     tumour = _sigmoid((1.0 - rho) / width) * mask
