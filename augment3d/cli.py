@@ -220,7 +220,9 @@ def info(path: Annotated[Path, typer.Argument(help="A cohort folder or a trainin
     """Summarise a cohort (cases per site and grade, shapes, voxel sizes) or a training run."""
     from collections import Counter
 
-    if (path / "generator.json").is_file() or (path / "train_state.json").is_file():
+    from augment3d.run_files import is_run_folder
+
+    if is_run_folder(path):
         _run_info(path)
         return
 
@@ -330,8 +332,6 @@ def evaluate(
 
 
 def _run_info(path: Path) -> None:
-    import json
-
     from augment3d.sampling import load_generator
 
     gen = load_generator(path)
@@ -340,17 +340,17 @@ def _run_info(path: Path) -> None:
     typer.echo(f"  grid {'x'.join(map(str, gen.shape))}, style {cfg.style_mode}, z/w {cfg.z_dim}/{cfg.w_dim}, "
                f"{sum(p.numel() for p in gen.network.parameters()):,} generator parameters")
     typer.echo("  conditions: " + (", ".join(f"{k} {{{', '.join(v)}}}" for k, v in gen.conditions.items()) or "none"))
-    log = path / "log.jsonl"
-    if log.is_file():
-        rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-        if rows:
-            last = rows[-1]
-            typer.echo(f"  last logged step {last['step']}: D {last['d_loss']:.4f}, G {last['g_loss']:.4f}, "
-                       f"augment p {last['ada_p']:.3f}, {last['seconds']:.0f} s")
-            evals = [r for r in rows if "val_swd" in r]
-            if evals:
-                best = min(evals, key=lambda r: r["val_swd"])
-                typer.echo(f"  validation SWD: best {best['val_swd']:.4f} at step {best['step']}, last {evals[-1]['val_swd']:.4f}")
+    from augment3d.run_files import LOG, read_log
+
+    rows = read_log(path / LOG)
+    if rows:
+        last = rows[-1]
+        typer.echo(f"  last logged step {last['step']}: D {last['d_loss']:.4f}, G {last['g_loss']:.4f}, "
+                   f"augment p {last['ada_p']:.3f}, {last['seconds']:.0f} s")
+        evals = [r for r in rows if "val_swd" in r]
+        if evals:
+            best = min(evals, key=lambda r: r["val_swd"])
+            typer.echo(f"  validation SWD: best {best['val_swd']:.4f} at step {best['step']}, last {evals[-1]['val_swd']:.4f}")
 
 
 def _parse_conditions(values: list[str]) -> dict[str, str]:

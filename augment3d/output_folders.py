@@ -27,6 +27,7 @@ from pathlib import Path
 
 from .atomic import atomic_write_text, fsync_dir, umask
 from .errors import DataError
+from .run_files import GENERATOR, LABEL_MAPS, LOG, RECIPE, SUBJECTS, TRAIN_STATE
 
 __all__ = ["MARKER", "LOCK", "KINDS", "FolderKind", "check_not_an_input", "check_replaceable", "claim_output",
            "staged_output", "folder_lock", "mark", "set_aside", "remove_stale_siblings"]
@@ -54,10 +55,9 @@ class FolderKind:
 
 
 KINDS = {
-    "run": FolderKind("run", ("generator.json", "train_state.json", "subjects.json"),
-                      ("generator.safetensors", "generator.json", "train_state.safetensors", "train_state.json",
-                       "label_maps.safetensors", "label_maps.json", "log.jsonl", "curves.png", "samples_latest.png",
-                       "recipe.toml", "subjects.json")),
+    "run": FolderKind("run", (f"{GENERATOR}.json", f"{TRAIN_STATE}.json", SUBJECTS),
+                      (*(f"{b}.{e}" for b in (GENERATOR, TRAIN_STATE, LABEL_MAPS) for e in ("safetensors", "json")),
+                       LOG, "curves.png", "samples_latest.png", RECIPE, SUBJECTS)),
     "bench": FolderKind("bench", ("bench.json",),
                         ("bench.json", "recipe.toml", "cohort", "splits.json", "gan", "gan_eval", "arms", "report.json",
                          "report.md", "*.png", "cohort-*")),

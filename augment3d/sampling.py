@@ -22,12 +22,13 @@ from .errors import CheckpointError
 from .label_bank import LabelBank
 from .memory import check_fits
 from .pretrained import run_folder
+from .run_files import GENERATOR
 from .models.spatial_conditioning import label_maps as map_tensor, maps_to_labels
 from .models import Generator3D, ModelConfig
 
 __all__ = ["SyntheticGenerator", "load_generator", "save_generator", "GENERATOR_FILE", "PRECISIONS"]
 
-GENERATOR_FILE = "generator"
+GENERATOR_FILE = GENERATOR  # the bundle's name (augment3d.run_files)
 #: labels mode: brain voxels are kept at least this far above the background's -1
 BRAIN_FLOOR = 1e-3
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CheckpointError, DataError
+from .run_files import GENERATOR
 
 __all__ = ["SampledSubjects", "sample_subjects", "label_maps_from", "draw_condition", "CONDITION_DRAWS"]
 
@@ -51,7 +52,7 @@ def label_maps_from(path: str | os.PathLike, gen, n: int, seed: int, conditions:
     """``n`` label maps on ``gen``'s grid from a cohort folder or a joint run (see the module
     docstring); a joint run generates subject i at ``conditions[i]``."""
     path = Path(path)
-    if (path / "generator.json").is_file():
+    if (path / f"{GENERATOR}.json").is_file():
         from .sampling import load_generator
 
         other = load_generator(path)
@@ -126,7 +127,7 @@ def sample_subjects(gen, n: int, condition: Mapping[str, str] | None = None, see
         return SampledSubjects(images, labels, seeds, drawn, sources, [how] * n)
     if not gen.takes_labels:
         raise DataError(labels_from, "--labels-from needs a labels-to-images run; this one generates its own labels")
-    is_run = (Path(labels_from) / "generator.json").is_file()
+    is_run = (Path(labels_from) / f"{GENERATOR}.json").is_file()
     maps = label_maps_from(labels_from, gen, n, seed, drawn if is_run else [dict(condition)] * n)
     conditions = [gen.encoder.check({**own, **condition}, source=f"{labels_from} ({source})") if gen.conditions else {}
                   for own, source in zip(maps.conditions, maps.sources)]

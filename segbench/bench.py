@@ -29,6 +29,7 @@ from pathlib import Path
 from augment3d.atomic import atomic_write_text
 from augment3d.config import Recipe
 from augment3d.errors import DataError
+from augment3d.run_files import SUBJECTS
 from augment3d.output_folders import check_not_an_input, check_replaceable, folder_lock, mark, set_aside
 
 from .config import BenchConfig, bench_config
@@ -195,7 +196,7 @@ def _gan(out: Path, recipe: Recipe, config: BenchConfig, data_dir: Path, train_i
 def _check_generator_held_out(generator: Path, splits: dict[str, list[str]]) -> None:
     """A ``--generator`` run must not have trained on the bench's validation or test cases (its
     ``subjects.json``): synthetic subjects drawn from them would leak the answers into training."""
-    record = generator / "subjects.json"
+    record = generator / SUBJECTS
     if not record.is_file():
         return  # a generator without its training list (e.g. copied on its own): nothing to compare
     try:

@@ -69,8 +69,10 @@ def pasted_subjects(config: BenchConfig, cases: Sequence[PreparedCase], seed: in
     (``synthetic_ratio`` x the training cases), each a training case of ``synthetic_condition``
     (the recipients, in turn) with a tumour pasted from the same donors the GAN's label maps come
     from (training cases matching the condition on ``synthetic_maps_matching``, all its columns by
-    default). Subject ``i`` of seed ``s`` is placed by ``default_rng([s, i])``. Returns the subjects
-    and the counts (pasted, no room: a recipient without room is kept as it is)."""
+    default). Subject ``i`` of seed ``s`` is placed by ``default_rng([s, i])``; where its recipient
+    has no room for the drawn lesion, the next recipients are tried in turn (``moved``), so the arm
+    adds as many pasted tumours as ``real+synthetic`` adds tumours. Returns the subjects and the
+    counts (pasted; no room: no recipient had room, the subject is kept as it is)."""
     from augment3d import TumourBank, TumourPaste
 
     condition = config.synthetic_condition
@@ -79,16 +81,25 @@ def pasted_subjects(config: BenchConfig, cases: Sequence[PreparedCase], seed: in
     recipients = [c for c in cases if all(c.conditions.get(k) == v for k, v in condition.items())]
     if not recipients:
         raise DataError(None, f"no training case of {condition} to paste tumours into (real+paste)")
-    bank = TumourBank.from_subjects([to_subject(c) for c in donors]).save(folder / "tumour_bank")
+    built = TumourBank.from_subjects([to_subject(c) for c in donors])  # the tumour-free ones are left out
+    bank = built.save(folder / "tumour_bank")
     paste = TumourPaste(bank, p=1.0, max_tries=500, overlap=config.paste_overlap)  # placement is cheap: try hard
     n = max(1, round(config.synthetic_ratio * len(cases)))
-    out = []
+    out, moved, no_room = [], 0, 0
     for i in range(n):
-        subject = to_subject(recipients[i % len(recipients)])
-        subject = paste.placement(subject, np.random.default_rng([seed, i]))(subject)
+        rng = np.random.default_rng([seed, i])
+        for k in range(len(recipients)):
+            subject = to_subject(recipients[(i + k) % len(recipients)])
+            twin = paste.placement(subject, rng)
+            if twin.corner is not None:
+                break
+        moved += k > 0 and twin.corner is not None
+        no_room += twin.corner is None
+        subject = twin(subject)
         subject["subject_id"] = f"pasted-{seed}-{i}"
         out.append(subject)
-    return out, {"pasted": paste.pasted, "no_room": paste.no_room, "donors": len(donors), "recipients": len(recipients)}
+    return out, {"pasted": n - no_room, "no_room": no_room, "moved": moved, "donors": len(built.donors),
+                 "recipients": len(recipients)}
 
 
 def arm_dataset(arm: str, config: BenchConfig, cases: Sequence[PreparedCase], generator: str | None,

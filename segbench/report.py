@@ -11,6 +11,7 @@ import numpy as np
 from augment3d.atomic import atomic_write_bytes, atomic_write_text
 from augment3d.errors import DataError
 from augment3d.metrics.regions import REGIONS
+from augment3d.run_files import GENERATOR
 
 from .config import bench_config
 from .plateau import PLATEAU_GAIN, last_quarter_gain
@@ -119,7 +120,7 @@ def _generator_mode(folder: Path) -> str | None:
     bench = json.loads((folder / "bench.json").read_text()) if (folder / "bench.json").is_file() else {}
     run = Path(bench["generator"]) if bench.get("generator") else folder / "gan"
     try:
-        model = json.loads((run / "generator.json").read_text())["model"]
+        model = json.loads((run / f"{GENERATOR}.json").read_text())["model"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return model.get("mode", "joint")

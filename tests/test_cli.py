@@ -158,10 +158,18 @@ def test_cli_train_resume_sample(cohort, tmp_path):
         assert (run / name).is_file(), name
     again = runner.invoke(app, ["train", str(cohort), "--recipe", "ci", "--out", str(run)])
     assert again.exit_code == 2 and "already exists; use --resume" in again.stderr
+    with (run / "log.jsonl").open("a") as log:
+        log.write('{"step": 4, "d_lo')  # a run killed while writing its log
     resumed = runner.invoke(app, ["train", str(cohort), "--recipe", "ci", "--out", str(run), "--resume"])
     assert resumed.exit_code == 0 and "step 6" in resumed.stdout
+    logged = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged][-1] == 6 and len({r["step"] for r in logged}) == len(logged)
     info = runner.invoke(app, ["info", str(run)])
     assert info.exit_code == 0 and "generator at step 6" in info.stdout and "site {HIC, SSA}" in info.stdout
+    lines = (run / "log.jsonl").read_text().splitlines()
+    (run / "log.jsonl").write_text("\n".join(["not json", *lines[1:]]) + "\n")
+    damaged = runner.invoke(app, ["info", str(run)])
+    assert damaged.exit_code == 2 and "log.jsonl" in damaged.stderr and "line 1 is not JSON" in damaged.stderr
     out = tmp_path / "Dataset501_Synth"
     result = runner.invoke(app, ["sample", str(run), str(out), "--n", "2", "--condition", "site=SSA",
                                  "--condition", "grade=LGG", "--seed", "3", "--format", "nnunet"])

@@ -12,6 +12,7 @@ import numpy as np
 from ..atomic import atomic_write_text
 from ..output_folders import claim_output, staged_output
 from ..pretrained import run_folder
+from ..run_files import SUBJECTS
 from ..data.cohort import prepare_cohort
 from . import settings
 from .consistency import (accuracy_by_category, condition_classifiers, condition_fidelity, label_consistency,
@@ -32,7 +33,7 @@ __all__ = ["evaluate_run", "split_for_evaluation"]
 def split_for_evaluation(run: Path, cases, seed: int = 0):
     """Training cases (as recorded by the run) and held-out cases; a seeded half split if none is held out."""
     listed = None
-    record = run / "subjects.json"
+    record = run / SUBJECTS
     if record.is_file():
         listed = set(json.loads(record.read_text()).get("train", []))
     train = [c for c in cases if listed is None or c.subject_id in listed]

@@ -15,6 +15,7 @@ from ..config import Recipe
 from ..data.cohort import PreparedCohort, prepare_cohort
 from ..data.conditions import ConditionEncoder
 from ..errors import DataError, RecipeError
+from ..run_files import LOG, RECIPE, SUBJECTS, read_log
 from .distributed import barrier, joined_world
 from .run_folder import plan_run, writing_run
 from .trainer import TrainingData, train_gan
@@ -69,9 +70,7 @@ def save_loss_curves(log_path: Path, png: Path) -> None:
 
     from ..atomic import atomic_write_bytes
 
-    if not log_path.is_file():
-        return
-    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    rows = read_log(log_path)
     if not rows:
         return
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3))
@@ -149,7 +148,7 @@ def train_run(
                              device=device, progress=progress, on_checkpoint=at_checkpoint,
                              generator_info={"voxel_mm": voxel_mm, "recipe": recipe.name})
             if world.main:
-                save_loss_curves(out / "log.jsonl", out / "curves.png")
+                save_loss_curves(out / LOG, out / "curves.png")
         return out, cohort, last
 
 
@@ -174,8 +173,8 @@ def _write_records(out: Path, recipe: Recipe, data_dir, cohort: PreparedCohort) 
     """The recipe as run and the subjects trained on (``augment3d evaluate`` holds out the others)."""
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)  # a killed run's half-written files
-    atomic_write_text(out / "recipe.toml", recipe.path.read_text(encoding="utf-8"))
-    atomic_write_text(out / "subjects.json", json.dumps(
+    atomic_write_text(out / RECIPE, recipe.path.read_text(encoding="utf-8"))
+    atomic_write_text(out / SUBJECTS, json.dumps(
         {"data": str(Path(data_dir).resolve()), "train": [c.subject_id for c in cohort.cases],
          "skipped": [s.case.subject_id for s in cohort.skipped]}, indent=1) + "\n")
 
@@ -183,4 +182,4 @@ def _write_records(out: Path, recipe: Recipe, data_dir, cohort: PreparedCohort) 
 def _at_checkpoint(out: Path, generator, encoder, step: int, reals) -> None:
     """Refresh the pictures a person looks at during a long run."""
     save_samples_montage(generator, encoder, out / "samples_latest.png", step, reals)
-    save_loss_curves(out / "log.jsonl", out / "curves.png")
+    save_loss_curves(out / LOG, out / "curves.png")

@@ -23,7 +23,7 @@ from ..checkpoint import bundle_exists, recorded_step
 from ..config import Recipe, load_recipe
 from ..errors import DataError, RecipeError
 from ..output_folders import KINDS, check_not_an_input, check_replaceable, folder_lock, mark, set_aside
-from .state import TRAIN_STATE
+from ..run_files import GENERATOR, TRAIN_STATE
 
 __all__ = ["plan_run", "recipe_changes", "writing_run"]
 
@@ -88,7 +88,7 @@ def plan_run(out: str | os.PathLike, recipe: Recipe, *, resume: bool, force: boo
     _check_same_recipe(out, recipe, allow_changes)
     if bundle_exists(out, TRAIN_STATE):
         return "resume"
-    if (out / "generator.json").is_file():
+    if (out / f"{GENERATOR}.json").is_file():
         raise DataError(out, f"holds a trained generator (step {recorded_step(out, 'generator')}) but no training state "
                              "(train_state.json and .safetensors), so it cannot be resumed; train into another "
                              "folder, or use --force to start over (which deletes that generator)")

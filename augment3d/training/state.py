@@ -7,10 +7,9 @@ import torch
 
 from ..checkpoint import load_bundle, save_bundle
 from ..errors import CheckpointError
+from ..run_files import TRAIN_STATE
 
 __all__ = ["TRAIN_STATE", "TrainState", "save_train_state", "load_train_state"]
-
-TRAIN_STATE = "train_state"
 
 
 class TrainState:

@@ -23,6 +23,7 @@ from ..data.conditions import ConditionEncoder
 from ..data.preprocess import PreprocessConfig
 from ..label_bank import LabelBank
 from ..errors import Augment3DError
+from ..run_files import LOG, read_log
 from ..models import Generator3D, ModelConfig
 from ..sampling import save_generator
 from .distributed import joined_world
@@ -48,7 +49,7 @@ class _RunFolder:
                  preprocess: PreprocessConfig, generator_info: dict | None, on_checkpoint):
         self.dir, self.loop, self.world, self.encoder = run_dir, loop, world, encoder
         self.preprocess, self.generator_info, self.on_checkpoint = preprocess, generator_info, on_checkpoint
-        self.log_path = run_dir / "log.jsonl"
+        self.log_path = run_dir / LOG
 
     def open(self, start: int) -> None:
         """A fresh run starts a fresh log; a resumed one drops the steps logged after its
@@ -61,9 +62,8 @@ class _RunFolder:
         if start == 0:
             self.log_path.unlink()
             return
-        kept = [line for line in self.log_path.read_text().splitlines()
-                if line.strip() and json.loads(line)["step"] <= start]
-        atomic_write_text(self.log_path, "".join(line + "\n" for line in kept))
+        kept = [row for row in read_log(self.log_path) if row["step"] <= start]
+        atomic_write_text(self.log_path, "".join(json.dumps(row) + "\n" for row in kept))
 
     def catch_up(self, start: int) -> None:
         """A run killed between its training state and its generator at step ``start`` saves that

@@ -259,7 +259,8 @@ def test_the_paste_arm_adds_as_many_pasted_subjects_as_the_synthetic_arm_from_th
              case("s1", "SSA", (0, -0.4, 0))]
     config = BenchConfig(synthetic_ratio=0.5, synthetic_condition={"site": "SSA"})
     dataset = arm_dataset("real+paste", config, cases, None, seed=0, folder=tmp_path)
-    assert len(dataset) == 4 + 2 and dataset.paste_counts == {"pasted": 2, "no_room": 0, "donors": 2, "recipients": 2}
+    assert len(dataset) == 4 + 2 and dataset.paste_counts == {"pasted": 2, "no_room": 0, "moved": 0, "donors": 2,
+                                                              "recipients": 2}
     from augment3d import TumourBank
 
     bank = TumourBank.load(tmp_path / "tumour_bank")
@@ -271,6 +272,17 @@ def test_the_paste_arm_adds_as_many_pasted_subjects_as_the_synthetic_arm_from_th
     again = arm_dataset("real+paste", config, cases, None, seed=0, folder=tmp_path / "again")
     placed = [next(t for t in d.get_applied_transforms() if t.name == "TumourPlacement") for d in (pasted[0], again[4])]
     assert placed[0].corner == placed[1].corner and placed[0].donor == placed[1].donor  # a seed names the cohort
+
+    # a recipient with no room (a brain smaller than any lesion): its subject goes to the next recipient
+    small = case("s2", "SSA", (0, 0, 0))
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, 32)] * 3, indexing="ij"))
+    small.images[:, (grid**2).sum(0) >= 0.02] = -1.0
+    small.label[:] = 0
+    config = BenchConfig(synthetic_ratio=0.6, synthetic_condition={"site": "SSA"})  # 3 subjects: s0, s1, s2 -> s0
+    moved = arm_dataset("real+paste", config, [*cases, small], None, seed=0, folder=tmp_path / "moved")
+    assert moved.paste_counts == {"pasted": 3, "no_room": 0, "moved": 1, "donors": 2, "recipients": 3}
+    third = moved[5 + 2]
+    assert (third["seg"].data > 0).sum() > (cases[2].label > 0).sum()  # s0's tumour and a pasted one
 
 
 def test_model_pads_any_shape_and_loss_prefers_the_truth():

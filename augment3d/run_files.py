@@ -1,0 +1,50 @@
+"""The files of a run folder (``augment3d train``'s output), named once, and its training log.
+
+A leaf module: the names are what the trainer writes and what sampling, evaluation, the bench and
+the CLI read, so they live here rather than in any one of them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .errors import DataError
+
+__all__ = ["GENERATOR", "TRAIN_STATE", "LABEL_MAPS", "LOG", "SUBJECTS", "RECIPE", "is_run_folder", "read_log"]
+
+GENERATOR = "generator"        # generator.safetensors + generator.json: the EMA generator, what sampling loads
+TRAIN_STATE = "train_state"    # train_state.safetensors + .json: everything a resume needs
+LABEL_MAPS = "label_maps"      # label_maps.safetensors + .json: the training label maps
+LOG = "log.jsonl"              # one JSON object per logged step
+SUBJECTS = "subjects.json"     # the subjects trained on (evaluation and the bench hold out the others)
+RECIPE = "recipe.toml"         # the recipe as run
+
+
+def is_run_folder(path: str | os.PathLike) -> bool:
+    """Whether ``path`` holds a trained generator or a training state (a run, finished or not)."""
+    path = Path(path)
+    return (path / f"{GENERATOR}.json").is_file() or (path / f"{TRAIN_STATE}.json").is_file()
+
+
+def read_log(path: str | os.PathLike) -> list[dict]:
+    """The rows of a training log (``log.jsonl``), oldest first; [] when there is none. A last
+    line cut short (a run killed while writing it) is left out; damage anywhere else is a
+    :class:`DataError` naming the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    lines = [(n, line) for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if line.strip()]
+    rows = []
+    for i, (n, line) in enumerate(lines):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            if i == len(lines) - 1:
+                break  # the write the run was killed in
+            raise DataError(path, f"line {n} is not JSON: the training log is damaged") from None
+        if not isinstance(row, dict) or "step" not in row:
+            raise DataError(path, f"line {n} is not a logged step: the training log is damaged")
+        rows.append(row)
+    return rows
