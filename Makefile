@@ -6,7 +6,7 @@ STAMP := $(VENV)/.augment3d-installed
 DEMO_DIR ?= demo
 PYTEST_ARGS ?=
 
-.PHONY: install demo demo-clean test test-slow clean
+.PHONY: install demo demo-clean lint test test-slow clean
 
 install: $(STAMP)
 
@@ -29,7 +29,11 @@ demo: $(STAMP)
 demo-clean:
 	rm -rf $(DEMO_DIR)
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(BIN)/ruff check augment3d segbench tests benchmarks scripts cli.py
+	$(BIN)/mypy
+
+test: $(STAMP) lint
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # exit code 5 means no test is marked slow yet: not a failure

@@ -39,7 +39,7 @@ _LAZY = {
     "TumourPlacement": "augment3d.tumour_paste",
 }
 
-__all__ = ["Augment3DError", "CheckpointError", "DataError", "RecipeError", "__version__", *_LAZY]
+__all__ = ["Augment3DError", "CheckpointError", "DataError", "RecipeError", "__version__", *_LAZY]  # noqa: PLE0604 (the lazy names are strings)
 
 
 def __getattr__(name: str):

@@ -19,6 +19,7 @@ import os
 import warnings
 from collections import OrderedDict
 from collections.abc import Mapping
+from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +38,7 @@ from .sampling import check_precision
 
 __all__ = ["SyntheticAugmenter", "SyntheticReplacement", "SlowGenerationWarning"]
 
-_GENERATORS: dict[tuple, object] = {}
+_GENERATORS: dict[tuple, Any] = {}  # path, device -> SyntheticGenerator
 _BATCHES: OrderedDict = OrderedDict()
 _BATCH_CACHE_SIZE = 8
 
@@ -400,8 +401,8 @@ class SyntheticAugmenter(RandomTransform):
         if self.batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self._queues: dict[tuple, list] = {}
-        self._rng = None
-        self._rng_worker = None
+        self._rng: np.random.Generator | None = None
+        self._rng_worker: int | None = None
         self.args_names = ["checkpoint", "condition", "psi", "modalities", "label_key", "device", "batch_size", "seed",
                            "precision", "keep_matching"]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -44,7 +43,7 @@ def _os_error(exc: OSError) -> str:
     hint = {errno.ENOSPC: "; free some space and run again (train: with --resume)",
             errno.EDQUOT: "; free some space and run again (train: with --resume)",
             errno.EROFS: "; write to another folder", errno.EACCES: "; check the permissions",
-            errno.EPERM: "; check the permissions"}.get(exc.errno, "")
+            errno.EPERM: "; check the permissions"}.get(exc.errno or 0, "")
     return f"{where}: {exc.strerror or exc}{hint}"
 
 
@@ -233,7 +232,9 @@ def info(path: Annotated[Path, typer.Argument(help="A cohort folder or a trainin
     cases = discover_cases(path)
     metadata = read_metadata(path)
     schemes = Counter(c.scheme.name for c in cases)
-    shapes, zooms, unreadable = Counter(), Counter(), []
+    shapes: Counter = Counter()
+    zooms: Counter = Counter()
+    unreadable: list = []
     for case in cases:
         p = case.paths.get(MODALITIES[0])
         try:
@@ -498,4 +499,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -107,10 +107,11 @@ def _recipe_file(name_or_path: str | os.PathLike) -> Path:
 
     path = Path(name_or_path)
     if path.suffix != ".toml":
-        path = recipe_path(str(name_or_path))
-        if path is None:
+        bundled = recipe_path(str(name_or_path))
+        if bundled is None:
             raise RecipeError(None, f"no recipe named '{name_or_path}' (bundled: {', '.join(available())}; "
                                     "or give a .toml path)")
+        path = bundled
     if not path.is_file():
         raise RecipeError(path, "recipe file does not exist")
     return path

@@ -62,7 +62,7 @@ def slice_deformations(params: dict, start: int, stop: int) -> dict:
 
 def _rotation(angles: torch.Tensor) -> torch.Tensor:
     """(B, 3) angles about the three axes -> (B, 3, 3) rotation matrices."""
-    matrices = []
+    matrices: list[torch.Tensor] = []
     for a, b in ((1, 2), (0, 2), (0, 1)):
         angle = angles[:, len(matrices)]
         m = torch.eye(3, device=angles.device).repeat(len(angles), 1, 1)

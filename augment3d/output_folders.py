@@ -161,7 +161,7 @@ def folder_lock(folder: str | os.PathLike, shared: bool = False):
             fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.read(fd, 32).decode().strip() or "unknown"
-            raise DataError(folder, f"is in use by another augment3d process (PID {holder}); wait for it or stop it")
+            raise DataError(folder, f"is in use by another augment3d process (PID {holder}); wait for it or stop it") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield

@@ -81,7 +81,7 @@ class SyntheticGenerator:
         self.path = Path(path) if path else None
         self._w_centres: dict[tuple, torch.Tensor] = {}
         #: labels mode: the run's training label maps, which seeds draw from (None: give maps)
-        self.bank = None
+        self.bank: LabelBank | None = None
 
     @property
     def takes_labels(self) -> bool:
@@ -334,6 +334,6 @@ def check_conditions_match(gen: SyntheticGenerator, data_root: str | os.PathLike
     columns = set(metadata.columns) if metadata is not None else set()
     missing = [c for c in gen.conditions if c not in columns]
     if missing:
-        raise CheckpointError(Path(gen.path) / f"{GENERATOR_FILE}.json",
+        raise CheckpointError(Path(gen.path or ".") / f"{GENERATOR_FILE}.json",
                               f"conditioned on {', '.join(gen.conditions)}, but {data_root} has no "
                               f"{'metadata.csv' if metadata is None else 'column ' + ', '.join(missing)} to match")

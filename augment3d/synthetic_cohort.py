@@ -15,7 +15,7 @@ Example:
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +34,7 @@ class SampledSubjects:
     seeds: list[int]
     conditions: list[dict[str, str]]
     #: where each subject's label map came from (a subject id, or a run and seed); None in joint mode
-    sources: list[str | None]
+    sources: Sequence[str | None]
     #: how each subject's condition was chosen: given, drawn from the training cohort's
     #: frequencies, balanced, or the label map's own case
     condition_from: list[str]

@@ -120,7 +120,7 @@ class SyntheticSubjectsDataset(torch.utils.data.Dataset):
         image, label, affine = images[k], labels[k], gen.affine
         if self.reference is not None:
             image, label, affine = self._on_reference(gen, image, label)
-        fields = {self.names[m]: tio.ScalarImage(tensor=torch.from_numpy(np.ascontiguousarray(image[c])[None]), affine=affine)
+        fields: dict[str, tio.Image] = {self.names[m]: tio.ScalarImage(tensor=torch.from_numpy(np.ascontiguousarray(image[c])[None]), affine=affine)
                   for c, m in enumerate(MODALITIES)}
         fields[self.label_key] = tio.LabelMap(tensor=torch.from_numpy(label[None].astype(np.int64)), affine=affine)
         subject = tio.Subject(**fields, **self._attributes(gen, index, condition))

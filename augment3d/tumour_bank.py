@@ -36,7 +36,7 @@ class Donor:
 
     subject_id: str
     conditions: dict[str, str]
-    spacing: tuple[float, float, float]
+    spacing: tuple[float, ...]
     label: np.ndarray  # (X, Y, Z) uint8, classes 0-3
     images: np.ndarray  # (4, X, Y, Z) float32, the donor's intensities
     brain: np.ndarray  # (X, Y, Z) bool
@@ -69,7 +69,7 @@ def spacing_of(affine) -> np.ndarray:
     return np.sqrt((np.asarray(affine, dtype=np.float64)[:3, :3] ** 2).sum(0))
 
 
-def _to_ras(volume: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, tuple[float, float, float]]:
+def _to_ras(volume: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, tuple[float, ...]]:
     """A (..., X, Y, Z) volume reoriented to RAS+ axis order, and its spacing in that order."""
     ornt = orientation(affine)
     spacing = spacing_of(affine)
@@ -104,7 +104,7 @@ def _modality_names(subject) -> list[str]:
         missing = [key for key, n in zip(MODALITIES, found) if n is None]
         raise DataError(None, f"subject {subject.get('subject_id', '?')} has no image for {', '.join(missing)} "
                               f"(it has {', '.join(sorted(names))})")
-    return found
+    return [n for n in found if n is not None]
 
 
 @dataclass
@@ -123,7 +123,7 @@ class TumourBank:
                       margin: int = 3, min_voxels: int = 1) -> TumourBank:
         """Donors from torchio subjects (four images and a label map ``label_key``); subjects without
         a tumour of at least ``min_voxels`` voxels are left out."""
-        donors = []
+        donors: list[Donor] = []
         for subject in subjects:
             where = getattr(subject[label_key], "path", None) or f"subject {subject.get('subject_id', '?')}"
             label = _read_label(subject[label_key], where)

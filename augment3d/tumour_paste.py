@@ -55,7 +55,7 @@ def _bank(path: str, sha256: str) -> TumourBank:
     return _BANKS[key]
 
 
-def _donor_in_grid(bank: TumourBank, donor: int, flips: tuple[bool, bool, bool], affine) -> tuple[np.ndarray, ...]:
+def _donor_in_grid(bank: TumourBank, donor: int, flips: tuple[bool, ...], affine) -> tuple[np.ndarray, ...]:
     """The donor's label, images and brain in the recipient's axis order and voxel size."""
     from scipy import ndimage
 
@@ -205,7 +205,8 @@ class TumourPaste(RandomTransform):
         self.seed = seed
         self.no_room = 0
         self.pasted = 0
-        self._rng, self._rng_worker = None, None
+        self._rng: np.random.Generator | None = None
+        self._rng_worker: int | None = None
         self.args_names = ["bank", "margin", "flip", "max_tries", "overlap", "modalities", "label_key", "seed"]
 
     def _generator(self) -> np.random.Generator:

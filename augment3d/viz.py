@@ -27,7 +27,7 @@ def _as_dict(images) -> dict[str, np.ndarray]:
     return dict(zip(MODALITY_TITLES, np.asarray(images)))
 
 
-def _centre(label: np.ndarray | None, shape) -> tuple[int, int, int]:
+def _centre(label: np.ndarray | None, shape) -> tuple[int, ...]:
     if label is not None and np.any(label > 0):
         return tuple(int(round(c)) for c in np.argwhere(label > 0).mean(axis=0))
     return tuple(s // 2 for s in shape)
@@ -84,8 +84,9 @@ def save_montage(
                 ax = axes[3 * s + r, c]
                 ax.imshow(plane, cmap="gray", vmin=lo, vmax=hi, origin="lower", aspect=aspects[r],
                           interpolation="nearest")
-                if label_planes[r] is not None:
-                    _draw_label(ax, label_planes[r], aspects[r])
+                plane_label = label_planes[r]
+                if plane_label is not None:
+                    _draw_label(ax, plane_label, aspects[r])
                 ax.set_xticks([])
                 ax.set_yticks([])
                 if r == 0 and s == 0:

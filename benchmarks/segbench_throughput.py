@@ -63,7 +63,7 @@ def main() -> None:
             x = torch.randn(config.batch, 4, args.shape, args.shape, args.shape)
             y = torch.randint(0, 4, (config.batch, args.shape, args.shape, args.shape))
 
-            def step():
+            def step(model=model, optimizer=optimizer, x=x, y=y, amp=amp):
                 train_step(model, optimizer, x, y, "cpu", amp)
 
             counter = flop_counter()

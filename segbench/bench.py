@@ -93,7 +93,7 @@ def check_bench_folder(out: Path, identity: dict, force: bool, inputs, recipe_fi
 GROWABLE = ("arms", "seeds")  # [bench] lists a bench may grow: the new jobs run, the finished ones are kept
 
 
-def _grown(old: list, new: list) -> bool:
+def _grown(old, new) -> bool:
     return isinstance(old, list) and isinstance(new, list) and set(old) <= set(new)
 
 
@@ -119,7 +119,9 @@ def _only_grew(out: Path, found: dict, identity: dict, changed: list[str], recip
     b, a = before.get("bench", {}), after.get("bench", {})
     if not all(_grown(b.get(k, []), a.get(k, [])) for k in GROWABLE):
         return False
-    strip = lambda raw: {**raw, "bench": {k: v for k, v in raw.get("bench", {}).items() if k not in GROWABLE}}
+    def strip(raw: dict) -> dict:
+        return {**raw, "bench": {k: v for k, v in raw.get("bench", {}).items() if k not in GROWABLE}}
+
     return strip(before) == strip(after)
 
 
@@ -249,7 +251,7 @@ def _synthetic_montage(out: Path, generator: str, config: BenchConfig) -> None:
     if path.is_file():
         return
     gen = load_generator(generator)
-    options = (gen.encoder.matching(config.synthetic_condition, source=generator) if gen.conditions else []) or [None]
+    options: list = (gen.encoder.matching(config.synthetic_condition, source=generator) if gen.conditions else []) or [None]
     items = []
     for condition in options[:4]:
         images, labels = gen.generate(condition=condition, seeds=[0], psi=config.psi)

@@ -94,9 +94,13 @@ def run_cohorts(recipe: Recipe, out: str | os.PathLike, cohorts: Sequence[int], 
             atomic_write_text(out / "recipe.toml", recipe.path.read_text(encoding="utf-8"))
         for c in cohorts if cohort is None else [cohort]:
             say(f"cohort {c} ({cohorts.index(c) + 1} of {len(cohorts)})")
+
+            def said(message: str, c: int = c) -> None:
+                say(f"cohort {c}: {message}")
+
             setup, _ = run_bench(cohort_recipe(recipe, c, out), cohort_folder(out, c), arm=arm, seed=seed,
                                  setup_only=setup_only, skip_bad=skip_bad, device=device, cache_dir=cache_dir,
-                                 say=lambda m, c=c: say(f"cohort {c}: {m}"), progress=progress)
+                                 say=said, progress=progress)
             setups.append(setup)
         if setup_only:
             return setups, None

@@ -18,7 +18,7 @@ from .config import BenchConfig
 __all__ = ["to_subject", "classic_augmentation", "arm_transform", "arm_dataset", "pasted_subjects", "voxel_spacing"]
 
 
-def voxel_spacing(affine: np.ndarray) -> tuple[float, float, float]:
+def voxel_spacing(affine: np.ndarray) -> tuple[float, ...]:
     """Voxel sizes in mm along the array axes of an affine."""
     from augment3d.tumour_bank import spacing_of
 
@@ -62,6 +62,14 @@ def arm_transform(arm: str, config: BenchConfig, generator: str | None, seed: in
     if "classic" in arm:
         steps.append(_positive(classic_augmentation()))
     return tio.Compose(steps)
+
+
+class PastedDataset(torch.utils.data.ConcatDataset):
+    """The real subjects, then the pasted ones; ``paste_counts`` says how the pasting went."""
+
+    def __init__(self, parts, paste_counts: dict):
+        super().__init__(parts)
+        self.paste_counts = paste_counts
 
 
 def pasted_subjects(config: BenchConfig, cases: Sequence[PreparedCase], seed: int, folder: Path) -> tuple[list, dict]:
@@ -112,9 +120,7 @@ def arm_dataset(arm: str, config: BenchConfig, cases: Sequence[PreparedCase], ge
         if folder is None:
             raise ValueError("the paste arms need a folder for their tumour bank")
         subjects, counts = pasted_subjects(config, cases, seed, folder)
-        dataset = torch.utils.data.ConcatDataset([real, tio.SubjectsDataset(subjects, transform=transform)])
-        dataset.paste_counts = counts
-        return dataset
+        return PastedDataset([real, tio.SubjectsDataset(subjects, transform=transform)], counts)
     if "synthetic" not in arm or config.synthetic != "cohort":
         return real
     from augment3d import SyntheticSubjectsDataset

@@ -144,7 +144,7 @@ def _predict_patches(model, x: torch.Tensor, device: str, patch: int) -> np.ndar
     subject = tio.Subject(image=tio.ScalarImage(tensor=x[0].cpu()))
     sampler = tio.GridSampler(subject, patch, patch // 2, padding_mode=-1.0)
     aggregator = tio.GridAggregator(sampler, overlap_mode="average")
-    for batch in tio.SubjectsLoader(sampler, batch_size=2):
+    for batch in tio.SubjectsLoader(sampler, batch_size=2):  # type: ignore[arg-type]  # a GridSampler is a dataset
         logits = model(batch["image"][tio.DATA].to(device)).float()
         aggregator.add_batch(logits.cpu(), batch[tio.LOCATION])
     return aggregator.get_output_tensor().argmax(0).to(torch.uint8).numpy()

@@ -162,7 +162,8 @@ def _forest(report: dict) -> bytes:
     arms = list(report["pooled"][site])
     cohorts = report["cohorts_with_results"]
     fig, ax = plt.subplots(figsize=(6.4, 0.9 + 0.45 * (len(cohorts) + 1) * max(1, len(arms))))
-    labels, ticks = [], []
+    labels: list[str] = []
+    ticks: list[float] = []
     for k, arm in enumerate(arms):
         offset = (k - (len(arms) - 1) / 2) * 0.25
         for row, c in enumerate(cohorts):

@@ -53,7 +53,7 @@ def _per_site(conditions, seed: int, val: float, test_per_site: int, train_cap: 
     rng = np.random.default_rng(seed)
     for site in sorted({conditions[s].get(site_key, "") for s in conditions}):
         # a seeded shuffle within each grade, then the grades interleaved: every prefix is stratified
-        groups = {}
+        groups: dict[tuple, list[str]] = {}
         for sid in sorted(s for s in conditions if conditions[s].get(site_key, "") == site):
             groups.setdefault(tuple(conditions[sid].get(k, "") for k in strata[1:]), []).append(sid)
         for ids in groups.values():

@@ -161,6 +161,8 @@ def run_job(bench_dir: Path, arm: str, seed: int, config: BenchConfig, train: Se
             plateaued = bool(curve) and curve[-1]["step"] == step and _plateaued(config, curve)
             if plateaued or step == config.steps:  # the learning phase ends: on its plateau, or at the cap
                 stop, anneal_from = ("plateau" if plateaued else stop), step
+    if best_state is None:  # every job validates at least once, at its last step
+        raise RuntimeError(f"{arm} seed {seed}: no validation was recorded")
     judged.load_state_dict(best_state)
     result = {
         "arm": arm, "seed": seed, "steps": config.steps, "lr_schedule": config.lr_schedule,

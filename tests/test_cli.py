@@ -265,6 +265,7 @@ def test_sample_without_a_condition_draws_it_and_says_how(tiny_run, tmp_path):
     assert all(r["site"] in ("HIC", "SSA") and r["grade"] in ("HGG", "LGG") for r in rows)
     assert (tmp_path / "drawn" / "preview.png").read_bytes()[:4] == b"\x89PNG"
     again = run("sample", tiny_run, tmp_path / "again", "--n", 4)  # a seed names its condition too
+    assert again.exit_code == 0, again.output
     assert [(r["site"], r["grade"]) for r in csv.DictReader((tmp_path / "again" / "metadata.csv").open())] == \
         [(r["site"], r["grade"]) for r in rows]
     balanced = run("sample", tiny_run, tmp_path / "balanced", "--n", 4, "--conditions-from", "balanced",

@@ -12,7 +12,7 @@ import torch
 import torchio as tio
 from helpers import write_case, write_metadata
 
-from augment3d import TumourBank, TumourPaste, TumourPlacement
+from augment3d import TumourBank, TumourPaste
 from augment3d.brats import BRATS2021, BRATS2023, MODALITIES
 from augment3d.data.layout import case_file_name
 from augment3d.errors import CheckpointError, DataError

@@ -80,7 +80,7 @@ def load_cached(cache_dir: Path, key: str) -> PreparedCase | None:
 def store_cached(cache_dir: Path, key: str, prepared: PreparedCase) -> None:
     from safetensors.numpy import save
 
-    tensors = {
+    tensors: dict[str, np.ndarray] = {
         "images": np.ascontiguousarray(prepared.images, dtype=np.float32),
         "label": np.ascontiguousarray(prepared.label, dtype=np.uint8),
         "affine": np.ascontiguousarray(prepared.affine, dtype=np.float64),

@@ -205,7 +205,8 @@ def read_nifti(path: str | os.PathLike, *, allow_constant: bool = False, dtype=n
     if not allow_constant and voxels.size and voxels.min() == voxels.max():
         raise DataError(path, f"empty image: every voxel is {float(voxels.flat[0]):g}")
     affine = _checked_affine(path, image)
-    zooms = tuple(float(z) for z in image.header.get_zooms()[:3])
-    if any(z <= 0 for z in zooms):
+    x, y, z = (float(v) for v in image.header.get_zooms()[:3])
+    zooms = (x, y, z)
+    if any(v <= 0 for v in zooms):
         raise DataError(path, f"voxel size must be positive, header says {zooms}")
     return NiftiVolume(path=path, data=voxels, affine=affine, zooms=zooms)

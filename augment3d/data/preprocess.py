@@ -58,7 +58,7 @@ class PreprocessConfig:
         """Settings as :meth:`to_dict` wrote them. Runs before 0.1 also kept ``voxel_mm`` and
         ``recipe`` here (now beside it in ``generator.json``); they are not settings and are skipped."""
         known = {f.name for f in fields(cls)}
-        settings = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
+        settings: dict = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
         return cls(**settings)
 
 
@@ -71,7 +71,7 @@ class PreparedCase:
     label: np.ndarray
     affine: np.ndarray
     conditions: dict[str, str] = field(default_factory=dict)
-    source_shape: tuple[int, int, int] = (0, 0, 0)
+    source_shape: tuple[int, ...] = (0, 0, 0)
     source_affine: np.ndarray | None = None
 
 
@@ -87,7 +87,7 @@ def to_canonical(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.n
     return np.ascontiguousarray(out), new_affine
 
 
-def _bounding_box(mask: np.ndarray, margin: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+def _bounding_box(mask: np.ndarray, margin: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     idx = np.nonzero(mask)
     lo = np.array([max(0, int(i.min()) - m) for i, m in zip(idx, margin)])
     hi = np.array([min(s, int(i.max()) + 1 + m) for i, s, m in zip(idx, mask.shape, margin)])
@@ -169,7 +169,7 @@ def preprocess_case(loaded: LoadedCase, config: PreprocessConfig) -> PreparedCas
     def crop_pad(vol: np.ndarray, fill) -> np.ndarray:
         out = np.full(tuple(padded), fill, dtype=vol.dtype)
         sl_src = tuple(slice(a, b) for a, b in zip(lo, hi))
-        sl_dst = tuple(slice(b, b + (h - l)) for b, l, h in zip(before, lo, hi))
+        sl_dst = tuple(slice(b, b + (h - low)) for b, low, h in zip(before, lo, hi))
         out[sl_dst] = vol[sl_src]
         return out
 

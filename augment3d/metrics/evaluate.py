@@ -95,10 +95,10 @@ def _by_condition(conditions: list[dict]) -> dict[tuple, list[int]]:
 
 def _generate(gen, conditions: list[dict], first_seed: int, psi: float) -> tuple[np.ndarray, np.ndarray]:
     """Subject i of ``conditions`` generated with seed ``first_seed + i`` (one batch per condition)."""
-    x = y = None
+    x = y = np.zeros(0)
     for key, members in _by_condition(conditions).items():
         images, labels = gen.generate(condition=dict(key) or None, seeds=[first_seed + i for i in members], psi=psi)
-        if x is None:
+        if not x.size:
             x = np.zeros((len(conditions), *images.shape[1:]), np.float32)
             y = np.zeros((len(conditions), *labels.shape[1:]), np.uint8)
         x[members], y[members] = images, labels

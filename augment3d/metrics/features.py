@@ -166,6 +166,7 @@ def _write_fixed_weights() -> str:
     torch.manual_seed(20261124)
     model = FixedEncoder3D()
     for conv in model.stages:
+        assert isinstance(conv, nn.Conv3d) and conv.bias is not None
         nn.init.kaiming_normal_(conv.weight, a=0.2, nonlinearity="leaky_relu")
         nn.init.zeros_(conv.bias)
     blob = save({k: v.contiguous() for k, v in model.state_dict().items()})

@@ -21,7 +21,7 @@ def _profile(labels: np.ndarray) -> dict:
     """Mean over subjects: tumour size (% of the grid) and each class's share of the tumour."""
     flat = labels.reshape(len(labels), -1)
     tumour = (flat > 0).sum(1)
-    out = {"n": int(len(labels)), "tumour_percent": float(100.0 * tumour.mean() / flat.shape[1])}
+    out: dict[str, float | None] = {"n": int(len(labels)), "tumour_percent": float(100.0 * tumour.mean() / flat.shape[1])}
     with_tumour = tumour > 0
     for value, name in LABEL_NAMES.items():
         share = (flat[with_tumour] == value).sum(1) / tumour[with_tumour] if with_tumour.any() else np.zeros(0)

@@ -119,9 +119,9 @@ def write_report(folder: Path, m: dict, train, held, syn_x, syn_y, conditions, a
     ]
     if m.get("note"):
         lines += [f"> Note: {m['note']}.", ""]
-    for key in ("kid", "fid"):  # KID first: the steadier at the small N of BraTS-Africa
-        if "verdict" in m[key]:
-            lines += [f"- {m[key]['verdict']}"]
+    for family in ("kid", "fid"):  # KID first: the steadier at the small N of BraTS-Africa
+        if "verdict" in m[family]:
+            lines += [f"- {m[family]['verdict']}"]
     if "verdict" in fid:
         lines += [""]
     lines += ["| metric | synthetic | reference (real) | better |", "| --- | --- | --- | --- |",
@@ -135,8 +135,8 @@ def write_report(folder: Path, m: dict, train, held, syn_x, syn_y, conditions, a
     div = m["diversity_ms_ssim"]
     if "synthetic" in div:
         lines.append(_row("mean pairwise MS-SSIM (diversity)", div["synthetic"], div["real_train"], "close to real; higher = less diverse"))
-    for key in ("precision", "recall", "density", "coverage"):
-        lines.append(_row(key.capitalize(), m["prdc"][key], m["prdc_reference_held_out"][key], "higher, near the reference"))
+    for name in ("precision", "recall", "density", "coverage"):
+        lines.append(_row(name.capitalize(), m["prdc"][name], m["prdc_reference_held_out"][name], "higher, near the reference"))
     mem = m["memorisation"]
     lines.append(_row("share flagged as near-copies", mem["share_flagged"], None,
                       f"0 (threshold SSIM {mem['threshold_ssim']:.3f}, correlation {mem['threshold_correlation']:.3f})"))

@@ -26,7 +26,9 @@ def ssim(a, b, mask=None) -> float:
 
     x, y = _as_batch(a), _as_batch(b)
     if mask is None:
-        return float(tm_ssim(x, y, gaussian_kernel=True, sigma=SSIM_SIGMA, kernel_size=SSIM_KERNEL, data_range=DATA_RANGE))
+        value = tm_ssim(x, y, gaussian_kernel=True, sigma=SSIM_SIGMA, kernel_size=SSIM_KERNEL, data_range=DATA_RANGE)
+        assert isinstance(value, torch.Tensor)  # no full image asked for: one tensor
+        return float(value)
     _, full = tm_ssim(x, y, gaussian_kernel=True, sigma=SSIM_SIGMA, kernel_size=SSIM_KERNEL, data_range=DATA_RANGE,
                       return_full_image=True)
     m = torch.as_tensor(np.asarray(mask), dtype=torch.bool)
@@ -59,6 +61,7 @@ def pairwise(set_a, set_b, metric=ssim, chunk: int = 32) -> np.ndarray:
         y = b[[j for _, j in part]]
         values = tm_ssim(x, y, gaussian_kernel=True, sigma=SSIM_SIGMA, kernel_size=SSIM_KERNEL, data_range=DATA_RANGE,
                          reduction="none")
+        assert isinstance(values, torch.Tensor)
         for (i, j), v in zip(part, values.tolist()):
             out[i, j] = v
     return out

@@ -17,7 +17,7 @@ _LAZY = {
     "TinySegmenter": "augment3d.models.segmenter",
 }
 
-__all__ = ["ModelConfig", "synthesis_plan", *_LAZY]
+__all__ = ["ModelConfig", "synthesis_plan", *_LAZY]  # noqa: PLE0604 (the lazy names are strings)
 
 
 def __getattr__(name: str):

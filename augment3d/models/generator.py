@@ -30,6 +30,7 @@ class SynthesisLayer(nn.Module):
 
     def __init__(self, in_ch: int, out_ch: int, config: ModelConfig):
         super().__init__()
+        self.conv: nn.Module
         if config.style_mode == "adain":
             self.conv = AdaINConv3d(in_ch, out_ch, 3, config.w_dim)
         else:
@@ -115,7 +116,7 @@ class Generator3D(nn.Module):
             tuple(b * 2 ** (i + 1) for b in self.base) for i in range(doublings) for _ in range(2)
         ]
 
-    def make_noise(self, batch: int, generator: torch.Generator | None = None, device=None) -> list[torch.Tensor]:
+    def make_noise(self, batch: int, generator: torch.Generator | None = None, device=None) -> list[torch.Tensor | None]:
         """Per-voxel noise for every layer, drawn where ``generator`` is (with a CPU generator a
         seed gives the same noise anywhere), or on ``device`` without one."""
         where = generator.device if generator is not None else device
@@ -135,6 +136,7 @@ class Generator3D(nn.Module):
         x = self.const[None].expand(ws.shape[0], *self.const.shape).to(ws.dtype)
         pyramid = None
         if self.map_in is not None:
+            assert maps is not None, "a labels-to-images generator needs its label maps"
             pyramid = map_pyramid(maps, [self.base, *(n for n in self.noise_shapes[1::2])], self.channels_last)
             x = x + self.map_in(pyramid[tuple(self.base)].to(x.dtype))
         if self.channels_last:
@@ -158,6 +160,7 @@ class Generator3D(nn.Module):
         out = self.synthesize(ws, noises, maps)
         k = self.config.image_channels
         if self.takes_labels:  # the background outside the brain mask is exact: -1
+            assert maps is not None
             brain = maps[:, :1].to(out.dtype)
             return (out[:, :k] * brain + (brain - 1.0)).contiguous(), None
         return out[:, :k].contiguous(), out[:, k:].contiguous()

@@ -30,7 +30,7 @@ def _one_sample_on_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether :func:`conv3d` sends this fp32 CPU convolution of one sample to oneDNN itself."""
     return (_X86 and x.shape[0] == 1 and x.device.type == "cpu" and x.dtype == torch.float32
             and weight.dtype == torch.float32 and torch.backends.mkldnn.is_available()
-            and torch.backends.mkldnn.enabled and not torch.is_autocast_enabled("cpu")
+            and bool(torch.backends.mkldnn.enabled) and not torch.is_autocast_enabled("cpu")
             and not torch.compiler.is_compiling())
 
 
@@ -150,6 +150,9 @@ class SpectralNorm(nn.Module):
     are buffers in the training state, continues exactly.
     """
 
+    u: torch.Tensor
+    v: torch.Tensor
+
     def __init__(self, weight: torch.Tensor, iterations: int = 10):
         super().__init__()
         matrix = weight.detach().flatten(1)
@@ -177,7 +180,7 @@ def power_iteration(module: nn.Module) -> None:
     """One power-iteration step for every spectrally normalised layer in ``module`` (no-op without)."""
     for layer in module.modules():
         norm = getattr(layer, "spectral", None)
-        if isinstance(norm, SpectralNorm):
+        if isinstance(norm, SpectralNorm) and isinstance(layer.weight, torch.Tensor):
             norm.update(layer.weight)
 
 

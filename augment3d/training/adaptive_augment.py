@@ -25,6 +25,8 @@ class AdaptiveAugment3D(nn.Module):
     """Flips, integer translation, cutout (spatial: images and labels alike) and brightness /
     contrast (images only), each applied per sample with probability ``p``."""
 
+    p: torch.Tensor  # a buffer: the training state keeps it
+
     def __init__(self, p: float = 0.0, max_translate: float = 0.125, cutout: float = 0.25):
         super().__init__()
         self.register_buffer("p", torch.tensor(float(p)))
@@ -52,7 +54,9 @@ class AdaptiveAugment3D(nn.Module):
     def slice(params: dict[str, torch.Tensor], start: int, stop: int) -> dict[str, torch.Tensor]:
         return {k: v[start:stop] for k, v in params.items()}
 
-    def apply(self, images: torch.Tensor, labels: torch.Tensor, params: dict[str, torch.Tensor]):
+    def apply(  # type: ignore[override]  # not nn.Module.apply(fn): augmentation
+            self, images: torch.Tensor, labels: torch.Tensor, params: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Apply drawn parameters; differentiable in ``images`` and ``labels``."""
         if not any(bool(params[k].any()) for k in ("flip", "move", "cut", "bright", "contrast")):
             return images, labels

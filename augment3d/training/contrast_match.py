@@ -69,13 +69,13 @@ class ContrastMatch(LossTerm):
                  conditions: torch.Tensor, classes: int, device: str, prior: float = 2.0, min_spread: float = 0.05,
                  batch: int = 8):
         super().__init__(weight)
-        found, present = [], []
+        found_parts, present_parts = [], []
         with torch.no_grad():
             for i in range(0, len(images), batch):
                 c, p = class_contrasts(images[i:i + batch], one_hot(labels[i:i + batch], classes), masks[i:i + batch])
-                found.append(c)
-                present.append(p)
-        found, present = torch.cat(found), torch.cat(present).float()
+                found_parts.append(c)
+                present_parts.append(p)
+        found, present = torch.cat(found_parts), torch.cat(present_parts).float()
         pooled_n = present.sum(0)  # (K,)
         pooled = (found * present[..., None]).sum(0) / pooled_n.clamp_min(1.0)[:, None]
         self.combos, index = condition_combinations(conditions)

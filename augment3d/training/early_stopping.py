@@ -40,7 +40,8 @@ class EarlyStopping:
 
     def __init__(self, every: int, patience: int):
         self.every, self.patience = every, patience
-        self.best, self.bad_evals, self.best_step = math.inf, 0, None
+        self.best, self.bad_evals = math.inf, 0
+        self.best_step: int | None = None
 
     def due(self, step: int) -> bool:
         return self.every > 0 and step % self.every == 0

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+from typing import Any
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,7 +68,7 @@ class TrainingData:
     images: torch.Tensor
     labels: torch.Tensor
     conditions: torch.Tensor
-    masks: torch.Tensor | None = None
+    masks: torch.Tensor = None  # type: ignore[assignment]  # None: brain_masks(images), set on construction
     #: the subjects' ids, recorded with a labels-to-images run's label maps
     subject_ids: list[str] | None = None
 
@@ -145,7 +146,7 @@ class TrainingLoop:
     def state(self) -> TrainState:
         """Everything a checkpoint holds: the one description that saving and resuming use."""
         modules = {"G": self.G, "D": self.D, "G_ema": self.G_ema, "augment": self.augment}
-        optimizers = {"G": self.opt_g, "D": self.opt_d}
+        optimizers: dict[str, torch.optim.Optimizer] = {"G": self.opt_g, "D": self.opt_d}
         for term in self.terms:
             modules.update(term.networks())
             optimizers.update(term.optimizers())
@@ -189,7 +190,7 @@ class TrainingLoop:
         if r1_now:
             real_img, real_lab = real_img.detach().requires_grad_(True), real_lab.detach().requires_grad_(True)
         real_scores = self._judge(real_img, real_lab, c_real)
-        loss = d_loss(self.cfg.loss, real_scores, self._judge(*fake, c_fake))
+        loss = d_loss(self.cfg.loss, real_scores, self._judge(fake[0], fake[1], c_fake))
         stats.add("d_loss", loss, self.scale)
         stats.add("ada_signs", torch.sign(real_scores.detach() - real_sign_threshold(self.cfg.loss)).sum())
         stats.add("ada_count", real_scores.numel())
@@ -242,10 +243,10 @@ class TrainingLoop:
     def autocast(self):
         return torch.autocast(torch.device(self.device).type, dtype=self.dtype, enabled=self.dtype is not None)
 
-    def _draw(self) -> dict:
+    def _draw(self) -> dict[str, Any]:
         """Everything random for one phase, for the whole global batch."""
         b, shape = self.cfg.batch, self.mc.shape
-        draw = {
+        draw: dict[str, Any] = {
             "idx": torch.randint(0, self.data.images.shape[0], (b,), generator=self.rng),
             "z": torch.randn(b, self.mc.z_dim, generator=self.rng),
             "noise": self._noise(b),
@@ -328,7 +329,11 @@ class TrainingLoop:
         c = self.data.conditions[idx].to(self.device)
         maps = self.data.maps(idx, self.device) if self.G_ema.takes_labels else None
         images, logits = self.G_ema.from_w(self.G_ema.mapping(z.to(self.device), c), [x.to(self.device) for x in noise], maps)
-        labels = maps_to_onehot(maps) if logits is None else logits.float().softmax(1)
+        if logits is None:  # labels to images: the maps it was given are its labels
+            assert maps is not None
+            labels = maps_to_onehot(maps)
+        else:
+            labels = logits.float().softmax(1)
         fake = coarse_features(images.float().clamp(-1, 1).cpu(), labels.cpu())
         real = coarse_features(self.data.images, one_hot(self.data.labels, self.mc.label_classes))
         return sliced_wasserstein(real, fake)

@@ -36,4 +36,8 @@ def real_sign_threshold(kind: str) -> float:
 def r1_penalty(real_scores: torch.Tensor, real_inputs: list[torch.Tensor]) -> torch.Tensor:
     """Squared gradient norm of D's real scores with respect to its real inputs (per sample, mean)."""
     grads = torch.autograd.grad(real_scores.sum(), real_inputs, create_graph=True)
-    return sum(g.pow(2).flatten(1).sum(1) for g in grads).mean()
+    norms = [g.pow(2).flatten(1).sum(1) for g in grads]
+    total = norms[0]
+    for norm in norms[1:]:
+        total = total + norm
+    return total.mean()

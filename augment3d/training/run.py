@@ -46,16 +46,22 @@ def save_samples_montage(generator, encoder: ConditionEncoder, path: Path, step:
         if real is not None:
             items.append((f"real {name}", real.images, real.label))
         source = real if real is not None else (reals[0] if reals else None)
-        if generator.takes_labels and source is None:
-            continue
-        maps = label_maps(torch.from_numpy(source.label[None].astype(np.int64)),
-                          torch.from_numpy((source.images > -1 + 1e-3).any(0)[None])) if generator.takes_labels else None
+        maps = None
+        if generator.takes_labels:
+            if source is None:
+                continue
+            maps = label_maps(torch.from_numpy(source.label[None].astype(np.int64)),
+                              torch.from_numpy((source.images > -1 + 1e-3).any(0)[None]))
         vec = torch.from_numpy(encoder.encode(condition)) if encoder.dim else None
         g = torch.Generator().manual_seed(0)
         z = torch.randn(1, generator.config.z_dim, generator=g)
         with torch.no_grad():
             images, logits = generator(z, vec, maps=maps, generator=g)
-        label = source.label if logits is None else logits[0].argmax(0).numpy().astype(np.uint8)
+        if logits is None:  # labels to images: the source's own map was rendered
+            assert source is not None
+            label = source.label
+        else:
+            label = logits[0].argmax(0).numpy().astype(np.uint8)
         items.append((f"step {step} {name}", images[0].float().clamp(-1, 1).numpy(), label))
     save_montage(items, path)
 

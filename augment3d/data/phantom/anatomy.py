@@ -56,6 +56,7 @@ def load_template(spacing: float) -> Template:
         if not path.is_file():
             raise DataError(path, "MNI152 template missing from the nilearn installation")
         image = nib.load(path)
+        assert isinstance(image, nib.Nifti1Image)  # nilearn ships NIfTI-1 templates
         maps[key] = np.asarray(image.dataobj, dtype=np.float32) / 255.0
         affine = image.affine
     brain = (maps["t1"] > 0).astype(np.float32)
@@ -69,7 +70,8 @@ def load_template(spacing: float) -> Template:
 def output_grid(template: Template) -> tuple[tuple[int, int, int], np.ndarray]:
     """Shape and affine of the phantom's grid: the template's field of view at ``spacing`` mm."""
     s = template.spacing
-    shape = tuple(int(np.floor(n / s)) for n in template.shape)
+    x, y, z = (int(np.floor(n / s)) for n in template.shape)
+    shape = (x, y, z)
     to_template = np.eye(4)
     to_template[:3, :3] *= s
     to_template[:3, 3] = 0.5 * s - 0.5
@@ -85,10 +87,10 @@ def smooth_field(rng: np.random.Generator, shape, control: int = 6, channels: in
     coarse = rng.standard_normal((channels, control, control, control)).astype(np.float32)
     coarse = np.stack([ndimage.gaussian_filter(c, 0.7, mode="wrap") for c in coarse])
     field = F.interpolate(torch.from_numpy(coarse)[None], size=tuple(shape), mode="trilinear", align_corners=True)
-    field = field[0].numpy()
-    field -= field.mean(axis=(1, 2, 3), keepdims=True)
-    field /= field.std(axis=(1, 2, 3), keepdims=True) + 1e-8
-    return field
+    out = field[0].numpy()
+    out -= out.mean(axis=(1, 2, 3), keepdims=True)
+    out /= out.std(axis=(1, 2, 3), keepdims=True) + 1e-8
+    return out
 
 
 def sample_volume(volume: np.ndarray, coords: np.ndarray) -> np.ndarray:

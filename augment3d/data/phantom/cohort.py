@@ -134,7 +134,7 @@ def make_phantom_cohort(
     _, affine = output_grid(template)
     with staged_output(out, "cohort", force=force) as work:
         params: list[SubjectParams] = []
-        previews = []
+        previews: list[tuple] = []
         for index, (site, healthy) in enumerate(zip(config.sites(), config.healthy())):
             sid = subject_id(index)
             if progress is not None:
