@@ -12,7 +12,7 @@ from pathlib import Path
 def test_import_is_light():
     code = (
         "import sys, augment3d; "
-        "heavy = [m for m in ('torch', 'matplotlib', 'segbench', 'segmentation_models_pytorch_3d', 'sklearn', 'nibabel') "
+        "heavy = [m for m in ('torch', 'matplotlib', 'segbench', 'segmentation_models_pytorch_3d', 'sklearn', 'nibabel', 'monai') "
         "if m in sys.modules]; print(heavy)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

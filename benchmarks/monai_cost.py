@@ -1,0 +1,88 @@
+"""RandTumourPasted's cost per sample in a MONAI pipeline, against that pipeline's own augmentation.
+
+Usage:
+    python benchmarks/monai_cost.py [--side 96] [--samples 20] [--runs 5]
+
+One channel-first sample (four modalities stacked in ``image``, a healthy ``label``) on a
+--side^3 grid, as MONAI's BraTS tutorial has it after loading. Each of --runs runs times, per
+sample over --samples calls in one process, `augment3d.monai.RandTumourPasted(prob=1)` and the
+tutorial's training augmentation (region channels, a 96^3 random crop where the grid allows, three
+random flips, intensity normalisation, random intensity scale and shift), and prints both and
+their ratio; then the median and range of the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import tempfile
+import time
+
+import numpy as np
+import torch
+from monai import transforms as mt
+from monai.data import MetaTensor
+from paste_cost import donor
+
+from augment3d import TumourBank
+from augment3d.monai import RandTumourPasted
+from augment3d.brats import MODALITIES
+
+
+def sample(side: int) -> dict:
+    rng = np.random.default_rng(0)
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, side)] * 3, indexing="ij"))
+    brain = (grid**2).sum(0) < 0.7
+    images = np.stack([brain * (100 + 20 * k + rng.normal(0, 5, brain.shape)) for k in range(4)]).astype(np.float32)
+    affine = torch.eye(4, dtype=torch.float64)
+    return {"image": MetaTensor(torch.from_numpy(images), affine=affine),
+            "label": MetaTensor(torch.zeros(1, side, side, side), affine=affine)}
+
+
+def per_sample(transform, data: dict, n: int) -> float:
+    """Wall seconds per call over ``n`` calls after one warm-up call (which loads the bank)."""
+    transform(data)
+    start = time.perf_counter()
+    for _ in range(n):
+        transform(data)
+    return (time.perf_counter() - start) / n
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--side", type=int, default=96)
+    parser.add_argument("--samples", type=int, default=20)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads; {args.side}^3 sample, {args.samples} samples a run")
+    data = sample(args.side)
+    crop = min(96, args.side)
+    tutorial = mt.Compose([
+        mt.ConvertToMultiChannelBasedOnBratsClassesd(keys="label"),
+        mt.RandSpatialCropd(keys=["image", "label"], roi_size=[crop] * 3, random_size=False),
+        mt.RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=0),
+        mt.RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=1),
+        mt.RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=2),
+        mt.NormalizeIntensityd(keys="image", nonzero=True, channel_wise=True),
+        mt.RandScaleIntensityd(keys="image", factors=0.1, prob=1.0),
+        mt.RandShiftIntensityd(keys="image", offsets=0.1, prob=1.0),
+    ]).set_random_state(seed=0)
+    with tempfile.TemporaryDirectory() as folder:
+        TumourBank.from_subjects([donor(args.side, c) for c in (-0.3, -0.1, 0.1, 0.3)]).save(folder)
+        paste = RandTumourPasted(folder, prob=1.0, channels=MODALITIES).set_random_state(seed=0)
+        ratios = []
+        for run in range(args.runs):
+            ours = per_sample(paste, data, args.samples)
+            theirs = per_sample(tutorial, data, args.samples)
+            ratios.append(ours / theirs)
+            print(f"run {run}: RandTumourPasted {ours * 1e3:.1f} ms, tutorial augmentation {theirs * 1e3:.1f} ms, "
+                  f"ratio {ours / theirs:.2f}")
+        print(f"RandTumourPasted / the tutorial's augmentation: median {statistics.median(ratios):.2f}, range "
+              f"{min(ratios):.2f}-{max(ratios):.2f} over {args.runs} runs (pasted {paste.pasted}, no room {paste.no_room})")
+
+
+if __name__ == "__main__":
+    main()
