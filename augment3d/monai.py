@@ -6,13 +6,14 @@ label map to overlapping TC/WT/ET channels right after loading. Put these transf
 before the label-to-regions conversion, the intensity normalisation and the crop::
 
     from monai import transforms as mt
-    from augment3d.monai import RandTumourPasted
+    from augment3d.monai import RandSyntheticReplaced, RandTumourPasted
 
     train = mt.Compose([
         mt.LoadImaged(keys=["image", "label"]),             # image: four files, one per modality
         mt.EnsureChannelFirstd(keys=["image", "label"]),
         mt.Orientationd(keys=["image", "label"], axcodes="RAS"),
         RandTumourPasted("ssa_tumours", prob=0.5, channels=("t1n", "t1c", "t2w", "t2f")),
+        RandSyntheticReplaced("phantom", prob=0.5, condition={"site": "SSA"}),   # or one of the two
         mt.ConvertToMultiChannelBasedOnBratsClassesd(keys="label"),   # BraTS 2021 labels (ET = 4)
         mt.NormalizeIntensityd(keys="image", nonzero=True, channel_wise=True),
         mt.RandSpatialCropd(keys=["image", "label"], roi_size=[96, 96, 96]),
@@ -50,7 +51,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from .brats import MODALITIES, MODALITY_ALIASES
 
-__all__ = ["RandTumourPasted"]
+__all__ = ["RandTumourPasted", "RandSyntheticReplaced"]
 
 
 def _canonical(channels: Sequence[str]) -> list[str]:
@@ -81,6 +82,25 @@ def _like(original, values: torch.Tensor):
     if isinstance(original, np.ndarray):
         return values.numpy().astype(original.dtype)
     return values.to(dtype=original.dtype)
+
+
+def _stacked(d: dict, image_key: str, label_key: str, channels: Sequence[str], allow_missing: bool, who: str):
+    """The sample's images (C, X, Y, Z) and label map (1, X, Y, Z) as CPU tensors, checked; (None,
+    None) when a key is missing and that is allowed."""
+    if image_key not in d or label_key not in d:
+        if allow_missing:
+            return None, None
+        missing = [k for k in (image_key, label_key) if k not in d]
+        raise KeyError(f"{who}: the sample has no {', '.join(missing)} (keys: {', '.join(map(str, d))})")
+    images = torch.as_tensor(d[image_key]).detach().cpu()
+    labels = torch.as_tensor(d[label_key]).detach().cpu()
+    if images.ndim != 4 or images.shape[0] != len(channels):
+        raise ValueError(f"{who}: {image_key!r} must be channel-first with {len(channels)} channels "
+                         f"({', '.join(channels)}), got shape {tuple(images.shape)}")
+    if labels.ndim != 4 or labels.shape[0] != 1 or labels.shape[1:] != images.shape[1:]:
+        raise ValueError(f"{who}: {label_key!r} must be one channel on the image's grid "
+                         f"{tuple(images.shape[1:])}, got shape {tuple(labels.shape)}")
+    return images, labels
 
 
 class RandTumourPasted(RandomizableTransform, MapTransform):
@@ -128,30 +148,16 @@ class RandTumourPasted(RandomizableTransform, MapTransform):
         self._seed = int(self.R.randint(0, 2**31 - 1))
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        import torchio as tio
-
         d = dict(data)
         self.randomize()
         if not self._do_transform:
             return d
-        if self.image_key not in d or self.label_key not in d:
-            if self.allow_missing_keys:
-                return d
-            missing = [k for k in (self.image_key, self.label_key) if k not in d]
-            raise KeyError(f"RandTumourPasted: the sample has no {', '.join(missing)} (keys: {', '.join(map(str, d))})")
+        images, labels = _stacked(d, self.image_key, self.label_key, self.channels, self.allow_missing_keys,
+                                  type(self).__name__)
+        if images is None:
+            return d
         image, label = d[self.image_key], d[self.label_key]
-        images = torch.as_tensor(image).detach().cpu()
-        labels = torch.as_tensor(label).detach().cpu()
-        if images.ndim != 4 or images.shape[0] != len(self.channels):
-            raise ValueError(f"RandTumourPasted: {self.image_key!r} must be channel-first with {len(self.channels)} "
-                             f"channels ({', '.join(self.channels)}), got shape {tuple(images.shape)}")
-        if labels.ndim != 4 or labels.shape[0] != 1 or labels.shape[1:] != images.shape[1:]:
-            raise ValueError(f"RandTumourPasted: {self.label_key!r} must be one channel on the image's grid "
-                             f"{tuple(images.shape[1:])}, got shape {tuple(labels.shape)}")
-        affine = _affine(image)
-        fields = {key: tio.ScalarImage(tensor=images[c:c + 1].float().clone(), affine=affine)
-                  for c, key in enumerate(self.channels)}
-        subject = tio.Subject(**fields, seg=tio.LabelMap(tensor=labels.round().long().clone(), affine=affine))
+        subject = _subject(images, labels, _affine(image), self.channels)
         twin = self.paste.placement(subject, np.random.default_rng(self._seed))
         if twin.corner is None:
             return d
@@ -159,4 +165,80 @@ class RandTumourPasted(RandomizableTransform, MapTransform):
         pasted = torch.cat([out[key].data for key in self.channels]).to(images.dtype)
         d[self.image_key] = _like(image, pasted)
         d[self.label_key] = _like(label, out["seg"].data)
+        return d
+
+
+def _subject(images: torch.Tensor, labels: torch.Tensor, affine: np.ndarray, channels: Sequence[str], attributes=None):
+    import torchio as tio
+
+    fields = {key: tio.ScalarImage(tensor=images[c:c + 1].float().clone(), affine=affine) for c, key in enumerate(channels)}
+    return tio.Subject(**fields, seg=tio.LabelMap(tensor=labels.round().long().clone(), affine=affine), **(attributes or {}))
+
+
+class RandSyntheticReplaced(RandomizableTransform, MapTransform):
+    """With probability ``prob``, give the sample new images from a generator:
+    :class:`~augment3d.SyntheticAugmenter`'s replacement (its deterministic twin,
+    :class:`~augment3d.SyntheticReplacement`) on MONAI's stacked ``image`` and its ``label``. A
+    labels-to-images generator renders the sample's own label map, which stays exactly as it was; a
+    joint one replaces the label map too.
+
+    Args:
+        generator: a run folder, or a bundled generator's name (``"phantom"``).
+        prob: chance of replacing a sample.
+        condition: ``"subject"`` (each condition column read from the sample's own keys, e.g.
+            ``data["site"]``), a dict such as ``{"site": "SSA"}`` (columns it leaves out come from
+            the sample), or None (a condition drawn uniformly per sample).
+        psi, device, precision: as for :class:`~augment3d.SyntheticAugmenter` (DataLoader
+            workers generate on the CPU).
+        image_key, label_key, channels: as for :class:`RandTumourPasted`.
+
+    A generated subject is named by its seed: the one drawn from ``R`` for the sample.
+    """
+
+    backend = [TransformBackends.TORCH]
+
+    def __init__(self, generator, prob: float = 0.5, condition="subject", psi: float = 1.0,
+                 image_key: str = "image", label_key: str = "label", channels: Sequence[str] = MODALITIES,
+                 device: str = "cpu", precision: str = "auto", allow_missing_keys: bool = False):
+        from .augmenter import SyntheticAugmenter
+
+        MapTransform.__init__(self, [image_key, label_key], allow_missing_keys)
+        RandomizableTransform.__init__(self, prob)
+        self.image_key, self.label_key = image_key, label_key
+        self.channels = _canonical(channels)
+        # the torchio transform checks the generator, the condition and the precision once, here
+        self.augmenter = SyntheticAugmenter(generator, p=1.0, condition=condition, psi=psi, device=device,
+                                            precision=precision, label_key="seg")
+        self._seed = 0
+
+    def randomize(self, data=None) -> None:
+        super().randomize(None)
+        self._seed = int(self.R.randint(0, 2**31 - 1))
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        from .augmenter import SyntheticReplacement, _device, get_generator
+
+        d = dict(data)
+        self.randomize()
+        if not self._do_transform:
+            return d
+        images, labels = _stacked(d, self.image_key, self.label_key, self.channels, self.allow_missing_keys,
+                                  type(self).__name__)
+        if images is None:
+            return d
+        a = self.augmenter
+        gen = get_generator(a.checkpoint, a.checkpoint_sha256, _device(a.device))
+        attributes = {c: str(d[c]) for c in gen.conditions if c in d}
+        subject = _subject(images, labels, _affine(d[self.image_key]), self.channels, attributes)
+        if a.condition is None and gen.conditions:
+            options = gen.encoder.all_conditions()
+            condition = options[self._seed % len(options)]
+        else:
+            condition = a._condition_for(subject, gen)
+        twin = SyntheticReplacement(a.checkpoint, a.checkpoint_sha256, [self._seed], 0, condition, a.psi, None, "seg",
+                                    a.device, a.precision)
+        out = twin.apply_transform(subject)
+        d[self.image_key] = _like(d[self.image_key], torch.cat([out[key].data for key in self.channels]).to(images.dtype))
+        if not gen.takes_labels:
+            d[self.label_key] = _like(d[self.label_key], out["seg"].data)
         return d

@@ -115,3 +115,49 @@ def test_the_guide_example_runs(phantom_cohort, tmp_path, monkeypatch, capsys):
     shapes = capsys.readouterr().out.strip().splitlines()
     assert len(shapes) == 3 and all("[2, 4, 24, 24, 24]" in s and "[2, 3, 24, 24, 24]" in s for s in shapes)  # 6 cases
     assert (tmp_path / "ssa_tumours").is_dir()
+
+
+def _phantom_items(cohort):
+    import csv
+
+    from augment3d.data import discover_cases
+
+    rows = {r["subject_id"]: r for r in csv.DictReader((cohort / "metadata.csv").open())}
+    return [{"image": [str(c.paths[m]) for m in MODALITIES], "label": str(c.paths["seg"]),
+             "site": rows[c.subject_id]["site"], "grade": rows[c.subject_id]["grade"]} for c in discover_cases(cohort)]
+
+
+def test_synthetic_replacement_renders_new_images_for_the_samples_own_labels(phantom_cohort):
+    from augment3d.monai import RandSyntheticReplaced
+
+    items = _phantom_items(phantom_cohort)[:2]
+    transform = mt.Compose([
+        mt.LoadImaged(keys=["image", "label"], image_only=True),
+        mt.EnsureChannelFirstd(keys=["image", "label"]),
+        mt.Orientationd(keys=["image", "label"], axcodes="RAS"),
+        RandSyntheticReplaced("phantom", prob=1.0, condition={"site": "SSA"}),
+    ])
+    dataset = CacheDataset(items, transform=transform, cache_rate=1.0, num_workers=0, copy_cache=False)
+    cached = [{k: v.clone() for k, v in entry.items() if isinstance(v, torch.Tensor)} for entry in dataset._cache]
+    epochs = []
+    for _epoch in range(2):
+        batches = list(DataLoader(dataset, batch_size=1, num_workers=2))
+        for batch, before in zip(batches, cached):
+            assert torch.equal(batch["label"][0], before["label"])  # labels to images: the map stays exact
+            assert not torch.equal(batch["image"][0], before["image"])  # new images
+            assert isinstance(batch["image"], MetaTensor)
+            assert np.allclose(batch["image"].affine[0].numpy(), before["image"].affine.numpy())
+            brain = before["image"].amax(0) > before["image"].amin()
+            assert (batch["image"][0][:, ~brain] == before["image"][:, ~brain]).all()  # outside the brain: as it was
+        epochs.append(torch.stack([b["image"][0] for b in batches]))
+    assert not torch.equal(epochs[0], epochs[1])  # each epoch draws new subjects
+    for entry, before in zip(dataset._cache, cached):
+        assert all(torch.equal(entry[k], before[k]) for k in before)
+
+    loaded = mt.Compose(transform.transforms[:3])(items[0])
+    replace = RandSyntheticReplaced("phantom", prob=1.0, condition={"site": "SSA"})
+    first = replace.set_random_state(seed=3)(loaded)
+    again = replace.set_random_state(seed=3)(loaded)
+    assert torch.equal(first["image"], again["image"])
+    with pytest.raises(Exception, match="grade"):  # the condition needs the sample's grade
+        replace({"image": loaded["image"], "label": loaded["label"]})
