@@ -14,197 +14,28 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import os
-import warnings
-from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Any
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from torchio.transforms.augmentation import RandomTransform
 from torchio.transforms.transform import Transform
 
-from .brats import MODALITIES, MODALITY_ALIASES
+from .brats import MODALITIES
 from .data.preprocess import cube_box, to_canonical
 from .resampling import resample
-from .errors import CheckpointError, DataError
+from .errors import DataError
 from .precision import auto_precision
+from .checkpoint import checkpoint_hash  # noqa: F401  (re-exported: augment3d.augmenter.checkpoint_hash)
+from .generator_cache import (SLOW_GFLOP, SlowGenerationWarning, generate_batch, get_generator,  # noqa: F401
+                              keep_generator, one_thread, worker_device)
 from .pretrained import run_folder
+from .subject_io import check_file, check_same_shape, label_values, read_voxels, resolve_names
 from .sampling import check_precision
 
 __all__ = ["SyntheticAugmenter", "SyntheticReplacement", "SlowGenerationWarning"]
-
-_GENERATORS: dict[tuple, Any] = {}  # path, device -> SyntheticGenerator
-_BATCHES: OrderedDict = OrderedDict()
-_BATCH_CACHE_SIZE = 8
-
-
-def _device(device: str) -> str:
-    """CUDA cannot be re-initialised in forked DataLoader workers: generate on the CPU there."""
-    if torch.device(device).type == "cuda" and torch.utils.data.get_worker_info() is not None:
-        return "cpu"
-    return device
-
-
-def checkpoint_hash(path: str | os.PathLike, name: str = "generator") -> str:
-    """The SHA-256 of a bundle's weights (a run's generator, a tumour bank), as recorded in its ``<name>.json``."""
-    import json
-
-    meta_path = Path(path) / f"{name}.json"
-    try:
-        return str(json.loads(meta_path.read_text())["weights_sha256"])
-    except (OSError, ValueError, KeyError, TypeError):
-        raise CheckpointError(meta_path, f"missing or not an augment3d {name.replace('_', ' ')} description") from None
-
-
-#: a generator doing more than this many GFLOP a subject gets a :class:`SlowGenerationWarning` when
-#: it is loaded to render on the CPU (the `quick` recipe's does 8.5; `brats_africa_128`'s 2983, which
-#: took 42 s a subject at one thread on a 2-core AVX2 CPU, docs/AUGMENTER.md)
-SLOW_GFLOP = 100.0
-
-
-class SlowGenerationWarning(UserWarning):
-    """The generator renders on the CPU but is too large for that: seconds to minutes a subject."""
-
-
-def _warn_if_slow_on_cpu(gen) -> None:
-    from .models.generator import render_flops
-
-    gflop = render_flops(gen.network.config) / 1e9
-    if gflop <= SLOW_GFLOP:
-        return
-    worker = torch.utils.data.get_worker_info() is not None
-    where = "in a DataLoader worker (where CUDA cannot run)" if worker else "on the CPU"
-    warnings.warn(f"the generator of {gen.path} does {gflop:.0f} GFLOP a subject ({'x'.join(map(str, gen.shape))} grid) and "
-                  f"renders {where}: seconds to minutes a subject at one thread, and GiBs of memory a process. Generate "
-                  f"on a GPU in the main process (device='cuda' with num_workers=0), or write a synthetic cohort once "
-                  f"with `augment3d sample --device cuda` and mix it in (docs/AUGMENTER.md, 'Cost')",
-                  SlowGenerationWarning, stacklevel=2)
-
-
-def get_generator(path: str, sha256: str, device: str):
-    """The generator of ``path`` for this process, loaded once (lazily) and checked against ``sha256``."""
-    from .sampling import load_generator
-
-    key = (str(Path(path).resolve()), device)
-    gen = _GENERATORS.get(key)
-    if gen is None or gen.meta.get("weights_sha256") != sha256:
-        gen = load_generator(path, device)
-        if gen.meta.get("weights_sha256") != sha256:
-            raise CheckpointError(path, f"generator weights changed since the transform was made (expected {sha256[:12]}..., found {str(gen.meta.get('weights_sha256'))[:12]}...)")
-        _GENERATORS[key] = gen
-        if gen.device.type == "cpu":
-            _warn_if_slow_on_cpu(gen)
-    return gen
-
-
-@contextlib.contextmanager
-def one_thread():
-    """Generate at one thread, as DataLoader workers do: convolutions then round the same way in
-    a worker and in the main process, so a history made in one replays exactly in the other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-def generate_batch(gen, seeds: tuple[int, ...], condition: dict | None, psi: float, precision: str = "fp32",
-                   maps_matching: tuple[str, ...] | None = None):
-    """A whole batch, cached: the twin replays exactly what the batch produced."""
-    key = (gen.meta.get("weights_sha256"), str(gen.device), seeds, tuple(sorted((condition or {}).items())), psi,
-           precision, maps_matching)
-    if key in _BATCHES:
-        _BATCHES.move_to_end(key)
-        return _BATCHES[key]
-    with one_thread():
-        result = gen.generate(condition=condition, seeds=list(seeds), psi=psi, batch_size=len(seeds), precision=precision,
-                              maps_matching=maps_matching)
-    _BATCHES[key] = result
-    while len(_BATCHES) > _BATCH_CACHE_SIZE:
-        _BATCHES.popitem(last=False)
-    return result
-
-
-def _resolve_names(subject, modalities: Mapping[str, str] | None) -> dict[str, str]:
-    names = set(subject.get_images_names())
-    out = {}
-    for key in MODALITIES:
-        if modalities is not None:
-            if key in modalities:
-                out[key] = modalities[key]
-            continue
-        found = next((n for n in MODALITY_ALIASES[key] if n in names), None)
-        if found is not None:
-            out[key] = found
-    missing = [v for v in out.values() if v not in names]
-    if missing:
-        raise DataError(None, f"subject has no image named {', '.join(missing)} (it has {', '.join(sorted(names))})")
-    return out
-
-
-_CHECKED_FILES: OrderedDict = OrderedDict()
-
-
-def _check_file(path) -> None:
-    """Read a subject's NIfTI file strictly once per process (per size and mtime).
-
-    torchio's readers load a truncated or CRC-corrupt .nii.gz without complaint (and hide NaNs);
-    the strict reader names the file and the problem.
-    """
-    if path is None or isinstance(path, (list, tuple)) or not str(path).endswith((".nii", ".nii.gz")):
-        return
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return  # torchio reports a missing file itself
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
-    if key in _CHECKED_FILES:
-        return
-    from .data.nifti import read_nifti
-
-    read_nifti(path, allow_constant=True)
-    _CHECKED_FILES[key] = True
-    while len(_CHECKED_FILES) > 4096:
-        _CHECKED_FILES.popitem(last=False)
-
-
-def _read(subject, name: str) -> np.ndarray:
-    """One image's voxels; a damaged file, or NaN/Inf, is a DataError naming the file."""
-    image = subject[name]
-    where = getattr(image, "path", None) or f"subject image '{name}'"
-    _check_file(getattr(image, "path", None))
-    try:
-        data = image.data[0].numpy()
-    except Exception as exc:  # torchio reads lazily: a damaged file fails here
-        raise DataError(where, f"cannot read image '{name}' ({exc.__class__.__name__}: {exc})") from None
-    if data.dtype.kind == "f" and not np.isfinite(data).all():
-        raise DataError(where, f"image '{name}' has {int((~np.isfinite(data)).sum())} NaN or Inf voxels")
-    return data
-
-
-def _label_values(label: np.ndarray) -> set:
-    """The values in a label map: a bincount for small non-negative integers (the usual case,
-    about 9x faster than ``np.unique`` on a 64^3 map: 0.35 against 3.1 ms), ``np.unique`` otherwise."""
-    if np.issubdtype(label.dtype, np.integer) and label.size and 0 <= label.min() and label.max() < 256:
-        return set(np.flatnonzero(np.bincount(label.ravel())).tolist())
-    return set(np.unique(label).tolist())
-
-
-def _check_same_shape(subject, names: list[str]) -> None:
-    """The images replaced and the label map must share one grid (they are generated as one)."""
-    shapes = {name: tuple(subject[name].spatial_shape) for name in names}
-    if len(set(shapes.values())) > 1:
-        listed = ", ".join(f"{name} {'x'.join(map(str, shape))}" for name, shape in shapes.items())
-        odd = next(name for name in names if shapes[name] != shapes[names[0]])
-        where = getattr(subject[odd], "path", None) or f"subject image '{odd}'"
-        raise DataError(where, f"the subject's images differ in shape ({listed}); SyntheticAugmenter needs "
-                               "co-registered images on one grid (resample them first, e.g. tio.Resample)")
 
 
 class SyntheticReplacement(Transform):
@@ -243,8 +74,8 @@ class SyntheticReplacement(Transform):
         return (self.include is None or name in self.include) and (self.exclude is None or name not in self.exclude)
 
     def apply_transform(self, subject):
-        gen = get_generator(self.checkpoint, self.checkpoint_sha256, _device(self.device))
-        names = {k: v for k, v in _resolve_names(subject, self.modalities).items() if self._selected(v)}
+        gen = get_generator(self.checkpoint, self.checkpoint_sha256, worker_device(self.device))
+        names = {k: v for k, v in resolve_names(subject, self.modalities).items() if self._selected(v)}
         label_name = self.label_key if self.label_key in subject and self._selected(self.label_key) else None
         if gen.takes_labels:  # restyle: new images for the subject's own label map, which stays as it is
             if not names:
@@ -268,7 +99,7 @@ class SyntheticReplacement(Transform):
         """Images (4, S, S, S) on the model grid for the subject's label map and brain mask."""
         label = subject[self.label_key].data[0].numpy()
         where = getattr(subject[self.label_key], "path", None) or f"subject label map '{self.label_key}'"
-        values = _label_values(label)
+        values = label_values(label)
         if 4 in values and 3 not in values:  # BraTS 2021 labels: ET is 4
             label = np.where(label == 4, 3, label)
             values = (values - {4}) | {3}
@@ -299,11 +130,11 @@ class _SubjectSpace:
 
     @classmethod
     def of(cls, subject, names: dict[str, str], label_name: str | None, gen) -> _SubjectSpace:
-        originals = {k: _read(subject, v) for k, v in names.items()}
-        _check_same_shape(subject, [*names.values(), *([label_name] if label_name else [])])
+        originals = {k: read_voxels(subject, v) for k, v in names.items()}
+        check_same_shape(subject, [*names.values(), *([label_name] if label_name else [])])
         reference = subject[next(iter(names.values()))] if names else subject[label_name]
         if label_name is not None:
-            _check_file(getattr(subject[label_name], "path", None))
+            check_file(getattr(subject[label_name], "path", None))
         affine, shape = np.asarray(reference.affine, dtype=np.float64), tuple(reference.spatial_shape)
         minima = {k: x.min() for k, x in originals.items()}
         mask = np.zeros(shape, dtype=bool)
@@ -390,7 +221,7 @@ class SyntheticAugmenter(RandomTransform):
         self.checkpoint = str(run_folder(path))  # a bundled generator's name ("phantom") names its folder
         self.checkpoint_sha256 = checkpoint_hash(self.checkpoint)
         if not isinstance(generator, (str, os.PathLike)):
-            _GENERATORS[(str(Path(self.checkpoint).resolve()), str(generator.device))] = generator
+            keep_generator(self.checkpoint, generator)
         if not (condition == "subject" or condition is None or isinstance(condition, Mapping)):
             raise ValueError('condition must be "subject", a dict, or None')
         self.condition = dict(condition) if isinstance(condition, Mapping) else condition
@@ -439,7 +270,7 @@ class SyntheticAugmenter(RandomTransform):
     def apply_transform(self, subject):
         if self._already_matches(subject):
             return subject
-        gen = get_generator(self.checkpoint, self.checkpoint_sha256, _device(self.device))
+        gen = get_generator(self.checkpoint, self.checkpoint_sha256, worker_device(self.device))
         condition = self._condition_for(subject, gen)
         key = tuple(sorted((condition or {}).items()))
         queue = self._queues.get(key)

@@ -115,3 +115,14 @@ def load_bundle(folder: str | os.PathLike, name: str, kind: str) -> tuple[dict[s
     except Exception as exc:  # safetensors parses; it never executes what it reads
         raise CheckpointError(weights_path, f"not a safetensors file ({exc})") from None
     return tensors, meta
+
+
+def checkpoint_hash(path: str | os.PathLike, name: str = "generator") -> str:
+    """The SHA-256 of a bundle's weights (a run's generator, a tumour bank), as recorded in its ``<name>.json``."""
+    import json
+
+    meta_path = Path(path) / f"{name}.json"
+    try:
+        return str(json.loads(meta_path.read_text())["weights_sha256"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise CheckpointError(meta_path, f"missing or not an augment3d {name.replace('_', ' ')} description") from None

@@ -216,7 +216,8 @@ class RandSyntheticReplaced(RandomizableTransform, MapTransform):
         self._seed = int(self.R.randint(0, 2**31 - 1))
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        from .augmenter import SyntheticReplacement, _device, get_generator
+        from .augmenter import SyntheticReplacement
+        from .generator_cache import get_generator, worker_device
 
         d = dict(data)
         self.randomize()
@@ -227,7 +228,7 @@ class RandSyntheticReplaced(RandomizableTransform, MapTransform):
         if images is None:
             return d
         a = self.augmenter
-        gen = get_generator(a.checkpoint, a.checkpoint_sha256, _device(a.device))
+        gen = get_generator(a.checkpoint, a.checkpoint_sha256, worker_device(a.device))
         attributes = {c: str(d[c]) for c in gen.conditions if c in d}
         subject = _subject(images, labels, _affine(d[self.image_key]), self.channels, attributes)
         if a.condition is None and gen.conditions:

@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from .augmenter import _device, checkpoint_hash, generate_batch, get_generator
+from .checkpoint import checkpoint_hash
+from .generator_cache import generate_batch, get_generator, worker_device
 from .brats import MODALITIES
 from .data.preprocess import cube_box, to_canonical
 from .resampling import resample
@@ -107,7 +108,7 @@ class SyntheticSubjectsDataset(torch.utils.data.Dataset):
 
         if not 0 <= index < self.n:
             raise IndexError(index)
-        gen = get_generator(self.checkpoint, self.checkpoint_sha256, _device(self.device))
+        gen = get_generator(self.checkpoint, self.checkpoint_sha256, worker_device(self.device))
         condition = self._condition(gen, index)
         # subjects of one condition are generated together in fixed batches
         same = [i for i in range(self.n) if self._condition(gen, i) == condition]

@@ -34,7 +34,8 @@ from torchio.transforms.augmentation import RandomTransform
 from torchio.transforms.transform import Transform
 
 from .brats import MODALITIES
-from .augmenter import _resolve_names, _read, _label_values, checkpoint_hash
+from .checkpoint import checkpoint_hash
+from .subject_io import label_values, read_voxels, resolve_names
 from .errors import CheckpointError, DataError
 from .tumour_bank import BANK_FILE, RAS, TumourBank, _reorient, orientation, spacing_of
 
@@ -84,12 +85,12 @@ def _recipient(subject, names: dict[str, str], label_key: str):
     label_image = subject[label_key]
     where = getattr(label_image, "path", None) or f"subject label map '{label_key}'"
     label = label_image.data[0].numpy()
-    images = {key: _read(subject, name) for key, name in names.items()}
+    images = {key: read_voxels(subject, name) for key, name in names.items()}
     shapes = {tuple(v.shape) for v in images.values()} | {tuple(label.shape)}
     if len(shapes) > 1:
         raise DataError(where, f"the subject's images and label map differ in shape ({sorted(shapes)}); TumourPaste "
                                "needs them on one grid (resample them first, e.g. tio.Resample)")
-    values = _label_values(label)
+    values = label_values(label)
     if not values <= {0, 1, 2, 3, 4}:
         raise DataError(where, f"label values {sorted(values - {0, 1, 2, 3, 4})} are not BraTS classes (0-3; 4 for "
                                "BraTS 2021's ET)")
@@ -122,7 +123,7 @@ class TumourPlacement(Transform):
             return subject
         from scipy import ndimage
 
-        names = _resolve_names(subject, self.modalities)
+        names = resolve_names(subject, self.modalities)
         label, images, brain, affine = _recipient(subject, names, self.label_key)
         d_label, d_images, d_brain = _donor_in_grid(_bank(self.bank, self.bank_sha256), self.donor, self.flips, affine)
         box = tuple(slice(c, c + n) for c, n in zip(self.corner, d_label.shape))
@@ -157,7 +158,7 @@ class TumourPlacement(Transform):
                 blended = np.rint(blended)
             region[changed] = blended[changed].astype(out.dtype)
             subject[name].set_data(torch.from_numpy(out[None]))
-        et = 4 if 4 in _label_values(label) else 3
+        et = 4 if 4 in label_values(label) else 3
         new_label = label.copy()
         written = np.where(d_label == 3, et, d_label).astype(label.dtype)
         new_label[box][lesion] = written[lesion]
@@ -235,7 +236,7 @@ class TumourPaste(RandomTransform):
         bank = _bank(self.bank, self.bank_sha256)
         donor = int(rng.integers(len(bank)))
         flips = tuple(bool(f) for f in (rng.random(3) < 0.5)) if self.flip else (False, False, False)
-        names = _resolve_names(subject, self.modalities)
+        names = resolve_names(subject, self.modalities)
         label, _, brain, affine = _recipient(subject, names, self.label_key)
         lesion = _donor_in_grid(bank, donor, flips, affine)[0] > 0
         blocked = ~brain

@@ -45,7 +45,7 @@ import torchio as tio
 from gan_throughput import conv_peak, flop_counter
 
 from augment3d import SyntheticAugmenter
-from augment3d.augmenter import one_thread
+from augment3d.generator_cache import one_thread
 from augment3d.config import load_recipe
 from augment3d.data import ConditionEncoder
 from augment3d.models import Generator3D

@@ -68,14 +68,14 @@ def test_same_seed_same_output(tiny_run, tmp_path):
 def test_loading_the_generator_leaves_the_pipeline_s_random_stream_alone(tiny_run, tmp_path):
     """A seeded augmenter draws the same for the transforms after it (here torch's global stream, as
     torchio's own random transforms use) whether its generator is loaded now or already cached."""
-    import augment3d.augmenter as augmenter
+    import augment3d.generator_cache as generator_cache
 
     subject = make_subject(tmp_path)
     draws = []
     for cached in (False, True):
         if not cached:
-            augmenter._GENERATORS.clear()
-            augmenter._BATCHES.clear()
+            generator_cache._GENERATORS.clear()
+            generator_cache._BATCHES.clear()
         torch.manual_seed(0)
         SyntheticAugmenter(tiny_run, p=1.0, seed=3)(subject)
         draws.append(torch.rand(8))
@@ -87,21 +87,21 @@ def test_a_generator_too_large_for_the_cpu_warns_where_it_is_loaded(tiny_run, tm
     is told so, with the way out; the small generators every CPU recipe trains say nothing."""
     import warnings
 
-    import augment3d.augmenter as augmenter
+    import augment3d.generator_cache as generator_cache
     from augment3d import SlowGenerationWarning
 
     subject = make_subject(tmp_path)
-    augmenter._GENERATORS.clear()
+    generator_cache._GENERATORS.clear()
     with warnings.catch_warnings():
         warnings.simplefilter("error", SlowGenerationWarning)
         SyntheticAugmenter(tiny_run, p=1.0, seed=0)(subject)
-    augmenter._GENERATORS.clear()
-    monkeypatch.setattr(augmenter, "SLOW_GFLOP", 0.01)  # the tiny generator does more than 0.01 GFLOP
+    generator_cache._GENERATORS.clear()
+    monkeypatch.setattr(generator_cache, "SLOW_GFLOP", 0.01)  # the tiny generator does more than 0.01 GFLOP
     with pytest.warns(SlowGenerationWarning, match=r"GFLOP a subject \(16x16x16 grid\) and renders on the CPU.*device='cuda'") as caught:
         out = SyntheticAugmenter(tiny_run, p=1.0, seed=0)(subject)
     assert str(tiny_run) in str(caught[0].message)
     assert set(out.get_images_names()) == set(KEYS)  # a warning, not a refusal
-    augmenter._GENERATORS.clear()
+    generator_cache._GENERATORS.clear()
 
 
 def test_render_flops_counts_what_a_forward_pass_does():
