@@ -1,14 +1,15 @@
-"""RandTumourPasted's cost per sample in a MONAI pipeline, against that pipeline's own augmentation.
+"""augment3d.monai's transforms' cost per sample in a MONAI pipeline, against its own augmentation.
 
 Usage:
     python benchmarks/monai_cost.py [--side 96] [--samples 20] [--runs 5]
 
 One channel-first sample (four modalities stacked in ``image``, a healthy ``label``) on a
 --side^3 grid, as MONAI's BraTS tutorial has it after loading. Each of --runs runs times, per
-sample over --samples calls in one process, `augment3d.monai.RandTumourPasted(prob=1)` and the
+sample over --samples calls in one process, `RandTumourPasted(prob=1)`, `RandSyntheticReplaced(
+"phantom", prob=1)` (the bundled generator; generation at one thread, as in a worker) and the
 tutorial's training augmentation (region channels, a 96^3 random crop where the grid allows, three
 random flips, intensity normalisation, random intensity scale and shift), and prints both and
-their ratio; then the median and range of the ratios.
+the ratios; then the median and range of the ratios.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from monai.data import MetaTensor
 from paste_cost import donor
 
 from augment3d import TumourBank
-from augment3d.monai import RandTumourPasted
+from augment3d.monai import RandSyntheticReplaced, RandTumourPasted
 from augment3d.brats import MODALITIES
 
 
@@ -38,7 +39,7 @@ def sample(side: int) -> dict:
     images = np.stack([brain * (100 + 20 * k + rng.normal(0, 5, brain.shape)) for k in range(4)]).astype(np.float32)
     affine = torch.eye(4, dtype=torch.float64)
     return {"image": MetaTensor(torch.from_numpy(images), affine=affine),
-            "label": MetaTensor(torch.zeros(1, side, side, side), affine=affine)}
+            "label": MetaTensor(torch.zeros(1, side, side, side), affine=affine), "site": "HIC", "grade": "HGG"}
 
 
 def per_sample(transform, data: dict, n: int) -> float:
@@ -73,15 +74,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         TumourBank.from_subjects([donor(args.side, c) for c in (-0.3, -0.1, 0.1, 0.3)]).save(folder)
         paste = RandTumourPasted(folder, prob=1.0, channels=MODALITIES).set_random_state(seed=0)
-        ratios = []
+        synthetic = RandSyntheticReplaced("phantom", prob=1.0, condition={"site": "SSA"}).set_random_state(seed=0)
+        ratios: dict[str, list[float]] = {"RandTumourPasted": [], "RandSyntheticReplaced": []}
         for run in range(args.runs):
-            ours = per_sample(paste, data, args.samples)
             theirs = per_sample(tutorial, data, args.samples)
-            ratios.append(ours / theirs)
-            print(f"run {run}: RandTumourPasted {ours * 1e3:.1f} ms, tutorial augmentation {theirs * 1e3:.1f} ms, "
-                  f"ratio {ours / theirs:.2f}")
-        print(f"RandTumourPasted / the tutorial's augmentation: median {statistics.median(ratios):.2f}, range "
-              f"{min(ratios):.2f}-{max(ratios):.2f} over {args.runs} runs (pasted {paste.pasted}, no room {paste.no_room})")
+            ours = {"RandTumourPasted": per_sample(paste, data, args.samples),
+                    "RandSyntheticReplaced": per_sample(synthetic, data, args.samples)}
+            for name, seconds in ours.items():
+                ratios[name].append(seconds / theirs)
+            print(f"run {run}: tutorial augmentation {theirs * 1e3:.1f} ms; " + "; ".join(
+                f"{name} {seconds * 1e3:.1f} ms ({seconds / theirs:.2f}x)" for name, seconds in ours.items()))
+        for name, values in ratios.items():
+            print(f"{name} / the tutorial's augmentation: median {statistics.median(values):.2f}, range "
+                  f"{min(values):.2f}-{max(values):.2f} over {args.runs} runs")
+        print(f"(pasted {paste.pasted}, no room {paste.no_room})")
 
 
 if __name__ == "__main__":
