@@ -98,6 +98,11 @@ def lesion_wise(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float] = 
             "false_positives": false_positives, "small_lesions": small}
 
 
+#: the rules lesion-wise scores follow, recorded in every job's result.json: scores made under
+#: other (older) rules are left out of a report rather than compared with these
+LESION_RULES = "brats2023-scorer"
+
+
 def score_case(pred_labels: np.ndarray, truth_labels: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0),
                min_volume_mm3: float = MIN_LESION_MM3) -> dict[str, dict[str, float]]:
     """Dice, HD95 (mm) and lesion-wise scores per region (WT, TC, ET) of label maps (0-3)."""

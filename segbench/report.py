@@ -16,6 +16,7 @@ from augment3d.run_files import GENERATOR
 from .config import bench_config
 from .plateau import PLATEAU_GAIN, last_quarter_gain
 from .stats import MEAN, arm_summary, paired_comparison
+from .metrics import LESION_RULES
 from .train import RESULT
 
 __all__ = ["load_results", "build_report", "write_report", "arm_flags", "png_bytes", "finite_json", "MIN_CASES"]
@@ -29,15 +30,25 @@ HEAD_TO_HEAD = (("real+synthetic", "real+paste"), ("real+classic+synthetic", "re
 
 
 def load_results(folder: Path) -> dict[str, list[dict]]:
-    """arm -> finished results (one per seed); damaged result files are reported, not merged."""
+    """arm -> finished results (one per seed); damaged result files are reported, not merged. The
+    lesion-wise scores of a job scored under other rules than today's (``LESION_RULES``) are NaN
+    (shown as "-"), so that they are never compared with today's; the job keeps its other scores."""
     out: dict[str, list[dict]] = {}
     for path in sorted(Path(folder).glob(f"arms/*/seed*/{RESULT}")):
         try:
             result = json.loads(path.read_text())
             out.setdefault(result["arm"], []).append(result)
-        except (ValueError, KeyError) as exc:
+            if result.get("lesion_rules") != LESION_RULES:
+                for row in result["cases"]:
+                    for scores in row["scores"].values():
+                        scores.update(lesion_dice=float("nan"), lesion_hd95=float("nan"))
+        except (ValueError, KeyError, AttributeError, TypeError) as exc:
             raise DataError(path, f"damaged job result ({exc}); delete it to re-run that job") from None
     return out
+
+
+def _older_lesion_rules(results: dict[str, list[dict]]) -> list[str]:
+    return [f"{a} seed {r['seed']}" for a, rs in results.items() for r in rs if r.get("lesion_rules") != LESION_RULES]
 
 
 def _sites(results: dict[str, list[dict]]) -> list[str | None]:
@@ -100,6 +111,7 @@ def build_report(folder: Path, results: dict[str, list[dict]] | None = None) -> 
         "real_plateau": plateau(results["real"]),
         "flags": arm_flags({a: results[a] for a in arms}),
         "validation": sorted({r.get("validation", "") for rs in results.values() for r in rs}),
+        "lesion_rules_older": _older_lesion_rules(results),
     }
     report["answer"] = _answer(report, config)
     return report
@@ -289,6 +301,13 @@ def _diagnosis(gan: dict) -> list[str]:
     return lines
 
 
+def _signed_ci(d: dict) -> str:
+    """``+0.012 [-0.003, +0.027]``, or "-" where there is no figure (e.g. scores left out)."""
+    if d["difference"] is None or np.isnan(d["difference"]):
+        return "-"
+    return f"{d['difference']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
+
+
 def _fmt(x, digits: int = 3) -> str:
     if isinstance(x, int) and not isinstance(x, bool):
         return str(x)
@@ -317,6 +336,11 @@ def _markdown(report: dict) -> str:
     out += ["## Test Dice per arm", "",
             "Mean over test cases (each case averaged over seeds), bootstrap 95% CI in brackets; "
             "HD95 and lesion-wise HD95 in mm (a miss scores 374).", ""]
+    older = report.get("lesion_rules_older") or []
+    if older:
+        out += [f"Lesion-wise scores of {len(older)} job(s) were made under rules older than the BraTS-2023 scorer's "
+                f"({', '.join(older[:4])}{', ...' if len(older) > 4 else ''}): left out (\"-\"), and so is every "
+                "lesion-wise comparison with them; rerun those jobs to have them.", ""]
     out += ["| site | arm | WT | TC | ET | mean Dice | lesion-wise Dice | HD95 | lesion-wise HD95 | seeds (mean +- std) |",
             "|---|---|---|---|---|---|---|---|---|---|"]
     for site, arms in report["summary"].items():
@@ -342,8 +366,7 @@ def _markdown(report: dict) -> str:
             per_region = " | ".join(f"{regions[r]['dice']['difference']:+.3f}" for r in REGIONS)
             per_seed, wider = _seed_columns(d) or ("-", "-")
             out.append(f"| {site} (n={d['cases']}) | {arm} | {per_region} | {d['difference']:+.3f} "
-                       f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] | {p} | {per_seed} | {wider} | {lw['difference']:+.3f} "
-                       f"[{lw['ci95'][0]:+.3f}, {lw['ci95'][1]:+.3f}] |")
+                       f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] | {p} | {per_seed} | {wider} | {_signed_ci(lw)} |")
     if report.get("head_to_head"):
         out += ["", "### The GAN against copy-paste", "",
                 "Per test case, the synthetic arm minus the paste arm with the same donors and as many added "

@@ -17,7 +17,7 @@ from augment3d.metrics.regions import REGIONS, dice
 
 from .config import BenchConfig
 from .data import arm_dataset, voxel_spacing
-from .metrics import score_case
+from .metrics import LESION_RULES, score_case
 from .model import autocast, build_model, pad_to, predict, seg_loss
 from .plateau import plateau_index
 
@@ -171,7 +171,7 @@ def run_job(bench_dir: Path, arm: str, seed: int, config: BenchConfig, train: Se
         "validation": "val split" if val else "training cases (no validation split)",
         "seconds": time.perf_counter() - t0, "train_cases": len(train), "amp": amp, "curve": curve,
         "cases": score_cases(judged, test, device, config.patch, amp),
-        "regions": list(REGIONS),
+        "regions": list(REGIONS), "lesion_rules": LESION_RULES,
         **({"paste": dataset.paste_counts} if hasattr(dataset, "paste_counts") else {}),
     }
     path = result_path(bench_dir, arm, seed)

@@ -698,3 +698,28 @@ def test_a_bench_grows_by_arms_seeds_and_cohorts_keeping_finished_jobs(tmp_path)
         refused = _invoke("bench", "--recipe", variant(name, **changes), "--out", out, "--cohorts", "0,1")
         assert refused.exit_code == 2 and "a bench with a different" in refused.output, (name, refused.output)
     assert (out / "recipe.toml").read_text() == more.read_text()
+
+
+def test_lesion_wise_scores_made_under_older_rules_are_left_out_not_compared(ci_bench, tmp_path):
+    """A job scored before the lesion-wise metric followed the BraTS-2023 scorer (no `lesion_rules`
+    in its result.json) keeps its Dice and HD95 but shows no lesion-wise figures, and no arm is
+    compared with it lesion-wise; the report names it."""
+    import shutil
+
+    source, _ = ci_bench
+    out = tmp_path / "copy"
+    shutil.copytree(source, out)
+    job = out / "arms" / "real" / "seed0" / "result.json"
+    result = json.loads(job.read_text())
+    assert result["lesion_rules"] == "brats2023-scorer"
+    del result["lesion_rules"]
+    job.write_text(json.dumps(result))
+    merged = _invoke("bench-report", out)
+    assert merged.exit_code == 0, merged.output
+    report = json.loads((out / "report.json").read_text())
+    real, classic = report["summary"]["all"]["real"]["mean"], report["summary"]["all"]["real+classic"]["mean"]
+    assert real["lesion_dice"]["mean"] is None and real["dice"]["mean"] is not None
+    assert classic["lesion_dice"]["mean"] is not None  # its own scores follow today's rules
+    assert report["vs_real"]["all"]["real+classic"]["mean"]["lesion_dice"]["difference"] is None
+    assert report["lesion_rules_older"] == ["real seed 0"]
+    assert "Lesion-wise scores of 1 job(s) were made under rules older" in (out / "report.md").read_text()
