@@ -17,7 +17,7 @@ from augment3d.errors import DataError
 
 from .cohorts import cohort_folder, folder_cohorts
 from .config import bench_config
-from .report import MIN_CASES, arm_flags, finite_json, load_results, png_bytes, write_report
+from .report import HEAD_TO_HEAD, MIN_CASES, arm_flags, finite_json, load_results, png_bytes, write_report
 from .stats import MEAN, arm_summary, paired_comparison, pooled_comparison
 
 __all__ = ["build_pooled_report", "write_pooled_report"]
@@ -68,7 +68,7 @@ def build_pooled_report(folder: str | Path) -> dict:
     if not results:
         raise DataError(folder, "no cohort has a finished 'real' job yet: nothing to compare against")
     arms = [a for a in config.arms if a != "real" and any(a in by_arm for by_arm in results.values())]
-    per_cohort, pooled, real = {}, {}, {}
+    per_cohort, pooled, real, head_to_head = {}, {}, {}, {}
     for site in _sites(results, config.headline_site):
         name = _name(site)
         per_cohort[name] = {a: {c: paired_comparison(by_arm[a], by_arm["real"], "dice", MEAN, site, config.bootstrap)
@@ -76,6 +76,12 @@ def build_pooled_report(folder: str | Path) -> dict:
         pooled[name] = {a: pooled_comparison({c: (by_arm[a], by_arm["real"]) for c, by_arm in results.items() if a in by_arm},
                                              "dice", MEAN, site, config.bootstrap) for a in arms}
         real[name] = {c: arm_summary(by_arm["real"], "dice", MEAN, site, config.bootstrap) for c, by_arm in results.items()}
+        # the GAN against copy-paste with the same donors and ratio, paired per case, pooled the same way
+        head_to_head[name] = {f"{a} vs {b}": pooled_comparison({c: (by_arm[a], by_arm[b]) for c, by_arm in results.items()
+                                                                if a in by_arm and b in by_arm},
+                                                               "dice", MEAN, site, config.bootstrap)
+                              for a, b in HEAD_TO_HEAD
+                              if any(a in by_arm and b in by_arm for by_arm in results.values())}
     report = {
         "recipe": recipe_name,
         "cohorts": cohorts,
@@ -86,6 +92,7 @@ def build_pooled_report(folder: str | Path) -> dict:
         "pooled": pooled,
         "per_cohort": per_cohort,
         "real": real,
+        "head_to_head": {site: pairs for site, pairs in head_to_head.items() if pairs},
         "flags": {c: arm_flags(by_arm) for c, by_arm in results.items()},
     }
     report["answer"] = _answer(report)
@@ -133,6 +140,17 @@ def _markdown(report: dict) -> str:
         for c, s in report["real"][name].items():
             out.append(f"| {c} | {s['mean']:.3f} [{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}] | "
                        f"{s['seed_mean']:.3f} +- {s['seed_std']:.3f} ({s['seeds']}) |")
+        out.append("")
+    if report.get("head_to_head"):
+        out += ["## The GAN against copy-paste", "",
+                "Paired per test case, the same way as against `real`: positive means the first arm scored higher.", "",
+                "| site | pair | per cohort | pooled difference | 95% CI over cohorts, seeds and cases |", "|---|---|---|---|---|"]
+        for name, pairs in report["head_to_head"].items():
+            for pair, p in pairs.items():
+                ci = p["ci95_cohorts_seeds_and_cases"]
+                per = ", ".join(f"{c}: {d:+.3f}" for c, d in p["per_cohort"].items())
+                out.append(f"| {name} | {pair} | {per} | {p['difference']:+.3f} | "
+                           + ("-" if ci is None else f"[{ci[0]:+.3f}, {ci[1]:+.3f}]") + " |")
         out.append("")
     out += ["## Training: plateaus and caps", ""]
     for c, flags in report["flags"].items():

@@ -723,3 +723,42 @@ def test_lesion_wise_scores_made_under_older_rules_are_left_out_not_compared(ci_
     assert report["vs_real"]["all"]["real+classic"]["mean"]["lesion_dice"]["difference"] is None
     assert report["lesion_rules_older"] == ["real seed 0"]
     assert "Lesion-wise scores of 1 job(s) were made under rules older" in (out / "report.md").read_text()
+
+
+def test_the_pooled_report_puts_the_gan_against_copy_paste_per_cohort_and_pooled(tmp_path):
+    """real+synthetic vs real+paste, paired per case in each cohort and pooled over cohorts like the
+    comparisons with `real`: hand-built cohorts where the GAN leads by +0.03 and by -0.01."""
+    import tomllib
+
+    from augment3d.config import load_recipe, recipe_toml
+    from segbench.pooled_report import build_pooled_report, write_pooled_report
+
+    raw = tomllib.loads(load_recipe("ci").path.read_text())
+    raw["bench"].update(arms=["real", "real+synthetic", "real+paste"], seeds=[0, 1])
+    (tmp_path / "recipe.toml").write_text(recipe_toml(raw))
+    (tmp_path / "bench.json").write_text(json.dumps({"recipe": "ci", "cohorts": [0, 1]}))
+    rng = np.random.default_rng(4)
+    for cohort, lead in ((0, 0.03), (1, -0.01)):
+        base = rng.uniform(0.3, 0.7, 20)
+        (tmp_path / f"cohort-{cohort}").mkdir()
+        (tmp_path / f"cohort-{cohort}" / "recipe.toml").write_text(recipe_toml(raw))
+        (tmp_path / f"cohort-{cohort}" / "bench.json").write_text(json.dumps({"recipe": "ci"}))
+        for arm, shift in (("real", 0.0), ("real+paste", 0.02), ("real+synthetic", 0.02 + lead)):
+            for seed in (0, 1):
+                folder = tmp_path / f"cohort-{cohort}" / "arms" / arm / f"seed{seed}"
+                folder.mkdir(parents=True)
+                cases = [{"subject_id": f"c{i}", "site": "SSA", "scores": {r: {"dice": d + shift, "hd95": 1.0, "lesion_dice": 0.0,
+                                                                              "lesion_hd95": 1.0} for r in ("WT", "TC", "ET")}}
+                         for i, d in enumerate(base)]
+                (folder / "result.json").write_text(json.dumps({
+                    "arm": arm, "seed": seed, "cases": cases, "steps": 4, "stop": {"reason": "plateau", "step": 4},
+                    "curve": [{"step": 4, "val_dice": 0.5}], "seconds": 1.0, "lesion_rules": "brats2023-scorer"}))
+    report = build_pooled_report(tmp_path)
+    pair = report["head_to_head"]["SSA"]["real+synthetic vs real+paste"]
+    assert pair["per_cohort"] == {"0": pytest.approx(0.03), "1": pytest.approx(-0.01)}
+    assert pair["difference"] == pytest.approx(0.01) and pair["cohorts"] == 2
+    low, high = pair["ci95_cohorts_seeds_and_cases"]
+    assert low <= -0.01 + 1e-9 and high >= 0.03 - 1e-9  # two cohorts that disagree: the interval spans both
+    write_pooled_report(tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert "## The GAN against copy-paste" in md and "| SSA | real+synthetic vs real+paste | 0: +0.030, 1: -0.010 | +0.010 |" in md
