@@ -81,7 +81,7 @@ def _like(original, values: torch.Tensor):
         return out
     if isinstance(original, np.ndarray):
         return values.numpy().astype(original.dtype)
-    return values.to(dtype=original.dtype)
+    return values.to(device=original.device, dtype=original.dtype)
 
 
 def _stacked(d: dict, image_key: str, label_key: str, channels: Sequence[str], allow_missing: bool, who: str):
