@@ -103,7 +103,41 @@ def _stacked(d: dict, image_key: str, label_key: str, channels: Sequence[str], a
     return images, labels
 
 
-class RandTumourPasted(RandomizableTransform, MapTransform):
+class _StackedSubjectTransform(RandomizableTransform, MapTransform):
+    """What both transforms share: keys and channel order checked once, one seed drawn from ``R``
+    per call, the sample's stacked images and label map checked and handed to :meth:`_apply` as a
+    torchio subject's tensors (on a copy of the sample's dict)."""
+
+    backend = [TransformBackends.TORCH]
+
+    def __init__(self, prob: float, image_key: str, label_key: str, channels: Sequence[str], allow_missing_keys: bool):
+        keys: KeysCollection = [image_key, label_key]
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, prob)
+        self.image_key, self.label_key = image_key, label_key
+        self.channels = _canonical(channels)
+        self._seed = 0
+
+    def randomize(self, data=None) -> None:
+        super().randomize(None)
+        self._seed = int(self.R.randint(0, 2**31 - 1))
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        self.randomize()
+        if not self._do_transform:
+            return d
+        images, labels = _stacked(d, self.image_key, self.label_key, self.channels, self.allow_missing_keys,
+                                  type(self).__name__)
+        if images is None:
+            return d
+        return self._apply(d, images, labels)
+
+    def _apply(self, d: dict, images: torch.Tensor, labels: torch.Tensor) -> dict:
+        raise NotImplementedError
+
+
+class RandTumourPasted(_StackedSubjectTransform):
     """With probability ``prob``, paste a tumour from a :class:`~augment3d.TumourBank` into the
     sample: :class:`~augment3d.TumourPaste` (same placement, blending and guarantees) on MONAI's
     stacked, channel-first ``image`` and its ``label``.
@@ -119,21 +153,14 @@ class RandTumourPasted(RandomizableTransform, MapTransform):
     A sample with no room passes through unchanged; ``pasted`` and ``no_room`` count per process.
     """
 
-    backend = [TransformBackends.TORCH]
-
     def __init__(self, bank, prob: float = 0.5, image_key: str = "image", label_key: str = "label",
                  channels: Sequence[str] = MODALITIES, margin: int = 3, flip: bool = True, max_tries: int = 50,
                  overlap: bool = False, allow_missing_keys: bool = False):
         from .tumour_paste import TumourPaste
 
-        keys: KeysCollection = [image_key, label_key]
-        MapTransform.__init__(self, keys, allow_missing_keys)
-        RandomizableTransform.__init__(self, prob)
-        self.image_key, self.label_key = image_key, label_key
-        self.channels = _canonical(channels)
+        super().__init__(prob, image_key, label_key, channels, allow_missing_keys)
         self.paste = TumourPaste(bank, p=1.0, margin=margin, flip=flip, max_tries=max_tries, overlap=overlap,
                                  label_key="seg")
-        self._seed = 0
 
     @property
     def pasted(self) -> int:
@@ -143,19 +170,7 @@ class RandTumourPasted(RandomizableTransform, MapTransform):
     def no_room(self) -> int:
         return self.paste.no_room
 
-    def randomize(self, data=None) -> None:
-        super().randomize(None)
-        self._seed = int(self.R.randint(0, 2**31 - 1))
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        d = dict(data)
-        self.randomize()
-        if not self._do_transform:
-            return d
-        images, labels = _stacked(d, self.image_key, self.label_key, self.channels, self.allow_missing_keys,
-                                  type(self).__name__)
-        if images is None:
-            return d
+    def _apply(self, d: dict, images: torch.Tensor, labels: torch.Tensor) -> dict:
         image, label = d[self.image_key], d[self.label_key]
         subject = _subject(images, labels, _affine(image), self.channels)
         twin = self.paste.placement(subject, np.random.default_rng(self._seed))
@@ -175,7 +190,7 @@ def _subject(images: torch.Tensor, labels: torch.Tensor, affine: np.ndarray, cha
     return tio.Subject(**fields, seg=tio.LabelMap(tensor=labels.round().long().clone(), affine=affine), **(attributes or {}))
 
 
-class RandSyntheticReplaced(RandomizableTransform, MapTransform):
+class RandSyntheticReplaced(_StackedSubjectTransform):
     """With probability ``prob``, give the sample new images from a generator:
     :class:`~augment3d.SyntheticAugmenter`'s replacement (its deterministic twin,
     :class:`~augment3d.SyntheticReplacement`) on MONAI's stacked ``image`` and its ``label``. A
@@ -195,38 +210,20 @@ class RandSyntheticReplaced(RandomizableTransform, MapTransform):
     A generated subject is named by its seed: the one drawn from ``R`` for the sample.
     """
 
-    backend = [TransformBackends.TORCH]
-
     def __init__(self, generator, prob: float = 0.5, condition="subject", psi: float = 1.0,
                  image_key: str = "image", label_key: str = "label", channels: Sequence[str] = MODALITIES,
                  device: str = "cpu", precision: str = "auto", allow_missing_keys: bool = False):
         from .augmenter import SyntheticAugmenter
 
-        MapTransform.__init__(self, [image_key, label_key], allow_missing_keys)
-        RandomizableTransform.__init__(self, prob)
-        self.image_key, self.label_key = image_key, label_key
-        self.channels = _canonical(channels)
+        super().__init__(prob, image_key, label_key, channels, allow_missing_keys)
         # the torchio transform checks the generator, the condition and the precision once, here
         self.augmenter = SyntheticAugmenter(generator, p=1.0, condition=condition, psi=psi, device=device,
                                             precision=precision, label_key="seg")
-        self._seed = 0
 
-    def randomize(self, data=None) -> None:
-        super().randomize(None)
-        self._seed = int(self.R.randint(0, 2**31 - 1))
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+    def _apply(self, d: dict, images: torch.Tensor, labels: torch.Tensor) -> dict:
         from .augmenter import SyntheticReplacement
         from .generator_cache import get_generator, worker_device
 
-        d = dict(data)
-        self.randomize()
-        if not self._do_transform:
-            return d
-        images, labels = _stacked(d, self.image_key, self.label_key, self.channels, self.allow_missing_keys,
-                                  type(self).__name__)
-        if images is None:
-            return d
         a = self.augmenter
         gen = get_generator(a.checkpoint, a.checkpoint_sha256, worker_device(a.device))
         attributes = {c: str(d[c]) for c in gen.conditions if c in d}
