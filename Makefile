@@ -13,17 +13,17 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,monai]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,monai,nnunet]"
 	touch $(STAMP)
 
 # The main job: does synthetic data improve segmentation on the scarce site? `augment3d bench
 # --recipe quick` builds the phantom recipe's development cohort (124 cases, 55 SSA test cases),
 # splits it, renders its synthetic subjects with the generator bundled in the package (trained by
-# the phantom recipe on this split), trains three segmentation arms and writes the report (about
-# 15 minutes on 2 CPU cores). Running it again continues an interrupted bench; `make demo-clean`
-# starts over.
+# the phantom recipe on this split), trains three segmentation arms two at a time (--workers 2) and
+# writes the report (docs/PERFORMANCE.md has the time on 2 CPU cores). Running it again continues an
+# interrupted bench; `make demo-clean` starts over.
 demo: $(STAMP)
-	$(BIN)/augment3d bench --recipe quick --out $(DEMO_DIR)/bench
+	$(BIN)/augment3d bench --recipe quick --out $(DEMO_DIR)/bench --workers 2
 	@echo "demo finished: report $(DEMO_DIR)/bench/report.md (figures beside it; GAN metrics in $(DEMO_DIR)/bench/gan_eval/report.md)"
 
 demo-clean:

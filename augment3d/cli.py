@@ -439,6 +439,7 @@ def bench(
     force: Annotated[bool, typer.Option(help="Replace an existing bench folder in OUT and start over (only a bench folder augment3d wrote).")] = False,
     skip_bad: Annotated[bool, typer.Option(help="Skip bad cases and list them instead of stopping.")] = False,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    workers: Annotated[int, typer.Option(min=1, help="Run the GAN and the jobs side by side in this many processes, each with cores/N threads (2 on 2 cores: the phantom bench in about 0.6x the time; docs/PERFORMANCE.md).")] = 1,
 ) -> None:
     """Does synthetic data improve segmentation? Train segmenters with and without it and report per site."""
     from augment3d.config import load_recipe
@@ -463,7 +464,7 @@ def bench(
 
         setups, report = run_bench(r, out, data=data, generator=generator, arm=arm, seed=seed, setup_only=setup_only,
                                    force=force, skip_bad=skip_bad, device=device, say=say, progress=progress,
-                                   cohorts=_seed_list(cohorts, "--cohorts"), cohort=cohort)
+                                   cohorts=_seed_list(cohorts, "--cohorts"), cohort=cohort, workers=workers)
     for setup in setups if isinstance(setups, list) else [setups]:
         _report_cohort(setup)
         if report is None:
@@ -473,6 +474,55 @@ def bench(
         return
     typer.echo(report["answer"])
     typer.echo(f"report: {out / 'report.md'}")
+
+
+@app.command("nnunet-dataset")
+@user_errors
+def nnunet_dataset(
+    cohort: Annotated[Path, typer.Argument(help="Cohort folder in BraTS layout (e.g. augment3d phantom OUT).")],
+    out: Annotated[Path, typer.Argument(help="nnU-Net raw dataset folder to write, named DatasetNNN_Name, inside $nnUNet_raw.")],
+    regions: Annotated[bool, typer.Option(help="Declare the BraTS regions (WT, TC, ET) with regions_class_order, for nnU-Net's region-based training.")] = False,
+    subject: Annotated[Optional[list[str]], typer.Option(help="Only this subject id (repeatable); default: every case.")] = None,
+    force: Annotated[bool, typer.Option(help="Replace OUT if it exists (only a folder augment3d wrote, once the new one is complete).")] = False,
+) -> None:
+    """Write a BraTS-layout cohort as an nnU-Net v2 raw dataset (imagesTr, labelsTr, dataset.json)."""
+    from augment3d.export import export_cohort_nnunet
+
+    export_cohort_nnunet(cohort, out, regions=regions, subjects=subject, force=force)
+    typer.echo(f"wrote {out}: nnUNetv2_plan_and_preprocess -d {out.name[7:10]} --verify_dataset_integrity")
+
+
+def _label_numbers(text: str | None) -> dict[str, int] | None:
+    if text is None:
+        return None
+    out = {}
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        if not sep or not value.strip().isdigit():
+            fail(f"--labels expects CLASS=VALUE,... (e.g. NETC=2,SNFH=1,ET=3), got {text!r}")
+        out[key.strip().upper()] = int(value)
+    return out
+
+
+@app.command("nnunet-trainers")
+@user_errors
+def nnunet_trainers(
+    folder: Annotated[Path, typer.Argument(help="Folder to write augment3d_trainers.py into; point nnUNet_extTrainer at it.")],
+    bank: Annotated[Optional[Path], typer.Option(help="Tumour bank folder (augment3d.TumourBank) for nnUNetTrainerTumourPaste.")] = None,
+    generator: Annotated[str, typer.Option(help="Labels-to-images run folder, or a bundled generator's name, for nnUNetTrainerSynthetic.")] = "phantom",
+    condition: Annotated[Optional[list[str]], typer.Option(help="KEY=VALUE, repeatable: the restyle's condition (default site=SSA; columns left out are drawn per sample).")] = None,
+    prob: Annotated[float, typer.Option(min=0.0, max=1.0, help="Chance per training sample.")] = 0.5,
+    labels: Annotated[Optional[str], typer.Option(help="The dataset's label numbers, e.g. NETC=2,SNFH=1,ET=3 (default: read from its dataset.json).")] = None,
+    seed: Annotated[Optional[int], typer.Option(min=0, help="Reproducible draws per worker (default: nnU-Net's per-worker numpy seeding).")] = None,
+) -> None:
+    """Write the nnU-Net v2 trainer folder: -tr nnUNetTrainerTumourPaste or -tr nnUNetTrainerSynthetic."""
+    from augment3d.nnunet.stub import TRAINERS, write_trainer_folder
+
+    path = write_trainer_folder(folder, bank=bank, generator=generator,
+                                condition=_parse_conditions(condition) if condition else None, prob=prob,
+                                labels=_label_numbers(labels), seed=seed)
+    typer.echo(f"wrote {path}\n  export nnUNet_extTrainer={folder.resolve()}\n"
+               f"  nnUNetv2_train DATASET 3d_fullres FOLD -tr {TRAINERS[0]}   (or -tr {TRAINERS[1]})")
 
 
 @app.command("bench-report")

@@ -36,8 +36,8 @@ from .config import BenchConfig, bench_config
 from .splits import load_splits, make_splits, save_splits
 from .train import result_path, run_job
 
-__all__ = ["BenchSetup", "MARKER", "bench_identity", "check_bench_folder", "claim_bench_folder", "setup_bench", "run_bench",
-           "jobs"]
+__all__ = ["BenchSetup", "MARKER", "bench_identity", "check_bench_folder", "check_workers", "claim_bench_folder",
+           "setup_bench", "run_bench", "jobs"]
 
 MARKER = "bench.json"
 
@@ -262,9 +262,11 @@ def _synthetic_montage(out: Path, generator: str, config: BenchConfig) -> None:
 def setup_bench(recipe: Recipe, out: str | os.PathLike, *, data: str | os.PathLike | None = None,
                 generator: str | os.PathLike | None = None, force: bool = False, skip_bad: bool = False,
                 device: str = "cpu", cache_dir=None, say: Callable[[str], None] = lambda m: None,
-                progress=None, held: contextlib.ExitStack | None = None) -> BenchSetup:
+                progress=None, held: contextlib.ExitStack | None = None, gan: bool = True) -> BenchSetup:
     """Every shared stage: folder, cohort, preparation, splits, GAN (+ its metrics and montage).
 
+    With ``gan=False`` the GAN stage is left out (jobs that do not generate need not wait for it);
+    ``setup.generator`` is then the given generator, or the bench's GAN if one was trained, else None.
     The folder's lock is held shared (bench jobs may run side by side; ``--force`` from another
     process is refused meanwhile) until ``held`` closes, or until the setup ends without it.
     """
@@ -300,11 +302,14 @@ def setup_bench(recipe: Recipe, out: str | os.PathLike, *, data: str | os.PathLi
     with contextlib.ExitStack() as own:
         (held or own).enter_context(folder_lock(out, shared=True))
         return _shared_stages(out, recipe, config, data, generator, cohort, prepare, skip_bad, device, cache_dir,
-                              say, progress)
+                              say, progress, gan)
 
 
 def _shared_stages(out: Path, recipe: Recipe, config: BenchConfig, data, generator, cohort, prepare, skip_bad: bool,
-                   device: str, cache_dir, say, progress) -> BenchSetup:
+                   device: str, cache_dir, say, progress, gan: bool = True) -> BenchSetup:
+    from augment3d.checkpoint import bundle_exists
+    from augment3d.run_files import GENERATOR
+
     if not (out / "recipe.toml").is_file():
         atomic_write_text(out / "recipe.toml", recipe.path.read_text(encoding="utf-8"))
     data_dir = _cohort(out, recipe, data, say)
@@ -316,10 +321,15 @@ def _shared_stages(out: Path, recipe: Recipe, config: BenchConfig, data, generat
     if generator is not None:
         _check_generator_held_out(generator, splits)
     if any("synthetic" in a for a in config.arms):
-        gen_path = str(generator) if generator is not None else str(
-            _gan(out, recipe, config, data_dir, splits["train"], skip_bad, device, cache_dir, say, progress))
-        _gan_eval(out, gen_path, data_dir, config, skip_bad, cache_dir, say)
-        _synthetic_montage(out, gen_path, config)
+        if generator is not None:
+            gen_path = str(generator)
+        elif gan:
+            gen_path = str(_gan(out, recipe, config, data_dir, splits["train"], skip_bad, device, cache_dir, say, progress))
+        elif bundle_exists(out / "gan", GENERATOR):
+            gen_path = str(out / "gan")
+        if gan and gen_path is not None:
+            _gan_eval(out, gen_path, data_dir, config, skip_bad, cache_dir, say)
+            _synthetic_montage(out, gen_path, config)
     return BenchSetup(out, recipe, config, data_dir, gen_path, parts["train"], parts["val"], parts["test"],
                       cohort.skipped, cohort.warnings)
 
@@ -327,8 +337,11 @@ def _shared_stages(out: Path, recipe: Recipe, config: BenchConfig, data, generat
 def run_bench(recipe: Recipe, out: str | os.PathLike, *, data=None, generator=None, arm: str | None = None,
               seed: int | None = None, setup_only: bool = False, force: bool = False, skip_bad: bool = False,
               device: str = "cpu", cache_dir=None, say: Callable[[str], None] = lambda m: None,
-              progress=None, cohorts: Sequence[int] | None = None, cohort: int | None = None):
+              progress=None, cohorts: Sequence[int] | None = None, cohort: int | None = None, workers: int = 1):
     """Set up, run the selected jobs that have not finished, and write the report.
+
+    ``workers`` > 1 runs the jobs (and the GAN) side by side in that many processes
+    (:mod:`segbench.parallel`); the GAN is trained only when a selected job generates.
 
     Returns (setup, report), or with several phantom cohorts (``cohorts``, default the recipe's
     ``[bench] cohorts``; :mod:`segbench.cohorts`) (a setup per cohort run, the pooled report).
@@ -350,18 +363,33 @@ def run_bench(recipe: Recipe, out: str | os.PathLike, *, data=None, generator=No
         from .cohorts import run_cohorts
 
         return run_cohorts(recipe, out, cohorts, cohort=cohort, arm=arm, seed=seed, setup_only=setup_only, force=force,
-                           skip_bad=skip_bad, device=device, cache_dir=cache_dir, say=say, progress=progress)
+                           skip_bad=skip_bad, device=device, cache_dir=cache_dir, say=say, progress=progress,
+                           workers=workers)
     if cohort is not None:
         raise DataError(None, "--cohort picks one cohort of a bench over several phantom cohorts "
                               "([bench] cohorts or --cohorts); this bench has one")
     selected = jobs(config, arm, seed)
+    check_workers(workers)
+    side_by_side = workers > 1 and not setup_only
     with contextlib.ExitStack() as held:
         setup = setup_bench(recipe, out, data=data, generator=generator, force=force, skip_bad=skip_bad,
-                            device=device, cache_dir=cache_dir, say=say, progress=progress, held=held)
+                            device=device, cache_dir=cache_dir, say=say, progress=progress, held=held,
+                            gan=not side_by_side and (setup_only or any("synthetic" in a for a, _ in selected)))
         if setup_only:
             return setup, None
-        _run_jobs(setup, selected, device, say, progress)
+        if side_by_side:
+            from .parallel import run_side_by_side
+
+            run_side_by_side([setup], selected, workers, device=device, data=data, generator=generator,
+                             skip_bad=skip_bad, cache_dir=cache_dir, say=say, progress=progress)
+        else:
+            _run_jobs(setup, selected, device, say, progress)
         return setup, write_report(setup.folder)
+
+
+def check_workers(workers: int) -> None:
+    if not isinstance(workers, int) or workers < 1:
+        raise DataError(None, f"--workers must be a whole number >= 1, got {workers!r}")
 
 
 def _run_jobs(setup: BenchSetup, selected, device: str, say, progress) -> None:

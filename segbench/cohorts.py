@@ -19,6 +19,7 @@ job array, ``augment3d bench-report OUT`` merges whatever finished.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tomllib
@@ -31,7 +32,8 @@ from augment3d.config import Recipe, load_recipe, recipe_toml
 from augment3d.errors import DataError
 from augment3d.output_folders import folder_lock
 
-from .bench import BenchSetup, MARKER, bench_identity, check_bench_folder, claim_bench_folder, jobs, run_bench
+from .bench import (BenchSetup, MARKER, bench_identity, check_bench_folder, check_workers, claim_bench_folder, jobs, run_bench,
+                    setup_bench)
 
 __all__ = ["PREFIX", "cohort_folder", "cohort_recipe", "folder_cohorts", "run_cohorts"]
 
@@ -73,8 +75,12 @@ def folder_cohorts(folder: str | os.PathLike) -> list[int] | None:
 def run_cohorts(recipe: Recipe, out: str | os.PathLike, cohorts: Sequence[int], *, cohort: int | None = None,
                 arm: str | None = None, seed: int | None = None, setup_only: bool = False, force: bool = False,
                 skip_bad: bool = False, device: str = "cpu", cache_dir=None,
-                say: Callable[[str], None] = lambda m: None, progress=None) -> tuple[list[BenchSetup], dict | None]:
-    """Set up and run every cohort's bench (or only ``cohort``'s), then write the pooled report."""
+                say: Callable[[str], None] = lambda m: None, progress=None,
+                workers: int = 1) -> tuple[list[BenchSetup], dict | None]:
+    """Set up and run every cohort's bench (or only ``cohort``'s), then write the pooled report.
+
+    ``workers`` > 1: every cohort is set up first, then all cohorts' GANs and jobs share the
+    workers (:mod:`segbench.parallel`)."""
     from .config import bench_config
     from .pooled_report import write_pooled_report
 
@@ -83,13 +89,15 @@ def run_cohorts(recipe: Recipe, out: str | os.PathLike, cohorts: Sequence[int], 
         raise DataError(None, f"cohorts must be distinct seeds >= 0, got {cohorts}")
     if cohort is not None and cohort not in cohorts:
         raise DataError(None, f"--cohort {cohort} is not one of this bench's cohorts: {', '.join(map(str, cohorts))}")
-    jobs(bench_config(recipe), arm, seed)  # an unknown --arm or --seed is refused before anything is written
+    selected = jobs(bench_config(recipe), arm, seed)  # an unknown --arm or --seed is refused before anything is written
+    check_workers(workers)
     out = Path(out)
     identity = {**bench_identity(recipe, None, None), "cohorts": cohorts}
     ours = check_bench_folder(out, identity, force, [], recipe.path)
     claim_bench_folder(out, identity, ours, recipe.path)
     setups = []
-    with folder_lock(out, shared=True):
+    side_by_side = workers > 1 and not setup_only
+    with folder_lock(out, shared=True), contextlib.ExitStack() as held:
         if not (out / "recipe.toml").is_file():
             atomic_write_text(out / "recipe.toml", recipe.path.read_text(encoding="utf-8"))
         for c in cohorts if cohort is None else [cohort]:
@@ -98,10 +106,22 @@ def run_cohorts(recipe: Recipe, out: str | os.PathLike, cohorts: Sequence[int], 
             def said(message: str, c: int = c) -> None:
                 say(f"cohort {c}: {message}")
 
+            if side_by_side:  # the shared stages but the GAN now; the GANs and jobs run side by side below
+                setups.append(setup_bench(cohort_recipe(recipe, c, out), cohort_folder(out, c), skip_bad=skip_bad,
+                                          device=device, cache_dir=cache_dir, say=said, held=held, gan=False))
+                continue
             setup, _ = run_bench(cohort_recipe(recipe, c, out), cohort_folder(out, c), arm=arm, seed=seed,
                                  setup_only=setup_only, skip_bad=skip_bad, device=device, cache_dir=cache_dir,
                                  say=said, progress=progress)
             setups.append(setup)
         if setup_only:
             return setups, None
+        if side_by_side:
+            from .parallel import run_side_by_side
+            from .report import write_report
+
+            run_side_by_side(setups, selected, workers, device=device, skip_bad=skip_bad, cache_dir=cache_dir,
+                             say=say, progress=progress)
+            for setup in setups:
+                write_report(setup.folder)
         return setups, write_pooled_report(out)
