@@ -25,7 +25,7 @@ from .errors import DataError
 from .data.layout import case_file_name
 from .data.nifti_write import write_nifti
 
-__all__ = ["FORMATS", "export_synthetic", "subject_id", "check_nnunet_name", "INTENSITY_RANGE", "MAX_SEED"]
+__all__ = ["FORMATS", "export_synthetic", "export_cohort_nnunet", "subject_id", "check_nnunet_name", "INTENSITY_RANGE", "MAX_SEED"]
 
 FORMATS = ("brats", "nnunet")
 NNUNET_CHANNELS = {str(k): MODALITY_TITLES[m] for k, m in enumerate(MODALITIES)}
@@ -84,6 +84,60 @@ def _write_nnunet(work: Path, ids, images, labels, affine) -> None:
         write_nifti(work / "labelsTr" / f"{sid}.nii.gz", label, affine, np.uint8)
 
 
+def _write_nnunet_dataset(work: Path, name: str, n: int, regions: bool, description: str) -> None:
+    dataset = {"channel_names": NNUNET_CHANNELS,
+               **({"labels": NNUNET_REGION_LABELS, "regions_class_order": NNUNET_REGIONS_CLASS_ORDER}
+                  if regions else {"labels": NNUNET_LABELS}),
+               "numTraining": n, "file_ending": ".nii.gz", "name": name, "description": description}
+    atomic_write_text(work / "dataset.json", json.dumps(dataset, indent=1) + "\n")
+
+
+def export_cohort_nnunet(cohort: str | os.PathLike, out: str | os.PathLike, *, regions: bool = False,
+                         subjects: Sequence[str] | None = None, force: bool = False) -> Path:
+    """A cohort in BraTS layout (or the ``subjects`` of it) as an nnU-Net v2 raw dataset in
+    ``out`` (named ``DatasetNNN_Name``): images as ``imagesTr/<id>_000k.nii.gz`` in the order
+    T1, T1Gd, T2, FLAIR, label maps in BraTS-2023 numbering (BraTS 2021's ET 4 becomes 3),
+    ``dataset.json`` as :func:`export_synthetic` writes it. The folder appears only once complete."""
+    import shutil
+
+    import nibabel as nib
+
+    from .data.layout import discover_cases
+
+    out = Path(out)
+    check_nnunet_name(out)
+    cases = discover_cases(cohort)
+    if subjects is not None:
+        known = {c.subject_id for c in cases}
+        unknown = sorted(set(subjects) - known)
+        if unknown:
+            raise DataError(cohort, f"has no case {', '.join(unknown[:5])}")
+        cases = [c for c in cases if c.subject_id in set(subjects)]
+    for case in cases:
+        if case.missing:
+            raise DataError(case.folder, f"misses {', '.join(case.missing)}; fix the case or leave it out (subjects=)")
+    with staged_output(out, "nnunet-dataset", force=force, inputs=[cohort]) as work:
+        (work / "imagesTr").mkdir()
+        (work / "labelsTr").mkdir()
+        for case in cases:
+            for k, key in enumerate(MODALITIES):
+                source = case.paths[key]
+                assert source is not None  # checked above
+                target = work / "imagesTr" / f"{case.subject_id}_{k:04d}.nii.gz"
+                if source.name.endswith(".gz"):
+                    shutil.copyfile(source, target)
+                else:
+                    nib.save(nib.load(source), target)
+            label = nib.load(case.paths["seg"])
+            values = np.asarray(label.dataobj)
+            for old, new in case.scheme.label_remap.items():
+                values = np.where(values == old, new, values)
+            write_nifti(work / "labelsTr" / f"{case.subject_id}.nii.gz", values, label.affine, np.uint8)
+        _write_nnunet_dataset(work, out.name, len(cases), regions,
+                              f"augment3d: the cohort {Path(cohort).resolve().name} in nnU-Net v2 raw layout")
+    return out
+
+
 def _csv(rows: list[dict]) -> str:
     columns = list(dict.fromkeys(k for row in rows for k in row))
     buffer = io.StringIO()
@@ -137,13 +191,8 @@ def export_synthetic(
             atomic_write_text(work / "README.txt", f"Synthetic subjects written by augment3d: {_space(affine)}.\n")
         else:
             _write_nnunet(work, ids, scaled, labels, affine)
-            dataset = {"channel_names": NNUNET_CHANNELS,
-                       **({"labels": NNUNET_REGION_LABELS, "regions_class_order": NNUNET_REGIONS_CLASS_ORDER}
-                          if regions else {"labels": NNUNET_LABELS}),
-                       "numTraining": len(ids), "file_ending": ".nii.gz", "name": out.name,
-                       "description": f"augment3d synthetic subjects, conditions {_describe(conditions)}, psi {psi}; "
-                                      f"{_space(affine)}"}
-            atomic_write_text(work / "dataset.json", json.dumps(dataset, indent=1) + "\n")
+            _write_nnunet_dataset(work, out.name, len(ids), regions,
+                                  f"augment3d synthetic subjects, conditions {_describe(conditions)}, psi {psi}; {_space(affine)}")
         if preview:
             from .viz import save_montage
 

@@ -49,23 +49,10 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError("augment3d.monai needs MONAI: pip install 'augment3d[monai]'") from exc
 
-from .brats import MODALITIES, MODALITY_ALIASES
+from .brats import MODALITIES
+from .stacked import canonical_channels, pasted, restyled, stacked_subject, unstacked
 
 __all__ = ["RandTumourPasted", "RandSyntheticReplaced"]
-
-
-def _canonical(channels: Sequence[str]) -> list[str]:
-    """The BraTS key (t1n, t1c, t2w, t2f) of each channel name, refusing unknown or repeated ones."""
-    out = []
-    for name in channels:
-        key = next((k for k, aliases in MODALITY_ALIASES.items() if name in aliases or name == k), None)
-        if key is None:
-            raise ValueError(f"channel {name!r} is not a BraTS modality (known: "
-                             f"{', '.join(a for v in MODALITY_ALIASES.values() for a in v)})")
-        out.append(key)
-    if sorted(out) != sorted(MODALITIES):
-        raise ValueError(f"channels must name the four modalities once each, got {list(channels)}")
-    return out
 
 
 def _affine(tensor) -> np.ndarray:
@@ -115,7 +102,7 @@ class _StackedSubjectTransform(RandomizableTransform, MapTransform):
         MapTransform.__init__(self, keys, allow_missing_keys)
         RandomizableTransform.__init__(self, prob)
         self.image_key, self.label_key = image_key, label_key
-        self.channels = _canonical(channels)
+        self.channels = canonical_channels(channels)
         self._seed = 0
 
     def randomize(self, data=None) -> None:
@@ -172,22 +159,13 @@ class RandTumourPasted(_StackedSubjectTransform):
 
     def _apply(self, d: dict, images: torch.Tensor, labels: torch.Tensor) -> dict:
         image, label = d[self.image_key], d[self.label_key]
-        subject = _subject(images, labels, _affine(image), self.channels)
-        twin = self.paste.placement(subject, np.random.default_rng(self._seed))
-        if twin.corner is None:
+        out = pasted(self.paste, stacked_subject(images, labels, _affine(image), self.channels), self._seed)
+        if out is None:
             return d
-        out = twin.apply_transform(subject)
-        pasted = torch.cat([out[key].data for key in self.channels]).to(images.dtype)
-        d[self.image_key] = _like(image, pasted)
-        d[self.label_key] = _like(label, out["seg"].data)
+        new_images, new_labels = unstacked(out, self.channels)
+        d[self.image_key] = _like(image, new_images.to(images.dtype))
+        d[self.label_key] = _like(label, new_labels)
         return d
-
-
-def _subject(images: torch.Tensor, labels: torch.Tensor, affine: np.ndarray, channels: Sequence[str], attributes=None):
-    import torchio as tio
-
-    fields = {key: tio.ScalarImage(tensor=images[c:c + 1].float().clone(), affine=affine) for c, key in enumerate(channels)}
-    return tio.Subject(**fields, seg=tio.LabelMap(tensor=labels.round().long().clone(), affine=affine), **(attributes or {}))
 
 
 class RandSyntheticReplaced(_StackedSubjectTransform):
@@ -221,22 +199,15 @@ class RandSyntheticReplaced(_StackedSubjectTransform):
                                             precision=precision, label_key="seg")
 
     def _apply(self, d: dict, images: torch.Tensor, labels: torch.Tensor) -> dict:
-        from .augmenter import SyntheticReplacement
         from .generator_cache import get_generator, worker_device
 
         a = self.augmenter
         gen = get_generator(a.checkpoint, a.checkpoint_sha256, worker_device(a.device))
         attributes = {c: str(d[c]) for c in gen.conditions if c in d}
-        subject = _subject(images, labels, _affine(d[self.image_key]), self.channels, attributes)
-        if a.condition is None and gen.conditions:
-            options = gen.encoder.all_conditions()
-            condition = options[self._seed % len(options)]
-        else:
-            condition = a._condition_for(subject, gen)
-        twin = SyntheticReplacement(a.checkpoint, a.checkpoint_sha256, [self._seed], 0, condition, a.psi, None, "seg",
-                                    a.device, a.precision)
-        out = twin.apply_transform(subject)
-        d[self.image_key] = _like(d[self.image_key], torch.cat([out[key].data for key in self.channels]).to(images.dtype))
-        if not gen.takes_labels:
-            d[self.label_key] = _like(d[self.label_key], out["seg"].data)
+        subject = stacked_subject(images, labels, _affine(d[self.image_key]), self.channels, attributes)
+        out, kept_labels = restyled(a, subject, self._seed)
+        new_images, new_labels = unstacked(out, self.channels)
+        d[self.image_key] = _like(d[self.image_key], new_images.to(images.dtype))
+        if not kept_labels:
+            d[self.label_key] = _like(d[self.label_key], new_labels)
         return d
