@@ -2,7 +2,6 @@
 processes), the trainers found through nnUNet_extTrainer for training and prediction."""
 
 import csv
-import json
 import os
 import subprocess
 import sys
