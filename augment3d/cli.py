@@ -439,7 +439,7 @@ def bench(
     force: Annotated[bool, typer.Option(help="Replace an existing bench folder in OUT and start over (only a bench folder augment3d wrote).")] = False,
     skip_bad: Annotated[bool, typer.Option(help="Skip bad cases and list them instead of stopping.")] = False,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-    workers: Annotated[int, typer.Option(min=1, help="Run the GAN and the jobs side by side in this many processes, each with cores/N threads (2 on 2 cores: the phantom bench in about 0.6x the time; docs/PERFORMANCE.md).")] = 1,
+    workers: Annotated[int, typer.Option(min=1, help="Run the GAN and the jobs side by side in this many processes, each with cores/N threads (2 on 2 cores; docs/PERFORMANCE.md has the times).")] = 1,
 ) -> None:
     """Does synthetic data improve segmentation? Train segmenters with and without it and report per site."""
     from augment3d.config import load_recipe
