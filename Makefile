@@ -19,11 +19,11 @@ $(STAMP): pyproject.toml constraints.txt
 # The main job: does synthetic data improve segmentation on the scarce site? `augment3d bench
 # --recipe quick` builds the phantom recipe's development cohort (124 cases, 55 SSA test cases),
 # splits it, renders its synthetic subjects with the generator bundled in the package (trained by
-# the phantom recipe on this split), trains three segmentation arms two at a time (--workers 2) and
-# writes the report (docs/PERFORMANCE.md has the time on 2 CPU cores). Running it again continues an
-# interrupted bench; `make demo-clean` starts over.
+# the phantom recipe on this split), trains three segmentation arms and writes the report (about
+# 16 minutes on 2 CPU cores). Running it again continues an interrupted bench; `make demo-clean`
+# starts over. (Not --workers: one thread per job would change the figures it reproduces.)
 demo: $(STAMP)
-	$(BIN)/augment3d bench --recipe quick --out $(DEMO_DIR)/bench --workers 2
+	$(BIN)/augment3d bench --recipe quick --out $(DEMO_DIR)/bench
 	@echo "demo finished: report $(DEMO_DIR)/bench/report.md (figures beside it; GAN metrics in $(DEMO_DIR)/bench/gan_eval/report.md)"
 
 demo-clean:
