@@ -128,11 +128,12 @@ def export_cohort_nnunet(cohort: str | os.PathLike, out: str | os.PathLike, *, r
                     shutil.copyfile(source, target)
                 else:
                     nib.save(nib.load(source), target)
-            label = nib.load(case.paths["seg"])
-            values = np.asarray(label.dataobj)
+            label = nib.load(case.expected_path("seg") if case.paths["seg"] is None else case.paths["seg"])
+            values = np.asarray(label.dataobj)  # type: ignore[attr-defined]
             for old, new in case.scheme.label_remap.items():
                 values = np.where(values == old, new, values)
-            write_nifti(work / "labelsTr" / f"{case.subject_id}.nii.gz", values, label.affine, np.uint8)
+            write_nifti(work / "labelsTr" / f"{case.subject_id}.nii.gz", values, label.affine,  # type: ignore[attr-defined]
+                        np.uint8)
         _write_nnunet_dataset(work, out.name, len(cases), regions,
                               f"augment3d: the cohort {Path(cohort).resolve().name} in nnU-Net v2 raw layout")
     return out

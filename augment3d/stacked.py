@@ -33,13 +33,17 @@ def canonical_channels(channels: Sequence[str]) -> list[str]:
 
 
 def stacked_subject(images: torch.Tensor, labels: torch.Tensor, affine: np.ndarray, channels: Sequence[str],
-                    attributes: Mapping | None = None):
+                    attributes: Mapping | None = None, copy: bool = True):
     """A torchio subject with one image per channel (named by its BraTS key) and the label map as
-    ``seg``; copies, so the twins never write into the caller's arrays."""
+    ``seg``; copies (unless ``copy=False``, for arrays the caller made for it), so the twins never
+    write into the caller's arrays."""
     import torchio as tio
 
-    fields = {key: tio.ScalarImage(tensor=images[c:c + 1].float().clone(), affine=affine) for c, key in enumerate(channels)}
-    return tio.Subject(**fields, seg=tio.LabelMap(tensor=labels.round().long().clone(), affine=affine), **(attributes or {}))
+    def own(x: torch.Tensor) -> torch.Tensor:
+        return x.clone() if copy else x
+
+    fields = {key: tio.ScalarImage(tensor=own(images[c:c + 1].float()), affine=affine) for c, key in enumerate(channels)}
+    return tio.Subject(**fields, seg=tio.LabelMap(tensor=own(labels.round().long()), affine=affine), **(attributes or {}))
 
 
 def unstacked(subject, channels: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:

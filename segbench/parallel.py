@@ -89,6 +89,7 @@ def _run_task(task: Task, device: str, threads: int, skip_bad: bool, cache_dir) 
                                 device=device, cache_dir=cache_dir, held=held, gan=task.arm is None)
             if task.arm is None:
                 return {"seconds": time.perf_counter() - start}
+            assert task.seed is not None  # a job names its seed
             if "synthetic" in task.arm and setup.generator is None:
                 raise DataError(Path(task.folder) / "gan", "holds no trained generator for the synthetic arm")
             result = run_job(setup.folder, task.arm, task.seed, setup.config, setup.train, setup.val, setup.test,
@@ -117,7 +118,8 @@ def run_side_by_side(setups: Sequence[BenchSetup], selected: Sequence[tuple[str,
     threads = max(1, torch.get_num_threads() // workers)
     say(f"{total} jobs and {len(gans)} GAN stage(s) in {workers} worker processes, {threads} thread(s) each")
     update = progress("jobs", total) if progress else None
-    done, failures = 0, []
+    done = 0
+    failures: list[str] = []
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         running: dict[Future, Task] = {}
         while running or (queue and not failures):

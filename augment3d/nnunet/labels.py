@@ -50,6 +50,7 @@ def brats_classes(labels: Mapping[str, int | list[int]], override: Mapping[str, 
         return _from_regions(regions, source)
     out: dict[int, int] = {}
     for name, value in labels.items():
+        assert not isinstance(value, (list, tuple))  # regions were handled above
         if int(value) == 0 or _plain(name) in ("background", "ignore"):
             continue
         cls = next((c for c, aliases in CLASS_ALIASES.items() if _plain(name) in aliases), None)

@@ -32,7 +32,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise ImportError("augment3d.nnunet needs nnU-Net v2: pip install 'augment3d[nnunet]'") from exc
 
 from ..brats import MODALITIES
-from ..stacked import canonical_channels, pasted, restyled, stacked_subject, unstacked
+from ..stacked import canonical_channels, pasted, restyled, stacked_subject
 
 __all__ = ["TumourPasteTransform", "SyntheticRestyleTransform", "grid_affine"]
 
@@ -41,6 +41,17 @@ def grid_affine(spacing: Sequence[float]) -> np.ndarray:
     """The affine of an nnU-Net array: axes (z, y, x) with ``spacing`` (z, y, x) mm, taken as (S, A, R)."""
     sz, sy, sx = (float(s) for s in spacing)
     return np.array([[0, 0, sx, 0], [0, sy, 0, 0], [sz, 0, 0, 0], [0, 0, 0, 1]], dtype=np.float64)
+
+
+def _box(mask: torch.Tensor) -> tuple[slice, ...] | None:
+    """The bounding box of ``mask``'s True voxels (None when there are none)."""
+    spans = []
+    for axis in range(mask.ndim):
+        hit = mask.any(dim=tuple(a for a in range(mask.ndim) if a != axis)).nonzero()
+        if hit.numel() == 0:
+            return None
+        spans.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    return tuple(spans)
 
 
 class _SampleTransform(BasicTransform):
@@ -97,27 +108,33 @@ class _SampleTransform(BasicTransform):
         if not bool(brain.any()):
             return None
         images = image[(slice(None), *region)].float()
-        classes = torch.zeros_like(label, dtype=torch.long)
+        classes = torch.zeros(label.shape, dtype=torch.long)
         for value, cls in self.classes.items():
-            classes[label == value] = cls
-        unknown = brain & (label > 0) & (classes == 0)
-        classes[unknown] = 2  # a class augment3d does not know (e.g. resection cavity): kept clear of, as tumour
-        low = torch.stack([c[brain].min() for c in images]) - 1.0  # the brain shifted to >= 1, the background 0
-        shifted = torch.where(brain, images - low[:, None, None, None], torch.zeros(()))
-        out = self._change(stacked_subject(shifted, classes[None], self.affine, self.channels), seed)
+            classes.masked_fill_(label == value, cls)
+        # a class augment3d does not know (e.g. resection cavity): kept clear of, as tumour
+        classes.masked_fill_((label > 0) & (classes == 0), 2)
+        outside = ~brain
+        low = images.masked_fill(outside, float("inf")).amin(dim=(1, 2, 3)) - 1.0  # brain shifted to >= 1
+        shifted = (images - low[:, None, None, None]).masked_fill_(outside, 0.0)   # the background to 0
+        out = self._change(stacked_subject(shifted, classes[None], self.affine, self.channels, copy=False), seed)
         if out is None:
             return None
-        new_images, new_classes = unstacked(out, self.channels)
-        changed = new_images != shifted
-        new_images = torch.where(brain, new_images.clamp(min=1.0), new_images) + low[:, None, None, None]
         image, seg = image.clone(), seg.clone()
         view = image[(slice(None), *region)]
-        view[changed] = new_images[changed].to(image.dtype)
-        relabelled = new_classes[0] != classes
-        out_label = seg[0][region]
-        for cls, value in self.values.items():
-            out_label[relabelled & (new_classes[0] == cls)] = value
-        out_label[relabelled & (new_classes[0] == 0)] = 0
+        for c, key in enumerate(self.channels):  # only where the twin changed a voxel, within its box
+            new = out[key].data[0]
+            changed = new != shifted[c]
+            box = _box(changed)
+            if box is None:
+                continue
+            values = torch.where(brain[box], new[box].clamp(min=1.0), new[box]) + low[c]
+            view[c][box] = torch.where(changed[box], values.to(image.dtype), view[c][box])
+        new_classes = out["seg"].data[0]
+        relabelled = new_classes != classes
+        if bool(relabelled.any()):
+            out_label = seg[0][region]
+            for cls, value in [*self.values.items(), (0, 0)]:
+                out_label.masked_fill_(relabelled & (new_classes == cls), value)
         return image, seg
 
     def _change(self, subject, seed: int):
