@@ -354,12 +354,12 @@ def _run_info(path: Path) -> None:
             typer.echo(f"  validation SWD: best {best['val_swd']:.4f} at step {best['step']}, last {evals[-1]['val_swd']:.4f}")
 
 
-def _parse_conditions(values: list[str]) -> dict[str, str]:
+def _parse_conditions(values: list[str], option: str = "--condition") -> dict[str, str]:
     out = {}
     for item in values:
         key, sep, value = item.partition("=")
         if not sep or not key or not value:
-            fail(f"--condition expects KEY=VALUE, got {item!r}")
+            fail(f"{option} expects KEY=VALUE, got {item!r}")
         out[key.strip()] = value.strip()
     return out
 
@@ -495,13 +495,10 @@ def nnunet_dataset(
 def _label_numbers(text: str | None) -> dict[str, int] | None:
     if text is None:
         return None
-    out = {}
-    for item in text.split(","):
-        key, sep, value = item.partition("=")
-        if not sep or not value.strip().isdigit():
-            fail(f"--labels expects CLASS=VALUE,... (e.g. NETC=2,SNFH=1,ET=3), got {text!r}")
-        out[key.strip().upper()] = int(value)
-    return out
+    pairs = _parse_conditions(text.split(","), "--labels")
+    if not all(v.isdigit() for v in pairs.values()):
+        fail(f"--labels expects CLASS=VALUE,... with whole numbers (e.g. NETC=2,SNFH=1,ET=3), got {text!r}")
+    return {k.upper(): int(v) for k, v in pairs.items()}
 
 
 @app.command("nnunet-trainers")

@@ -97,43 +97,28 @@ def export_cohort_nnunet(cohort: str | os.PathLike, out: str | os.PathLike, *, r
     """A cohort in BraTS layout (or the ``subjects`` of it) as an nnU-Net v2 raw dataset in
     ``out`` (named ``DatasetNNN_Name``): images as ``imagesTr/<id>_000k.nii.gz`` in the order
     T1, T1Gd, T2, FLAIR, label maps in BraTS-2023 numbering (BraTS 2021's ET 4 becomes 3),
-    ``dataset.json`` as :func:`export_synthetic` writes it. The folder appears only once complete."""
-    import shutil
-
-    import nibabel as nib
-
+    ``dataset.json`` as :func:`export_synthetic` writes it. Every case is read and checked as
+    ``augment3d validate`` does (a bad file stops it, named); the folder appears only once complete."""
     from .data.layout import discover_cases
+    from .data.validation import read_case
 
     out = Path(out)
     check_nnunet_name(out)
     cases = discover_cases(cohort)
     if subjects is not None:
-        known = {c.subject_id for c in cases}
-        unknown = sorted(set(subjects) - known)
+        unknown = sorted(set(subjects) - {c.subject_id for c in cases})
         if unknown:
             raise DataError(cohort, f"has no case {', '.join(unknown[:5])}")
         cases = [c for c in cases if c.subject_id in set(subjects)]
-    for case in cases:
-        if case.missing:
-            raise DataError(case.folder, f"misses {', '.join(case.missing)}; fix the case or leave it out (subjects=)")
     with staged_output(out, "nnunet-dataset", force=force, inputs=[cohort]) as work:
         (work / "imagesTr").mkdir()
         (work / "labelsTr").mkdir()
         for case in cases:
+            loaded = read_case(case)
             for k, key in enumerate(MODALITIES):
-                source = case.paths[key]
-                assert source is not None  # checked above
-                target = work / "imagesTr" / f"{case.subject_id}_{k:04d}.nii.gz"
-                if source.name.endswith(".gz"):
-                    shutil.copyfile(source, target)
-                else:
-                    nib.save(nib.load(source), target)
-            label = nib.load(case.expected_path("seg") if case.paths["seg"] is None else case.paths["seg"])
-            values = np.asarray(label.dataobj)  # type: ignore[attr-defined]
-            for old, new in case.scheme.label_remap.items():
-                values = np.where(values == old, new, values)
-            write_nifti(work / "labelsTr" / f"{case.subject_id}.nii.gz", values, label.affine,  # type: ignore[attr-defined]
-                        np.uint8)
+                write_nifti(work / "imagesTr" / f"{case.subject_id}_{k:04d}.nii.gz", loaded.images[key], loaded.affine,
+                            np.float32)
+            write_nifti(work / "labelsTr" / f"{case.subject_id}.nii.gz", loaded.label, loaded.affine, np.uint8)
         _write_nnunet_dataset(work, out.name, len(cases), regions,
                               f"augment3d: the cohort {Path(cohort).resolve().name} in nnU-Net v2 raw layout")
     return out

@@ -71,12 +71,10 @@ def restyled(augmenter, subject, seed: int, draw_missing: bool = False):
 
     a = augmenter
     gen = get_generator(a.checkpoint, a.checkpoint_sha256, worker_device(a.device))
-    if gen.conditions and a.condition is None:
-        options = gen.encoder.all_conditions()
-        condition = options[seed % len(options)]
-    elif gen.conditions and draw_missing:
-        fixed = {**{c: str(subject[c]) for c in gen.conditions if c in subject}, **a.condition}
-        options = gen.encoder.matching(fixed, source=a.checkpoint)
+    if gen.conditions and (a.condition is None or draw_missing):
+        fixed = {} if a.condition is None else {**{c: str(subject[c]) for c in gen.conditions if c in subject},
+                                                **a.condition}
+        options = gen.encoder.matching(fixed, source=a.checkpoint)  # every combination where nothing is fixed
         condition = options[seed % len(options)]
     else:
         condition = a._condition_for(subject, gen)

@@ -17,15 +17,14 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import tempfile
-import time
 
 import numpy as np
 import torch
 from monai import transforms as mt
 from monai.data import MetaTensor
 from paste_cost import donor
+from ratios import per_call, ratio_runs
 
 from augment3d import TumourBank
 from augment3d.monai import RandSyntheticReplaced, RandTumourPasted
@@ -40,15 +39,6 @@ def sample(side: int) -> dict:
     affine = torch.eye(4, dtype=torch.float64)
     return {"image": MetaTensor(torch.from_numpy(images), affine=affine),
             "label": MetaTensor(torch.zeros(1, side, side, side), affine=affine), "site": "HIC", "grade": "HGG"}
-
-
-def per_sample(transform, data: dict, n: int) -> float:
-    """Wall seconds per call over ``n`` calls after one warm-up call (which loads the bank)."""
-    transform(data)
-    start = time.perf_counter()
-    for _ in range(n):
-        transform(data)
-    return (time.perf_counter() - start) / n
 
 
 def main() -> None:
@@ -75,18 +65,9 @@ def main() -> None:
         TumourBank.from_subjects([donor(args.side, c) for c in (-0.3, -0.1, 0.1, 0.3)]).save(folder)
         paste = RandTumourPasted(folder, prob=1.0, channels=MODALITIES).set_random_state(seed=0)
         synthetic = RandSyntheticReplaced("phantom", prob=1.0, condition={"site": "SSA"}).set_random_state(seed=0)
-        ratios: dict[str, list[float]] = {"RandTumourPasted": [], "RandSyntheticReplaced": []}
-        for run in range(args.runs):
-            theirs = per_sample(tutorial, data, args.samples)
-            ours = {"RandTumourPasted": per_sample(paste, data, args.samples),
-                    "RandSyntheticReplaced": per_sample(synthetic, data, args.samples)}
-            for name, seconds in ours.items():
-                ratios[name].append(seconds / theirs)
-            print(f"run {run}: tutorial augmentation {theirs * 1e3:.1f} ms; " + "; ".join(
-                f"{name} {seconds * 1e3:.1f} ms ({seconds / theirs:.2f}x)" for name, seconds in ours.items()))
-        for name, values in ratios.items():
-            print(f"{name} / the tutorial's augmentation: median {statistics.median(values):.2f}, range "
-                  f"{min(values):.2f}-{max(values):.2f} over {args.runs} runs")
+        ratio_runs(args.runs, "the tutorial's augmentation", lambda: per_call(lambda: tutorial(data), args.samples),
+                   {"RandTumourPasted": lambda: per_call(lambda: paste(data), args.samples),
+                    "RandSyntheticReplaced": lambda: per_call(lambda: synthetic(data), args.samples)})
         print(f"(pasted {paste.pasted}, no room {paste.no_room})")
 
 

@@ -19,14 +19,13 @@ import argparse
 import math
 import os
 import platform
-import statistics
 import tempfile
-import time
 
 import numpy as np
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from paste_cost import donor
+from ratios import per_call, ratio_runs
 
 from augment3d import TumourBank
 from augment3d.nnunet import SyntheticRestyleTransform, TumourPasteTransform
@@ -42,12 +41,8 @@ def sample(side: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def per_sample(transform, image: torch.Tensor, seg: torch.Tensor, n: int) -> float:
-    """Wall seconds per call over ``n`` calls after one warm-up call (which loads the bank or generator)."""
-    transform(image=image.clone(), segmentation=seg.clone())
-    start = time.perf_counter()
-    for _ in range(n):
-        transform(image=image.clone(), segmentation=seg.clone())
-    return (time.perf_counter() - start) / n
+    """Wall seconds per sample (each call on fresh copies, as the loader hands them over)."""
+    return per_call(lambda: transform(image=image.clone(), segmentation=seg.clone()), n)
 
 
 def main() -> None:
@@ -69,18 +64,9 @@ def main() -> None:
         TumourBank.from_subjects([donor(args.side, c) for c in (-0.3, -0.1, 0.1, 0.3)]).save(folder)
         paste = TumourPasteTransform(folder, prob=1.0, patch_size=patch, seed=0)
         restyle = SyntheticRestyleTransform("phantom", prob=1.0, condition={"site": "SSA"}, seed=0)
-        ratios: dict[str, list[float]] = {"TumourPasteTransform": [], "SyntheticRestyleTransform": []}
-        for run in range(args.runs):
-            theirs = per_sample(theirs_pipeline, image, seg, args.samples)
-            ours = {"TumourPasteTransform": per_sample(paste, image, seg, args.samples),
-                    "SyntheticRestyleTransform": per_sample(restyle, image, seg, args.samples)}
-            for name, seconds in ours.items():
-                ratios[name].append(seconds / theirs)
-            print(f"run {run}: nnU-Net's augmentation {theirs * 1e3:.0f} ms; " + "; ".join(
-                f"{name} {seconds * 1e3:.0f} ms ({seconds / theirs:.2f}x)" for name, seconds in ours.items()))
-        for name, values in ratios.items():
-            print(f"{name} / nnU-Net's augmentation: median {statistics.median(values):.2f}, range "
-                  f"{min(values):.2f}-{max(values):.2f} over {args.runs} runs")
+        ratio_runs(args.runs, "nnU-Net's augmentation", lambda: per_sample(theirs_pipeline, image, seg, args.samples),
+                   {"TumourPasteTransform": lambda: per_sample(paste, image, seg, args.samples),
+                    "SyntheticRestyleTransform": lambda: per_sample(restyle, image, seg, args.samples)})
         print(f"(pasted {paste.applied}, no room {paste.no_room})")
 
 

@@ -223,3 +223,17 @@ def test_the_trainer_folder_command_refuses_bad_input(tmp_path):
     assert result.exit_code == 2 and "DatasetNNN_Name" in result.output
     assert "nnunetv2" not in subprocess.run([sys.executable, "-c", "import augment3d, sys; print(sorted(sys.modules))"],
                                             capture_output=True, text=True, check=True).stdout
+
+
+def test_a_damaged_case_stops_the_nnunet_export_by_name_and_writes_nothing(nnunet, tmp_path):
+    import shutil
+
+    cohort = tmp_path / "cohort"
+    case = nnunet["root"] / "cohort" / nnunet["healthy"][0]
+    shutil.copytree(case, cohort / case.name)
+    damaged = next((cohort / case.name).glob("*-t1n.nii.gz"))
+    damaged.write_bytes(damaged.read_bytes()[:200])
+    out = tmp_path / "Dataset503_Damaged"
+    result = _invoke("nnunet-dataset", cohort, out)
+    assert result.exit_code == 2 and damaged.name in result.output
+    assert not out.exists() and not list(tmp_path.glob(".Dataset503*"))

@@ -72,9 +72,9 @@ class _SampleTransform(BasicTransform):
         self.applied = 0  # samples changed in this process
         self._rng: tuple[int, np.random.Generator] | None = None
 
-    def _draw(self) -> np.random.Generator | np.random.RandomState:
-        if self.seed is None:
-            return np.random.mtrand._rand  # numpy's global state: nnU-Net seeds it per worker
+    def _draw(self) -> np.random.Generator:
+        if self.seed is None:  # numpy's global state, which nnU-Net seeds afresh in every worker
+            return np.random.default_rng(np.random.randint(0, 2**31 - 1))
         if self._rng is None or self._rng[0] != os.getpid():
             worker = tuple(multiprocessing.current_process()._identity)
             self._rng = (os.getpid(), np.random.default_rng([int(self.seed), *worker]))
@@ -82,8 +82,7 @@ class _SampleTransform(BasicTransform):
 
     def get_parameters(self, **data_dict) -> dict:
         rng = self._draw()
-        return {"apply": bool(rng.random() < self.prob), "seed": int(rng.integers(0, 2**31 - 1))
-                if isinstance(rng, np.random.Generator) else int(rng.randint(0, 2**31 - 1))}
+        return {"apply": bool(rng.random() < self.prob), "seed": int(rng.integers(0, 2**31 - 1))}
 
     def apply(self, data_dict: dict, **params) -> dict:
         if not params["apply"] or data_dict.get("image") is None or data_dict.get("segmentation") is None:
