@@ -71,6 +71,10 @@ class BenchConfig:
     #: > 0: after the plateau (or the cap), this many more steps with the rate falling linearly to 0, and the
     #: weights at the end tested (no pick of one noisy validation point); 0: the best validated weights tested
     anneal_steps: int = 0
+    #: > 0: validate, keep and test the uniform average of the weights over a job's last ``average_steps``
+    #: steps (every step counted; stochastic weight averaging) instead of the weights of one step; needs the
+    #: end known in advance: ``patience = 0``, or a window within the anneal (``average_steps <= anneal_steps``)
+    average_steps: int = 0
     weight_decay: float = 1e-4
     #: segmentation arithmetic: ``none`` (fp32), ``bf16`` autocast, or ``auto`` (bf16 where the
     #: hardware has it: AVX512-BF16 or AMX CPUs, GPUs). Each job records what it used. fp32 is the
@@ -146,6 +150,15 @@ class BenchConfig:
         if self.synthetic_maps_matching and self.synthetic != "cohort":
             raise ValueError("synthetic_maps_matching picks the label maps of a synthetic cohort: it needs synthetic = 'cohort' "
                              "(the augmenter restyles each subject's own map)")
+        if self.average_steps < 0:
+            raise ValueError(f"average_steps must be >= 0 (0: no weight average), got {self.average_steps}")
+        if self.average_steps and self.ema_decay:
+            raise ValueError("average_steps and ema_decay are two weight averages: set one of them")
+        if self.average_steps and self.patience and self.average_steps > self.anneal_steps:
+            raise ValueError(f"average_steps = {self.average_steps} needs the job's end known in advance: patience = 0, "
+                             f"or average_steps <= anneal_steps (= {self.anneal_steps})")
+        if self.average_steps > self.steps + self.anneal_steps:
+            raise ValueError(f"average_steps = {self.average_steps} is longer than the job ({self.steps} + {self.anneal_steps} steps)")
         if min(self.patience, self.min_steps, self.anneal_steps) < 0 or self.plateau_window < 1 or self.min_delta < 0:
             raise ValueError("patience, min_steps, anneal_steps and min_delta must be >= 0, plateau_window >= 1")
         if min(self.steps, self.batch, self.val_every, self.samples_per_volume, self.queue_length, self.bootstrap) < 1:

@@ -21,7 +21,7 @@ from .metrics import LESION_RULES, score_case
 from .model import autocast, build_model, pad_to, predict, seg_loss
 from .plateau import plateau_index
 
-__all__ = ["POLY_POWER", "RESULT", "learning_rate", "result_path", "run_job", "score_cases", "train_step", "weight_average"]
+__all__ = ["POLY_POWER", "RESULT", "learning_rate", "result_path", "run_job", "score_cases", "train_step", "uniform_average", "weight_average"]
 
 RESULT = "result.json"
 
@@ -48,6 +48,21 @@ def weight_average(model: torch.nn.Module, decay: float):
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def uniform_average(model: torch.nn.Module):
+    """The uniform average of ``model``'s weights and buffers over the steps it is updated after (stochastic
+    weight averaging; the recipes' GroupNorm nets need no statistics pass afterwards)."""
+    from torch.optim.swa_utils import AveragedModel
+
+    return AveragedModel(model, use_buffers=True)
+
+
+def _end_step(config: BenchConfig, anneal_from: int | None) -> int | None:
+    """The job's last step where it is known already: at the cap with ``patience = 0``, else once the anneal began."""
+    if not config.patience:
+        return config.steps + config.anneal_steps
+    return None if anneal_from is None else anneal_from + config.anneal_steps
 
 
 def _plateaued(config: BenchConfig, curve: list[dict]) -> bool:
@@ -133,7 +148,7 @@ def run_job(bench_dir: Path, arm: str, seed: int, config: BenchConfig, train: Se
     folder.mkdir(parents=True, exist_ok=True)
     dataset = arm_dataset(arm, config, train, generator, seed, folder)
     validation = list(val) or list(train)  # with no validation cases the training cases choose (said in the report)
-    curve, best_dice, best_step, best_state = [], -1.0, 0, None
+    curve, best_dice, best_step, best_state, window = [], -1.0, 0, None, None
     t0, losses = time.perf_counter(), []
     batches = _batches(dataset, config, seed)
     stop, anneal_from, step = "cap" if config.patience else "budget", None, 0
@@ -148,13 +163,19 @@ def run_job(bench_dir: Path, arm: str, seed: int, config: BenchConfig, train: Se
         losses.append(train_step(model, optimizer, x, y, device, amp))
         if average is not None:
             average.update_parameters(model)
+        end = _end_step(config, anneal_from)
+        if config.average_steps and end is not None and step > end - config.average_steps:
+            window = window or uniform_average(model)
+            window.update_parameters(model)
         last = anneal_from is not None and step == anneal_from + config.anneal_steps
+        final = last or (not config.anneal_steps and step == config.steps)
         if step % config.val_every == 0 or step == config.steps or last:
-            dice = _validation_dice(judged, validation, device, config.patch, amp)
+            net = window.module if window is not None and final else judged
+            dice = _validation_dice(net, validation, device, config.patch, amp)
             curve.append({"step": step, "train_loss": float(np.mean(losses)), "val_dice": dice})
             losses = []
-            if dice > best_dice and (not config.anneal_steps or last):
-                best_dice, best_step, best_state = dice, step, copy.deepcopy(judged.state_dict())
+            if dice > best_dice and (final or not (config.anneal_steps or config.average_steps)):
+                best_dice, best_step, best_state = dice, step, copy.deepcopy(net.state_dict())
             if progress is not None:
                 progress(step, config.steps + config.anneal_steps, curve[-1])
         if anneal_from is None:
@@ -167,7 +188,7 @@ def run_job(bench_dir: Path, arm: str, seed: int, config: BenchConfig, train: Se
     result = {
         "arm": arm, "seed": seed, "steps": config.steps, "lr_schedule": config.lr_schedule,
         "stop": {"reason": stop, "step": anneal_from, "anneal_steps": config.anneal_steps, "trained_steps": step},
-        "ema_decay": config.ema_decay, "best_step": best_step, "best_val_dice": best_dice,
+        "ema_decay": config.ema_decay, "average_steps": config.average_steps, "best_step": best_step, "best_val_dice": best_dice,
         "validation": "val split" if val else "training cases (no validation split)",
         "seconds": time.perf_counter() - t0, "threads": torch.get_num_threads(), "train_cases": len(train), "amp": amp,
         "curve": curve,

@@ -445,6 +445,45 @@ def test_a_job_tests_the_moving_average_of_its_weights(tmp_path, monkeypatch, de
         assert losses == losses_with  # averaging leaves the training alone
 
 
+@pytest.mark.parametrize("steps, anneal", [(6, 0), (4, 2)])
+def test_a_job_tests_the_uniform_average_of_its_last_steps(tmp_path, monkeypatch, steps, anneal):
+    """``average_steps``: the weights validated at the end and tested are the plain mean of the weights
+    after each of the job's last ``average_steps`` steps (over the anneal too), the training itself
+    unchanged; an average whose window the plateau rule could not know in advance is refused."""
+    import segbench.train as train
+    from segbench.config import BenchConfig
+
+    trained, tested, losses = [], [], []
+    real_step, real_score = train.train_step, train.score_cases
+
+    def step_spy(model, *args):
+        losses.append(real_step(model, *args))
+        trained.append({k: v.detach().clone() for k, v in model.named_parameters()})
+        return losses[-1]
+
+    def score_spy(model, *args):
+        tested.append({k: v.detach().clone() for k, v in model.named_parameters()})
+        return real_score(model, *args)
+
+    monkeypatch.setattr(train, "train_step", step_spy)
+    monkeypatch.setattr(train, "score_cases", score_spy)
+    case = _one_tumour_case()
+    config = BenchConfig(steps=steps, anneal_steps=anneal, average_steps=3, val_every=2, batch=1, lr=1e-2,
+                         decoder_channels=(16, 16, 8, 8, 8))
+    result = train.run_job(tmp_path, "real", 0, config, [case], [case], [case], None)
+    assert len(trained) == 6 and len(tested) == 1 and result["best_step"] == 6 and result["average_steps"] == 3
+    for name, value in tested[0].items():
+        torch.testing.assert_close(value, sum(w[name] for w in trained[3:]) / 3, rtol=1e-5, atol=1e-6)
+    losses_with = list(losses)
+    losses.clear()
+    train.run_job(tmp_path / "raw", "real", 0, replace(config, average_steps=0), [case], [case], [case], None)
+    assert losses == losses_with
+    with pytest.raises(ValueError, match="end known in advance"):
+        replace(config, patience=2, anneal_steps=2)
+    with pytest.raises(ValueError, match="set one of them"):
+        replace(config, ema_decay=0.9)
+
+
 def test_a_job_stops_on_its_plateau_then_anneals_and_tests_its_last_weights(tmp_path, monkeypatch):
     """With `patience`, a job whose validation curve goes flat stops learning there (not at the cap),
     then runs `anneal_steps` more steps at a rate falling linearly to 0, and tests the weights it
