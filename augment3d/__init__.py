@@ -8,6 +8,9 @@ never imported from here.
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.machinery
+import sys
 from importlib.metadata import PackageNotFoundError, version
 
 from .errors import Augment3DError, CheckpointError, DataError, RecipeError
@@ -27,19 +30,55 @@ _LAZY = {
     "make_phantom_cohort": "augment3d.data.phantom.cohort",
     "PhantomConfig": "augment3d.data.phantom.cohort",
     "load_recipe": "augment3d.config",
-    "load_generator": "augment3d.sampling",
-    "SyntheticGenerator": "augment3d.sampling",
-    "SyntheticAugmenter": "augment3d.augmenter",
-    "SyntheticReplacement": "augment3d.augmenter",
-    "SlowGenerationWarning": "augment3d.augmenter",
-    "SyntheticSubjectsDataset": "augment3d.synthetic_dataset",
-    "brain_mask": "augment3d.masks",
-    "TumourBank": "augment3d.tumour_bank",
-    "TumourPaste": "augment3d.tumour_paste",
-    "TumourPlacement": "augment3d.tumour_paste",
+    "load_generator": "augment3d.synthesis.sampling",
+    "SyntheticGenerator": "augment3d.synthesis.sampling",
+    "SyntheticAugmenter": "augment3d.transforms.augmenter",
+    "SyntheticReplacement": "augment3d.transforms.augmenter",
+    "SlowGenerationWarning": "augment3d.transforms.augmenter",
+    "SyntheticSubjectsDataset": "augment3d.transforms.synthetic_dataset",
+    "brain_mask": "augment3d.transforms.masks",
+    "TumourBank": "augment3d.transforms.tumour_bank",
+    "TumourPaste": "augment3d.transforms.tumour_paste",
+    "TumourPlacement": "augment3d.transforms.tumour_paste",
 }
 
 __all__ = ["Augment3DError", "CheckpointError", "DataError", "RecipeError", "__version__", *_LAZY]  # noqa: PLE0604 (the lazy names are strings)
+
+
+#: module paths before the stage packages (0.x): importing one gives the module at its new home
+_MOVED = {
+    "atomic": "io.atomic", "checkpoint": "io.checkpoint", "output_folders": "io.output_folders",
+    "run_files": "io.run_files", "subject_io": "io.subjects", "field_types": "config.field_types",
+    "cli_progress": "cli.progress", "sampling": "synthesis.sampling", "generator_cache": "synthesis.generator_cache",
+    "synthetic_cohort": "synthesis.cohort", "export": "synthesis.export", "resampling": "synthesis.resampling",
+    "label_bank": "data.label_bank", "label_deformation": "data.label_deformation",
+    "augmenter": "transforms.augmenter", "synthetic_dataset": "transforms.synthetic_dataset",
+    "masks": "transforms.masks", "tumour_bank": "transforms.tumour_bank", "tumour_paste": "transforms.tumour_paste",
+    "stacked": "transforms.stacked",
+}
+
+
+class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Finds ``augment3d.<old name>`` and hands back the module at its new path (one module object, two names)."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        old = fullname.partition("augment3d.")[2]
+        if not fullname.startswith("augment3d.") or old not in _MOVED:
+            return None
+        return importlib.machinery.ModuleSpec(fullname, self)
+
+    def create_module(self, spec):
+        module = importlib.import_module(f"augment3d.{_MOVED[spec.name.partition('.')[2]]}")
+        spec.loader_state = module.__spec__  # the import system is about to set the old name's spec on it
+        return module
+
+    def exec_module(self, module):
+        spec = module.__spec__
+        if spec is not None and spec.loader_state is not None:
+            module.__spec__ = spec.loader_state
+
+
+sys.meta_path.append(_MovedModules())
 
 
 def __getattr__(name: str):

@@ -50,7 +50,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise ImportError("augment3d.monai needs MONAI: pip install 'augment3d[monai]'") from exc
 
 from .brats import MODALITIES
-from .stacked import canonical_channels, pasted, restyled, stacked_subject, unstacked
+from .transforms.stacked import canonical_channels, pasted, restyled, stacked_subject, unstacked
 
 __all__ = ["RandTumourPasted", "RandSyntheticReplaced"]
 
@@ -143,7 +143,7 @@ class RandTumourPasted(_StackedSubjectTransform):
     def __init__(self, bank, prob: float = 0.5, image_key: str = "image", label_key: str = "label",
                  channels: Sequence[str] = MODALITIES, margin: int = 3, flip: bool = True, max_tries: int = 50,
                  overlap: bool = False, allow_missing_keys: bool = False):
-        from .tumour_paste import TumourPaste
+        from .transforms.tumour_paste import TumourPaste
 
         super().__init__(prob, image_key, label_key, channels, allow_missing_keys)
         self.paste = TumourPaste(bank, p=1.0, margin=margin, flip=flip, max_tries=max_tries, overlap=overlap,
@@ -191,7 +191,7 @@ class RandSyntheticReplaced(_StackedSubjectTransform):
     def __init__(self, generator, prob: float = 0.5, condition="subject", psi: float = 1.0,
                  image_key: str = "image", label_key: str = "label", channels: Sequence[str] = MODALITIES,
                  device: str = "cpu", precision: str = "auto", allow_missing_keys: bool = False):
-        from .augmenter import SyntheticAugmenter
+        from .transforms.augmenter import SyntheticAugmenter
 
         super().__init__(prob, image_key, label_key, channels, allow_missing_keys)
         # the torchio transform checks the generator, the condition and the precision once, here
@@ -199,7 +199,7 @@ class RandSyntheticReplaced(_StackedSubjectTransform):
                                             precision=precision, label_key="seg")
 
     def _apply(self, d: dict, images: torch.Tensor, labels: torch.Tensor) -> dict:
-        from .generator_cache import get_generator, worker_device
+        from .synthesis.generator_cache import get_generator, worker_device
 
         a = self.augmenter
         gen = get_generator(a.checkpoint, a.checkpoint_sha256, worker_device(a.device))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write_bytes
+from .io.atomic import atomic_write_bytes
 from .brats import MODALITY_TITLES
 
 __all__ = ["OUTLINES", "save_montage"]

@@ -45,13 +45,13 @@ import torchio as tio
 from gan_throughput import conv_peak, flop_counter
 
 from augment3d import SyntheticAugmenter
-from augment3d.generator_cache import one_thread
-from augment3d.config import load_recipe
+from augment3d.synthesis.generator_cache import one_thread
+from augment3d.config.recipe import load_recipe
 from augment3d.data import ConditionEncoder
 from augment3d.models import Generator3D
 from augment3d.data.preprocess import PreprocessConfig
 from augment3d.precision import auto_precision, cpu_has_bf16
-from augment3d.sampling import save_generator
+from augment3d.synthesis.sampling import save_generator
 
 
 def make_subject(side: int) -> tio.Subject:

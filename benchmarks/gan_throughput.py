@@ -33,7 +33,7 @@ import tomllib
 
 import torch
 
-from augment3d.config import load_recipe
+from augment3d.config.recipe import load_recipe
 from augment3d.data import ConditionEncoder
 from augment3d.models import Generator3D
 from augment3d.models.spatial_conditioning import label_maps

@@ -41,7 +41,7 @@ def main() -> None:
     if args.shape % 32:  # five 2x downsamplings (segbench pads real cases; this times the bare network)
         parser.error(f"--shape must be a multiple of 32 (the encoder halves it five times), got {args.shape}")
 
-    from augment3d.config import load_recipe
+    from augment3d.config.recipe import load_recipe
     from augment3d.precision import cpu_has_bf16
     from segbench.config import bench_config
     from segbench.model import build_model

@@ -30,7 +30,7 @@ from torch.profiler import ProfilerActivity, profile, schedule
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gan_throughput as gt  # noqa: E402  (the same setup and FLOP count as the throughput figures)
 
-from augment3d.config import load_recipe  # noqa: E402
+from augment3d.config.recipe import load_recipe  # noqa: E402
 
 KINDS = {
     "convolution": ("convolution",),

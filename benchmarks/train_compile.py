@@ -19,7 +19,7 @@ from dataclasses import replace
 
 import torch
 
-from augment3d.config import load_recipe
+from augment3d.config.recipe import load_recipe
 from augment3d.training.loop import TrainingLoop
 
 from gan_throughput import machine, random_setup

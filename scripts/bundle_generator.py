@@ -19,8 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from augment3d.atomic import atomic_write_text
-from augment3d.config import load_recipe
+from augment3d.io.atomic import atomic_write_text
+from augment3d.config.recipe import load_recipe
 from augment3d.pretrained import PRETRAINED_DIR, PROVENANCE
 
 FILES = ("generator.safetensors", "generator.json", "label_maps.safetensors", "label_maps.json")

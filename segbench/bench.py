@@ -26,11 +26,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from augment3d.atomic import atomic_write_text
-from augment3d.config import Recipe
+from augment3d.io.atomic import atomic_write_text
+from augment3d.config.recipe import Recipe
 from augment3d.errors import DataError
-from augment3d.run_files import SUBJECTS
-from augment3d.output_folders import check_not_an_input, check_replaceable, folder_lock, mark, set_aside
+from augment3d.io.run_files import SUBJECTS
+from augment3d.io.output_folders import check_not_an_input, check_replaceable, folder_lock, mark, set_aside
 
 from .config import BenchConfig, bench_config
 from .splits import load_splits, make_splits, save_splits
@@ -65,7 +65,7 @@ def bench_identity(recipe: Recipe, data: Path | None, generator: Path | None) ->
 
 def check_bench_folder(out: Path, identity: dict, force: bool, inputs, recipe_file: Path | None = None) -> bool:
     """True when ``out`` is this bench's folder (to continue); refuse another one, and with
-    ``force`` anything but a bench folder of ours (``augment3d.output_folders``). A recipe
+    ``force`` anything but a bench folder of ours (``augment3d.io.output_folders``). A recipe
     (``recipe_file``) that only adds arms, seeds or cohorts continues the folder."""
     marker = out / MARKER
     check_not_an_input(out, inputs)
@@ -182,7 +182,7 @@ def _splits(out: Path, config: BenchConfig, cases) -> dict[str, list[str]]:
 
 def _gan(out: Path, recipe: Recipe, config: BenchConfig, data_dir: Path, train_ids, skip_bad: bool, device: str,
          cache_dir, say, progress) -> Path:
-    from augment3d.checkpoint import bundle_exists
+    from augment3d.io.checkpoint import bundle_exists
     from augment3d.training.run import train_run
     from augment3d.training.state import TRAIN_STATE
 
@@ -244,7 +244,7 @@ def _gan_eval(out: Path, generator: str, data_dir: Path, config: BenchConfig, sk
 
 
 def _synthetic_montage(out: Path, generator: str, config: BenchConfig) -> None:
-    from augment3d.sampling import load_generator
+    from augment3d.synthesis.sampling import load_generator
     from augment3d.viz import save_montage
 
     path = out / "synthetic_samples.png"
@@ -281,7 +281,7 @@ def setup_bench(recipe: Recipe, out: str | os.PathLike, *, data: str | os.PathLi
     if data is not None and not data.is_dir():
         raise DataError(data, "cohort folder does not exist")
     if generator is not None:
-        from augment3d.sampling import check_conditions_match, load_generator
+        from augment3d.synthesis.sampling import check_conditions_match, load_generator
 
         gen = load_generator(generator)  # refuses anything that is not an intact generator
         _check_same_phantom(generator, recipe, data)  # before OUT is touched
@@ -307,8 +307,8 @@ def setup_bench(recipe: Recipe, out: str | os.PathLike, *, data: str | os.PathLi
 
 def _shared_stages(out: Path, recipe: Recipe, config: BenchConfig, data, generator, cohort, prepare, skip_bad: bool,
                    device: str, cache_dir, say, progress, gan: bool = True) -> BenchSetup:
-    from augment3d.checkpoint import bundle_exists
-    from augment3d.run_files import GENERATOR
+    from augment3d.io.checkpoint import bundle_exists
+    from augment3d.io.run_files import GENERATOR
 
     if not (out / "recipe.toml").is_file():
         atomic_write_text(out / "recipe.toml", recipe.path.read_text(encoding="utf-8"))

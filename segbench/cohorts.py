@@ -27,10 +27,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from augment3d.atomic import atomic_write_text
-from augment3d.config import Recipe, load_recipe, recipe_toml
+from augment3d.io.atomic import atomic_write_text
+from augment3d.config.recipe import Recipe, load_recipe, recipe_toml
 from augment3d.errors import DataError
-from augment3d.output_folders import folder_lock
+from augment3d.io.output_folders import folder_lock
 
 from .bench import (BenchSetup, MARKER, bench_identity, check_bench_folder, check_workers, claim_bench_folder, jobs, run_bench,
                     setup_bench)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 from augment3d.errors import RecipeError
-from augment3d.field_types import enforce_field_types
+from augment3d.config.field_types import enforce_field_types
 
 __all__ = ["ARMS", "LR_SCHEDULES", "BenchConfig", "bench_config"]
 

@@ -20,7 +20,7 @@ __all__ = ["to_subject", "classic_augmentation", "arm_transform", "arm_dataset",
 
 def voxel_spacing(affine: np.ndarray) -> tuple[float, ...]:
     """Voxel sizes in mm along the array axes of an affine."""
-    from augment3d.tumour_bank import spacing_of
+    from augment3d.transforms.tumour_bank import spacing_of
 
     return tuple(float(v) for v in spacing_of(affine))
 

@@ -75,7 +75,7 @@ def _run_task(task: Task, device: str, threads: int, skip_bad: bool, cache_dir) 
     """In a worker process: set up the cohort's folder as a job would, then the task."""
     import torch
 
-    from augment3d.config import load_recipe
+    from augment3d.config.recipe import load_recipe
 
     from .bench import setup_bench
     from .train import run_job

@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from augment3d.atomic import atomic_write_bytes, atomic_write_text
+from augment3d.io.atomic import atomic_write_bytes, atomic_write_text
 from augment3d.errors import DataError
 
 from .cohorts import cohort_folder, folder_cohorts
 from .config import bench_config
-from .report import HEAD_TO_HEAD, MIN_CASES, arm_flags, finite_json, load_results, png_bytes, write_report
+from .report import HEAD_TO_HEAD, MIN_CASES, REPORT_SCHEMA, arm_flags, finite_json, load_results, png_bytes, write_report
 from .stats import MEAN, arm_summary, paired_comparison, pooled_comparison
 
 __all__ = ["build_pooled_report", "write_pooled_report"]
@@ -49,7 +49,7 @@ def _verdict(pooled: dict, cohorts: int) -> str:
 
 def build_pooled_report(folder: str | Path) -> dict:
     """Merge the finished jobs of every cohort of a pooled bench folder."""
-    from augment3d.config import load_recipe
+    from augment3d.config.recipe import load_recipe
 
     folder = Path(folder)
     cohorts = folder_cohorts(folder)
@@ -83,6 +83,7 @@ def build_pooled_report(folder: str | Path) -> dict:
                               for a, b in HEAD_TO_HEAD
                               if any(a in by_arm and b in by_arm for by_arm in results.values())}
     report = {
+        "schema": REPORT_SCHEMA,
         "recipe": recipe_name,
         "cohorts": cohorts,
         "cohorts_with_results": list(results),

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from augment3d.atomic import atomic_write_bytes, atomic_write_text
+from augment3d.io.atomic import atomic_write_bytes, atomic_write_text
 from augment3d.errors import DataError
 from augment3d.metrics.regions import REGIONS
-from augment3d.run_files import GENERATOR
+from augment3d.io.run_files import GENERATOR
 
 from .config import bench_config
 from .plateau import PLATEAU_GAIN, last_quarter_gain
@@ -19,7 +19,10 @@ from .stats import MEAN, arm_summary, paired_comparison
 from .metrics import LESION_RULES
 from .train import RESULT
 
-__all__ = ["load_results", "build_report", "write_report", "arm_flags", "png_bytes", "finite_json", "MIN_CASES"]
+__all__ = ["load_results", "build_report", "write_report", "arm_flags", "png_bytes", "finite_json", "MIN_CASES", "REPORT_SCHEMA"]
+
+#: the version of report.json's layout (a cohort's and the pooled one); 0: written before it was recorded
+REPORT_SCHEMA = 1
 
 METRICS = ("dice", "hd95", "lesion_dice", "lesion_hd95")
 SCORED = (*REGIONS, MEAN)
@@ -69,7 +72,7 @@ def _site_grades(results: dict[str, list[dict]]) -> list[tuple[str, str]]:
 
 def build_report(folder: Path, results: dict[str, list[dict]] | None = None) -> dict:
     """The merged report of a bench folder (``results`` from :func:`load_results`, read when not given)."""
-    from augment3d.config import load_recipe
+    from augment3d.config.recipe import load_recipe
 
     folder = Path(folder)
     recipe = load_recipe(folder / "recipe.toml")
@@ -95,6 +98,7 @@ def build_report(folder: Path, results: dict[str, list[dict]] | None = None) -> 
                                for a, b in HEAD_TO_HEAD if a in results and b in results} for s in sites}
     gan = _gan_metrics(folder)
     report = {
+        "schema": REPORT_SCHEMA,
         "recipe": name,
         "finished": {a: sorted(r["seed"] for r in results[a]) for a in arms},
         "missing": [f"{a} seed {s}" for a in config.arms for s in config.seeds
@@ -169,45 +173,47 @@ def arm_flags(results: dict[str, list[dict]]) -> list[str]:
 
 
 def _gan_metrics(folder: Path) -> dict | None:
+    """The GAN figures the bench report shows, read from ``gan_eval/metrics.json`` (any schema) through
+    :class:`augment3d.metrics.results.Evaluation`; a family an older evaluation lacks is left out."""
+    from augment3d.metrics.results import Evaluation
+
     path = folder / "gan_eval" / "metrics.json"
     if not path.is_file():
         return None
-    m = json.loads(path.read_text())
+    m = Evaluation.read(path)
+    lc = m.label_consistency
     pick = {
-        "fid_synthetic_vs_train": m["fid"]["synthetic_vs_train"],
-        "fid_floor_held_out_vs_train": m["fid"]["floor_held_out_vs_train"],
-        "ssim_to_nearest_held_out": m["ssim_to_nearest_held_out"]["mean"],
-        "mse_to_nearest_held_out": m["mse_to_nearest_held_out"]["mean"],
-        "memorised_share": m["memorisation"]["share_flagged"],
-        "label_consistency_dice_synthetic": m["label_consistency_dice"]["synthetic"],
-        "label_consistency_dice_real": m["label_consistency_dice"]["reference_held_out_real"],
-        "share_with_tumour_synthetic": m["share_with_tumour"]["synthetic"],
+        "fid_synthetic_vs_train": m.fid.synthetic_vs_train,
+        "fid_floor_held_out_vs_train": m.fid.floor_held_out_vs_train,
+        "ssim_to_nearest_held_out": m.ssim_to_nearest_held_out.mean,
+        "mse_to_nearest_held_out": m.mse_to_nearest_held_out.mean,
+        "memorised_share": m.memorisation["share_flagged"],
+        "label_consistency_dice_synthetic": lc.synthetic,
+        "label_consistency_dice_real": lc.reference_held_out_real,
+        "share_with_tumour_synthetic": m.share_with_tumour.synthetic,
+        "share_with_tumour_real": m.share_with_tumour.real,
+        "ssim_reference_held_out_to_train": m.reference_ssim.mean,
     }
-    pick["share_with_tumour_real"] = m["share_with_tumour"]["real_held_out"]
-    pick["ssim_reference_held_out_to_train"] = m["reference_held_out_to_nearest_train"]["ssim"]["mean"]
-    for column, fidelity in m.get("condition_fidelity", {}).items():
-        if "synthetic_accuracy" not in fidelity:  # one category among the real subjects: no classifier
+    for column, fidelity in m.condition_fidelity.items():
+        if fidelity.synthetic_accuracy is None:  # one category among the real subjects: no classifier
             continue
-        pick[f"condition_accuracy_{column}"] = {"synthetic": fidelity["synthetic_accuracy"],
-                                                "real": fidelity.get("real_accuracy_cross_validated",
-                                                                     fidelity.get("held_out_real_accuracy"))}
-        pick[f"generated_recognised_{column}"] = fidelity["synthetic_accuracy_by_category"]
-        if "synthetic_n_by_category" in fidelity:  # absent from evaluations written before it existed
-            pick[f"generated_n_{column}"] = fidelity["synthetic_n_by_category"]
-        if "real_accuracy_cross_validated_by_category" in fidelity:
-            pick[f"real_recognised_{column}"] = fidelity["real_accuracy_cross_validated_by_category"]
-    for column, restyle in m.get("restyle_fidelity", {}).items():
-        pick[f"restyled_recognised_{column}"] = restyle["by_target_category"]
-        if "perfect_restyle_by_target_category" in restyle:
-            pick[f"perfect_restyle_recognised_{column}"] = restyle["perfect_restyle_by_target_category"]
-    if m["label_consistency_dice"].get("ratio_to_real") is not None:
-        pick["label_consistency_wt_ratio_to_real"] = m["label_consistency_dice"]["ratio_to_real"]
-    edge = m.get("tumour_at_head_edge")  # absent from evaluations written before it existed
-    if edge is not None:
-        pick["tumour_at_head_edge"] = {"synthetic": edge["synthetic"], "real": edge["real_train"]}
-    diversity = m.get("diversity_ms_ssim", {})
-    if "synthetic" in diversity:
-        pick["ms_ssim_synthetic"], pick["ms_ssim_real"] = diversity["synthetic"], diversity["real_train"]
+        pick[f"condition_accuracy_{column}"] = {"synthetic": fidelity.synthetic_accuracy,
+                                                "real": fidelity.real_accuracy_cross_validated}
+        pick[f"generated_recognised_{column}"] = fidelity.synthetic_accuracy_by_category
+        if fidelity.synthetic_n_by_category is not None:
+            pick[f"generated_n_{column}"] = fidelity.synthetic_n_by_category
+        if fidelity.real_accuracy_cross_validated_by_category is not None:
+            pick[f"real_recognised_{column}"] = fidelity.real_accuracy_cross_validated_by_category
+    for column, restyle in m.restyle_fidelity.items():
+        pick[f"restyled_recognised_{column}"] = restyle.by_target_category
+        if restyle.perfect_restyle_by_target_category is not None:
+            pick[f"perfect_restyle_recognised_{column}"] = restyle.perfect_restyle_by_target_category
+    if lc.ratio_to_real is not None:
+        pick["label_consistency_wt_ratio_to_real"] = lc.ratio_to_real
+    if m.tumour_at_head_edge is not None:
+        pick["tumour_at_head_edge"] = {"synthetic": m.tumour_at_head_edge.synthetic, "real": m.tumour_at_head_edge.real}
+    if m.diversity.synthetic is not None:
+        pick["ms_ssim_synthetic"], pick["ms_ssim_real"] = m.diversity.synthetic, m.diversity.real_train
     return pick
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from augment3d.atomic import atomic_write_text
+from augment3d.io.atomic import atomic_write_text
 
 __all__ = ["make_splits", "save_splits", "load_splits"]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from augment3d.atomic import atomic_write_text
+from augment3d.io.atomic import atomic_write_text
 from augment3d.data.preprocess import PreparedCase
 from augment3d.metrics.regions import REGIONS, dice
 

@@ -155,7 +155,7 @@ def tiny_data(n: int = 4):
 
 def generator_weights(run) -> dict:
     """The EMA generator's tensors of a run folder, by name."""
-    from augment3d.sampling import load_generator
+    from augment3d.synthesis.sampling import load_generator
 
     return {k: v.clone() for k, v in load_generator(run).network.state_dict().items()}
 

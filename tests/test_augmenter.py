@@ -68,7 +68,7 @@ def test_same_seed_same_output(tiny_run, tmp_path):
 def test_loading_the_generator_leaves_the_pipeline_s_random_stream_alone(tiny_run, tmp_path):
     """A seeded augmenter draws the same for the transforms after it (here torch's global stream, as
     torchio's own random transforms use) whether its generator is loaded now or already cached."""
-    import augment3d.generator_cache as generator_cache
+    import augment3d.synthesis.generator_cache as generator_cache
 
     subject = make_subject(tmp_path)
     draws = []
@@ -87,7 +87,7 @@ def test_a_generator_too_large_for_the_cpu_warns_where_it_is_loaded(tiny_run, tm
     is told so, with the way out; the small generators every CPU recipe trains say nothing."""
     import warnings
 
-    import augment3d.generator_cache as generator_cache
+    import augment3d.synthesis.generator_cache as generator_cache
     from augment3d import SlowGenerationWarning
 
     subject = make_subject(tmp_path)
@@ -125,8 +125,8 @@ def test_render_flops_counts_what_a_forward_pass_does():
 def test_the_warning_threshold_parts_the_cpu_recipes_from_the_gpu_recipe():
     """The recipes that train on a CPU render below the warning's threshold, so their users are
     never warned; the GPU recipe's 128^3 generator renders above it, so its users are."""
-    from augment3d.augmenter import SLOW_GFLOP
-    from augment3d.config import load_recipe
+    from augment3d.transforms.augmenter import SLOW_GFLOP
+    from augment3d.config.recipe import load_recipe
     from augment3d.data import ConditionEncoder
     from augment3d.models.generator import render_flops
 
@@ -224,7 +224,7 @@ def test_synthetic_subjects_carry_the_attributes_asked_for_so_they_batch_with_re
 
 def test_grid_to_subject_space_inverts_preprocessing(tmp_path):
     """The augmenter's placement: a prepared case mapped back lands on the subject's own anatomy."""
-    from augment3d.resampling import resample
+    from augment3d.synthesis.resampling import resample
     from augment3d.data import PreprocessConfig, discover_cases, preprocess_case, read_case
     from augment3d.data.preprocess import cube_box, to_canonical
 
@@ -301,7 +301,7 @@ def test_restyling_renders_the_subject_s_tumour(tiny_run, tmp_path):
     assert gen.takes_labels
     a, b = make_subject(tmp_path / "a"), make_subject(tmp_path / "b")
     b["seg"].set_data(torch.zeros_like(b["seg"].data))  # the same images, no tumour in the map
-    from augment3d.augmenter import checkpoint_hash
+    from augment3d.transforms.augmenter import checkpoint_hash
 
     augment = SyntheticReplacement(tiny_run, checkpoint_hash(tiny_run), [5], 0, {"site": "SSA", "grade": "HGG"})
     out_a, out_b = augment(a), augment(b)

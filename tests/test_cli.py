@@ -196,7 +196,7 @@ def test_sample_renders_the_label_maps_of_a_cohort(tiny_run, cohort, tmp_path):
     assert [r["label_map_from"] for r in rows] == [f"BraTS-TST-{i:05d}-000" for i in range(3)]
     assert [(r["site"], r["grade"]) for r in rows] == [("SSA", "HGG"), ("SSA", "LGG"), ("SSA", "HGG")]  # grade: the case's
     from augment3d.data import prepare_cohort
-    from augment3d.sampling import load_generator
+    from augment3d.synthesis.sampling import load_generator
 
     prepared = prepare_cohort(cohort, load_generator(tiny_run).preprocess)
     for row, case in zip(rows, prepared.cases):

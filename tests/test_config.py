@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from augment3d.config import load_recipe
+from augment3d.config.recipe import load_recipe
 from augment3d.errors import RecipeError
 
 

@@ -45,7 +45,7 @@ def test_a_project_with_its_own_recipes_package_still_finds_ours(tmp_path):
     for name in ("recipes", "cli"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "__init__.py").write_text("raise ImportError('the user project module was imported')\n")
-    code = "from augment3d.config import load_recipe; print(load_recipe('ci').name)"
+    code = "from augment3d.config.recipe import load_recipe; print(load_recipe('ci').name)"
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr

@@ -12,7 +12,7 @@ from test_augmenter import KEYS, make_subject
 from typer.testing import CliRunner
 
 from augment3d import SyntheticAugmenter, load_generator
-from augment3d.config import load_recipe
+from augment3d.config.recipe import load_recipe
 from augment3d.pretrained import available, bundled_path, provenance, run_folder
 from cli import app
 from segbench.config import bench_config

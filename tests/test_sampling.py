@@ -14,7 +14,7 @@ from helpers import Payload
 from augment3d.data.preprocess import PreprocessConfig
 from augment3d.errors import CheckpointError
 from augment3d.models import Generator3D
-from augment3d.sampling import load_generator, save_generator
+from augment3d.synthesis.sampling import load_generator, save_generator
 from augment3d.training.trainer import train_gan
 
 

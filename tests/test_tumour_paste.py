@@ -187,8 +187,8 @@ def test_in_a_queue_and_a_loader_with_workers(bank, healthy):
 
 
 def test_overlap_lets_the_lesion_cover_the_recipients_tumour_and_leaves_the_rest_of_it_exact(bank, tmp_path):
-    from augment3d.tumour_bank import TumourBank
-    from augment3d.tumour_paste import _donor_in_grid
+    from augment3d.transforms.tumour_bank import TumourBank
+    from augment3d.transforms.tumour_paste import _donor_in_grid
 
     images, label = brain(seed=7, tumour_at=(0.0, 0.0, 0.0), radius=0.45)  # a tumour filling the middle
     subject = subject_of(write(tmp_path / "big", "BraTS-BIG-00000-000", images, label), "BraTS-BIG-00000-000")

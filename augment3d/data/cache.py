@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_write_bytes
+from ..io.atomic import atomic_write_bytes
 from ..brats import KEYS
 from .layout import Case
 from .preprocess import PreparedCase

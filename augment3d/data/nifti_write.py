@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from ..atomic import atomic_write_bytes
+from ..io.atomic import atomic_write_bytes
 
 __all__ = ["nifti_bytes", "write_nifti"]
 

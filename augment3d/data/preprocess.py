@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 import numpy as np
 
 from ..errors import DataError
-from ..field_types import enforce_field_types
+from ..config.field_types import enforce_field_types
 from ..models.architecture import MAX_SIDE
 from ..brats import MODALITIES
 from .validation import LoadedCase

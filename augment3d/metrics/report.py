@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_write_bytes, atomic_write_text
+from ..io.atomic import atomic_write_bytes, atomic_write_text
 from ..brats import LABEL_NAMES, MODALITY_TITLES
 from ..viz import save_montage
+from .results import Evaluation
 
 __all__ = ["write_report"]
 
@@ -61,32 +62,32 @@ def _profile_table(profile: dict | None) -> list[str]:
     return lines
 
 
-def _fidelity_rows(m: dict) -> list[str]:
+def _fidelity_rows(m: Evaluation) -> list[str]:
     """Condition fidelity per column and category, and (labels mode) the restyled training maps."""
     lines = []
-    for column, result in m.get("condition_fidelity", {}).items():
-        if "synthetic_accuracy" not in result:
+    for column, result in m.condition_fidelity.items():
+        if result.synthetic_accuracy is None:
             continue
-        lines.append(_row(f"condition fidelity: {column} accuracy", result["synthetic_accuracy"],
-                          result.get("real_accuracy_cross_validated"),
-                          "higher; reference = real subjects, cross-validated"))
-        held = result.get("real_accuracy_cross_validated_by_category", {})
-        counts = result.get("synthetic_n_by_category", {})
-        for category, value in result.get("synthetic_accuracy_by_category", {}).items():
+        lines.append(_row(f"condition fidelity: {column} accuracy", result.synthetic_accuracy,
+                          result.real_accuracy_cross_validated, "higher; reference = real subjects, cross-validated"))
+        held = result.real_accuracy_cross_validated_by_category or {}
+        counts = result.synthetic_n_by_category or {}
+        for category, value in result.synthetic_accuracy_by_category.items():
             n = f" (n={counts[category]})" if category in counts else ""
             lines.append(_row(f"  {column}={category} recognised{n}", value, held.get(category), "higher"))
-    for column, result in m.get("restyle_fidelity", {}).items():
-        held = m["condition_fidelity"].get(column, {}).get("real_accuracy_cross_validated_by_category", {})
-        perfect = result.get("perfect_restyle_by_target_category")
+    for column, restyle in m.restyle_fidelity.items():
+        fidelity = m.condition_fidelity.get(column)
+        held = (fidelity.real_accuracy_cross_validated_by_category if fidelity else None) or {}
+        perfect = restyle.perfect_restyle_by_target_category
         note = ("higher; reference = a perfect restyle (the phantom re-rendered at that site)" if perfect
                 else "higher; what the augmenter does")
-        for category, value in result["by_target_category"].items():
-            lines.append(_row(f"restyled training maps recognised as {column}={category} (n={result['n']})", value,
+        for category, value in restyle.by_target_category.items():
+            lines.append(_row(f"restyled training maps recognised as {column}={category} (n={restyle.n})", value,
                               (perfect or held).get(category), note))
     return lines
 
 
-def write_report(folder: Path, m: dict, train, held, syn_x, syn_y, conditions, audit) -> None:
+def write_report(folder: Path, m: Evaluation, train, held, syn_x, syn_y, conditions, audit) -> None:
     items, seen = [], set()
     for i, condition in enumerate(conditions):
         key = tuple(sorted(condition.items()))
@@ -97,7 +98,7 @@ def write_report(folder: Path, m: dict, train, held, syn_x, syn_y, conditions, a
         name = " ".join(condition.values())
         if real is not None:
             items.append((f"real {real.subject_id} {name}", real.images, real.label))
-        items.append((f"synthetic seed {m['seed'] + i} {name}", syn_x[i], syn_y[i]))
+        items.append((f"synthetic seed {m.seed + i} {name}", syn_x[i], syn_y[i]))
     save_montage(items, folder / "montage_real_vs_synthetic.png")
     _histograms(folder / "histograms.png", np.stack([c.images for c in train]), syn_x)
     pairs = []
@@ -106,58 +107,54 @@ def write_report(folder: Path, m: dict, train, held, syn_x, syn_y, conditions, a
         pairs.append((f"nearest train {train[t].subject_id}", train[t].images, train[t].label))
     save_montage(pairs, folder / "memorisation_pairs.png")
 
-    n = m["n"]
-    fid, kid = m["fid"], m["kid"]
+    fid, kid = m.fid, m.kid
     lines = [
-        f"# GAN evaluation: {m['run']}",
+        f"# GAN evaluation: {m.run}",
         "",
-        f"Generator step {m['generator_step']} ({m.get('mode', 'joint')} mode), grid {'x'.join(map(str, m['grid']))}, psi {m['psi']}, "
-        f"features `{m['extractor']}`. N: {n['synthetic']} synthetic, {n['real_train']} real training, "
-        f"{n['real_held_out']} real held-out subjects. FID and KID are biased upwards at small N: compare "
+        f"Generator step {m.generator_step} ({m.mode} mode), grid {'x'.join(map(str, m.grid))}, psi {m.psi}, "
+        f"features `{m.extractor}`. N: {m.n_synthetic} synthetic, {m.n_real_train} real training, "
+        f"{m.n_real_held_out} real held-out subjects. FID and KID are biased upwards at small N: compare "
         "them with the floor (held-out real vs training real) computed at the same N, not across runs of other N.",
         "",
     ]
-    if m.get("note"):
-        lines += [f"> Note: {m['note']}.", ""]
-    for family in ("kid", "fid"):  # KID first: the steadier at the small N of BraTS-Africa
-        if "verdict" in m[family]:
-            lines += [f"- {m[family]['verdict']}"]
-    if "verdict" in fid:
-        lines += [""]
+    if m.note:
+        lines += [f"> Note: {m.note}.", ""]
+    verdicts = [d.verdict for d in (kid, fid) if d.verdict]  # KID first: the steadier at the small N of BraTS-Africa
+    lines += [f"- {v}" for v in verdicts] + ([""] if fid.verdict else [])
     lines += ["| metric | synthetic | reference (real) | better |", "| --- | --- | --- | --- |",
-              _row("FID vs training real", fid["synthetic_vs_train"], fid["floor_held_out_vs_train"], "lower, near the floor"),
-              _row("KID vs training real", kid["synthetic_vs_train"], kid["floor_held_out_vs_train"], "lower, near the floor"),
-              _row("SSIM to nearest held-out real", m["ssim_to_nearest_held_out"]["mean"],
-                   m["reference_held_out_to_nearest_train"]["ssim"]["mean"], "close to the reference"),
-              _row("MSE to nearest held-out real", m["mse_to_nearest_held_out"]["mean"],
-                   m["reference_held_out_to_nearest_train"]["mse"]["mean"], "close to the reference"),
-              _row("PSNR to nearest held-out real (dB)", m["psnr_to_nearest_held_out"]["mean"], None, "higher")]
-    div = m["diversity_ms_ssim"]
-    if "synthetic" in div:
-        lines.append(_row("mean pairwise MS-SSIM (diversity)", div["synthetic"], div["real_train"], "close to real; higher = less diverse"))
+              _row("FID vs training real", fid.synthetic_vs_train, fid.floor_held_out_vs_train, "lower, near the floor"),
+              _row("KID vs training real", kid.synthetic_vs_train, kid.floor_held_out_vs_train, "lower, near the floor"),
+              _row("SSIM to nearest held-out real", m.ssim_to_nearest_held_out.mean, m.reference_ssim.mean,
+                   "close to the reference"),
+              _row("MSE to nearest held-out real", m.mse_to_nearest_held_out.mean, m.reference_mse.mean,
+                   "close to the reference"),
+              _row("PSNR to nearest held-out real (dB)", m.psnr_to_nearest_held_out.mean, None, "higher")]
+    if m.diversity.synthetic is not None:
+        lines.append(_row("mean pairwise MS-SSIM (diversity)", m.diversity.synthetic, m.diversity.real_train,
+                          "close to real; higher = less diverse"))
     for name in ("precision", "recall", "density", "coverage"):
-        lines.append(_row(name.capitalize(), m["prdc"][name], m["prdc_reference_held_out"][name], "higher, near the reference"))
-    mem = m["memorisation"]
+        lines.append(_row(name.capitalize(), m.prdc[name], m.prdc_reference_held_out[name], "higher, near the reference"))
+    mem = m.memorisation
     lines.append(_row("share flagged as near-copies", mem["share_flagged"], None,
                       f"0 (threshold SSIM {mem['threshold_ssim']:.3f}, correlation {mem['threshold_correlation']:.3f})"))
-    lines.append(_row("share of subjects with a tumour label", m["share_with_tumour"]["synthetic"],
-                      m["share_with_tumour"]["real_held_out"], "as real (empty vs empty scores Dice 1 below)"))
-    edge = m["tumour_at_head_edge"]
-    lines.append(_row("share of tumour voxels at the head's edge (2 voxels)", edge["synthetic"], edge["real_train"],
-                      "close to real (labels along the skull are wrong)"))
-    consistency = m["label_consistency_dice"]
-    for region, value in consistency["synthetic"].items():
-        lines.append(_row(f"label consistency Dice {region}", value, consistency["reference_held_out_real"][region],
+    lines.append(_row("share of subjects with a tumour label", m.share_with_tumour.synthetic, m.share_with_tumour.real,
+                      "as real (empty vs empty scores Dice 1 below)"))
+    if m.tumour_at_head_edge is not None:
+        lines.append(_row("share of tumour voxels at the head's edge (2 voxels)", m.tumour_at_head_edge.synthetic,
+                          m.tumour_at_head_edge.real, "close to real (labels along the skull are wrong)"))
+    consistency = m.label_consistency
+    for region, value in consistency.synthetic.items():
+        lines.append(_row(f"label consistency Dice {region}", value, consistency.reference_held_out_real[region],
                           "higher; reference = the judge on held-out real"))
-    with_tumour = consistency.get("synthetic_with_tumour")  # absent in metrics.json files written before it
-    if with_tumour and with_tumour["WT"] is not None:
-        lines.append(_row(f"label consistency Dice WT, the {with_tumour['n']} subjects with a tumour label", with_tumour["WT"],
-                          consistency["reference_held_out_real"]["WT"], "higher; no empty-vs-empty 1s"))
-    if consistency.get("ratio_to_real") is not None:
-        lines.append(_row("label consistency WT, synthetic with a tumour / real", consistency["ratio_to_real"], 1.0,
+    if consistency.with_tumour_wt is not None:
+        lines.append(_row(f"label consistency Dice WT, the {consistency.with_tumour_n} subjects with a tumour label",
+                          consistency.with_tumour_wt, consistency.reference_held_out_real["WT"], "higher; no empty-vs-empty 1s"))
+    if consistency.ratio_to_real is not None:
+        lines.append(_row("label consistency WT, synthetic with a tumour / real", consistency.ratio_to_real, 1.0,
                           "near 1 (labels-to-images target: >= 0.9)"))
     lines += _fidelity_rows(m)
-    lines += _profile_table(m.get("label_profile"))
+    lines += _profile_table(m.label_profile)
     lines += ["", "Figures: `montage_real_vs_synthetic.png`, `histograms.png`, `memorisation_pairs.png`. "
-              "Every number with its N and settings is in `metrics.json`; docs/METRICS.md explains them.", ""]
+              "Every number with its N and settings is in `metrics.json` (schema "
+              f"{m.schema}); docs/METRICS.md explains them.", ""]
     atomic_write_text(folder / "report.md", "\n".join(lines))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from ..field_types import enforce_field_types
+from ..config.field_types import enforce_field_types
 
 __all__ = ["ModelConfig", "synthesis_plan", "STYLE_MODES", "GENERATOR_MODES", "MAX_SIDE"]
 

@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from ..atomic import atomic_write_text
+from ..io.atomic import atomic_write_text
 from ..errors import DataError
 
 __all__ = ["STUB", "TRAINERS", "write_trainer_folder"]
@@ -25,10 +25,10 @@ def write_trainer_folder(folder: str | os.PathLike, *, bank: str | os.PathLike |
                          generator: str = "phantom", condition: Mapping[str, str] | None = None, prob: float = 0.5,
                          labels: Mapping[str, int] | None = None, seed: int | None = None) -> Path:
     """Write ``folder/augment3d_trainers.py`` (the folder is created; the file replaced atomically)."""
-    from ..checkpoint import bundle_exists
+    from ..io.checkpoint import bundle_exists
     from ..pretrained import run_folder
-    from ..run_files import GENERATOR
-    from ..tumour_bank import BANK_FILE
+    from ..io.run_files import GENERATOR
+    from ..transforms.tumour_bank import BANK_FILE
 
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():

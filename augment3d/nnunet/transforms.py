@@ -32,7 +32,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise ImportError("augment3d.nnunet needs nnU-Net v2: pip install 'augment3d[nnunet]'") from exc
 
 from ..brats import MODALITIES
-from ..stacked import canonical_channels, pasted, restyled, stacked_subject
+from ..transforms.stacked import canonical_channels, pasted, restyled, stacked_subject
 
 __all__ = ["TumourPasteTransform", "SyntheticRestyleTransform", "grid_affine"]
 
@@ -164,7 +164,7 @@ class TumourPasteTransform(_SampleTransform):
                  channels: Sequence[str] = MODALITIES, spacing: Sequence[float] = (1.0, 1.0, 1.0),
                  patch_size: Sequence[int] | None = None, margin: int = 3, flip: bool = True, max_tries: int = 50,
                  overlap: bool = False, seed: int | None = None):
-        from ..tumour_paste import TumourPaste
+        from ..transforms.tumour_paste import TumourPaste
 
         super().__init__(prob, classes or {1: 1, 2: 2, 3: 3}, channels, spacing, seed)
         self.patch_size = None if patch_size is None else tuple(int(p) for p in patch_size)
@@ -206,8 +206,8 @@ class SyntheticRestyleTransform(_SampleTransform):
                  classes: Mapping[int, int] | None = None, channels: Sequence[str] = MODALITIES,
                  spacing: Sequence[float] = (1.0, 1.0, 1.0), psi: float = 1.0, precision: str = "auto",
                  seed: int | None = None):
-        from ..augmenter import SyntheticAugmenter
-        from ..sampling import load_generator
+        from ..transforms.augmenter import SyntheticAugmenter
+        from ..synthesis.sampling import load_generator
         from ..pretrained import run_folder
 
         super().__init__(prob, classes or {1: 1, 2: 2, 3: 3}, channels, spacing, seed)

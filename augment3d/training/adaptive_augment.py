@@ -14,11 +14,30 @@ their pipelines: that is :class:`augment3d.SyntheticAugmenter`.)
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-__all__ = ["AdaptiveAugment3D", "AugmentTuner"]
+from ..data.batched import Batched
+
+__all__ = ["AdaptiveAugment3D", "AugmentParams", "AugmentTuner"]
+
+
+@dataclass(frozen=True)
+class AugmentParams(Batched):
+    """One augmentation per sample: whether each op applies (flip (B, 3), move, cut, bright, contrast)
+    and its parameters (shift (B, 3) voxels, cutout centre (B, 3), brightness delta, contrast factor)."""
+
+    flip: torch.Tensor
+    move: torch.Tensor
+    shift: torch.Tensor
+    cut: torch.Tensor
+    centre: torch.Tensor
+    bright: torch.Tensor
+    delta: torch.Tensor
+    contrast: torch.Tensor
+    factor: torch.Tensor
 
 
 class AdaptiveAugment3D(nn.Module):
@@ -33,64 +52,60 @@ class AdaptiveAugment3D(nn.Module):
         self.max_translate = max_translate
         self.cutout = cutout
 
-    def draw(self, batch: int, spatial: tuple[int, int, int], generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """Random parameters for ``batch`` samples (CPU draws from ``generator``; fixed count)."""
+    def draw(self, batch: int, spatial: tuple[int, int, int], generator: torch.Generator) -> AugmentParams:
+        """Random parameters for ``batch`` samples (CPU draws from ``generator`` in field order; fixed count)."""
         p = float(self.p)
         rand = lambda *shape: torch.rand(*shape, generator=generator)  # noqa: E731
         limits = [int(s * self.max_translate) for s in spatial]
-        return {
-            "flip": rand(batch, 3) < p,
-            "move": rand(batch) < p,
-            "shift": torch.stack([torch.randint(-m, m + 1, (batch,), generator=generator) for m in limits], 1),
-            "cut": rand(batch) < p,
-            "centre": torch.stack([torch.randint(0, s, (batch,), generator=generator) for s in spatial], 1),
-            "bright": rand(batch) < p,
-            "delta": (rand(batch) - 0.5) * 0.4,
-            "contrast": rand(batch) < p,
-            "factor": rand(batch) * 0.7 + 0.7,
-        }
-
-    @staticmethod
-    def slice(params: dict[str, torch.Tensor], start: int, stop: int) -> dict[str, torch.Tensor]:
-        return {k: v[start:stop] for k, v in params.items()}
+        return AugmentParams(
+            flip=rand(batch, 3) < p,
+            move=rand(batch) < p,
+            shift=torch.stack([torch.randint(-m, m + 1, (batch,), generator=generator) for m in limits], 1),
+            cut=rand(batch) < p,
+            centre=torch.stack([torch.randint(0, s, (batch,), generator=generator) for s in spatial], 1),
+            bright=rand(batch) < p,
+            delta=(rand(batch) - 0.5) * 0.4,
+            contrast=rand(batch) < p,
+            factor=rand(batch) * 0.7 + 0.7,
+        )
 
     def apply(  # type: ignore[override]  # not nn.Module.apply(fn): augmentation
-            self, images: torch.Tensor, labels: torch.Tensor, params: dict[str, torch.Tensor]
+            self, images: torch.Tensor, labels: torch.Tensor, params: AugmentParams
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Apply drawn parameters; differentiable in ``images`` and ``labels``."""
-        if not any(bool(params[k].any()) for k in ("flip", "move", "cut", "bright", "contrast")):
+        if not any(bool(t.any()) for t in (params.flip, params.move, params.cut, params.bright, params.contrast)):
             return images, labels
         device, dtype = images.device, images.dtype
         spatial = images.shape[2:]
         view = lambda t: t.to(device, non_blocking=True)[:, None, None, None, None]  # noqa: E731
         for axis in range(3):
-            flip = params["flip"][:, axis]
+            flip = params.flip[:, axis]
             if flip.any():
                 images = torch.where(view(flip), images.flip(2 + axis), images)
                 labels = torch.where(view(flip), labels.flip(2 + axis), labels)
-        if params["move"].any():
+        if params.move.any():
             moved_i, moved_l = [], []
             for i in range(images.shape[0]):
-                if params["move"][i]:
-                    offset = tuple(int(s) for s in params["shift"][i])
+                if params.move[i]:
+                    offset = tuple(int(s) for s in params.shift[i])
                     moved_i.append(torch.roll(images[i], offset, (1, 2, 3)))
                     moved_l.append(torch.roll(labels[i], offset, (1, 2, 3)))
                 else:
                     moved_i.append(images[i])
                     moved_l.append(labels[i])
             images, labels = torch.stack(moved_i), torch.stack(moved_l)
-        if params["cut"].any():
+        if params.cut.any():
             keep = torch.ones(images.shape[0], 1, *spatial, device=device, dtype=dtype)
-            for i in torch.nonzero(params["cut"])[:, 0].tolist():
+            for i in torch.nonzero(params.cut)[:, 0].tolist():
                 box = []
-                for s, c in zip(spatial, params["centre"][i].tolist()):
+                for s, c in zip(spatial, params.centre[i].tolist()):
                     half = max(1, int(s * self.cutout) // 2)
                     box.append(slice(max(0, c - half), c + half))
                 keep[(i, slice(None), *box)] = 0
             images = images * keep - (1 - keep)
             labels = labels * keep
-        images = images + view(params["bright"] * params["delta"]).to(dtype)
-        factor = view(torch.where(params["contrast"], params["factor"], torch.ones_like(params["factor"]))).to(dtype)
+        images = images + view(params.bright * params.delta).to(dtype)
+        factor = view(torch.where(params.contrast, params.factor, torch.ones_like(params.factor))).to(dtype)
         mean = images.mean(dim=(1, 2, 3, 4), keepdim=True)
         return (images - mean) * factor + mean, labels
 

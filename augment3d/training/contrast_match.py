@@ -1,7 +1,7 @@
 """The contrast term: each tumour class as bright or dark, per modality, as in the real subjects.
 
 A labels-to-images generator knows where each class is but learns slowly from a few dozen cases
-how it looks. Measured on the phantom recipe's generators (docs/MODEL.md, "Contrast match"),
+how it looks. Measured on the phantom recipe's generators (docs/lab/model.md, "Contrast match"),
 enhancing tumour came out too dark on T1 (-0.54 to -0.67 below healthy brain, against -0.15 in
 the real cases) and the necrotic core too bright on T2 (+1.1 to +1.25 against +0.62 to +0.92),
 on both sites and with either texture weight: a segmenter trained on such subjects learns

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Any
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,11 +33,12 @@ import torch
 from ..data.conditions import ConditionEncoder
 from ..models import Discriminator3D, Generator3D, ModelConfig
 from ..models.layers import power_iteration
-from ..label_deformation import deform_maps, draw_deformations, slice_deformations
+from ..data.batched import Batched
+from ..data.label_deformation import Deformation, deform_maps, draw_deformations
 from ..models.segmenter import one_hot
 from ..precision import auto_amp
 from ..models.spatial_conditioning import brain_masks, label_maps
-from .adaptive_augment import AdaptiveAugment3D, AugmentTuner
+from .adaptive_augment import AdaptiveAugment3D, AugmentParams, AugmentTuner
 from .contrast_match import ContrastMatch
 from .distributed import World, all_reduce_grads
 from .early_stopping import EarlyStopping, coarse_features, sliced_wasserstein
@@ -58,6 +58,23 @@ def maps_to_onehot(maps: torch.Tensor) -> torch.Tensor:
     """Label maps (mask, tumour classes) -> the label one-hot (background, tumour classes) D sees."""
     tumour = maps[:, 1:]
     return torch.cat([1.0 - tumour.sum(1, keepdim=True), tumour], 1)
+
+
+@dataclass(frozen=True)
+class PhaseDraw(Batched):
+    """Everything random in one D or G phase, drawn for the global batch and sliced per micro-batch:
+    the real subjects (``idx``; their maps too in labels mode), G's latents and noise, the two ADA
+    draws, the conditions G renders under; optional parts are None when their option is off."""
+
+    idx: torch.Tensor
+    z: torch.Tensor
+    noise: list[torch.Tensor]
+    aug_fake: AugmentParams
+    aug_real: AugmentParams
+    cond: torch.Tensor
+    z_mix: torch.Tensor | None = None
+    mix_cutoff: torch.Tensor | None = None
+    deform: Deformation | None = None
 
 
 @dataclass
@@ -166,19 +183,20 @@ class TrainingLoop:
 
     def d_phase(self, r1_now: bool, stats: StepStats) -> None:
         power_iteration(self.D)  # spectral norm's u, v: once a step, however the batch is split (no-op without)
-        draw = self._draw()
+        whole = self._draw()
         self.opt_d.zero_grad(set_to_none=True)
         for term in self.terms:
             term.begin_d_phase()
         for lo, hi in self._my_slices():
-            real_img, real_lab, c = self._real(draw["idx"][lo:hi])
+            draw = whole.slice(lo, hi)
+            real_img, real_lab, c = self._real(draw.idx)
             for term in self.terms:
                 term.on_real(real_img, real_lab, self.scale, stats)
-            c_fake = self._fake_conditions(draw, lo, hi)
+            c_fake = self._to_device(draw.cond)
             with torch.no_grad(), self.autocast():
-                fake_img, fake_lab = self._fake(draw, lo, hi, c_fake)
-            real = self.augment.apply(real_img, real_lab, AdaptiveAugment3D.slice(draw["aug_real"], lo, hi))
-            fake = self.augment.apply(fake_img, fake_lab, AdaptiveAugment3D.slice(draw["aug_fake"], lo, hi))
+                fake_img, fake_lab = self._fake(draw, c_fake)
+            real = self.augment.apply(real_img, real_lab, draw.aug_real)
+            fake = self.augment.apply(fake_img, fake_lab, draw.aug_fake)
             (self._d_loss(real, fake, c, c_fake, r1_now, stats) * self.scale).backward()
         all_reduce_grads(self.D, self.world)
         self.opt_d.step()
@@ -201,7 +219,7 @@ class TrainingLoop:
         return loss
 
     def g_phase(self, step: int, stats: StepStats) -> None:
-        draw = self._draw()
+        whole = self._draw()
         self.opt_g.zero_grad(set_to_none=True)
         active = [term for term in self.terms if term.active(step)]
         paired = any(term.pairs for term in self.terms)  # pairs (i, i + half) share condition and noise
@@ -209,13 +227,14 @@ class TrainingLoop:
             for term in self.terms:
                 frozen.enter_context(term.g_phase())
             for lo, hi in self._my_slices():
-                c = self._fake_conditions(draw, lo, hi)
+                draw = whole.slice(lo, hi)
+                c = self._to_device(draw.cond)
                 c = _paired(c) if paired else c
                 with self.autocast():
-                    fake_img, fake_lab = self._fake(draw, lo, hi, c, paired)
-                fakes = Fakes(fake_img, fake_lab, self._to_device(draw["z"][lo:hi]), c)
+                    fake_img, fake_lab = self._fake(draw, c, paired)
+                fakes = Fakes(fake_img, fake_lab, self._to_device(draw.z), c)
                 extra = [(term, term.loss(fakes)) for term in active]
-                fake = self.augment.apply(fake_img, fake_lab, AdaptiveAugment3D.slice(draw["aug_fake"], lo, hi))
+                fake = self.augment.apply(fake_img, fake_lab, draw.aug_fake)
                 loss = g_loss(self.cfg.loss, self._judge(*fake, c))
                 stats.add("g_loss", loss, self.scale)
                 for term, value in extra:
@@ -243,28 +262,29 @@ class TrainingLoop:
     def autocast(self):
         return torch.autocast(torch.device(self.device).type, dtype=self.dtype, enabled=self.dtype is not None)
 
-    def _draw(self) -> dict[str, Any]:
-        """Everything random for one phase, for the whole global batch."""
+    def _draw(self) -> PhaseDraw:
+        """Everything random for one phase, for the whole global batch (drawn in this order)."""
         b, shape = self.cfg.batch, self.mc.shape
-        draw: dict[str, Any] = {
-            "idx": torch.randint(0, self.data.images.shape[0], (b,), generator=self.rng),
-            "z": torch.randn(b, self.mc.z_dim, generator=self.rng),
-            "noise": self._noise(b),
-            "aug_fake": self.augment.draw(b, shape, self.rng),
-            "aug_real": self.augment.draw(b, shape, self.rng),
-        }
+        idx = torch.randint(0, self.data.images.shape[0], (b,), generator=self.rng)
+        z = torch.randn(b, self.mc.z_dim, generator=self.rng)
+        noise = self._noise(b)
+        aug_fake = self.augment.draw(b, shape, self.rng)
+        aug_real = self.augment.draw(b, shape, self.rng)
+        z_mix = mix_cutoff = None
+        deform = None
         if self.cfg.style_mixing > 0:  # drawn only when on: runs without it keep their random stream
             mixed = torch.rand(b, generator=self.rng) < self.cfg.style_mixing
             cutoff = torch.randint(1, self.G.num_ws, (b,), generator=self.rng)
-            draw["z_mix"] = torch.randn(b, self.mc.z_dim, generator=self.rng)
-            draw["mix_cutoff"] = torch.where(mixed, cutoff, self.G.num_ws)
+            z_mix = torch.randn(b, self.mc.z_dim, generator=self.rng)
+            mix_cutoff = torch.where(mixed, cutoff, self.G.num_ws)
         if self.G.takes_labels:  # the fakes render the batch's own maps, deformed
-            draw["deform"] = draw_deformations(b, self.rng)
-        if self.cfg.condition_swap > 0:  # drawn only when on, as above
+            deform = draw_deformations(b, self.rng)
+        cond = self.data.conditions[idx]  # G renders each map under its own subject's conditions...
+        if self.cfg.condition_swap > 0:  # ...or a swapped combination (drawn only when on, as above)
             swapped = torch.rand(b, generator=self.rng) < self.cfg.condition_swap
             combo = self.combos[torch.randint(0, self.combos.shape[0], (b,), generator=self.rng)]
-            draw["cond"] = torch.where(swapped[:, None], combo, self.data.conditions[draw["idx"]])
-        return draw
+            cond = torch.where(swapped[:, None], combo, cond)
+        return PhaseDraw(idx, z, noise, aug_fake, aug_real, cond, z_mix, mix_cutoff, deform)
 
     def _noise(self, batch: int) -> list[torch.Tensor]:
         """G's per-voxel noise for ``batch`` subjects: from the loop's stream on the CPU; on a GPU,
@@ -277,11 +297,6 @@ class TrainingLoop:
     def _to_device(self, x: torch.Tensor) -> torch.Tensor:
         return x.to(self.device, non_blocking=True)  # a host-to-GPU copy need not wait for the GPU
 
-    def _fake_conditions(self, draw, lo, hi) -> torch.Tensor:
-        """The conditions G renders ``draw``'s slice under: its maps' own subjects', or the swapped ones."""
-        cond = draw["cond"][lo:hi] if "cond" in draw else self.data.conditions[draw["idx"][lo:hi]]
-        return self._to_device(cond)
-
     def _my_slices(self):
         for a in range(self.cfg.accumulate):
             part = self.world.rank * self.cfg.accumulate + a
@@ -292,18 +307,18 @@ class TrainingLoop:
         onehot = one_hot(self._to_device(self.data.labels[idx]), self.mc.label_classes)
         return images, onehot, self._to_device(self.data.conditions[idx])
 
-    def _fake(self, draw, lo, hi, c, paired: bool = False):
-        """G's subjects for ``draw``'s slice; ``paired`` gives the second half the first half's
+    def _fake(self, draw: PhaseDraw, c, paired: bool = False):
+        """G's subjects for a (sliced) ``draw``; ``paired`` gives the second half the first half's
         noise (and label maps): a pair differs only in z."""
         pair = _paired if paired else (lambda x: x)
-        noise = [self._to_device(pair(n[lo:hi])) for n in draw["noise"]]
-        w = self.G.mapping(self._to_device(draw["z"][lo:hi]), c)
-        if "z_mix" in draw:  # the second latent and the cutoff are shared by a pair, as the noise is
-            w_mix = self.G.mapping(self._to_device(pair(draw["z_mix"][lo:hi])), c)
-            w = self.G.mix_styles(w, w_mix, self._to_device(pair(draw["mix_cutoff"][lo:hi])))
-        if self.G.takes_labels:  # made and deformed where G runs
-            maps = self.data.maps(draw["idx"][lo:hi], self.device)
-            maps = pair(deform_maps(maps, slice_deformations(draw["deform"], lo, hi), grid_device=self.device))
+        noise = [self._to_device(pair(n)) for n in draw.noise]
+        w = self.G.mapping(self._to_device(draw.z), c)
+        if draw.z_mix is not None and draw.mix_cutoff is not None:  # shared by a pair, as the noise is
+            w_mix = self.G.mapping(self._to_device(pair(draw.z_mix)), c)
+            w = self.G.mix_styles(w, w_mix, self._to_device(pair(draw.mix_cutoff)))
+        if draw.deform is not None:  # labels mode: made and deformed where G runs
+            maps = self.data.maps(draw.idx, self.device)
+            maps = pair(deform_maps(maps, draw.deform, grid_device=self.device))
             images, _ = self.G.from_w(w, noise, maps)
             return images.float(), maps_to_onehot(maps)
         images, logits = self.G.from_w(w, noise)

@@ -2,7 +2,7 @@
 give subjects more alike than two real subjects of that condition are.
 
 In G's phase each micro-batch's second half gets the first half's conditions and noise, so pair
-(i, i + half) differs only in z. docs/MODEL.md ("Diversity") has the measurements.
+(i, i + half) differs only in z. docs/lab/model.md ("Diversity") has the measurements.
 """
 
 from __future__ import annotations

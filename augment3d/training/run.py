@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_write_text, remove_stale_temporaries
-from ..config import Recipe
+from ..io.atomic import atomic_write_text, remove_stale_temporaries
+from ..config.recipe import Recipe
 from ..data.cohort import PreparedCohort, prepare_cohort
 from ..data.conditions import ConditionEncoder
 from ..errors import DataError, RecipeError
-from ..run_files import LOG, RECIPE, SUBJECTS, read_log
+from ..io.run_files import LOG, RECIPE, SUBJECTS, read_log
 from .distributed import barrier, joined_world
 from .run_folder import plan_run, writing_run
 from .trainer import TrainingData, train_gan
@@ -74,7 +74,7 @@ def save_loss_curves(log_path: Path, png: Path) -> None:
 
     import matplotlib.pyplot as plt
 
-    from ..atomic import atomic_write_bytes
+    from ..io.atomic import atomic_write_bytes
 
     rows = read_log(log_path)
     if not rows:

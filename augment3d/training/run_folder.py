@@ -5,7 +5,7 @@
   (values named in ``allow_changes`` may differ); a run of ours killed before its first
   checkpoint starts again; anything else is refused, and a folder with a generator but no
   training state is never overwritten;
-* ``--force`` replaces only a run folder of ours (:func:`augment3d.output_folders.check_replaceable`):
+* ``--force`` replaces only a run folder of ours (:func:`augment3d.io.output_folders.check_replaceable`):
   the old folder is set aside and comes back if the new run fails before its first checkpoint.
 
 While a run writes, it holds the folder's lock, so a second ``train`` on the same folder stops.
@@ -19,11 +19,11 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
-from ..checkpoint import bundle_exists, recorded_step
-from ..config import Recipe, load_recipe
+from ..io.checkpoint import bundle_exists, recorded_step
+from ..config.recipe import Recipe, load_recipe
 from ..errors import DataError, RecipeError
-from ..output_folders import KINDS, check_not_an_input, check_replaceable, folder_lock, mark, set_aside
-from ..run_files import GENERATOR, TRAIN_STATE
+from ..io.output_folders import KINDS, check_not_an_input, check_replaceable, folder_lock, mark, set_aside
+from ..io.run_files import GENERATOR, TRAIN_STATE
 
 __all__ = ["plan_run", "recipe_changes", "writing_run"]
 

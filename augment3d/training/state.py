@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import torch
 
-from ..checkpoint import load_bundle, save_bundle
+from ..io.checkpoint import load_bundle, save_bundle
 from ..errors import CheckpointError
-from ..run_files import TRAIN_STATE
+from ..io.run_files import TRAIN_STATE
 
 __all__ = ["TRAIN_STATE", "TrainState", "save_train_state", "load_train_state"]
 

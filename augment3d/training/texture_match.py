@@ -4,7 +4,7 @@ Scanners differ in what a discriminator learns slowly from a few cases: an older
 are blurrier and noisier (thick slices, low field), a newer one's sharp. Measured on the phantom
 cohort, real SSA subjects had half the high-frequency energy of HIC ones (mean |Laplacian| 0.26
 against 0.57 on T1), while the generator's restyles into SSA kept HIC's (0.43): the site
-classifier then called three in four of them HIC (docs/MODEL.md, "Texture match"). The term
+classifier then called three in four of them HIC (docs/lab/model.md, "Texture match"). The term
 compares, per modality, the log mean |Laplacian| inside the brain of each generated subject with
 the mean of the real training subjects that share its condition (each site/grade combination its
 own reference, fixed at the start), a spectral statistic matched per condition as in spectral

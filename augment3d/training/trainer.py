@@ -17,15 +17,15 @@ from pathlib import Path
 
 import torch
 
-from ..atomic import atomic_write_text
-from ..checkpoint import bundle_exists, recorded_step
+from ..io.atomic import atomic_write_text
+from ..io.checkpoint import bundle_exists, recorded_step
 from ..data.conditions import ConditionEncoder
 from ..data.preprocess import PreprocessConfig
-from ..label_bank import LabelBank
+from ..data.label_bank import LabelBank
 from ..errors import Augment3DError
-from ..run_files import LOG, read_log
+from ..io.run_files import LOG, read_log
 from ..models import Generator3D, ModelConfig
-from ..sampling import save_generator
+from ..io.run_files import save_generator
 from .distributed import joined_world
 from .loop import TrainingData, TrainingLoop
 from .state import TRAIN_STATE, load_train_state, save_train_state

@@ -35,6 +35,7 @@ def test_ci_bench_runs_the_whole_pipeline(ci_bench):
     # the GAN saw the training split only
     assert set(json.loads((out / "gan" / "subjects.json").read_text())["train"]) == train
     report = json.loads((out / "report.json").read_text())
+    assert report["schema"] == 1
     assert set(report["summary"]["all"]) == {"real", "real+classic", "real+synthetic", "real+classic+synthetic",
                                              "real+paste", "real+classic+paste"}
     paste = json.loads((out / "arms" / "real+paste" / "seed0" / "result.json").read_text())["paste"]
@@ -183,7 +184,7 @@ def test_the_report_shows_where_a_difference_comes_from_by_site_and_grade(tmp_pa
     there, and the report's by-grade table shows it apart from the HGG cases."""
     import shutil
 
-    from augment3d.config import load_recipe
+    from augment3d.config.recipe import load_recipe
     from segbench.report import write_report
 
     folder = tmp_path / "bench"
@@ -313,7 +314,7 @@ def test_model_pads_any_shape_and_loss_prefers_the_truth():
     ('synthetic = "cohort"\nsynthetic_maps_matching = ["scanner"]', "scanner is not among \\[data\\] conditions"),
 ])
 def test_bench_section_is_checked(tmp_path, line, message):
-    from augment3d.config import load_recipe
+    from augment3d.config.recipe import load_recipe
     from augment3d.errors import RecipeError
     from segbench.config import bench_config
 
@@ -638,7 +639,7 @@ def _two_arm_recipe(tmp_path):
     """The ci recipe with only the arms that need no GAN and two seeds: a whole bench in seconds."""
     import tomllib
 
-    from augment3d.config import load_recipe, recipe_toml
+    from augment3d.config.recipe import load_recipe, recipe_toml
 
     raw = tomllib.loads(load_recipe("ci").path.read_text())
     raw["bench"].update(arms=["real", "real+classic"], seeds=[0, 1])
@@ -652,7 +653,7 @@ def test_a_bench_over_cohorts_runs_each_cohort_whole_and_pools_them(tmp_path):
     three seeds set to the cohort; one pooled report with a forest plot. The same cohort run job by
     job (`--cohort C --arm A --seed S`, as a job array would) gives the same results, and
     bench-report merges them."""
-    from augment3d.config import load_recipe
+    from augment3d.config.recipe import load_recipe
 
     recipe = _two_arm_recipe(tmp_path)
     out = tmp_path / "pooled"
@@ -706,7 +707,7 @@ def test_a_bench_grows_by_arms_seeds_and_cohorts_keeping_finished_jobs(tmp_path)
     refused as before."""
     import tomllib
 
-    from augment3d.config import recipe_toml
+    from augment3d.config.recipe import recipe_toml
 
     base = _two_arm_recipe(tmp_path)
 
@@ -769,7 +770,7 @@ def test_the_pooled_report_puts_the_gan_against_copy_paste_per_cohort_and_pooled
     comparisons with `real`: hand-built cohorts where the GAN leads by +0.03 and by -0.01."""
     import tomllib
 
-    from augment3d.config import load_recipe, recipe_toml
+    from augment3d.config.recipe import load_recipe, recipe_toml
     from segbench.pooled_report import build_pooled_report, write_pooled_report
 
     raw = tomllib.loads(load_recipe("ci").path.read_text())

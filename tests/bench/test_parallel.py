@@ -6,7 +6,7 @@ import tomllib
 import torch
 from typer.testing import CliRunner
 
-from augment3d.config import load_recipe, recipe_toml
+from augment3d.config.recipe import load_recipe, recipe_toml
 from cli import app
 
 runner = CliRunner()
@@ -47,7 +47,7 @@ def test_two_workers_run_every_cohorts_gan_then_its_synthetic_jobs_and_pool_them
                 assert job["threads"] == max(1, torch.get_num_threads() // 2)
                 assert {c["subject_id"] for c in job["cases"]} == set(splits["test"])
     report = json.loads((out / "report.json").read_text())
-    assert report["missing"] == [] and report["cohorts_with_results"] == ["0", "1"]
+    assert report["missing"] == [] and report["cohorts_with_results"] == ["0", "1"] and report["schema"] == 1
     again = _invoke("bench", "--recipe", recipe, "--out", out, "--cohorts", "0,1", "--workers", 2)
     assert again.exit_code == 0, again.output
     assert "started" not in again.output

@@ -144,6 +144,9 @@ def test_evaluate_cli_writes_report(tiny_run, tmp_path):
     result = CliRunner().invoke(app, ["evaluate", str(tiny_run), str(data), "--out", str(out), "--n", "6"])
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
+    from augment3d.metrics.results import SCHEMA, Evaluation
+
+    assert metrics["schema"] == SCHEMA and Evaluation.read(out / "metrics.json").to_json() == metrics  # read back whole
     assert metrics["n"] == {"synthetic": 6, "real_train": 3, "real_held_out": 3}
     assert metrics["extractor"] == "fixed-encoder3d-v1"
     assert metrics["fid"]["floor_held_out_vs_train"] >= 0 and "synthetic_vs_train" in metrics["fid"]
@@ -226,3 +229,42 @@ def test_distance_verdicts_never_call_a_generator_better_than_real():
     assert "cannot be told apart from real data" in overlap
     above = distance_verdict("KID", 0.9, [0.7, 1.1], 0.1, [0.05, 0.2], n=100)
     assert "told apart from real ones" in above and "N=" not in above
+
+
+def test_metrics_json_of_another_schema_or_damaged_is_refused_naming_the_file(tmp_path):
+    """metrics.json is read through one typed object: a file from before the schema was recorded reads
+    (its later families None), a newer schema or a file missing a family every schema has is one
+    DataError naming the file."""
+    from augment3d.errors import DataError
+    from augment3d.metrics.results import SCHEMA, Evaluation
+
+    mean = {"mean": 0.5, "std": 0.1, "n": 4}
+    old = {"run": "r", "data": "d", "generator_step": 10, "psi": 1.0, "seed": 0, "extractor": "x", "grid": [16, 16, 16],
+           "n": {"synthetic": 4, "real_train": 4, "real_held_out": 4}, "settings": {}, "note": None,
+           "fid": {"synthetic_vs_train": 2.0, "floor_held_out_vs_train": 1.0},
+           "kid": {"synthetic_vs_train": 0.2, "floor_held_out_vs_train": 0.1},
+           "ssim_to_nearest_held_out": mean, "mse_to_nearest_held_out": mean, "psnr_to_nearest_held_out": mean,
+           "reference_held_out_to_nearest_train": {"ssim": mean, "mse": mean},
+           "diversity_ms_ssim": {"note": "grid too small"}, "prdc": {"precision": 1.0},
+           "prdc_reference_held_out": {"precision": 1.0}, "memorisation": {"share_flagged": 0.0},
+           "label_consistency_dice": {"synthetic": {"WT": 0.5}, "reference_held_out_real": {"WT": 0.6}},
+           "share_with_tumour": {"synthetic": 1.0, "real_held_out": 1.0},
+           "condition_fidelity": {"site": {"synthetic_accuracy": 0.9, "synthetic_accuracy_by_category": {"SSA": 0.9},
+                                           "held_out_real_accuracy": 0.8}}}
+    path = tmp_path / "metrics.json"
+    path.write_text(json.dumps(old))
+    read = Evaluation.read(path)
+    assert read.schema == 0 and read.mode == "joint" and read.tumour_at_head_edge is None
+    assert read.label_consistency.with_tumour_wt is None and read.diversity.synthetic is None
+    assert read.condition_fidelity["site"].real_accuracy_cross_validated == 0.8  # renamed since
+    path.write_text(json.dumps({**old, "schema": SCHEMA + 1}))
+    with pytest.raises(DataError, match="schema") as err:
+        Evaluation.read(path)
+    assert str(path) in str(err.value)
+    path.write_text(json.dumps({k: v for k, v in old.items() if k != "fid"}))
+    with pytest.raises(DataError, match="not a complete augment3d metrics.json") as err:
+        Evaluation.read(path)
+    assert str(path) in str(err.value)
+    path.write_text('{"run": ')
+    with pytest.raises(DataError, match="cannot be read as JSON"):
+        Evaluation.read(path)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from augment3d.label_deformation import deform_maps, draw_deformations
+from augment3d.data.label_deformation import deform_maps, draw_deformations
 from augment3d.models import Generator3D, ModelConfig
 from augment3d.models.spatial_conditioning import label_maps, maps_to_labels
 
@@ -95,7 +95,7 @@ def test_deformations_keep_classes_and_a_seed_names_one():
 def test_a_short_run_renders_the_tumour_where_the_map_puts_it(tiny, tmp_path):
     """Bright tumours on a dark brain: after 150 steps, moving the map's tumour moves the bright
     region, and the image changes where the map changed far more than elsewhere."""
-    from augment3d.sampling import load_generator
+    from augment3d.synthesis.sampling import load_generator
     from augment3d.training.loop import TrainingData
     from augment3d.training.trainer import train_gan
 

@@ -24,7 +24,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from augment3d.resampling import resample
+from augment3d.synthesis.resampling import resample
 from augment3d.models import Discriminator3D, Generator3D, ModelConfig, layers
 from augment3d.models.layers import ModulatedConv3d, axis_upsample, block_means, conv3d, downsample2
 from augment3d.models.spatial_conditioning import label_maps

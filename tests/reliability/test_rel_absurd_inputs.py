@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from augment3d.data import read_nifti, validate_cohort
 from augment3d.errors import CheckpointError, DataError, RecipeError
-from augment3d.sampling import load_generator
+from augment3d.synthesis.sampling import load_generator
 from cli import app
 
 runner = CliRunner()
@@ -91,7 +91,7 @@ def test_a_recipe_grid_that_cannot_fit_is_refused_at_load(tmp_path):
     path = tmp_path / "huge.toml"
     path.write_text("[data]\nshape = 1024\n")
     with pytest.raises(RecipeError, match=r"shape \(1024, 1024, 1024\) is larger than augment3d prepares"):
-        from augment3d.config import load_recipe
+        from augment3d.config.recipe import load_recipe
 
         load_recipe(path)
 
@@ -268,7 +268,7 @@ def test_subject_ids_match_whatever_unicode_form_they_were_typed_in(tmp_path):
     ("[phantom]\ncases = 10.0", "[phantom]: cases must be a whole number"),
 ])
 def test_recipe_values_of_the_wrong_type_are_refused_with_the_key_named(tmp_path, line, fragment):
-    from augment3d.config import load_recipe
+    from augment3d.config.recipe import load_recipe
 
     path = tmp_path / "r.toml"
     path.write_text(line + "\n")

@@ -121,7 +121,7 @@ def test_a_recipe_that_fails_later_leaves_the_old_run(trained, cohort, tmp_path,
 
 HOLD = """
 import sys, time
-from augment3d.output_folders import folder_lock
+from augment3d.io.output_folders import folder_lock
 with folder_lock(sys.argv[1]):
     print("holding", flush=True)
     time.sleep(60)

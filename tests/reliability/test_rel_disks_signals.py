@@ -34,7 +34,7 @@ def _one_line(result) -> str:
 
 
 def _weights(run: Path) -> dict:
-    from augment3d.sampling import load_generator
+    from augment3d.synthesis.sampling import load_generator
 
     return load_generator(run).network.state_dict()
 
@@ -65,7 +65,7 @@ def test_a_full_disk_during_training_stops_cleanly_and_resume_continues(cohort, 
 
 
 def test_a_full_disk_during_sample_leaves_nothing(tiny_run, tmp_path, monkeypatch):
-    from augment3d import export
+    from augment3d.synthesis import export
 
     real, calls = export.write_nifti, [0]
 
@@ -162,7 +162,7 @@ def _signalled(module: str, name: str, limit: int, sig: str, *args, env=None) ->
 def test_sigterm_during_sample_leaves_no_staging_folder(tiny_run, tmp_path):
     out = tmp_path / "synthetic"
     condition = ["--condition", "site=SSA", "--condition", "grade=HGG"]
-    done = _signalled("augment3d.export", "write_nifti", 3, "SIGTERM", "sample", tiny_run, out, "--n", 2, *condition)
+    done = _signalled("augment3d.synthesis.export", "write_nifti", 3, "SIGTERM", "sample", tiny_run, out, "--n", 2, *condition)
     assert done.returncode == 143 and "terminated" in done.stderr
     assert [p.name for p in tmp_path.iterdir()] == []  # neither the output nor a hidden .partial folder
 
@@ -170,7 +170,7 @@ def test_sigterm_during_sample_leaves_no_staging_folder(tiny_run, tmp_path):
 def test_a_killed_sample_s_staging_folder_is_removed_by_the_next_run(tiny_run, tmp_path):
     out = tmp_path / "synthetic"
     condition = ["--condition", "site=SSA", "--condition", "grade=HGG"]
-    done = _signalled("augment3d.export", "write_nifti", 3, "SIGKILL", "sample", tiny_run, out, "--n", 2, *condition)
+    done = _signalled("augment3d.synthesis.export", "write_nifti", 3, "SIGKILL", "sample", tiny_run, out, "--n", 2, *condition)
     assert done.returncode == -9
     assert [p.name.split("-")[0] for p in tmp_path.iterdir()] == [".synthetic.partial"]  # SIGKILL cannot clean up
     again = _run("sample", tiny_run, out, "--n", 2, *condition)

@@ -52,7 +52,7 @@ def _killed(mode: str, limit: int, *args, env=None) -> int:
 
 
 def _weights(run: Path) -> dict:
-    from augment3d.sampling import load_generator
+    from augment3d.synthesis.sampling import load_generator
 
     return {k: v.clone() for k, v in load_generator(run).network.state_dict().items()}
 

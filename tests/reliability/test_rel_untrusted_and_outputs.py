@@ -12,7 +12,7 @@ from helpers import TINY_ENCODER as ENC, TINY_MODEL as MODEL, TINY_TRAIN as TRAI
 from typer.testing import CliRunner
 
 from augment3d.errors import CheckpointError
-from augment3d.sampling import load_generator
+from augment3d.synthesis.sampling import load_generator
 from augment3d.training.trainer import TrainingDiverged, train_gan
 from cli import app
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from helpers import generator_weights, weights_apart
 
-from augment3d.sampling import load_generator
+from augment3d.synthesis.sampling import load_generator
 from augment3d.training.loop import TrainingData, TrainingLoop
 from augment3d.training.trainer import TrainingDiverged, train_gan
 
@@ -178,7 +178,7 @@ def test_condition_swap_renders_the_maps_under_every_condition_equally_often(tin
     ssa = torch.from_numpy(tiny.encoder.encode([{"site": "SSA"}]))[0]
 
     def ssa_share(loop, draws=200):
-        rows = torch.cat([loop._fake_conditions(loop._draw(), 0, 4) for _ in range(draws)])
+        rows = torch.cat([loop._draw().slice(0, 4).cond for _ in range(draws)])
         return (rows == ssa).all(1).float().mean().item()
 
     own = TrainingLoop(data, tiny.model, replace(tiny.train, batch=4), "cpu")

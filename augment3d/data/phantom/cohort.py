@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ...atomic import atomic_write_text
-from ...output_folders import staged_output
+from ...io.atomic import atomic_write_text
+from ...io.output_folders import staged_output
 from ...brats import BRATS2023
-from ...field_types import enforce_field_types
+from ...config.field_types import enforce_field_types
 from ..layout import case_file_name
 from ..metadata import METADATA_FILE
 from ..nifti_write import write_nifti

@@ -23,17 +23,17 @@ import torch
 from torchio.transforms.augmentation import RandomTransform
 from torchio.transforms.transform import Transform
 
-from .brats import MODALITIES
-from .data.preprocess import cube_box, to_canonical
-from .resampling import resample
-from .errors import DataError
-from .precision import auto_precision
-from .checkpoint import checkpoint_hash  # noqa: F401  (re-exported: augment3d.augmenter.checkpoint_hash)
-from .generator_cache import (SLOW_GFLOP, SlowGenerationWarning, generate_batch, get_generator,  # noqa: F401
+from ..brats import MODALITIES
+from ..data.preprocess import cube_box, to_canonical
+from ..synthesis.resampling import resample
+from ..errors import DataError
+from ..precision import auto_precision
+from ..io.checkpoint import checkpoint_hash  # noqa: F401  (re-exported: augment3d.transforms.augmenter.checkpoint_hash)
+from ..synthesis.generator_cache import (SLOW_GFLOP, SlowGenerationWarning, generate_batch, get_generator,  # noqa: F401
                               keep_generator, one_thread, worker_device)
-from .pretrained import run_folder
-from .subject_io import check_file, check_same_shape, label_values, read_voxels, resolve_names
-from .sampling import check_precision
+from ..pretrained import run_folder
+from ..io.subjects import check_file, check_same_shape, label_values, read_voxels, resolve_names
+from ..synthesis.sampling import check_precision
 
 __all__ = ["SyntheticAugmenter", "SyntheticReplacement", "SlowGenerationWarning"]
 

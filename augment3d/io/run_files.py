@@ -10,9 +10,16 @@ import json
 import os
 from pathlib import Path
 
-from .errors import DataError
+from typing import TYPE_CHECKING
 
-__all__ = ["GENERATOR", "TRAIN_STATE", "LABEL_MAPS", "LOG", "SUBJECTS", "RECIPE", "is_run_folder", "read_log"]
+from ..errors import DataError
+
+if TYPE_CHECKING:
+    from ..data.conditions import ConditionEncoder
+    from ..data.preprocess import PreprocessConfig
+    from ..models import Generator3D
+
+__all__ = ["GENERATOR", "TRAIN_STATE", "LABEL_MAPS", "LOG", "SUBJECTS", "RECIPE", "is_run_folder", "read_log", "save_generator"]
 
 GENERATOR = "generator"        # generator.safetensors + generator.json: the EMA generator, what sampling loads
 TRAIN_STATE = "train_state"    # train_state.safetensors + .json: everything a resume needs
@@ -48,3 +55,28 @@ def read_log(path: str | os.PathLike) -> list[dict]:
             raise DataError(path, f"line {n} is not a logged step: the training log is damaged")
         rows.append(row)
     return rows
+
+
+def save_generator(run_dir: str | os.PathLike, generator: Generator3D, encoder: ConditionEncoder,
+                   preprocess: PreprocessConfig, step: int, info: dict | None = None) -> None:
+    """Write the (EMA) generator as ``generator.safetensors`` + ``generator.json`` in ``run_dir``, the bundle
+    :func:`augment3d.synthesis.sampling.load_generator` reads.
+
+    ``info``: more JSON fields about the run (``voxel_mm``, the median voxel size of the data
+    on the model grid; ``recipe``, its name).
+    """
+    from .. import __version__
+    from ..brats import CLASS_NAMES, MODALITIES
+    from .checkpoint import save_bundle
+
+    meta = {
+        **(info or {}),
+        "model": generator.config.to_dict(),
+        "modalities": list(MODALITIES),
+        "label_names": list(CLASS_NAMES),
+        "conditions": encoder.to_dict(),
+        "preprocess": preprocess.to_dict(),
+        "augment3d_version": __version__,
+        "step": int(step),
+    }
+    save_bundle(run_dir, GENERATOR, "generator", generator.state_dict(), meta)

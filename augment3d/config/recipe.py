@@ -16,12 +16,12 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from .data.phantom.cohort import PhantomConfig
-from .data.preprocess import PreprocessConfig
-from .errors import RecipeError
+from ..data.phantom.cohort import PhantomConfig
+from ..data.preprocess import PreprocessConfig
+from ..errors import RecipeError
 from .field_types import enforce_field_types
-from .models.architecture import ModelConfig
-from .training.train_config import TrainConfig
+from ..models.architecture import ModelConfig
+from ..training.train_config import TrainConfig
 
 __all__ = ["DataConfig", "Recipe", "load_recipe", "recipe_toml"]
 
@@ -103,7 +103,7 @@ def _section(cls, table, where: str, path: Path, derived: tuple[str, ...] = ()):
 
 
 def _recipe_file(name_or_path: str | os.PathLike) -> Path:
-    from .recipes import available, recipe_path
+    from ..recipes import available, recipe_path
 
     path = Path(name_or_path)
     if path.suffix != ".toml":

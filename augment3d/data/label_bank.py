@@ -1,7 +1,7 @@
 """The label maps a labels-to-images run keeps: its training subjects' maps and brain masks on
 the model grid (``label_maps.safetensors`` + ``.json`` in the run folder), so that ``sample``
 can draw new subjects without the data: a seed picks a map (one of the requested condition's,
-when the run has any) and deforms it (:mod:`augment3d.label_deformation`).
+when the run has any) and deforms it (:mod:`augment3d.data.label_deformation`).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .checkpoint import bundle_exists, load_bundle, save_bundle
-from .errors import CheckpointError
+from ..io.checkpoint import bundle_exists, load_bundle, save_bundle
+from ..errors import CheckpointError
 from .label_deformation import deform_maps, draw_deformations
-from .models.spatial_conditioning import label_maps
+from ..models.spatial_conditioning import label_maps
 
 __all__ = ["LabelBank", "BANK_FILE"]
 

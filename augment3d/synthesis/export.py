@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write_text
-from .output_folders import staged_output
-from .brats import BRATS2023, CLASS_NAMES, MODALITIES, MODALITY_TITLES, REGIONS
-from .errors import DataError
-from .data.layout import case_file_name
-from .data.nifti_write import write_nifti
+from ..io.atomic import atomic_write_text
+from ..io.output_folders import staged_output
+from ..brats import BRATS2023, CLASS_NAMES, MODALITIES, MODALITY_TITLES, REGIONS
+from ..errors import DataError
+from ..data.layout import case_file_name
+from ..data.nifti_write import write_nifti
 
 __all__ = ["FORMATS", "export_synthetic", "export_cohort_nnunet", "subject_id", "check_nnunet_name", "INTENSITY_RANGE", "MAX_SEED"]
 
@@ -99,8 +99,8 @@ def export_cohort_nnunet(cohort: str | os.PathLike, out: str | os.PathLike, *, r
     T1, T1Gd, T2, FLAIR, label maps in BraTS-2023 numbering (BraTS 2021's ET 4 becomes 3),
     ``dataset.json`` as :func:`export_synthetic` writes it. Every case is read and checked as
     ``augment3d validate`` does (a bad file stops it, named); the folder appears only once complete."""
-    from .data.layout import discover_cases
-    from .data.validation import read_case
+    from ..data.layout import discover_cases
+    from ..data.validation import read_case
 
     out = Path(out)
     check_nnunet_name(out)
@@ -157,7 +157,7 @@ def export_synthetic(
     ``condition_ids`` number each subject's condition (its place among the model's combinations,
     from 1) for the ids. ``regions`` (nnU-Net only) declares the BraTS regions (WT, TC, ET) with
     ``regions_class_order``, as nnU-Net's own BraTS datasets do.
-    ``inputs`` (the run folder) are never written over (:func:`augment3d.output_folders.check_not_an_input`).
+    ``inputs`` (the run folder) are never written over (:func:`augment3d.io.output_folders.check_not_an_input`).
     """
     conditions = [dict(condition)] * len(seeds) if isinstance(condition, Mapping) else [dict(c) for c in condition]
     extra = {k: list(v) for k, v in (extra_columns or {}).items() if any(x is not None for x in v)}
@@ -180,7 +180,7 @@ def export_synthetic(
             _write_nnunet_dataset(work, out.name, len(ids), regions,
                                   f"augment3d synthetic subjects, conditions {_describe(conditions)}, psi {psi}; {_space(affine)}")
         if preview:
-            from .viz import save_montage
+            from ..viz import save_montage
 
             save_montage([(f"{sid} {' '.join(conditions[i].values())}", images[i], labels[i])
                           for i, sid in enumerate(ids[:4])], work / "preview.png")

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .atomic import atomic_write_text, fsync_dir, umask
-from .errors import DataError
+from ..errors import DataError
 from .run_files import GENERATOR, LABEL_MAPS, LOG, RECIPE, SUBJECTS, TRAIN_STATE
 
 __all__ = ["MARKER", "LOCK", "KINDS", "FolderKind", "check_not_an_input", "check_replaceable", "claim_output",
@@ -119,7 +119,7 @@ def check_replaceable(out: str | os.PathLike, kind: str, inputs=()) -> None:
 
 def mark(folder: str | os.PathLike, kind: str) -> None:
     """Write the marker that makes ``folder`` recognisably an augment3d ``kind`` folder."""
-    from . import __version__
+    from .. import __version__
 
     atomic_write_text(Path(folder) / MARKER, json.dumps({"kind": kind, "augment3d_version": __version__}) + "\n")
 

@@ -13,14 +13,14 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from .checkpoint import checkpoint_hash
-from .generator_cache import generate_batch, get_generator, worker_device
-from .brats import MODALITIES
-from .data.preprocess import cube_box, to_canonical
-from .resampling import resample
-from .precision import auto_precision
-from .pretrained import run_folder
-from .sampling import check_precision
+from ..io.checkpoint import checkpoint_hash
+from ..synthesis.generator_cache import generate_batch, get_generator, worker_device
+from ..brats import MODALITIES
+from ..data.preprocess import cube_box, to_canonical
+from ..synthesis.resampling import resample
+from ..precision import auto_precision
+from ..pretrained import run_folder
+from ..synthesis.sampling import check_precision
 
 __all__ = ["SyntheticSubjectsDataset"]
 
@@ -97,7 +97,7 @@ class SyntheticSubjectsDataset(torch.utils.data.Dataset):
         if not gen.conditions:
             return None
         if self.conditions_from == "cohort":
-            from .synthetic_cohort import draw_condition
+            from ..synthesis.cohort import draw_condition
 
             return draw_condition(gen, self.seed + index, self.condition or {}, "cohort")
         options = gen.encoder.matching(self.condition or {}, source=self.checkpoint)

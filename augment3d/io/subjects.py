@@ -1,6 +1,6 @@
 """Reading a torchio subject the way augment3d's transforms need it: modality names resolved,
 voxels read strictly (a damaged file or NaN/Inf is one error naming it), label values scanned,
-one grid checked. Shared by :mod:`augment3d.augmenter` and :mod:`augment3d.tumour_paste`.
+one grid checked. Shared by :mod:`augment3d.transforms.augmenter` and :mod:`augment3d.transforms.tumour_paste`.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .brats import MODALITIES, MODALITY_ALIASES
-from .errors import DataError
+from ..brats import MODALITIES, MODALITY_ALIASES
+from ..errors import DataError
 
 __all__ = ["resolve_names", "read_voxels", "label_values", "check_same_shape", "check_file"]
 
@@ -51,7 +51,7 @@ def check_file(path) -> None:
     key = (str(path), stat.st_size, stat.st_mtime_ns)
     if key in _CHECKED_FILES:
         return
-    from .data.nifti import read_nifti
+    from ..data.nifti import read_nifti
 
     read_nifti(path, allow_constant=True)
     _CHECKED_FILES[key] = True

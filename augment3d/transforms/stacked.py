@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from .brats import MODALITIES, MODALITY_ALIASES
+from ..brats import MODALITIES, MODALITY_ALIASES
 
 __all__ = ["canonical_channels", "stacked_subject", "unstacked", "pasted", "restyled"]
 
@@ -67,7 +67,7 @@ def restyled(augmenter, subject, seed: int, draw_missing: bool = False):
     that neither the augmenter's condition nor the subject names are drawn by the seed too (a
     sample that carries no site or grade, as in nnU-Net)."""
     from .augmenter import SyntheticReplacement
-    from .generator_cache import get_generator, worker_device
+    from ..synthesis.generator_cache import get_generator, worker_device
 
     a = augmenter
     gen = get_generator(a.checkpoint, a.checkpoint_sha256, worker_device(a.device))

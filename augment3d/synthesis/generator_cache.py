@@ -2,7 +2,7 @@
 
 Each process (the main one, every DataLoader worker) loads a generator once and keeps the last few
 generated batches, so a transform's deterministic twin replays what its batch produced. Leaf of the
-torchio face: :mod:`augment3d.augmenter`, :mod:`augment3d.synthetic_dataset` and
+torchio face: :mod:`augment3d.transforms.augmenter`, :mod:`augment3d.transforms.synthetic_dataset` and
 :mod:`augment3d.monai` use it; it knows nothing of torchio.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 __all__ = ["SLOW_GFLOP", "SlowGenerationWarning", "worker_device", "get_generator", "keep_generator", "one_thread",
            "generate_batch"]
@@ -44,7 +44,7 @@ class SlowGenerationWarning(UserWarning):
 
 
 def _warn_if_slow_on_cpu(gen) -> None:
-    from .models.generator import render_flops
+    from ..models.generator import render_flops
 
     gflop = render_flops(gen.network.config) / 1e9
     if gflop <= SLOW_GFLOP:

@@ -24,7 +24,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["DeformationRange", "draw_deformations", "deform_maps", "slice_deformations"]
+from .batched import Batched
+
+__all__ = ["Deformation", "DeformationRange", "draw_deformations", "deform_maps"]
 
 
 @dataclass(frozen=True)
@@ -43,21 +45,29 @@ class DeformationRange:
 DEFAULT_RANGE = DeformationRange()
 
 
-def draw_deformations(batch: int, generator: torch.Generator, ranges: DeformationRange = DEFAULT_RANGE) -> dict:
-    """Deformation parameters for ``batch`` maps (a fixed number of draws from ``generator``)."""
+@dataclass(frozen=True)
+class Deformation(Batched):
+    """One deformation per map: left-right flip (B,), rotation angles (B, 3, radians), scales (B, 3),
+    shifts (B, 3, normalised coordinates), elastic control-point displacements (B, 3, k, k, k)."""
+
+    flip: torch.Tensor
+    angles: torch.Tensor
+    scales: torch.Tensor
+    shifts: torch.Tensor
+    elastic: torch.Tensor
+
+
+def draw_deformations(batch: int, generator: torch.Generator, ranges: DeformationRange = DEFAULT_RANGE) -> Deformation:
+    """Deformation parameters for ``batch`` maps (a fixed number of draws from ``generator``, in field order)."""
     rand = lambda *shape: torch.rand(*shape, generator=generator)  # noqa: E731
     k = ranges.control_points
-    return {
-        "flip": rand(batch) < ranges.flip,
-        "angles": (rand(batch, 3) * 2 - 1) * math.radians(ranges.degrees),
-        "scales": 1 + (rand(batch, 3) * 2 - 1) * ranges.scale,
-        "shifts": (rand(batch, 3) * 2 - 1) * ranges.translate * 2,  # normalised coordinates span 2
-        "elastic": (rand(batch, 3, k, k, k) * 2 - 1) * ranges.elastic * 2,
-    }
-
-
-def slice_deformations(params: dict, start: int, stop: int) -> dict:
-    return {key: value[start:stop] for key, value in params.items()}
+    return Deformation(
+        flip=rand(batch) < ranges.flip,
+        angles=(rand(batch, 3) * 2 - 1) * math.radians(ranges.degrees),
+        scales=1 + (rand(batch, 3) * 2 - 1) * ranges.scale,
+        shifts=(rand(batch, 3) * 2 - 1) * ranges.translate * 2,  # normalised coordinates span 2
+        elastic=(rand(batch, 3, k, k, k) * 2 - 1) * ranges.elastic * 2,
+    )
 
 
 def _rotation(angles: torch.Tensor) -> torch.Tensor:
@@ -72,23 +82,23 @@ def _rotation(angles: torch.Tensor) -> torch.Tensor:
     return matrices[0] @ matrices[1] @ matrices[2]
 
 
-def _grid(params: dict, shape) -> torch.Tensor:
+def _grid(params: Deformation, shape) -> torch.Tensor:
     """Where each output voxel samples the input, in grid_sample's normalised (z, y, x) order."""
-    batch = len(params["flip"])
-    linear = _rotation(params["angles"]) * params["scales"][:, None, :]
-    linear[:, :, 0] = torch.where(params["flip"][:, None], -linear[:, :, 0], linear[:, :, 0])  # left-right
-    theta = torch.cat([linear, params["shifts"][:, :, None]], 2)  # in (x, y, z) order
+    batch = len(params.flip)
+    linear = _rotation(params.angles) * params.scales[:, None, :]
+    linear[:, :, 0] = torch.where(params.flip[:, None], -linear[:, :, 0], linear[:, :, 0])  # left-right
+    theta = torch.cat([linear, params.shifts[:, :, None]], 2)  # in (x, y, z) order
     order = [2, 1, 0]  # grid_sample's coordinates run (W, H, D) = (z, y, x)
     theta = theta[:, order][:, :, [*order, 3]]
     grid = F.affine_grid(theta, [batch, 1, *shape], align_corners=False)
-    elastic = F.interpolate(params["elastic"], size=tuple(shape), mode="trilinear", align_corners=True)
+    elastic = F.interpolate(params.elastic, size=tuple(shape), mode="trilinear", align_corners=True)
     return grid + elastic[:, order].permute(0, 2, 3, 4, 1)
 
 
-def deform_maps(maps: torch.Tensor, params: dict, grid_device: torch.device | str = "cpu") -> torch.Tensor:
+def deform_maps(maps: torch.Tensor, params: Deformation, grid_device: torch.device | str = "cpu") -> torch.Tensor:
     """Deform (B, C, X, Y, Z) maps (zeros come in from outside), nearest-neighbour, on the maps'
     device; values stay those of the input. The sampling grid is computed on ``grid_device``: the
     CPU by default, so that a draw deforms a map the same way on any device; the training loop
     computes it on its GPU, where the maps are."""
-    grid = _grid({k: v.to(grid_device) for k, v in params.items()}, maps.shape[2:]).to(maps.device, maps.dtype)
+    grid = _grid(params.to(grid_device), maps.shape[2:]).to(maps.device, maps.dtype)
     return F.grid_sample(maps, grid, mode="nearest", padding_mode="zeros", align_corners=False)

@@ -7,7 +7,7 @@ the run's grid; condition columns not asked for are each case's own), or from a 
 (``labels_from`` a run folder: the labels it generates for the same seeds and condition).
 
 Example:
-    >>> from augment3d.sampling import load_generator                          # doctest: +SKIP
+    >>> from augment3d.synthesis.sampling import load_generator                          # doctest: +SKIP
     >>> subjects = sample_subjects(load_generator("runs/phantom"), 4, {"site": "SSA"}, labels_from="cohort")  # doctest: +SKIP
     >>> subjects.images.shape, subjects.sources                                 # doctest: +SKIP
 """
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CheckpointError, DataError
-from .run_files import GENERATOR
+from ..errors import CheckpointError, DataError
+from ..io.run_files import GENERATOR
 
 __all__ = ["SampledSubjects", "sample_subjects", "label_maps_from", "draw_condition", "CONDITION_DRAWS"]
 
@@ -70,8 +70,8 @@ def label_maps_from(path: str | os.PathLike, gen, n: int, seed: int, conditions:
                                                      if other.conditions else None, seeds=[seeds[i] for i in members])
             masks[members] = (images > -1.0 + 1e-3).any(1)
         return _Maps(labels, masks, conditions, [f"{path.name} seed {s}" for s in seeds])
-    from .data.cohort import prepare_cohort
-    from .data.metadata import read_metadata
+    from ..data.cohort import prepare_cohort
+    from ..data.metadata import read_metadata
 
     metadata = read_metadata(path) if path.is_dir() else None
     given = conditions[0] if conditions else {}

@@ -8,6 +8,11 @@ from typing import Annotated, Optional
 
 import typer
 
+# options several commands share, declared once
+SkipBad = Annotated[bool, typer.Option(help="Skip bad cases and list them instead of stopping.")]
+Device = Annotated[str, typer.Option(help="cpu or cuda.")]
+ReplaceOut = Annotated[bool, typer.Option(help="Replace OUT if it exists (only a folder augment3d wrote, once the new one is complete).")]
+
 app = typer.Typer(
     name="augment3d",
     help="Synthetic 3D brain-tumour MRI for segmentation: phantom cohorts, validation, GAN training, benchmarks.",
@@ -81,7 +86,7 @@ def _report_cohort(cohort) -> None:
 
 def _progress():
     """A progress bar with an ETA on a terminal; steady plain lines in pipes and cluster logs."""
-    from augment3d.cli_progress import Progress
+    from augment3d.cli.progress import Progress
 
     return Progress()
 
@@ -121,7 +126,7 @@ def phantom(
 
 def _recipe_columns(recipe: Optional[str], root: Path):
     """Conditioning columns and allowed categories: from the recipe, else all metadata columns."""
-    from augment3d.config import load_recipe
+    from augment3d.config.recipe import load_recipe
     from augment3d.data import read_metadata
 
     if recipe is not None:
@@ -182,12 +187,12 @@ def prepare(
     data: Annotated[Path, typer.Argument(help="Cohort folder in BraTS layout.")],
     recipe: Annotated[str, typer.Option(help="Recipe name or .toml path (sets grid and conditions).")] = "quick",
     cache: Annotated[Optional[Path], typer.Option(help="Cache folder (default $AUGMENT3D_CACHE or ~/.cache/augment3d/prepared).")] = None,
-    skip_bad: Annotated[bool, typer.Option(help="Skip bad cases and list them instead of stopping.")] = False,
+    skip_bad: SkipBad = False,
     use_cache: Annotated[bool, typer.Option("--use-cache/--no-cache", help="Reuse prepared cases.")] = True,
     preview: Annotated[Optional[Path], typer.Option(help="Save a montage PNG of the first prepared cases here.")] = None,
 ) -> None:
     """Preprocess a cohort onto the recipe's grid (crop, pad, resample, scale to [-1, 1]) and cache it."""
-    from augment3d.config import load_recipe
+    from augment3d.config.recipe import load_recipe
     from augment3d.data import prepare_cohort
 
     r = load_recipe(recipe)
@@ -219,7 +224,7 @@ def info(path: Annotated[Path, typer.Argument(help="A cohort folder or a trainin
     """Summarise a cohort (cases per site and grade, shapes, voxel sizes) or a training run."""
     from collections import Counter
 
-    from augment3d.run_files import is_run_folder
+    from augment3d.io.run_files import is_run_folder
 
     if is_run_folder(path):
         _run_info(path)
@@ -272,12 +277,12 @@ def train(
     resume: Annotated[bool, typer.Option(help="Continue the run in OUT exactly where its last checkpoint left off (same recipe).")] = False,
     force: Annotated[bool, typer.Option(help="Replace an existing run folder in OUT (only a run folder augment3d wrote; the old run is deleted once the new one has its first checkpoint).")] = False,
     allow_change: Annotated[Optional[list[str]], typer.Option(help="With --resume: a recipe value that may differ from the run's, e.g. train.steps (repeatable).")] = None,
-    skip_bad: Annotated[bool, typer.Option(help="Skip bad cases and list them instead of stopping.")] = False,
+    skip_bad: SkipBad = False,
     steps: Annotated[Optional[int], typer.Option(min=1, help="Override the recipe's number of steps.")] = None,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    device: Device = "cpu",
 ) -> None:
     """Train the conditional 3D StyleGAN on a cohort (checkpoints, JSONL log, montages in OUT)."""
-    from augment3d.config import load_recipe
+    from augment3d.config.recipe import load_recipe
     from augment3d.training.run import train_run
 
     r = load_recipe(recipe)
@@ -291,7 +296,7 @@ def train(
         folder, cohort, last = train_run(data, r, out, resume=resume, force=force, skip_bad=skip_bad,
                                          steps=steps, device=device, progress=report, allow_changes=allow_change or ())
     if resume and not last:  # nothing left to train (a cut-short final save was completed)
-        from augment3d.checkpoint import recorded_step
+        from augment3d.io.checkpoint import recorded_step
 
         done = recorded_step(folder, "train_state")
         typer.echo(f"{folder} is finished at step {done} of {total}; to train it longer, resume with "
@@ -316,7 +321,7 @@ def evaluate(
     psi: Annotated[float, typer.Option(min=0.0, max=2.0, help="Truncation for the synthetic subjects.")] = 1.0,
     seed: Annotated[int, typer.Option(min=0, help="Seed of synthetic subject 0 and of every draw.")] = 0,
     skip_bad: Annotated[bool, typer.Option(help="Skip bad real cases and list them.")] = False,
-    force: Annotated[bool, typer.Option(help="Replace OUT if it exists (only a folder augment3d wrote, once the new one is complete).")] = False,
+    force: ReplaceOut = False,
 ) -> None:
     """GAN metrics with references: FID/KID (with the real-vs-real floor), SSIM/MSE, diversity, PRDC, memorisation, consistency."""
     from augment3d.metrics.evaluate import evaluate_run
@@ -328,12 +333,12 @@ def evaluate(
                                skip_bad=skip_bad, force=force, per_category=per_category, progress=lambda m: typer.echo(m, err=True))
     except ValueError as exc:
         fail(str(exc))
-    typer.echo(f"FID {metrics['fid']['synthetic_vs_train']:.4g} (floor {metrics['fid']['floor_held_out_vs_train']:.4g}); "
+    typer.echo(f"FID {metrics.fid.synthetic_vs_train:.4g} (floor {metrics.fid.floor_held_out_vs_train:.4g}); "
                f"report: {out / 'report.md'}")
 
 
 def _run_info(path: Path) -> None:
-    from augment3d.sampling import load_generator
+    from augment3d.synthesis.sampling import load_generator
 
     gen = load_generator(path)
     cfg = gen.network.config
@@ -341,7 +346,7 @@ def _run_info(path: Path) -> None:
     typer.echo(f"  grid {'x'.join(map(str, gen.shape))}, style {cfg.style_mode}, z/w {cfg.z_dim}/{cfg.w_dim}, "
                f"{sum(p.numel() for p in gen.network.parameters()):,} generator parameters")
     typer.echo("  conditions: " + (", ".join(f"{k} {{{', '.join(v)}}}" for k, v in gen.conditions.items()) or "none"))
-    from augment3d.run_files import LOG, read_log
+    from augment3d.io.run_files import LOG, read_log
 
     rows = read_log(path / LOG)
     if rows:
@@ -378,13 +383,13 @@ def sample(
     preview: Annotated[bool, typer.Option(help="Also write preview.png (the first subjects, three planes, label outlines).")] = False,
     nnunet_regions: Annotated[bool, typer.Option(help="With --format nnunet: declare the BraTS regions (WT, TC, ET) with regions_class_order, for nnU-Net's region-based training.")] = False,
     labels_from: Annotated[Optional[Path], typer.Option(help="Labels-to-images runs: render the label maps of this cohort folder (BraTS layout, images give the brain mask) or joint run, instead of the run's own training maps deformed by each seed.")] = None,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-    force: Annotated[bool, typer.Option(help="Replace OUT if it exists (only a folder augment3d wrote, once the new one is complete).")] = False,
+    device: Device = "cpu",
+    force: ReplaceOut = False,
 ) -> None:
     """Generate synthetic subjects (images + labels) from a trained run; a seed names a subject."""
-    from augment3d.export import FORMATS, check_nnunet_name, export_synthetic
-    from augment3d.sampling import load_generator
-    from augment3d.synthetic_cohort import sample_subjects
+    from augment3d.synthesis.export import FORMATS, check_nnunet_name, export_synthetic
+    from augment3d.synthesis.sampling import load_generator
+    from augment3d.synthesis.cohort import sample_subjects
 
     if fmt not in FORMATS:
         fail(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -392,7 +397,7 @@ def sample(
         fail(f"seeds {seed} .. {seed + n - 1} do not fit the five digits of a BraTS-2023 id (up to 99999)")
     if fmt == "nnunet":
         check_nnunet_name(out)
-    from augment3d.output_folders import claim_output
+    from augment3d.io.output_folders import claim_output
 
     from augment3d.pretrained import run_folder
 
@@ -437,12 +442,12 @@ def bench(
     cohorts: Annotated[Optional[str], typer.Option(help="Phantom cohort seeds, e.g. 0,101,102: the whole bench once per cohort, pooled in one report (default: the recipe's [bench] cohorts, else one cohort).")] = None,
     cohort: Annotated[Optional[int], typer.Option(help="Run only this cohort of a bench over several cohorts (with --arm/--seed: one job of a job array).")] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing bench folder in OUT and start over (only a bench folder augment3d wrote).")] = False,
-    skip_bad: Annotated[bool, typer.Option(help="Skip bad cases and list them instead of stopping.")] = False,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    skip_bad: SkipBad = False,
+    device: Device = "cpu",
     workers: Annotated[int, typer.Option(min=1, help="Run the GAN and the jobs side by side in this many processes, each with cores/N threads (2 on 2 cores; docs/PERFORMANCE.md has the times).")] = 1,
 ) -> None:
     """Does synthetic data improve segmentation? Train segmenters with and without it and report per site."""
-    from augment3d.config import load_recipe
+    from augment3d.config.recipe import load_recipe
     from segbench.bench import run_bench
 
     import time
@@ -483,10 +488,10 @@ def nnunet_dataset(
     out: Annotated[Path, typer.Argument(help="nnU-Net raw dataset folder to write, named DatasetNNN_Name, inside $nnUNet_raw.")],
     regions: Annotated[bool, typer.Option(help="Declare the BraTS regions (WT, TC, ET) with regions_class_order, for nnU-Net's region-based training.")] = False,
     subject: Annotated[Optional[list[str]], typer.Option(help="Only this subject id (repeatable); default: every case.")] = None,
-    force: Annotated[bool, typer.Option(help="Replace OUT if it exists (only a folder augment3d wrote, once the new one is complete).")] = False,
+    force: ReplaceOut = False,
 ) -> None:
     """Write a BraTS-layout cohort as an nnU-Net v2 raw dataset (imagesTr, labelsTr, dataset.json)."""
-    from augment3d.export import export_cohort_nnunet
+    from augment3d.synthesis.export import export_cohort_nnunet
 
     export_cohort_nnunet(cohort, out, regions=regions, subjects=subject, force=force)
     typer.echo(f"wrote {out}: nnUNetv2_plan_and_preprocess -d {out.name[7:10]} --verify_dataset_integrity")

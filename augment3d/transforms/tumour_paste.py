@@ -1,7 +1,7 @@
 """Tumour copy-paste (TumorCP / CarveMix style): a real tumour from a bank, placed into another subject.
 
 :class:`TumourPaste` is a torchio ``RandomTransform``: with probability ``p`` it draws a donor
-from a :class:`~augment3d.tumour_bank.TumourBank`, flips it at random, resamples it into the
+from a :class:`~augment3d.transforms.tumour_bank.TumourBank`, flips it at random, resamples it into the
 recipient's voxel grid and looks for a place where the whole lesion lies inside the recipient's
 brain and clear of the recipient's own tumour (by ``margin`` voxels; ``overlap=True`` lets it
 cover part of that tumour), trying at most
@@ -33,11 +33,11 @@ import torch
 from torchio.transforms.augmentation import RandomTransform
 from torchio.transforms.transform import Transform
 
-from .brats import MODALITIES
-from .checkpoint import checkpoint_hash
-from .subject_io import label_values, read_voxels, resolve_names
-from .errors import CheckpointError, DataError
-from .tumour_bank import BANK_FILE, RAS, TumourBank, _reorient, orientation, spacing_of
+from ..brats import MODALITIES
+from ..io.checkpoint import checkpoint_hash
+from ..io.subjects import label_values, read_voxels, resolve_names
+from ..errors import CheckpointError, DataError
+from .tumour_bank import BANK_FILE, RAS, TumourBank, reorient, orientation, spacing_of
 
 __all__ = ["TumourPaste", "TumourPlacement"]
 
@@ -66,7 +66,7 @@ def _donor_in_grid(bank: TumourBank, donor: int, flips: tuple[bool, ...], affine
         if flip:
             label, images, brain = np.flip(label, axis), np.flip(images, axis + 1), np.flip(brain, axis)
     target = orientation(affine)
-    label, images, brain = (_reorient(np.ascontiguousarray(v), RAS, target) for v in (label, images, brain))
+    label, images, brain = (reorient(np.ascontiguousarray(v), RAS, target) for v in (label, images, brain))
     donor_spacing = np.array([d.spacing[int(target[i, 0])] for i in range(3)])
     zoom = donor_spacing / spacing_of(affine)
     if np.allclose(zoom, 1.0, atol=1e-3):
@@ -170,7 +170,7 @@ class TumourPaste(RandomTransform):
     """Paste a real tumour from a bank into the subject (see the module docstring).
 
     Args:
-        bank: a saved :class:`~augment3d.tumour_bank.TumourBank` (its folder, or the bank itself
+        bank: a saved :class:`~augment3d.transforms.tumour_bank.TumourBank` (its folder, or the bank itself
             once saved).
         p: probability of pasting into a subject.
         margin: voxels of soft blending around the lesion, and of clearance from the recipient's

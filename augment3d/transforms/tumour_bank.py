@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .brats import MODALITIES, MODALITY_ALIASES
-from .errors import CheckpointError, DataError
+from ..brats import MODALITIES, MODALITY_ALIASES
+from ..errors import CheckpointError, DataError
 
 __all__ = ["BANK_FILE", "Donor", "TumourBank", "orientation", "spacing_of"]
 
@@ -46,7 +46,7 @@ class Donor:
         return int((self.label > 0).sum())
 
 
-def _reorient(volume: np.ndarray, source, target) -> np.ndarray:
+def reorient(volume: np.ndarray, source, target) -> np.ndarray:
     """A 3D volume, or (C, X, Y, Z) volumes, from one axis orientation to another (nibabel ornt arrays)."""
     import nibabel as nib
 
@@ -76,7 +76,7 @@ def _to_ras(volume: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, tuple[f
     ras_spacing = [0.0, 0.0, 0.0]
     for axis in range(3):
         ras_spacing[int(ornt[axis, 0])] = float(spacing[axis])
-    return _reorient(volume, ornt, RAS), tuple(ras_spacing)
+    return reorient(volume, ornt, RAS), tuple(ras_spacing)
 
 
 def _box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
@@ -156,7 +156,7 @@ class TumourBank:
         metadata.csv row matches."""
         import torchio as tio
 
-        from .data import discover_cases, read_metadata
+        from ..data import discover_cases, read_metadata
 
         metadata = read_metadata(root)
         rows = metadata.rows if metadata is not None else {}
@@ -178,7 +178,7 @@ class TumourBank:
 
     def save(self, folder: str | os.PathLike) -> Path:
         """Write the bank (safetensors + JSON, each atomically) into ``folder``."""
-        from .checkpoint import save_bundle
+        from ..io.checkpoint import save_bundle
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -197,7 +197,7 @@ class TumourBank:
     @classmethod
     def load(cls, folder: str | os.PathLike) -> TumourBank:
         """Read a saved bank. Raises :class:`CheckpointError` naming the file for anything damaged."""
-        from .checkpoint import load_bundle
+        from ..io.checkpoint import load_bundle
 
         folder = Path(folder)
         tensors, meta = load_bundle(folder, BANK_FILE, _KIND)

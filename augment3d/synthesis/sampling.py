@@ -14,21 +14,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import load_bundle, save_bundle
-from .data.conditions import ConditionEncoder
-from .data.preprocess import PreprocessConfig
-from .brats import CLASS_NAMES, MODALITIES
-from .errors import CheckpointError
-from .label_bank import LabelBank
-from .memory import check_fits
-from .pretrained import run_folder
-from .run_files import GENERATOR
-from .models.spatial_conditioning import label_maps as map_tensor, maps_to_labels
-from .models import Generator3D, ModelConfig
+from ..io.checkpoint import load_bundle
+from ..data.conditions import ConditionEncoder
+from ..data.preprocess import PreprocessConfig
+from ..brats import MODALITIES
+from ..errors import CheckpointError
+from ..data.label_bank import LabelBank
+from ..memory import check_fits
+from ..pretrained import run_folder
+from ..io.run_files import GENERATOR, save_generator  # noqa: F401  (re-exported: its old home)
+from ..models.spatial_conditioning import label_maps as map_tensor, maps_to_labels
+from ..models import Generator3D, ModelConfig
 
 __all__ = ["SyntheticGenerator", "load_generator", "save_generator", "GENERATOR_FILE", "PRECISIONS"]
 
-GENERATOR_FILE = GENERATOR  # the bundle's name (augment3d.run_files)
+GENERATOR_FILE = GENERATOR  # the bundle's name (augment3d.io.run_files)
 #: labels mode: brain voxels are kept at least this far above the background's -1
 BRAIN_FLOOR = 1e-3
 
@@ -41,32 +41,6 @@ def check_precision(precision: str) -> str:
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     return precision
-
-
-def _version() -> str:
-    from . import __version__
-
-    return __version__
-
-
-def save_generator(run_dir: str | os.PathLike, generator: Generator3D, encoder: ConditionEncoder,
-                   preprocess: PreprocessConfig, step: int, info: dict | None = None) -> None:
-    """Write the (EMA) generator as ``generator.safetensors`` + ``generator.json`` in ``run_dir``.
-
-    ``info``: more JSON fields about the run (``voxel_mm``, the median voxel size of the data
-    on the model grid; ``recipe``, its name).
-    """
-    meta = {
-        **(info or {}),
-        "model": generator.config.to_dict(),
-        "modalities": list(MODALITIES),
-        "label_names": list(CLASS_NAMES),
-        "conditions": encoder.to_dict(),
-        "preprocess": preprocess.to_dict(),
-        "augment3d_version": _version(),
-        "step": int(step),
-    }
-    save_bundle(run_dir, GENERATOR_FILE, "generator", generator.state_dict(), meta)
 
 
 class SyntheticGenerator:
@@ -326,7 +300,7 @@ def _check_run_info(gen: SyntheticGenerator) -> None:
 
 def check_conditions_match(gen: SyntheticGenerator, data_root: str | os.PathLike) -> None:
     """Refuse a generator conditioned on columns the cohort's metadata.csv does not have."""
-    from .data.metadata import read_metadata
+    from ..data.metadata import read_metadata
 
     if not gen.conditions:
         return

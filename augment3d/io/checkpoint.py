@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from .atomic import atomic_write_bytes, atomic_write_text, fsync_dir
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 __all__ = ["FORMAT_VERSION", "save_bundle", "load_bundle", "bundle_exists", "recorded_step"]
 
