@@ -31,6 +31,7 @@ demo-clean:
 
 lint: $(STAMP)
 	$(BIN)/ruff check augment3d segbench tests benchmarks scripts cli.py
+	$(BIN)/ruff format --check augment3d segbench tests benchmarks scripts cli.py
 	$(BIN)/mypy
 
 test: $(STAMP) lint

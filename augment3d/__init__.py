@@ -47,13 +47,25 @@ __all__ = ["Augment3DError", "CheckpointError", "DataError", "RecipeError", "__v
 
 #: module paths before the stage packages (0.x): importing one gives the module at its new home
 _MOVED = {
-    "atomic": "io.atomic", "checkpoint": "io.checkpoint", "output_folders": "io.output_folders",
-    "run_files": "io.run_files", "subject_io": "io.subjects", "field_types": "config.field_types",
-    "cli_progress": "cli.progress", "sampling": "synthesis.sampling", "generator_cache": "synthesis.generator_cache",
-    "synthetic_cohort": "synthesis.cohort", "export": "synthesis.export", "resampling": "synthesis.resampling",
-    "label_bank": "data.label_bank", "label_deformation": "data.label_deformation",
-    "augmenter": "transforms.augmenter", "synthetic_dataset": "transforms.synthetic_dataset",
-    "masks": "transforms.masks", "tumour_bank": "transforms.tumour_bank", "tumour_paste": "transforms.tumour_paste",
+    "atomic": "io.atomic",
+    "checkpoint": "io.checkpoint",
+    "output_folders": "io.output_folders",
+    "run_files": "io.run_files",
+    "subject_io": "io.subjects",
+    "field_types": "config.field_types",
+    "cli_progress": "cli.progress",
+    "sampling": "synthesis.sampling",
+    "generator_cache": "synthesis.generator_cache",
+    "synthetic_cohort": "synthesis.cohort",
+    "export": "synthesis.export",
+    "resampling": "synthesis.resampling",
+    "label_bank": "data.label_bank",
+    "label_deformation": "data.label_deformation",
+    "augmenter": "transforms.augmenter",
+    "synthetic_dataset": "transforms.synthetic_dataset",
+    "masks": "transforms.masks",
+    "tumour_bank": "transforms.tumour_bank",
+    "tumour_paste": "transforms.tumour_paste",
     "stacked": "transforms.stacked",
 }
 

@@ -22,8 +22,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["MODALITIES", "MODALITY_TITLES", "MODALITY_ALIASES", "LABEL_KEY", "KEYS", "LABEL_NAMES", "CLASS_NAMES",
-           "LABEL_CLASSES", "REGIONS", "NamingScheme", "BRATS2023", "BRATS2021", "SCHEMES"]
+__all__ = [
+    "MODALITIES",
+    "MODALITY_TITLES",
+    "MODALITY_ALIASES",
+    "LABEL_KEY",
+    "KEYS",
+    "LABEL_NAMES",
+    "CLASS_NAMES",
+    "LABEL_CLASSES",
+    "REGIONS",
+    "NamingScheme",
+    "BRATS2023",
+    "BRATS2021",
+    "SCHEMES",
+]
 
 MODALITIES: tuple[str, ...] = ("t1n", "t1c", "t2w", "t2f")
 #: how people name the modalities in figures and nnU-Net's dataset.json

@@ -65,5 +65,8 @@ def check_fits(needed: int, where: str | os.PathLike | None, what: str) -> None:
     """Raise :class:`DataError` naming ``where`` when ``needed`` bytes cannot be allocated now."""
     room = available_bytes()
     if room is not None and needed > room:
-        raise DataError(where, f"{what} needs {human_bytes(needed)}, more than this process can still allocate "
-                               f"({human_bytes(room)}); refused before allocating")
+        raise DataError(
+            where,
+            f"{what} needs {human_bytes(needed)}, more than this process can still allocate "
+            f"({human_bytes(room)}); refused before allocating",
+        )

@@ -82,11 +82,15 @@ def _stacked(d: dict, image_key: str, label_key: str, channels: Sequence[str], a
     images = torch.as_tensor(d[image_key]).detach().cpu()
     labels = torch.as_tensor(d[label_key]).detach().cpu()
     if images.ndim != 4 or images.shape[0] != len(channels):
-        raise ValueError(f"{who}: {image_key!r} must be channel-first with {len(channels)} channels "
-                         f"({', '.join(channels)}), got shape {tuple(images.shape)}")
+        raise ValueError(
+            f"{who}: {image_key!r} must be channel-first with {len(channels)} channels "
+            f"({', '.join(channels)}), got shape {tuple(images.shape)}"
+        )
     if labels.ndim != 4 or labels.shape[0] != 1 or labels.shape[1:] != images.shape[1:]:
-        raise ValueError(f"{who}: {label_key!r} must be one channel on the image's grid "
-                         f"{tuple(images.shape[1:])}, got shape {tuple(labels.shape)}")
+        raise ValueError(
+            f"{who}: {label_key!r} must be one channel on the image's grid "
+            f"{tuple(images.shape[1:])}, got shape {tuple(labels.shape)}"
+        )
     return images, labels
 
 
@@ -114,8 +118,7 @@ class _StackedSubjectTransform(RandomizableTransform, MapTransform):
         self.randomize()
         if not self._do_transform:
             return d
-        images, labels = _stacked(d, self.image_key, self.label_key, self.channels, self.allow_missing_keys,
-                                  type(self).__name__)
+        images, labels = _stacked(d, self.image_key, self.label_key, self.channels, self.allow_missing_keys, type(self).__name__)
         if images is None:
             return d
         return self._apply(d, images, labels)
@@ -140,14 +143,23 @@ class RandTumourPasted(_StackedSubjectTransform):
     A sample with no room passes through unchanged; ``pasted`` and ``no_room`` count per process.
     """
 
-    def __init__(self, bank, prob: float = 0.5, image_key: str = "image", label_key: str = "label",
-                 channels: Sequence[str] = MODALITIES, margin: int = 3, flip: bool = True, max_tries: int = 50,
-                 overlap: bool = False, allow_missing_keys: bool = False):
+    def __init__(
+        self,
+        bank,
+        prob: float = 0.5,
+        image_key: str = "image",
+        label_key: str = "label",
+        channels: Sequence[str] = MODALITIES,
+        margin: int = 3,
+        flip: bool = True,
+        max_tries: int = 50,
+        overlap: bool = False,
+        allow_missing_keys: bool = False,
+    ):
         from .transforms.tumour_paste import TumourPaste
 
         super().__init__(prob, image_key, label_key, channels, allow_missing_keys)
-        self.paste = TumourPaste(bank, p=1.0, margin=margin, flip=flip, max_tries=max_tries, overlap=overlap,
-                                 label_key="seg")
+        self.paste = TumourPaste(bank, p=1.0, margin=margin, flip=flip, max_tries=max_tries, overlap=overlap, label_key="seg")
 
     @property
     def pasted(self) -> int:
@@ -188,15 +200,26 @@ class RandSyntheticReplaced(_StackedSubjectTransform):
     A generated subject is named by its seed: the one drawn from ``R`` for the sample.
     """
 
-    def __init__(self, generator, prob: float = 0.5, condition="subject", psi: float = 1.0,
-                 image_key: str = "image", label_key: str = "label", channels: Sequence[str] = MODALITIES,
-                 device: str = "cpu", precision: str = "auto", allow_missing_keys: bool = False):
+    def __init__(
+        self,
+        generator,
+        prob: float = 0.5,
+        condition="subject",
+        psi: float = 1.0,
+        image_key: str = "image",
+        label_key: str = "label",
+        channels: Sequence[str] = MODALITIES,
+        device: str = "cpu",
+        precision: str = "auto",
+        allow_missing_keys: bool = False,
+    ):
         from .transforms.augmenter import SyntheticAugmenter
 
         super().__init__(prob, image_key, label_key, channels, allow_missing_keys)
         # the torchio transform checks the generator, the condition and the precision once, here
-        self.augmenter = SyntheticAugmenter(generator, p=1.0, condition=condition, psi=psi, device=device,
-                                            precision=precision, label_key="seg")
+        self.augmenter = SyntheticAugmenter(
+            generator, p=1.0, condition=condition, psi=psi, device=device, precision=precision, label_key="seg"
+        )
 
     def _apply(self, d: dict, images: torch.Tensor, labels: torch.Tensor) -> dict:
         from .synthesis.generator_cache import get_generator, worker_device

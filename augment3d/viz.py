@@ -82,8 +82,7 @@ def save_montage(
             lo, hi = np.percentile(brain, [1, 99]) if brain.size else (volume.min(), volume.max() + 1e-6)
             for r, plane in enumerate(_planes(volume, centre)):
                 ax = axes[3 * s + r, c]
-                ax.imshow(plane, cmap="gray", vmin=lo, vmax=hi, origin="lower", aspect=aspects[r],
-                          interpolation="nearest")
+                ax.imshow(plane, cmap="gray", vmin=lo, vmax=hi, origin="lower", aspect=aspects[r], interpolation="nearest")
                 plane_label = label_planes[r]
                 if plane_label is not None:
                     _draw_label(ax, plane_label, aspects[r])

@@ -58,11 +58,20 @@ def make_subject(side: int) -> tio.Subject:
     rng = np.random.default_rng(0)
     grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, side)] * 3, indexing="ij"))
     brain = (grid**2).sum(0) < 0.7
-    images = {k: tio.ScalarImage(tensor=torch.from_numpy((brain * (100 + rng.normal(0, 5, brain.shape)))[None].astype(np.float32)),
-                                 affine=np.diag([1.5, 1.5, 1.5, 1])) for k in ("t1n", "t1c", "t2w", "t2f")}
+    images = {
+        k: tio.ScalarImage(
+            tensor=torch.from_numpy((brain * (100 + rng.normal(0, 5, brain.shape)))[None].astype(np.float32)),
+            affine=np.diag([1.5, 1.5, 1.5, 1]),
+        )
+        for k in ("t1n", "t1c", "t2w", "t2f")
+    }
     label = (((grid - 0.2) ** 2).sum(0) < 0.05).astype(np.int64) * 3
-    return tio.Subject(**images, seg=tio.LabelMap(tensor=torch.from_numpy(label[None]), affine=np.diag([1.5, 1.5, 1.5, 1])),
-                       site="SSA", grade="HGG")
+    return tio.Subject(
+        **images,
+        seg=tio.LabelMap(tensor=torch.from_numpy(label[None]), affine=np.diag([1.5, 1.5, 1.5, 1])),
+        site="SSA",
+        grade="HGG",
+    )
 
 
 def time_per_subject(transform, subject, n: int) -> tuple[float, float]:
@@ -82,8 +91,7 @@ def _unchanged(tensor):
 def loader_time(transform, subject, workers: int, n: int) -> float:
     """Seconds per subject for ``n`` copies of ``subject`` through a ``tio.SubjectsLoader`` with
     ``workers`` worker processes (batch 1): what a training loop gets, worker start-up included."""
-    loader = tio.SubjectsLoader(tio.SubjectsDataset([subject] * n, transform=transform), batch_size=1,
-                                num_workers=workers)
+    loader = tio.SubjectsLoader(tio.SubjectsDataset([subject] * n, transform=transform), batch_size=1, num_workers=workers)
     start = time.perf_counter()
     for _ in loader:
         pass
@@ -120,59 +128,84 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--precision", nargs="+", default=["auto"], choices=["auto", "fp32", "bf16"])
     parser.add_argument("--device", default="cpu", help="where the augmenter generates: cpu or cuda")
-    parser.add_argument("--spade-kernel", type=int, nargs="+", default=[None], choices=[1, 3],
-                        help="SPADE output convolution kernel(s) to time (default: the quick recipe's)")
-    parser.add_argument("--workers", type=int, nargs="*", default=[], metavar="W",
-                        help="also time each transform through a SubjectsLoader with W worker processes")
+    parser.add_argument(
+        "--spade-kernel",
+        type=int,
+        nargs="+",
+        default=[None],
+        choices=[1, 3],
+        help="SPADE output convolution kernel(s) to time (default: the quick recipe's)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="*",
+        default=[],
+        metavar="W",
+        help="also time each transform through a SubjectsLoader with W worker processes",
+    )
     parser.add_argument("--loader-subjects", type=int, default=96, help="subjects per SubjectsLoader timing")
     args = parser.parse_args()
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, torchio {tio.__version__}, "
-          f"threads {torch.get_num_threads()}, bf16 arithmetic: {'yes' if cpu_has_bf16() else 'no (AVX512-BF16/AMX absent)'}"
-          + (f", GPU {torch.cuda.get_device_name(args.device)}" if args.device.startswith("cuda") else ""))
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, torchio {tio.__version__}, "
+        f"threads {torch.get_num_threads()}, bf16 arithmetic: {'yes' if cpu_has_bf16() else 'no (AVX512-BF16/AMX absent)'}"
+        + (f", GPU {torch.cuda.get_device_name(args.device)}" if args.device.startswith("cuda") else "")
+    )
     subject = make_subject(args.side)
     print(f"subject: {args.side}^3, four modalities + label map; {args.subjects} subjects per transform")
-    print(f"threads: the augmenter generates at 1 (as in a DataLoader worker); torchio's transforms resample with "
-          f"SimpleITK at {sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()}")
+    print(
+        f"threads: the augmenter generates at 1 (as in a DataLoader worker); torchio's transforms resample with "
+        f"SimpleITK at {sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()}"
+    )
     elastic, elastic_cpu = time_per_subject(tio.RandomElasticDeformation(), subject, max(4, args.subjects // 4))
     affine, affine_cpu = time_per_subject(tio.RandomAffine(), subject, max(4, args.subjects // 4))
     print(f"tio.RandomElasticDeformation: {1000 * elastic:.1f} ms/subject (CPU time {1000 * elastic_cpu:.1f} ms)")
     print(f"tio.RandomAffine:             {1000 * affine:.1f} ms/subject (CPU time {1000 * affine_cpu:.1f} ms)")
     loaders = {}  # workers -> (no transform, elastic) seconds per subject through a SubjectsLoader
     for workers in args.workers:
-        loaders[workers] = tuple(loader_time(t, subject, workers, args.loader_subjects)
-                                 for t in (tio.Lambda(_unchanged), tio.RandomElasticDeformation()))
-        print(f"through a SubjectsLoader with {workers} workers ({args.loader_subjects} subjects): no transform "
-              f"{1000 * loaders[workers][0]:.1f} ms/subject, tio.RandomElasticDeformation {1000 * loaders[workers][1]:.1f}")
+        loaders[workers] = tuple(
+            loader_time(t, subject, workers, args.loader_subjects)
+            for t in (tio.Lambda(_unchanged), tio.RandomElasticDeformation())
+        )
+        print(
+            f"through a SubjectsLoader with {workers} workers ({args.loader_subjects} subjects): no transform "
+            f"{1000 * loaders[workers][0]:.1f} ms/subject, tio.RandomElasticDeformation {1000 * loaders[workers][1]:.1f}"
+        )
     peaks: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         for grid, kernel in [(g, k) for g in args.grid for k in args.spade_kernel]:
             run = make_run(os.path.join(tmp, f"g{grid}k{kernel}"), grid, kernel)
             spade = "" if kernel is None else f", SPADE kernel {kernel}"
             for precision in args.precision:
-                aug = SyntheticAugmenter(run, p=1.0, seed=0, batch_size=args.batch_size, precision=precision,
-                                         device=args.device)
+                aug = SyntheticAugmenter(run, p=1.0, seed=0, batch_size=args.batch_size, precision=precision, device=args.device)
                 cost, cost_cpu = time_per_subject(aug, subject, args.subjects)
                 # the machine's speed drifts: compare with RandomElasticDeformation timed just after
                 beside, _ = time_per_subject(tio.RandomElasticDeformation(), subject, max(4, args.subjects // 4))
                 used = auto_precision(precision, args.device)
-                print(f"SyntheticAugmenter ({args.device}, generator grid {grid}^3{spade}, batch {args.batch_size}, {precision}"
-                      f"{f' = {used}' if used != precision else ''}): "
-                      f"{1000 * cost:.1f} ms/subject = {cost / elastic:.3f} x RandomElasticDeformation "
-                      f"({cost / beside:.3f} x its {1000 * beside:.0f} ms timed right after), "
-                      f"{cost / affine:.3f} x RandomAffine; CPU time {1000 * cost_cpu:.1f} ms = "
-                      f"{cost_cpu / elastic_cpu:.3f} x elastic's")
+                print(
+                    f"SyntheticAugmenter ({args.device}, generator grid {grid}^3{spade}, batch {args.batch_size}, {precision}"
+                    f"{f' = {used}' if used != precision else ''}): "
+                    f"{1000 * cost:.1f} ms/subject = {cost / elastic:.3f} x RandomElasticDeformation "
+                    f"({cost / beside:.3f} x its {1000 * beside:.0f} ms timed right after), "
+                    f"{cost / affine:.3f} x RandomAffine; CPU time {1000 * cost_cpu:.1f} ms = "
+                    f"{cost_cpu / elastic_cpu:.3f} x elastic's"
+                )
                 for workers, (plain, elastic_loaded) in loaders.items():
                     loaded = loader_time(aug, subject, workers, args.loader_subjects)
-                    print(f"  through the SubjectsLoader with {workers} workers: {1000 * loaded:.1f} ms/subject = "
-                          f"{loaded / elastic_loaded:.3f} x elastic's ({(loaded - plain) / (elastic_loaded - plain):.3f} "
-                          f"without the loader's own {1000 * plain:.0f} ms)")
+                    print(
+                        f"  through the SubjectsLoader with {workers} workers: {1000 * loaded:.1f} ms/subject = "
+                        f"{loaded / elastic_loaded:.3f} x elastic's ({(loaded - plain) / (elastic_loaded - plain):.3f} "
+                        f"without the loader's own {1000 * plain:.0f} ms)"
+                    )
                 if args.device == "cpu":
                     flops, peak = generator_floor(aug, subject, used, peaks)
                     floor = flops / (peak * 1e9)
-                    print(f"  {flops / 1e9:.2f} GFLOP a subject; at the one-thread {used} channels-last Conv3d peak "
-                          f"({peak:.0f} GFLOP/s) {1000 * floor:.0f} ms = {floor / elastic:.3f} x elastic, this "
-                          f"architecture's floor here; the augmenter's {1000 * cost:.0f} ms make "
-                          f"{flops / cost / 1e9:.0f} GFLOP/s = {100 * flops / cost / 1e9 / peak:.0f}% of that peak")
+                    print(
+                        f"  {flops / 1e9:.2f} GFLOP a subject; at the one-thread {used} channels-last Conv3d peak "
+                        f"({peak:.0f} GFLOP/s) {1000 * floor:.0f} ms = {floor / elastic:.3f} x elastic, this "
+                        f"architecture's floor here; the augmenter's {1000 * cost:.0f} ms make "
+                        f"{flops / cost / 1e9:.0f} GFLOP/s = {100 * flops / cost / 1e9 / peak:.0f}% of that peak"
+                    )
 
 
 if __name__ == "__main__":

@@ -68,8 +68,10 @@ def sync() -> None:
 
 def machine() -> str:
     gpu = f", GPU {torch.cuda.get_device_name()}" if on_gpu() else ""
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs{gpu}, torch {torch.__version__}, "
-            f"threads {torch.get_num_threads()}")
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs{gpu}, torch {torch.__version__}, "
+        f"threads {torch.get_num_threads()}"
+    )
 
 
 def median_seconds(fn, repeats: int) -> float:
@@ -175,9 +177,11 @@ def random_setup(recipe, shape: int, n: int = 8):
     enc = ConditionEncoder(recipe.data.categories)
     model = replace(recipe.model_config(enc.dim), shape=(shape,) * 3, **MODEL_SET)
     g = torch.Generator().manual_seed(0)
-    data = TrainingData(torch.rand(n, 4, shape, shape, shape, generator=g) * 2 - 1,
-                        torch.randint(0, 4, (n, shape, shape, shape), generator=g),
-                        torch.from_numpy(enc.encode(enc.all_conditions()[:1] * n)))
+    data = TrainingData(
+        torch.rand(n, 4, shape, shape, shape, generator=g) * 2 - 1,
+        torch.randint(0, 4, (n, shape, shape, shape), generator=g),
+        torch.from_numpy(enc.encode(enc.all_conditions()[:1] * n)),
+    )
     return enc, model, data
 
 
@@ -198,8 +202,15 @@ def step_walls(recipe, shape: int, steps: int, on_step=None) -> list[float]:
         if on_step is not None:
             on_step()
 
-    cfg = replace(recipe.train, steps=steps, checkpoint_every=10**9, log_every=10**9, amp=AMP[0] or recipe.train.amp,
-                  channels_last=recipe.train.channels_last if LAYOUT[0] is None else LAYOUT[0] == "last", **TRAIN_SET)
+    cfg = replace(
+        recipe.train,
+        steps=steps,
+        checkpoint_every=10**9,
+        log_every=10**9,
+        amp=AMP[0] or recipe.train.amp,
+        channels_last=recipe.train.channels_last if LAYOUT[0] is None else LAYOUT[0] == "last",
+        **TRAIN_SET,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         train_gan(tmp, data, model, cfg, enc, device=DEVICE[0], progress=tick)
     return walls
@@ -238,25 +249,45 @@ def main() -> None:
     parser.add_argument("--recipe", default="quick")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
     parser.add_argument("--amp", choices=["none", "bf16", "fp16"], default=None, help="override the recipe's autocast")
-    parser.add_argument("--train-layout", choices=["first", "last"], default=None,
-                        help="override the recipe's channels_last setting for training")
+    parser.add_argument(
+        "--train-layout", choices=["first", "last"], default=None, help="override the recipe's channels_last setting for training"
+    )
     parser.add_argument("--layouts", choices=["last", "both"], default="last", help="generation memory layouts")
-    parser.add_argument("--peak-channels", type=int, nargs="*", default=[], metavar="C",
-                        help="also print the bf16 channels-last Conv3d rate at these widths (C in, C out, 32^3, "
-                             "batch 4): the ceiling of a model whose layers are that narrow")
-    parser.add_argument("--train-set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="override [train] fields for the training figures (TOML values, e.g. seg_consistency=1)")
-    parser.add_argument("--model-set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="override [model] fields for the training figures (e.g. d_spectral_norm=true)")
+    parser.add_argument(
+        "--peak-channels",
+        type=int,
+        nargs="*",
+        default=[],
+        metavar="C",
+        help="also print the bf16 channels-last Conv3d rate at these widths (C in, C out, 32^3, "
+        "batch 4): the ceiling of a model whose layers are that narrow",
+    )
+    parser.add_argument(
+        "--train-set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override [train] fields for the training figures (TOML values, e.g. seg_consistency=1)",
+    )
+    parser.add_argument(
+        "--model-set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override [model] fields for the training figures (e.g. d_spectral_norm=true)",
+    )
     args = parser.parse_args()
     AMP[0], LAYOUT[0], DEVICE[0] = args.amp, args.train_layout, args.device
     apply_overrides(args.train_set, args.model_set)
     recipe = load_recipe(args.recipe)
     print(f"machine: {machine()}")
-    print(f"recipe: {args.recipe} (model {recipe.model}, batch {recipe.train.batch}, loss {recipe.train.loss}, "
-          f"training autocast {args.amp or recipe.train.amp}, channels_last "
-          f"{recipe.train.channels_last if args.train_layout is None else args.train_layout == 'last'})"
-          + (f", [train] overrides {TRAIN_SET}" if TRAIN_SET else "") + (f", [model] overrides {MODEL_SET}" if MODEL_SET else ""))
+    print(
+        f"recipe: {args.recipe} (model {recipe.model}, batch {recipe.train.batch}, loss {recipe.train.loss}, "
+        f"training autocast {args.amp or recipe.train.amp}, channels_last "
+        f"{recipe.train.channels_last if args.train_layout is None else args.train_layout == 'last'})"
+        + (f", [train] overrides {TRAIN_SET}" if TRAIN_SET else "")
+        + (f", [model] overrides {MODEL_SET}" if MODEL_SET else "")
+    )
     peaks = reference_peaks()
     side, batch = peak_shape()
     print(peaks_line(peaks))
@@ -269,8 +300,10 @@ def main() -> None:
     print(f"training shares below are of the {peak_name} Conv3d: {peak:.0f} GFLOP/s")
     for channels in args.peak_channels:
         narrow = conv_peak(bf16=True, channels_last=True, channels=channels)
-        print(f"Conv3d at {channels} ch (3x3x3, {side}^3, batch {batch}), bf16 channels_last_3d: {narrow:.0f} GFLOP/s "
-              f"= {100 * narrow / peak:.0f}% of the peak")
+        print(
+            f"Conv3d at {channels} ch (3x3x3, {side}^3, batch {batch}), bf16 channels_last_3d: {narrow:.0f} GFLOP/s "
+            f"= {100 * narrow / peak:.0f}% of the peak"
+        )
     for shape in sorted(args.shapes):
         flops, conv_share = step_flops(recipe, shape)
         if on_gpu():
@@ -282,18 +315,22 @@ def main() -> None:
             memory = f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB"
         else:
             memory = f"peak RSS so far {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
-        print(f"train {shape}^3 batch {recipe.train.batch}: {rate:.2f} volumes/s ({seconds:.2f} s/step), "
-              f"{flops / 1e9:.0f} GFLOP/step ({100 * conv_share:.0f}% of them in convolutions), {achieved:.0f} GFLOP/s = "
-              f"{100 * achieved / peak:.0f}% of the {peak_name} peak; {memory}")
+        print(
+            f"train {shape}^3 batch {recipe.train.batch}: {rate:.2f} volumes/s ({seconds:.2f} s/step), "
+            f"{flops / 1e9:.0f} GFLOP/step ({100 * conv_share:.0f}% of them in convolutions), {achieved:.0f} GFLOP/s = "
+            f"{100 * achieved / peak:.0f}% of the {peak_name} peak; {memory}"
+        )
     layouts = (True, False) if args.layouts == "both" else (True,)
     for shape in args.gen_shapes:
         for batch in (1, 8):
             for bf16 in (False, True) if fast_bf16() else (False,):
                 for last in layouts:
                     rate = generation_rate(recipe, shape, batch, bf16, last)
-                    print(f"generate {shape}^3 batch {batch} {'bf16' if bf16 else 'fp32'} "
-                          f"{'channels_last_3d' if last else 'channels-first'}: {rate:.2f} volumes/s "
-                          f"({1000 / rate:.0f} ms/volume)")
+                    print(
+                        f"generate {shape}^3 batch {batch} {'bf16' if bf16 else 'fp32'} "
+                        f"{'channels_last_3d' if last else 'channels-first'}: {rate:.2f} volumes/s "
+                        f"({1000 / rate:.0f} ms/volume)"
+                    )
 
 
 if __name__ == "__main__":

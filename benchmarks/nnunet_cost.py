@@ -52,21 +52,30 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"1 thread (a worker's); {args.side}^3 sample and patch, {args.samples} samples a run")
+    print(
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"1 thread (a worker's); {args.side}^3 sample and patch, {args.samples} samples a run"
+    )
     image, seg = sample(args.side)
     patch = (args.side,) * 3
     theirs_pipeline = nnUNetTrainer.get_training_transforms(
-        patch, (-30 / 360 * 2 * math.pi, 30 / 360 * 2 * math.pi), None, (0, 1, 2), False)
+        patch, (-30 / 360 * 2 * math.pi, 30 / 360 * 2 * math.pi), None, (0, 1, 2), False
+    )
     np.random.seed(0)
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as folder:
         TumourBank.from_subjects([donor(args.side, c) for c in (-0.3, -0.1, 0.1, 0.3)]).save(folder)
         paste = TumourPasteTransform(folder, prob=1.0, patch_size=patch, seed=0)
         restyle = SyntheticRestyleTransform("phantom", prob=1.0, condition={"site": "SSA"}, seed=0)
-        ratio_runs(args.runs, "nnU-Net's augmentation", lambda: per_sample(theirs_pipeline, image, seg, args.samples),
-                   {"TumourPasteTransform": lambda: per_sample(paste, image, seg, args.samples),
-                    "SyntheticRestyleTransform": lambda: per_sample(restyle, image, seg, args.samples)})
+        ratio_runs(
+            args.runs,
+            "nnU-Net's augmentation",
+            lambda: per_sample(theirs_pipeline, image, seg, args.samples),
+            {
+                "TumourPasteTransform": lambda: per_sample(paste, image, seg, args.samples),
+                "SyntheticRestyleTransform": lambda: per_sample(restyle, image, seg, args.samples),
+            },
+        )
         print(f"(pasted {paste.applied}, no room {paste.no_room})")
 
 

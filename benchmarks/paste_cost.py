@@ -45,8 +45,10 @@ def main() -> None:
     parser.add_argument("--subjects", type=int, default=20)
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; {args.side}^3 subject, {args.subjects} subjects a run")
+    print(
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads; {args.side}^3 subject, {args.subjects} subjects a run"
+    )
     recipient = make_subject(args.side)
     recipient["seg"].set_data(torch.zeros_like(recipient["seg"].data))  # healthy: room anywhere in the brain
     with tempfile.TemporaryDirectory() as folder:
@@ -57,12 +59,16 @@ def main() -> None:
             p_wall, p_cpu = time_per_subject(paste, recipient, args.subjects)
             e_wall, e_cpu = time_per_subject(elastic, recipient, args.subjects)
             ratios.append(p_wall / e_wall)
-            print(f"run {run}: TumourPaste {p_wall * 1e3:.1f} ms wall, {p_cpu * 1e3:.1f} ms CPU; "
-                  f"RandomElasticDeformation {e_wall * 1e3:.1f} ms wall, {e_cpu * 1e3:.1f} ms CPU; "
-                  f"ratio {p_wall / e_wall:.3f} wall, {p_cpu / e_cpu:.3f} CPU")
-        print(f"TumourPaste / RandomElasticDeformation, wall: median {statistics.median(ratios):.3f}, "
-              f"range {min(ratios):.3f}-{max(ratios):.3f} over {args.runs} runs "
-              f"(pasted {paste.pasted}, no room {paste.no_room})")
+            print(
+                f"run {run}: TumourPaste {p_wall * 1e3:.1f} ms wall, {p_cpu * 1e3:.1f} ms CPU; "
+                f"RandomElasticDeformation {e_wall * 1e3:.1f} ms wall, {e_cpu * 1e3:.1f} ms CPU; "
+                f"ratio {p_wall / e_wall:.3f} wall, {p_cpu / e_cpu:.3f} CPU"
+            )
+        print(
+            f"TumourPaste / RandomElasticDeformation, wall: median {statistics.median(ratios):.3f}, "
+            f"range {min(ratios):.3f}-{max(ratios):.3f} over {args.runs} runs "
+            f"(pasted {paste.pasted}, no room {paste.no_room})"
+        )
 
 
 if __name__ == "__main__":

@@ -26,8 +26,12 @@ def ratio_runs(runs: int, reference: str, theirs: Callable[[], float], ours: Map
         seconds = {name: measure() for name, measure in ours.items()}
         for name, s in seconds.items():
             ratios[name].append(s / t)
-        print(f"run {run}: {reference} {t * 1e3:.1f} ms; "
-              + "; ".join(f"{name} {s * 1e3:.1f} ms ({s / t:.2f}x)" for name, s in seconds.items()))
+        print(
+            f"run {run}: {reference} {t * 1e3:.1f} ms; "
+            + "; ".join(f"{name} {s * 1e3:.1f} ms ({s / t:.2f}x)" for name, s in seconds.items())
+        )
     for name, values in ratios.items():
-        print(f"{name} / {reference}: median {statistics.median(values):.2f}, range "
-              f"{min(values):.2f}-{max(values):.2f} over {runs} runs")
+        print(
+            f"{name} / {reference}: median {statistics.median(values):.2f}, range "
+            f"{min(values):.2f}-{max(values):.2f} over {runs} runs"
+        )

@@ -25,8 +25,10 @@ import gan_throughput as gt  # noqa: E402  (device, timing)
 from augment3d.models.layers import _BoxDown, _channels_last, axis_upsample, block_means  # noqa: E402
 
 DOWN = {"avg_pool3d": lambda t: F.avg_pool3d(t, 2), "_BoxDown": _BoxDown.apply, "block_means": block_means}
-UP = {"interpolate": lambda t: F.interpolate(t, scale_factor=2, mode="trilinear", align_corners=False),
-      "axis_upsample": axis_upsample}
+UP = {
+    "interpolate": lambda t: F.interpolate(t, scale_factor=2, mode="trilinear", align_corners=False),
+    "axis_upsample": axis_upsample,
+}
 
 
 def main() -> None:
@@ -61,8 +63,10 @@ def main() -> None:
                 value = op(x).float()
             reference = value if reference is None else reference
             layout = "channels_last" if _channels_last(out) else "channels-first"
-            print(f"{kind} {args.batch}x{channels}x{side}^3 bf16 {name:14s}: {ms:8.2f} ms forward+backward, "
-                  f"output {layout}, largest difference from the first timed line's {float((value - reference).abs().max()):.3g}")
+            print(
+                f"{kind} {args.batch}x{channels}x{side}^3 bf16 {name:14s}: {ms:8.2f} ms forward+backward, "
+                f"output {layout}, largest difference from the first timed line's {float((value - reference).abs().max()):.3g}"
+            )
 
 
 if __name__ == "__main__":

@@ -34,8 +34,13 @@ def main() -> None:
     parser.add_argument("--recipe", default="quick")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--shape", type=int, default=32)
-    parser.add_argument("--amp", nargs="+", choices=["none", "bf16"], default=None,
-                        help="autocast modes to time (default: none, and bf16 where the hardware has it)")
+    parser.add_argument(
+        "--amp",
+        nargs="+",
+        choices=["none", "bf16"],
+        default=None,
+        help="autocast modes to time (default: none, and bf16 where the hardware has it)",
+    )
     parser.add_argument("--norms", nargs="+", choices=["group", "batch"], default=["group", "batch"])
     args = parser.parse_args()
     if args.shape % 32:  # five 2x downsamplings (segbench pads real cases; this times the bare network)
@@ -48,8 +53,10 @@ def main() -> None:
     from segbench.train import train_step
 
     base = bench_config(load_recipe(args.recipe))
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, bf16 arithmetic: {'yes' if cpu_has_bf16() else 'no'}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, bf16 arithmetic: {'yes' if cpu_has_bf16() else 'no'}"
+    )
     amps = args.amp or (["none", "bf16"] if fast_bf16() else ["none"])
     measured = reference_peaks(bf16="bf16" in amps)
     print(peaks_line(measured))
@@ -78,11 +85,17 @@ def main() -> None:
             seconds = (time.perf_counter() - start) / args.steps
             peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             achieved = flops / seconds / 1e9
-            print(f"{config.architecture}/{config.encoder} decoder {list(config.decoder_channels)} norm={norm} "
-                  f"amp={amp} batch {config.batch} {args.shape}^3: {seconds:.3f} s/step, "
-                  f"{config.batch / seconds:.2f} cases/s, {flops / 1e9:.1f} GFLOP/step, {achieved:.0f} GFLOP/s"
-                  + (f" = {100 * achieved / peaks[amp]:.0f}% of the {'bf16' if amp == 'bf16' else 'fp32'} peak"
-                     if peaks[amp] else "") + f"; peak RSS {peak_rss:.0f} MiB")
+            print(
+                f"{config.architecture}/{config.encoder} decoder {list(config.decoder_channels)} norm={norm} "
+                f"amp={amp} batch {config.batch} {args.shape}^3: {seconds:.3f} s/step, "
+                f"{config.batch / seconds:.2f} cases/s, {flops / 1e9:.1f} GFLOP/step, {achieved:.0f} GFLOP/s"
+                + (
+                    f" = {100 * achieved / peaks[amp]:.0f}% of the {'bf16' if amp == 'bf16' else 'fp32'} peak"
+                    if peaks[amp]
+                    else ""
+                )
+                + f"; peak RSS {peak_rss:.0f} MiB"
+            )
 
 
 if __name__ == "__main__":

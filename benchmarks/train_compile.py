@@ -51,8 +51,11 @@ def main() -> None:
     print(machine())
     for compiled in (False, True):
         median, first = seconds_per_step(args.shape, args.steps, args.layout == "last", compiled)
-        print(f"{'compiled' if compiled else 'eager   '} {args.shape}^3 batch 4 bf16 {args.layout}: "
-              f"{median:.2f} s/step (first step {first:.1f} s)", flush=True)
+        print(
+            f"{'compiled' if compiled else 'eager   '} {args.shape}^3 batch 4 bf16 {args.layout}: "
+            f"{median:.2f} s/step (first step {first:.1f} s)",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

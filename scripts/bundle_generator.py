@@ -32,8 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("name", help="bundled name, e.g. phantom")
     parser.add_argument("--command", required=True, help="the command that trained the run")
     parser.add_argument("--recipe-name", help="the recipe's name (default: the run's recipe.toml's)")
-    parser.add_argument("--source", type=Path, help="the recipe file the run's recipe.toml was derived from "
-                        "(a bench over cohorts writes one per cohort); its SHA-256 is recorded too")
+    parser.add_argument(
+        "--source",
+        type=Path,
+        help="the recipe file the run's recipe.toml was derived from "
+        "(a bench over cohorts writes one per cohort); its SHA-256 is recorded too",
+    )
     args = parser.parse_args(argv)
     missing = [f for f in (*FILES, "recipe.toml", "subjects.json") if not (args.run / f).is_file()]
     if missing:
@@ -52,13 +56,23 @@ def main(argv: list[str] | None = None) -> int:
     (staging / "subjects.json").write_text(json.dumps(subjects, indent=1) + "\n", encoding="utf-8")
     phantom = recipe.phantom
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    atomic_write_text(staging / PROVENANCE, json.dumps({
-        "recipe": args.recipe_name or recipe.name, "recipe_sha256": hashlib.sha256(recipe_text.encode()).hexdigest(),
-        **({"source_recipe_sha256": hashlib.sha256(args.source.read_bytes()).hexdigest()} if args.source else {}),
-        "phantom": {k: getattr(phantom, k) for k in ("cases", "seed", "spacing", "ssa_fraction")},
-        "train_subjects": len(subjects.get("train", [])), "command": args.command, "commit": commit,
-        "generator_sha256": hashlib.sha256((args.run / "generator.safetensors").read_bytes()).hexdigest(),
-    }, indent=1) + "\n")
+    atomic_write_text(
+        staging / PROVENANCE,
+        json.dumps(
+            {
+                "recipe": args.recipe_name or recipe.name,
+                "recipe_sha256": hashlib.sha256(recipe_text.encode()).hexdigest(),
+                **({"source_recipe_sha256": hashlib.sha256(args.source.read_bytes()).hexdigest()} if args.source else {}),
+                "phantom": {k: getattr(phantom, k) for k in ("cases", "seed", "spacing", "ssa_fraction")},
+                "train_subjects": len(subjects.get("train", [])),
+                "command": args.command,
+                "commit": commit,
+                "generator_sha256": hashlib.sha256((args.run / "generator.safetensors").read_bytes()).hexdigest(),
+            },
+            indent=1,
+        )
+        + "\n",
+    )
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     print(f"bundled {args.run} as {target}")

@@ -36,8 +36,17 @@ from .config import BenchConfig, bench_config
 from .splits import load_splits, make_splits, save_splits
 from .train import result_path, run_job
 
-__all__ = ["BenchSetup", "MARKER", "bench_identity", "check_bench_folder", "check_workers", "claim_bench_folder",
-           "setup_bench", "run_bench", "jobs"]
+__all__ = [
+    "BenchSetup",
+    "MARKER",
+    "bench_identity",
+    "check_bench_folder",
+    "check_workers",
+    "claim_bench_folder",
+    "setup_bench",
+    "run_bench",
+    "jobs",
+]
 
 MARKER = "bench.json"
 
@@ -58,9 +67,12 @@ class BenchSetup:
 
 def bench_identity(recipe: Recipe, data: Path | None, generator: Path | None) -> dict:
     text = recipe.path.read_text(encoding="utf-8")
-    return {"recipe": recipe.name, "recipe_sha256": hashlib.sha256(text.encode()).hexdigest(),
-            "data": str(data.resolve()) if data else "phantom",
-            "generator": str(generator.resolve()) if generator else None}
+    return {
+        "recipe": recipe.name,
+        "recipe_sha256": hashlib.sha256(text.encode()).hexdigest(),
+        "data": str(data.resolve()) if data else "phantom",
+        "generator": str(generator.resolve()) if generator else None,
+    }
 
 
 def check_bench_folder(out: Path, identity: dict, force: bool, inputs, recipe_file: Path | None = None) -> bool:
@@ -119,6 +131,7 @@ def _only_grew(out: Path, found: dict, identity: dict, changed: list[str], recip
     b, a = before.get("bench", {}), after.get("bench", {})
     if not all(_grown(b.get(k, []), a.get(k, [])) for k in GROWABLE):
         return False
+
     def strip(raw: dict) -> dict:
         return {**raw, "bench": {k: v for k, v in raw.get("bench", {}).items() if k not in GROWABLE}}
 
@@ -171,17 +184,32 @@ def _splits(out: Path, config: BenchConfig, cases) -> dict[str, list[str]]:
         if missing:
             raise DataError(path, f"lists cases that are not usable here: {', '.join(missing[:5])}; use --force to start over")
         return splits
-    splits = make_splits({c.subject_id: c.conditions for c in cases}, seed=config.split_seed,
-                         val=config.val_fraction, test=config.test_fraction, test_per_site=config.test_per_site,
-                         train_per_site=config.train_per_site)
+    splits = make_splits(
+        {c.subject_id: c.conditions for c in cases},
+        seed=config.split_seed,
+        val=config.val_fraction,
+        test=config.test_fraction,
+        test_per_site=config.test_per_site,
+        train_per_site=config.train_per_site,
+    )
     if not splits["train"] or not splits["test"]:
         raise DataError(out, f"{len(cases)} usable cases are too few to split into train and test")
     save_splits(path, splits, config.split_seed)
     return splits
 
 
-def _gan(out: Path, recipe: Recipe, config: BenchConfig, data_dir: Path, train_ids, skip_bad: bool, device: str,
-         cache_dir, say, progress) -> Path:
+def _gan(
+    out: Path,
+    recipe: Recipe,
+    config: BenchConfig,
+    data_dir: Path,
+    train_ids,
+    skip_bad: bool,
+    device: str,
+    cache_dir,
+    say,
+    progress,
+) -> Path:
     from augment3d.io.checkpoint import bundle_exists
     from augment3d.training.run import train_run
     from augment3d.training.state import TRAIN_STATE
@@ -190,8 +218,19 @@ def _gan(out: Path, recipe: Recipe, config: BenchConfig, data_dir: Path, train_i
     steps = config.gan_steps or recipe.train.steps
     resume = bundle_exists(run, TRAIN_STATE)
     say(f"GAN on the {len(train_ids)} training cases: {steps} steps" + (" (resuming)" if resume else ""))
-    train_run(data_dir, recipe, run, resume=resume, force=not resume, steps=steps, skip_bad=skip_bad, device=device,
-              cache_dir=cache_dir, subjects=train_ids, progress=progress("GAN", steps) if progress else None)
+    train_run(
+        data_dir,
+        recipe,
+        run,
+        resume=resume,
+        force=not resume,
+        steps=steps,
+        skip_bad=skip_bad,
+        device=device,
+        cache_dir=cache_dir,
+        subjects=train_ids,
+        progress=progress("GAN", steps) if progress else None,
+    )
     return run
 
 
@@ -207,9 +246,12 @@ def _check_generator_held_out(generator: Path, splits: dict[str, list[str]]) -> 
         raise DataError(record, "is not a readable list of training subjects") from None
     seen = sorted(trained & (set(splits.get("test", [])) | set(splits.get("val", []))))
     if seen:
-        raise DataError(generator, f"trained on {len(seen)} of this bench's validation/test cases "
-                        f"({', '.join(seen[:3])}{', ...' if len(seen) > 3 else ''}); train it on the bench's "
-                        "training split (splits.json; or leave out --generator and the bench trains one)")
+        raise DataError(
+            generator,
+            f"trained on {len(seen)} of this bench's validation/test cases "
+            f"({', '.join(seen[:3])}{', ...' if len(seen) > 3 else ''}); train it on the bench's "
+            "training split (splits.json; or leave out --generator and the bench trains one)",
+        )
 
 
 def _check_same_phantom(generator: Path, recipe: Recipe, data: Path | None) -> None:
@@ -228,9 +270,12 @@ def _check_same_phantom(generator: Path, recipe: Recipe, data: Path | None) -> N
     ours = asdict(recipe.phantom)
     if any(ours[k] != theirs.get(k) for k in ours):
         differ = ", ".join(f"{k} {ours[k]} (generator: {theirs.get(k)})" for k in ours if ours[k] != theirs.get(k))
-        raise DataError(generator, f"was trained on another phantom cohort than this bench's ([phantom] {differ}); its "
-                        "training subjects could be this bench's test cases: leave out the generator and the bench "
-                        "trains one on its own split")
+        raise DataError(
+            generator,
+            f"was trained on another phantom cohort than this bench's ([phantom] {differ}); its "
+            "training subjects could be this bench's test cases: leave out the generator and the bench "
+            "trains one on its own split",
+        )
 
 
 def _gan_eval(out: Path, generator: str, data_dir: Path, config: BenchConfig, skip_bad: bool, cache_dir, say) -> None:
@@ -239,8 +284,17 @@ def _gan_eval(out: Path, generator: str, data_dir: Path, config: BenchConfig, sk
     if (out / "gan_eval" / "metrics.json").is_file():
         return
     say(f"GAN metrics on {config.gan_eval_n} synthetic subjects")
-    evaluate_run(generator, data_dir, out / "gan_eval", n=config.gan_eval_n, psi=config.psi, skip_bad=skip_bad,
-                 force=True, cache_dir=cache_dir, segmenter_steps=config.judge_steps)
+    evaluate_run(
+        generator,
+        data_dir,
+        out / "gan_eval",
+        n=config.gan_eval_n,
+        psi=config.psi,
+        skip_bad=skip_bad,
+        force=True,
+        cache_dir=cache_dir,
+        segmenter_steps=config.judge_steps,
+    )
 
 
 def _synthetic_montage(out: Path, generator: str, config: BenchConfig) -> None:
@@ -259,10 +313,21 @@ def _synthetic_montage(out: Path, generator: str, config: BenchConfig) -> None:
     save_montage(items, path)
 
 
-def setup_bench(recipe: Recipe, out: str | os.PathLike, *, data: str | os.PathLike | None = None,
-                generator: str | os.PathLike | None = None, force: bool = False, skip_bad: bool = False,
-                device: str = "cpu", cache_dir=None, say: Callable[[str], None] = lambda m: None,
-                progress=None, held: contextlib.ExitStack | None = None, gan: bool = True) -> BenchSetup:
+def setup_bench(
+    recipe: Recipe,
+    out: str | os.PathLike,
+    *,
+    data: str | os.PathLike | None = None,
+    generator: str | os.PathLike | None = None,
+    force: bool = False,
+    skip_bad: bool = False,
+    device: str = "cpu",
+    cache_dir=None,
+    say: Callable[[str], None] = lambda m: None,
+    progress=None,
+    held: contextlib.ExitStack | None = None,
+    gan: bool = True,
+) -> BenchSetup:
     """Every shared stage: folder, cohort, preparation, splits, GAN (+ its metrics and montage).
 
     With ``gan=False`` the GAN stage is left out (jobs that do not generate need not wait for it);
@@ -294,19 +359,39 @@ def setup_bench(recipe: Recipe, out: str | os.PathLike, *, data: str | os.PathLi
 
     def prepare(folder: Path):
         say(f"preparing {folder} on the {'x'.join(map(str, recipe.data.preprocess().shape))} grid")
-        return prepare_cohort(folder, recipe.data.preprocess(), recipe.data.conditions, recipe.data.categories,
-                              skip_bad=skip_bad, cache_dir=cache_dir)
+        return prepare_cohort(
+            folder,
+            recipe.data.preprocess(),
+            recipe.data.conditions,
+            recipe.data.categories,
+            skip_bad=skip_bad,
+            cache_dir=cache_dir,
+        )
 
     cohort = prepare(data) if data is not None else None  # bad data is refused before OUT is touched
     claim_bench_folder(out, identity, ours, recipe.path)
     with contextlib.ExitStack() as own:
         (held or own).enter_context(folder_lock(out, shared=True))
-        return _shared_stages(out, recipe, config, data, generator, cohort, prepare, skip_bad, device, cache_dir,
-                              say, progress, gan)
+        return _shared_stages(
+            out, recipe, config, data, generator, cohort, prepare, skip_bad, device, cache_dir, say, progress, gan
+        )
 
 
-def _shared_stages(out: Path, recipe: Recipe, config: BenchConfig, data, generator, cohort, prepare, skip_bad: bool,
-                   device: str, cache_dir, say, progress, gan: bool = True) -> BenchSetup:
+def _shared_stages(
+    out: Path,
+    recipe: Recipe,
+    config: BenchConfig,
+    data,
+    generator,
+    cohort,
+    prepare,
+    skip_bad: bool,
+    device: str,
+    cache_dir,
+    say,
+    progress,
+    gan: bool = True,
+) -> BenchSetup:
     from augment3d.io.checkpoint import bundle_exists
     from augment3d.io.run_files import GENERATOR
 
@@ -330,14 +415,30 @@ def _shared_stages(out: Path, recipe: Recipe, config: BenchConfig, data, generat
         if gan and gen_path is not None:
             _gan_eval(out, gen_path, data_dir, config, skip_bad, cache_dir, say)
             _synthetic_montage(out, gen_path, config)
-    return BenchSetup(out, recipe, config, data_dir, gen_path, parts["train"], parts["val"], parts["test"],
-                      cohort.skipped, cohort.warnings)
+    return BenchSetup(
+        out, recipe, config, data_dir, gen_path, parts["train"], parts["val"], parts["test"], cohort.skipped, cohort.warnings
+    )
 
 
-def run_bench(recipe: Recipe, out: str | os.PathLike, *, data=None, generator=None, arm: str | None = None,
-              seed: int | None = None, setup_only: bool = False, force: bool = False, skip_bad: bool = False,
-              device: str = "cpu", cache_dir=None, say: Callable[[str], None] = lambda m: None,
-              progress=None, cohorts: Sequence[int] | None = None, cohort: int | None = None, workers: int = 1):
+def run_bench(
+    recipe: Recipe,
+    out: str | os.PathLike,
+    *,
+    data=None,
+    generator=None,
+    arm: str | None = None,
+    seed: int | None = None,
+    setup_only: bool = False,
+    force: bool = False,
+    skip_bad: bool = False,
+    device: str = "cpu",
+    cache_dir=None,
+    say: Callable[[str], None] = lambda m: None,
+    progress=None,
+    cohorts: Sequence[int] | None = None,
+    cohort: int | None = None,
+    workers: int = 1,
+):
     """Set up, run the selected jobs that have not finished, and write the report.
 
     ``workers`` > 1 runs the jobs (and the GAN) side by side in that many processes
@@ -353,8 +454,10 @@ def run_bench(recipe: Recipe, out: str | os.PathLike, *, data=None, generator=No
         raise DataError(recipe.path, "the recipe has no [bench] section")
     config = bench_config(recipe)
     if cohorts is not None and (data is not None or generator is not None):
-        raise DataError(None, "--cohorts builds phantom cohorts: it cannot be combined with --data or --generator "
-                              "(your own data is one cohort)")
+        raise DataError(
+            None,
+            "--cohorts builds phantom cohorts: it cannot be combined with --data or --generator (your own data is one cohort)",
+        )
     if cohorts is None and data is None and generator is None:
         cohorts = config.cohorts or None
     if generator is None and config.generator and not cohorts and data is None:
@@ -362,26 +465,63 @@ def run_bench(recipe: Recipe, out: str | os.PathLike, *, data=None, generator=No
     if cohorts:
         from .cohorts import run_cohorts
 
-        return run_cohorts(recipe, out, cohorts, cohort=cohort, arm=arm, seed=seed, setup_only=setup_only, force=force,
-                           skip_bad=skip_bad, device=device, cache_dir=cache_dir, say=say, progress=progress,
-                           workers=workers)
+        return run_cohorts(
+            recipe,
+            out,
+            cohorts,
+            cohort=cohort,
+            arm=arm,
+            seed=seed,
+            setup_only=setup_only,
+            force=force,
+            skip_bad=skip_bad,
+            device=device,
+            cache_dir=cache_dir,
+            say=say,
+            progress=progress,
+            workers=workers,
+        )
     if cohort is not None:
-        raise DataError(None, "--cohort picks one cohort of a bench over several phantom cohorts "
-                              "([bench] cohorts or --cohorts); this bench has one")
+        raise DataError(
+            None,
+            "--cohort picks one cohort of a bench over several phantom cohorts "
+            "([bench] cohorts or --cohorts); this bench has one",
+        )
     selected = jobs(config, arm, seed)
     check_workers(workers)
     side_by_side = workers > 1 and not setup_only
     with contextlib.ExitStack() as held:
-        setup = setup_bench(recipe, out, data=data, generator=generator, force=force, skip_bad=skip_bad,
-                            device=device, cache_dir=cache_dir, say=say, progress=progress, held=held,
-                            gan=not side_by_side and (setup_only or any("synthetic" in a for a, _ in selected)))
+        setup = setup_bench(
+            recipe,
+            out,
+            data=data,
+            generator=generator,
+            force=force,
+            skip_bad=skip_bad,
+            device=device,
+            cache_dir=cache_dir,
+            say=say,
+            progress=progress,
+            held=held,
+            gan=not side_by_side and (setup_only or any("synthetic" in a for a, _ in selected)),
+        )
         if setup_only:
             return setup, None
         if side_by_side:
             from .parallel import run_side_by_side
 
-            run_side_by_side([setup], selected, workers, device=device, data=data, generator=generator,
-                             skip_bad=skip_bad, cache_dir=cache_dir, say=say, progress=progress)
+            run_side_by_side(
+                [setup],
+                selected,
+                workers,
+                device=device,
+                data=data,
+                generator=generator,
+                skip_bad=skip_bad,
+                cache_dir=cache_dir,
+                say=say,
+                progress=progress,
+            )
         else:
             _run_jobs(setup, selected, device, say, progress)
         return setup, write_report(setup.folder)
@@ -398,6 +538,16 @@ def _run_jobs(setup: BenchSetup, selected, device: str, say, progress) -> None:
             say(f"{a} seed {s}: finished earlier, kept")
             continue
         say(f"{a} seed {s}: training on {len(setup.train)} cases")
-        result = run_job(setup.folder, a, s, setup.config, setup.train, setup.val, setup.test, setup.generator,
-                         device, progress(f"{a} s{s}", setup.config.steps) if progress else None)
+        result = run_job(
+            setup.folder,
+            a,
+            s,
+            setup.config,
+            setup.train,
+            setup.val,
+            setup.test,
+            setup.generator,
+            device,
+            progress(f"{a} s{s}", setup.config.steps) if progress else None,
+        )
         say(f"{a} seed {s}: best validation Dice {result['best_val_dice']:.3f} at step {result['best_step']}")

@@ -32,8 +32,17 @@ from augment3d.config.recipe import Recipe, load_recipe, recipe_toml
 from augment3d.errors import DataError
 from augment3d.io.output_folders import folder_lock
 
-from .bench import (BenchSetup, MARKER, bench_identity, check_bench_folder, check_workers, claim_bench_folder, jobs, run_bench,
-                    setup_bench)
+from .bench import (
+    BenchSetup,
+    MARKER,
+    bench_identity,
+    check_bench_folder,
+    check_workers,
+    claim_bench_folder,
+    jobs,
+    run_bench,
+    setup_bench,
+)
 
 __all__ = ["PREFIX", "cohort_folder", "cohort_recipe", "folder_cohorts", "run_cohorts"]
 
@@ -54,8 +63,10 @@ def cohort_recipe(recipe: Recipe, cohort: int, out: str | os.PathLike) -> Recipe
     bench = raw.setdefault("bench", {})
     bench["split_seed"] = cohort
     bench.pop("cohorts", None)
-    text = (f"# {recipe.name}, cohort {cohort}: [phantom] seed, [bench] split_seed and [train] seed = {cohort}\n"
-            f"# (written by augment3d bench from recipe.toml beside it)\n" + recipe_toml(raw))
+    text = (
+        f"# {recipe.name}, cohort {cohort}: [phantom] seed, [bench] split_seed and [train] seed = {cohort}\n"
+        f"# (written by augment3d bench from recipe.toml beside it)\n" + recipe_toml(raw)
+    )
     path = Path(out) / f"{PREFIX}{cohort}.toml"
     if not path.is_file() or path.read_text(encoding="utf-8") != text:
         atomic_write_text(path, text)
@@ -72,11 +83,23 @@ def folder_cohorts(folder: str | os.PathLike) -> list[int] | None:
     return list(cohorts) if cohorts else None
 
 
-def run_cohorts(recipe: Recipe, out: str | os.PathLike, cohorts: Sequence[int], *, cohort: int | None = None,
-                arm: str | None = None, seed: int | None = None, setup_only: bool = False, force: bool = False,
-                skip_bad: bool = False, device: str = "cpu", cache_dir=None,
-                say: Callable[[str], None] = lambda m: None, progress=None,
-                workers: int = 1) -> tuple[list[BenchSetup], dict | None]:
+def run_cohorts(
+    recipe: Recipe,
+    out: str | os.PathLike,
+    cohorts: Sequence[int],
+    *,
+    cohort: int | None = None,
+    arm: str | None = None,
+    seed: int | None = None,
+    setup_only: bool = False,
+    force: bool = False,
+    skip_bad: bool = False,
+    device: str = "cpu",
+    cache_dir=None,
+    say: Callable[[str], None] = lambda m: None,
+    progress=None,
+    workers: int = 1,
+) -> tuple[list[BenchSetup], dict | None]:
     """Set up and run every cohort's bench (or only ``cohort``'s), then write the pooled report.
 
     ``workers`` > 1: every cohort is set up first, then all cohorts' GANs and jobs share the
@@ -107,12 +130,31 @@ def run_cohorts(recipe: Recipe, out: str | os.PathLike, cohorts: Sequence[int], 
                 say(f"cohort {c}: {message}")
 
             if side_by_side:  # the shared stages but the GAN now; the GANs and jobs run side by side below
-                setups.append(setup_bench(cohort_recipe(recipe, c, out), cohort_folder(out, c), skip_bad=skip_bad,
-                                          device=device, cache_dir=cache_dir, say=said, held=held, gan=False))
+                setups.append(
+                    setup_bench(
+                        cohort_recipe(recipe, c, out),
+                        cohort_folder(out, c),
+                        skip_bad=skip_bad,
+                        device=device,
+                        cache_dir=cache_dir,
+                        say=said,
+                        held=held,
+                        gan=False,
+                    )
+                )
                 continue
-            setup, _ = run_bench(cohort_recipe(recipe, c, out), cohort_folder(out, c), arm=arm, seed=seed,
-                                 setup_only=setup_only, skip_bad=skip_bad, device=device, cache_dir=cache_dir,
-                                 say=said, progress=progress)
+            setup, _ = run_bench(
+                cohort_recipe(recipe, c, out),
+                cohort_folder(out, c),
+                arm=arm,
+                seed=seed,
+                setup_only=setup_only,
+                skip_bad=skip_bad,
+                device=device,
+                cache_dir=cache_dir,
+                say=said,
+                progress=progress,
+            )
             setups.append(setup)
         if setup_only:
             return setups, None
@@ -120,8 +162,9 @@ def run_cohorts(recipe: Recipe, out: str | os.PathLike, cohorts: Sequence[int], 
             from .parallel import run_side_by_side
             from .report import write_report
 
-            run_side_by_side(setups, selected, workers, device=device, skip_bad=skip_bad, cache_dir=cache_dir,
-                             say=say, progress=progress)
+            run_side_by_side(
+                setups, selected, workers, device=device, skip_bad=skip_bad, cache_dir=cache_dir, say=say, progress=progress
+            )
             for setup in setups:
                 write_report(setup.folder)
         return setups, write_pooled_report(out)

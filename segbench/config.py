@@ -111,20 +111,27 @@ class BenchConfig:
 
     def __post_init__(self):
         enforce_field_types(self)
-        for name, kind in (("arms", str), ("seeds", int), ("cohorts", int), ("decoder_channels", int),
-                           ("synthetic_maps_matching", str)):
+        for name, kind in (
+            ("arms", str),
+            ("seeds", int),
+            ("cohorts", int),
+            ("decoder_channels", int),
+            ("synthetic_maps_matching", str),
+        ):
             value = getattr(self, name)
             if not isinstance(value, (list, tuple)) or not all(isinstance(v, kind) and not isinstance(v, bool) for v in value):
                 raise ValueError(f"{name} must be a list of {kind.__name__}s, got {value!r}")
             object.__setattr__(self, name, tuple(value))
         if not isinstance(self.train_per_site, dict) or not all(
-                isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 1
-                for k, v in self.train_per_site.items()):
+            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 1
+            for k, v in self.train_per_site.items()
+        ):
             raise ValueError(f"train_per_site must be a table of site = count >= 1, got {self.train_per_site!r}")
         if self.test_per_site < 0:
             raise ValueError(f"test_per_site must be >= 0, got {self.test_per_site}")
         if not isinstance(self.synthetic_condition, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in self.synthetic_condition.items()):
+            isinstance(k, str) and isinstance(v, str) for k, v in self.synthetic_condition.items()
+        ):
             raise ValueError(f"synthetic_condition must be a table of strings, got {self.synthetic_condition!r}")
         unknown = [a for a in self.arms if a not in ARMS]
         if unknown or not self.arms:
@@ -148,17 +155,23 @@ class BenchConfig:
         if self.synthetic not in ("augmenter", "cohort"):
             raise ValueError(f"synthetic must be 'augmenter' or 'cohort', got {self.synthetic!r}")
         if self.synthetic_maps_matching and self.synthetic != "cohort":
-            raise ValueError("synthetic_maps_matching picks the label maps of a synthetic cohort: it needs synthetic = 'cohort' "
-                             "(the augmenter restyles each subject's own map)")
+            raise ValueError(
+                "synthetic_maps_matching picks the label maps of a synthetic cohort: it needs synthetic = 'cohort' "
+                "(the augmenter restyles each subject's own map)"
+            )
         if self.average_steps < 0:
             raise ValueError(f"average_steps must be >= 0 (0: no weight average), got {self.average_steps}")
         if self.average_steps and self.ema_decay:
             raise ValueError("average_steps and ema_decay are two weight averages: set one of them")
         if self.average_steps and self.patience and self.average_steps > self.anneal_steps:
-            raise ValueError(f"average_steps = {self.average_steps} needs the job's end known in advance: patience = 0, "
-                             f"or average_steps <= anneal_steps (= {self.anneal_steps})")
+            raise ValueError(
+                f"average_steps = {self.average_steps} needs the job's end known in advance: patience = 0, "
+                f"or average_steps <= anneal_steps (= {self.anneal_steps})"
+            )
         if self.average_steps > self.steps + self.anneal_steps:
-            raise ValueError(f"average_steps = {self.average_steps} is longer than the job ({self.steps} + {self.anneal_steps} steps)")
+            raise ValueError(
+                f"average_steps = {self.average_steps} is longer than the job ({self.steps} + {self.anneal_steps} steps)"
+            )
         if min(self.patience, self.min_steps, self.anneal_steps) < 0 or self.plateau_window < 1 or self.min_delta < 0:
             raise ValueError("patience, min_steps, anneal_steps and min_delta must be >= 0, plateau_window >= 1")
         if min(self.steps, self.batch, self.val_every, self.samples_per_volume, self.queue_length, self.bootstrap) < 1:
@@ -191,6 +204,9 @@ def bench_config(recipe) -> BenchConfig:
         raise RecipeError(recipe.path, f"[bench]: {exc}") from None
     unknown = [c for c in config.synthetic_maps_matching if c not in recipe.data.conditions]
     if unknown:
-        raise RecipeError(recipe.path, f"[bench] synthetic_maps_matching: {', '.join(unknown)} is not among [data] "
-                                       f"conditions ({', '.join(recipe.data.conditions) or 'none'})")
+        raise RecipeError(
+            recipe.path,
+            f"[bench] synthetic_maps_matching: {', '.join(unknown)} is not among [data] "
+            f"conditions ({', '.join(recipe.data.conditions) or 'none'})",
+        )
     return config

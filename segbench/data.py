@@ -27,27 +27,36 @@ def voxel_spacing(affine: np.ndarray) -> tuple[float, ...]:
 
 def to_subject(case: PreparedCase) -> tio.Subject:
     """A torchio subject with images t1n/t1c/t2w/t2f, label map ``seg`` and the case's conditions."""
-    images = {m: tio.ScalarImage(tensor=torch.from_numpy(np.ascontiguousarray(case.images[i]))[None], affine=case.affine)
-              for i, m in enumerate(MODALITIES)}
+    images = {
+        m: tio.ScalarImage(tensor=torch.from_numpy(np.ascontiguousarray(case.images[i]))[None], affine=case.affine)
+        for i, m in enumerate(MODALITIES)
+    }
     label = tio.LabelMap(tensor=torch.from_numpy(case.label.astype(np.int64))[None], affine=case.affine)
     return tio.Subject(**images, seg=label, subject_id=case.subject_id, **case.conditions)
 
 
 def classic_augmentation() -> tio.Compose:
     """A standard torchio stack for [-1, 1] images with background at -1 (each transform p=0.5 or less)."""
-    return tio.Compose([
-        tio.RandomAffine(scales=0.1, degrees=10, translation=4, default_pad_value="minimum", p=0.5),
-        tio.RandomElasticDeformation(num_control_points=6, max_displacement=6, p=0.3),
-        tio.RandomBiasField(coefficients=0.3, p=0.3),
-        tio.RandomGamma(log_gamma=0.2, p=0.3),
-        tio.RandomNoise(std=(0, 0.05), p=0.3),
-    ])
+    return tio.Compose(
+        [
+            tio.RandomAffine(scales=0.1, degrees=10, translation=4, default_pad_value="minimum", p=0.5),
+            tio.RandomElasticDeformation(num_control_points=6, max_displacement=6, p=0.3),
+            tio.RandomBiasField(coefficients=0.3, p=0.3),
+            tio.RandomGamma(log_gamma=0.2, p=0.3),
+            tio.RandomNoise(std=(0, 0.05), p=0.3),
+        ]
+    )
 
 
 def _positive(transform: tio.Transform) -> tio.Compose:
     """Run an intensity transform on [0, 2] instead of [-1, 1] (gamma and bias fields assume >= 0)."""
-    return tio.Compose([tio.Lambda(lambda x: x + 1, types_to_apply=[tio.INTENSITY]), transform,
-                        tio.Lambda(lambda x: x - 1, types_to_apply=[tio.INTENSITY])])
+    return tio.Compose(
+        [
+            tio.Lambda(lambda x: x + 1, types_to_apply=[tio.INTENSITY]),
+            transform,
+            tio.Lambda(lambda x: x - 1, types_to_apply=[tio.INTENSITY]),
+        ]
+    )
 
 
 def arm_transform(arm: str, config: BenchConfig, generator: str | None, seed: int) -> tio.Transform:
@@ -56,8 +65,16 @@ def arm_transform(arm: str, config: BenchConfig, generator: str | None, seed: in
     if "synthetic" in arm and config.synthetic == "augmenter":
         from augment3d import SyntheticAugmenter
 
-        steps.append(SyntheticAugmenter(generator, p=config.synthetic_p, condition=config.synthetic_condition,
-                                        psi=config.psi, seed=seed, keep_matching=config.synthetic_keep_matching))
+        steps.append(
+            SyntheticAugmenter(
+                generator,
+                p=config.synthetic_p,
+                condition=config.synthetic_condition,
+                psi=config.psi,
+                seed=seed,
+                keep_matching=config.synthetic_keep_matching,
+            )
+        )
     steps.append(tio.RandomFlip(axes=(0,), flip_probability=0.5))
     if "classic" in arm:
         steps.append(_positive(classic_augmentation()))
@@ -106,12 +123,18 @@ def pasted_subjects(config: BenchConfig, cases: Sequence[PreparedCase], seed: in
         subject = twin(subject)
         subject["subject_id"] = f"pasted-{seed}-{i}"
         out.append(subject)
-    return out, {"pasted": n - no_room, "no_room": no_room, "moved": moved, "donors": len(built.donors),
-                 "recipients": len(recipients)}
+    return out, {
+        "pasted": n - no_room,
+        "no_room": no_room,
+        "moved": moved,
+        "donors": len(built.donors),
+        "recipients": len(recipients),
+    }
 
 
-def arm_dataset(arm: str, config: BenchConfig, cases: Sequence[PreparedCase], generator: str | None,
-                seed: int, folder: Path | None = None) -> torch.utils.data.Dataset:
+def arm_dataset(
+    arm: str, config: BenchConfig, cases: Sequence[PreparedCase], generator: str | None, seed: int, folder: Path | None = None
+) -> torch.utils.data.Dataset:
     """The training subjects of one arm (a synthetic cohort concatenated in ``cohort`` mode, a pasted
     cohort for the paste arms, whose tumour bank is written into ``folder``)."""
     transform = arm_transform(arm, config, generator, seed)
@@ -128,8 +151,16 @@ def arm_dataset(arm: str, config: BenchConfig, cases: Sequence[PreparedCase], ge
     n = max(1, round(config.synthetic_ratio * len(cases)))
     names = {m: m for m in MODALITIES}
     # the real subjects' attributes only (subject_id, conditions): torchio batches subjects with the same keys
-    synthetic = SyntheticSubjectsDataset(generator, n, condition=config.synthetic_condition, seed=1_000_000 * (seed + 1),
-                                         psi=config.psi, names=names, label_key="seg", transform=transform,
-                                         attributes=("subject_id", *cases[0].conditions),
-                                         maps_matching=config.synthetic_maps_matching or None)
+    synthetic = SyntheticSubjectsDataset(
+        generator,
+        n,
+        condition=config.synthetic_condition,
+        seed=1_000_000 * (seed + 1),
+        psi=config.psi,
+        names=names,
+        label_key="seg",
+        transform=transform,
+        attributes=("subject_id", *cases[0].conditions),
+        maps_matching=config.synthetic_maps_matching or None,
+    )
     return torch.utils.data.ConcatDataset([real, synthetic])

@@ -66,8 +66,13 @@ def _truth_lesions(truth: np.ndarray, dilation: int) -> tuple[np.ndarray, int]:
     return np.where(truth, joined, 0), n
 
 
-def lesion_wise(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0),
-                min_volume_mm3: float = MIN_LESION_MM3, dilation: int = LESION_DILATION) -> dict[str, float]:
+def lesion_wise(
+    pred: np.ndarray,
+    truth: np.ndarray,
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    min_volume_mm3: float = MIN_LESION_MM3,
+    dilation: int = LESION_DILATION,
+) -> dict[str, float]:
     """BraTS-2023 lesion-wise Dice and HD95 of binary masks (the rules in the module docstring).
 
     Returns the scores, the number of truth lesions kept (``lesions``), the false positives and the
@@ -94,8 +99,13 @@ def lesion_wise(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float] = 
         return {"dice": 1.0, "hd95": 0.0, "lesions": 0, "false_positives": 0, "small_lesions": small}
     dices += [0.0] * false_positives
     dists += [MISS_HD95] * false_positives
-    return {"dice": float(np.mean(dices)), "hd95": float(np.mean(dists)), "lesions": len(dices) - false_positives,
-            "false_positives": false_positives, "small_lesions": small}
+    return {
+        "dice": float(np.mean(dices)),
+        "hd95": float(np.mean(dists)),
+        "lesions": len(dices) - false_positives,
+        "false_positives": false_positives,
+        "small_lesions": small,
+    }
 
 
 #: the rules lesion-wise scores follow, recorded in every job's result.json: scores made under
@@ -103,13 +113,21 @@ def lesion_wise(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float] = 
 LESION_RULES = "brats2023-scorer"
 
 
-def score_case(pred_labels: np.ndarray, truth_labels: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0),
-               min_volume_mm3: float = MIN_LESION_MM3) -> dict[str, dict[str, float]]:
+def score_case(
+    pred_labels: np.ndarray,
+    truth_labels: np.ndarray,
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    min_volume_mm3: float = MIN_LESION_MM3,
+) -> dict[str, dict[str, float]]:
     """Dice, HD95 (mm) and lesion-wise scores per region (WT, TC, ET) of label maps (0-3)."""
     out = {}
     for region in REGIONS:
         p, t = region_mask(pred_labels, region), region_mask(truth_labels, region)
         lw = lesion_wise(p, t, spacing, min_volume_mm3)
-        out[region] = {"dice": dice_score(p, t), "hd95": hd95(p, t, spacing),
-                       "lesion_dice": lw["dice"], "lesion_hd95": lw["hd95"]}
+        out[region] = {
+            "dice": dice_score(p, t),
+            "hd95": hd95(p, t, spacing),
+            "lesion_dice": lw["dice"],
+            "lesion_hd95": lw["hd95"],
+        }
     return out

@@ -34,10 +34,18 @@ def build_model(config: BenchConfig) -> torch.nn.Module:
             raise RecipeError(None, f"[bench] architecture {config.architecture!r} is not in segmentation-models-pytorch-3d")
         kwargs = {"decoder_channels": config.decoder_channels} if config.architecture in ("Unet", "UnetPlusPlus") else {}
         try:
-            model = cls(encoder_name=config.encoder, encoder_weights=None, in_channels=len(MODALITIES), classes=LABEL_CLASSES,
-                        encoder_depth=5, **kwargs)
+            model = cls(
+                encoder_name=config.encoder,
+                encoder_weights=None,
+                in_channels=len(MODALITIES),
+                classes=LABEL_CLASSES,
+                encoder_depth=5,
+                **kwargs,
+            )
         except (KeyError, ValueError, TypeError, RuntimeError) as exc:
-            raise RecipeError(None, f"[bench] cannot build {config.architecture} with encoder {config.encoder!r}: {exc}") from None
+            raise RecipeError(
+                None, f"[bench] cannot build {config.architecture} with encoder {config.encoder!r}: {exc}"
+            ) from None
     model = group_norm(model) if config.norm == "group" else model
     return bench_convs(model)
 
@@ -58,8 +66,7 @@ class BenchConv3d(torch.nn.Conv3d):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (x.device.type == "cpu" and torch.is_autocast_enabled("cpu") and 2 in x.shape[2:]
-                and max(self.kernel_size) > 1):
+        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu") and 2 in x.shape[2:] and max(self.kernel_size) > 1:
             with torch.autocast("cpu", enabled=False):
                 return super().forward(x.float())
         if self.padding_mode == "zeros" and not isinstance(self.padding, str):
@@ -124,8 +131,7 @@ def pad_to(x: torch.Tensor, multiple: int = _MULTIPLE, value: float = -1.0) -> t
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, images: np.ndarray, device: str = "cpu", patch: int = 0,
-            amp: str = "none") -> np.ndarray:
+def predict(model: torch.nn.Module, images: np.ndarray, device: str = "cpu", patch: int = 0, amp: str = "none") -> np.ndarray:
     """Label map (X, Y, Z) uint8 of one case's images (4, X, Y, Z) in [-1, 1]."""
     model.eval()
     x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))[None].to(device)

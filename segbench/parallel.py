@@ -39,29 +39,35 @@ __all__ = ["Task", "plan_tasks", "run_side_by_side"]
 class Task:
     """One unit of work for a worker: a cohort's GAN stage (``arm`` None) or one (arm, seed) job."""
 
-    recipe: str            # the recipe file this cohort runs (OUT/cohort-<C>.toml, or the recipe given)
-    name: str              # the recipe's name (bench identity)
-    folder: str            # the cohort's bench folder
-    data: str | None       # --data, when given (bench identity)
+    recipe: str  # the recipe file this cohort runs (OUT/cohort-<C>.toml, or the recipe given)
+    name: str  # the recipe's name (bench identity)
+    folder: str  # the cohort's bench folder
+    data: str | None  # --data, when given (bench identity)
     generator: str | None  # --generator, when given (bench identity)
     arm: str | None = None
     seed: int | None = None
-    where: str = ""        # "cohort 101 " in a bench over several cohorts
+    where: str = ""  # "cohort 101 " in a bench over several cohorts
 
     @property
     def label(self) -> str:
         return f"{self.where}GAN" if self.arm is None else f"{self.where}{self.arm} seed {self.seed}"
 
 
-def plan_tasks(setups: Sequence[BenchSetup], selected: Sequence[tuple[str, int]], data=None,
-               generator=None) -> tuple[list[Task], dict[str, list[Task]], list[Task]]:
+def plan_tasks(
+    setups: Sequence[BenchSetup], selected: Sequence[tuple[str, int]], data=None, generator=None
+) -> tuple[list[Task], dict[str, list[Task]], list[Task]]:
     """(GAN tasks, synthetic jobs waiting per cohort folder, jobs that need no GAN) of the jobs
     not finished yet."""
     gans, waiting, free = [], {}, []
     for setup in setups:
-        base = Task(str(setup.recipe.path), setup.recipe.name, str(setup.folder),
-                    None if data is None else str(data), None if generator is None else str(generator),
-                    where=f"{Path(setup.folder).name.replace('-', ' ')} " if len(setups) > 1 else "")
+        base = Task(
+            str(setup.recipe.path),
+            setup.recipe.name,
+            str(setup.folder),
+            None if data is None else str(data),
+            None if generator is None else str(generator),
+            where=f"{Path(setup.folder).name.replace('-', ' ')} " if len(setups) > 1 else "",
+        )
         todo = [(a, s) for a, s in selected if not result_path(setup.folder, a, s).is_file()]
         generating = [replace(base, arm=a, seed=s) for a, s in todo if "synthetic" in a]
         if generating:
@@ -85,26 +91,49 @@ def _run_task(task: Task, device: str, threads: int, skip_bad: bool, cache_dir) 
     try:
         recipe = replace(load_recipe(task.recipe), name=task.name)
         with contextlib.ExitStack() as held:
-            setup = setup_bench(recipe, task.folder, data=task.data, generator=task.generator, skip_bad=skip_bad,
-                                device=device, cache_dir=cache_dir, held=held, gan=task.arm is None)
+            setup = setup_bench(
+                recipe,
+                task.folder,
+                data=task.data,
+                generator=task.generator,
+                skip_bad=skip_bad,
+                device=device,
+                cache_dir=cache_dir,
+                held=held,
+                gan=task.arm is None,
+            )
             if task.arm is None:
                 return {"seconds": time.perf_counter() - start}
             assert task.seed is not None  # a job names its seed
             if "synthetic" in task.arm and setup.generator is None:
                 raise DataError(Path(task.folder) / "gan", "holds no trained generator for the synthetic arm")
-            result = run_job(setup.folder, task.arm, task.seed, setup.config, setup.train, setup.val, setup.test,
-                             setup.generator, device)
-            return {"seconds": time.perf_counter() - start, "best_val_dice": result["best_val_dice"],
-                    "best_step": result["best_step"]}
+            result = run_job(
+                setup.folder, task.arm, task.seed, setup.config, setup.train, setup.val, setup.test, setup.generator, device
+            )
+            return {
+                "seconds": time.perf_counter() - start,
+                "best_val_dice": result["best_val_dice"],
+                "best_step": result["best_step"],
+            }
     except DataError as error:  # said as is; anything else in one line plus its traceback (exceptions do not all pickle)
         return {"error": str(error)}
     except Exception as error:
         return {"error": "".join(traceback.format_exception_only(error)).strip(), "traceback": traceback.format_exc()}
 
 
-def run_side_by_side(setups: Sequence[BenchSetup], selected: Sequence[tuple[str, int]], workers: int, *,
-                     device: str = "cpu", data=None, generator=None, skip_bad: bool = False, cache_dir=None,
-                     say: Callable[[str], None] = lambda m: None, progress=None) -> None:
+def run_side_by_side(
+    setups: Sequence[BenchSetup],
+    selected: Sequence[tuple[str, int]],
+    workers: int,
+    *,
+    device: str = "cpu",
+    data=None,
+    generator=None,
+    skip_bad: bool = False,
+    cache_dir=None,
+    say: Callable[[str], None] = lambda m: None,
+    progress=None,
+) -> None:
     """Run the unfinished ``selected`` jobs of every set-up cohort (and the GANs they need) in
     ``workers`` processes. A failed task stops new ones from starting; the running ones finish
     (their results are kept) and the first failure is raised as a :class:`DataError`."""
@@ -142,11 +171,14 @@ def run_side_by_side(setups: Sequence[BenchSetup], selected: Sequence[tuple[str,
                     queue[at:at] = ready
                     continue
                 done += 1
-                say(f"{task.label}: best validation Dice {outcome['best_val_dice']:.3f} at step {outcome['best_step']} "
-                    f"({outcome['seconds']:.0f} s)")
+                say(
+                    f"{task.label}: best validation Dice {outcome['best_val_dice']:.3f} at step {outcome['best_step']} "
+                    f"({outcome['seconds']:.0f} s)"
+                )
                 if update is not None:
                     update(done, total, {"val_dice": outcome["best_val_dice"]})
     if failures:
-        raise DataError(setups[0].folder if len(setups) == 1 else None,
-                        f"{len(failures)} bench task(s) failed; the finished jobs are kept, run again to continue. "
-                        + failures[0])
+        raise DataError(
+            setups[0].folder if len(setups) == 1 else None,
+            f"{len(failures)} bench task(s) failed; the finished jobs are kept, run again to continue. " + failures[0],
+        )

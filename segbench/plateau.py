@@ -26,7 +26,7 @@ PLATEAU_GAIN = 0.01
 def smoothed(values: Sequence[float], window: int) -> np.ndarray:
     """The trailing mean of each point and the ``window - 1`` before it (fewer at the start)."""
     v = np.asarray(values, dtype=np.float64)
-    return np.array([v[max(0, i - window + 1): i + 1].mean() for i in range(v.size)])
+    return np.array([v[max(0, i - window + 1) : i + 1].mean() for i in range(v.size)])
 
 
 def plateau_index(values: Sequence[float], patience: int, window: int, min_delta: float) -> int | None:

@@ -25,8 +25,17 @@ __all__ = ["build_pooled_report", "write_pooled_report"]
 
 def _sites(results: dict[str, dict[str, list[dict]]], headline: str) -> list[str | None]:
     """The headline site first, then the other sites, then all test cases together."""
-    found = sorted({row["site"] for by_arm in results.values() for rs in by_arm.values() for r in rs
-                    for row in r["cases"] if row.get("site")}, key=lambda s: (s != headline, s))
+    found = sorted(
+        {
+            row["site"]
+            for by_arm in results.values()
+            for rs in by_arm.values()
+            for r in rs
+            for row in r["cases"]
+            if row.get("site")
+        },
+        key=lambda s: (s != headline, s),
+    )
     return [*found, None]
 
 
@@ -61,8 +70,12 @@ def build_pooled_report(folder: str | Path) -> dict:
     results, missing = {}, []
     for c in cohorts:
         found = load_results(cohort_folder(folder, c)) if (cohort_folder(folder, c) / "arms").is_dir() else {}
-        missing += [f"cohort {c} {a} seed {s}" for a in config.arms for s in config.seeds
-                    if s not in {r["seed"] for r in found.get(a, [])}]
+        missing += [
+            f"cohort {c} {a} seed {s}"
+            for a in config.arms
+            for s in config.seeds
+            if s not in {r["seed"] for r in found.get(a, [])}
+        ]
         if "real" in found:
             results[str(c)] = found
     if not results:
@@ -71,17 +84,37 @@ def build_pooled_report(folder: str | Path) -> dict:
     per_cohort, pooled, real, head_to_head = {}, {}, {}, {}
     for site in _sites(results, config.headline_site):
         name = _name(site)
-        per_cohort[name] = {a: {c: paired_comparison(by_arm[a], by_arm["real"], "dice", MEAN, site, config.bootstrap)
-                                for c, by_arm in results.items() if a in by_arm} for a in arms}
-        pooled[name] = {a: pooled_comparison({c: (by_arm[a], by_arm["real"]) for c, by_arm in results.items() if a in by_arm},
-                                             "dice", MEAN, site, config.bootstrap) for a in arms}
+        per_cohort[name] = {
+            a: {
+                c: paired_comparison(by_arm[a], by_arm["real"], "dice", MEAN, site, config.bootstrap)
+                for c, by_arm in results.items()
+                if a in by_arm
+            }
+            for a in arms
+        }
+        pooled[name] = {
+            a: pooled_comparison(
+                {c: (by_arm[a], by_arm["real"]) for c, by_arm in results.items() if a in by_arm},
+                "dice",
+                MEAN,
+                site,
+                config.bootstrap,
+            )
+            for a in arms
+        }
         real[name] = {c: arm_summary(by_arm["real"], "dice", MEAN, site, config.bootstrap) for c, by_arm in results.items()}
         # the GAN against copy-paste with the same donors and ratio, paired per case, pooled the same way
-        head_to_head[name] = {f"{a} vs {b}": pooled_comparison({c: (by_arm[a], by_arm[b]) for c, by_arm in results.items()
-                                                                if a in by_arm and b in by_arm},
-                                                               "dice", MEAN, site, config.bootstrap)
-                              for a, b in HEAD_TO_HEAD
-                              if any(a in by_arm and b in by_arm for by_arm in results.values())}
+        head_to_head[name] = {
+            f"{a} vs {b}": pooled_comparison(
+                {c: (by_arm[a], by_arm[b]) for c, by_arm in results.items() if a in by_arm and b in by_arm},
+                "dice",
+                MEAN,
+                site,
+                config.bootstrap,
+            )
+            for a, b in HEAD_TO_HEAD
+            if any(a in by_arm and b in by_arm for by_arm in results.values())
+        }
     report = {
         "schema": REPORT_SCHEMA,
         "recipe": recipe_name,
@@ -107,58 +140,97 @@ def _answer(report: dict) -> str:
         ci = p["ci95_cohorts_seeds_and_cases"]
         interval = "no interval" if ci is None else f"95% CI over cohorts, seeds and cases [{ci[0]:+.3f}, {ci[1]:+.3f}]"
         per = ", ".join(f"cohort {c} {d:+.3f}" for c, d in p["per_cohort"].items())
-        lines.append(f"{arm} vs real on the {site} test cases, pooled over {p['cohorts']} cohort(s) "
-                     f"({per}): mean Dice {p['difference']:+.3f}, {interval}: {_verdict(p, p['cohorts'])}.")
+        lines.append(
+            f"{arm} vs real on the {site} test cases, pooled over {p['cohorts']} cohort(s) "
+            f"({per}): mean Dice {p['difference']:+.3f}, {interval}: {_verdict(p, p['cohorts'])}."
+        )
     return " ".join(lines) if lines else "No arm besides real has finished yet."
 
 
 def _markdown(report: dict) -> str:
-    out = [f"# segbench report ({report['recipe']}, {len(report['cohorts'])} phantom cohorts)", "",
-           f"**Did it help?** {report['answer']}", "", "![Forest plot](forest.png)", "",
-           "Each cohort is the whole protocol with its own phantom cohort, split, GAN and segmentation seeds "
-           "(cohort C: `[phantom] seed`, `[bench] split_seed` and `[train] seed` = C). Per cohort: the paired "
-           "difference against `real` (each test case averaged over seeds), its 95% CI over test cases and its "
-           "95% CI over seeds and cases. Pooled: the mean of the cohorts' differences, its 95% CI resampling "
-           "cohorts, then seeds, then cases.", ""]
+    out = [
+        f"# segbench report ({report['recipe']}, {len(report['cohorts'])} phantom cohorts)",
+        "",
+        f"**Did it help?** {report['answer']}",
+        "",
+        "![Forest plot](forest.png)",
+        "",
+        "Each cohort is the whole protocol with its own phantom cohort, split, GAN and segmentation seeds "
+        "(cohort C: `[phantom] seed`, `[bench] split_seed` and `[train] seed` = C). Per cohort: the paired "
+        "difference against `real` (each test case averaged over seeds), its 95% CI over test cases and its "
+        "95% CI over seeds and cases. Pooled: the mean of the cohorts' differences, its 95% CI resampling "
+        "cohorts, then seeds, then cases.",
+        "",
+    ]
     if report["missing"]:
         out += [f"Jobs not finished yet: {', '.join(report['missing'])}.", ""]
     for name in report["pooled"]:
-        out += [f"## {name} test cases", "",
-                "| cohort | arm | cases | difference | 95% CI over cases | per seed | 95% CI over seeds and cases |",
-                "|---|---|---|---|---|---|---|"]
+        out += [
+            f"## {name} test cases",
+            "",
+            "| cohort | arm | cases | difference | 95% CI over cases | per seed | 95% CI over seeds and cases |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for arm, by_cohort in report["per_cohort"][name].items():
             for c, d in by_cohort.items():
                 wider = d["ci95_seeds_and_cases"]
-                out.append(f"| {c} | {arm} | {d['cases']} | {d['difference']:+.3f} | [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] "
-                           f"| {', '.join(f'{v:+.3f}' for v in d['per_seed'].values())} | "
-                           + ("-" if wider is None else f"[{wider[0]:+.3f}, {wider[1]:+.3f}]") + " |")
+                out.append(
+                    f"| {c} | {arm} | {d['cases']} | {d['difference']:+.3f} | [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] "
+                    f"| {', '.join(f'{v:+.3f}' for v in d['per_seed'].values())} | "
+                    + ("-" if wider is None else f"[{wider[0]:+.3f}, {wider[1]:+.3f}]")
+                    + " |"
+                )
             p = report["pooled"][name][arm]
             ci = p["ci95_cohorts_seeds_and_cases"]
-            out.append(f"| **pooled** | {arm} | {sum(p['cases'])} | **{p['difference']:+.3f}** | | | "
-                       + ("-" if ci is None else f"**[{ci[0]:+.3f}, {ci[1]:+.3f}]** (over cohorts too)") + " |")
-        out += ["", "`real`'s mean Dice per cohort (mean over cases, and its spread over seeds):", "",
-                "| cohort | mean Dice [95% CI over cases] | over seeds: mean +- SD (seeds) |", "|---|---|---|"]
+            out.append(
+                f"| **pooled** | {arm} | {sum(p['cases'])} | **{p['difference']:+.3f}** | | | "
+                + ("-" if ci is None else f"**[{ci[0]:+.3f}, {ci[1]:+.3f}]** (over cohorts too)")
+                + " |"
+            )
+        out += [
+            "",
+            "`real`'s mean Dice per cohort (mean over cases, and its spread over seeds):",
+            "",
+            "| cohort | mean Dice [95% CI over cases] | over seeds: mean +- SD (seeds) |",
+            "|---|---|---|",
+        ]
         for c, s in report["real"][name].items():
-            out.append(f"| {c} | {s['mean']:.3f} [{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}] | "
-                       f"{s['seed_mean']:.3f} +- {s['seed_std']:.3f} ({s['seeds']}) |")
+            out.append(
+                f"| {c} | {s['mean']:.3f} [{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}] | "
+                f"{s['seed_mean']:.3f} +- {s['seed_std']:.3f} ({s['seeds']}) |"
+            )
         out.append("")
     if report.get("head_to_head"):
-        out += ["## The GAN against copy-paste", "",
-                "Paired per test case, the same way as against `real`: positive means the first arm scored higher.", "",
-                "| site | pair | per cohort | pooled difference | 95% CI over cohorts, seeds and cases |", "|---|---|---|---|---|"]
+        out += [
+            "## The GAN against copy-paste",
+            "",
+            "Paired per test case, the same way as against `real`: positive means the first arm scored higher.",
+            "",
+            "| site | pair | per cohort | pooled difference | 95% CI over cohorts, seeds and cases |",
+            "|---|---|---|---|---|",
+        ]
         for name, pairs in report["head_to_head"].items():
             for pair, p in pairs.items():
                 ci = p["ci95_cohorts_seeds_and_cases"]
                 per = ", ".join(f"{c}: {d:+.3f}" for c, d in p["per_cohort"].items())
-                out.append(f"| {name} | {pair} | {per} | {p['difference']:+.3f} | "
-                           + ("-" if ci is None else f"[{ci[0]:+.3f}, {ci[1]:+.3f}]") + " |")
+                out.append(
+                    f"| {name} | {pair} | {per} | {p['difference']:+.3f} | "
+                    + ("-" if ci is None else f"[{ci[0]:+.3f}, {ci[1]:+.3f}]")
+                    + " |"
+                )
         out.append("")
     out += ["## Training: plateaus and caps", ""]
     for c, flags in report["flags"].items():
         out += [f"- cohort {c}: {line}" for line in flags] or [f"- cohort {c}: every job trained to its plateau"]
-    out += ["", "![Validation Dice per cohort](learning_curves.png)", "",
-            "Each cohort's own report: " + ", ".join(f"[cohort {c}](cohort-{c}/report.md)" for c in report["cohorts_with_results"])
-            + ".", ""]
+    out += [
+        "",
+        "![Validation Dice per cohort](learning_curves.png)",
+        "",
+        "Each cohort's own report: "
+        + ", ".join(f"[cohort {c}](cohort-{c}/report.md)" for c in report["cohorts_with_results"])
+        + ".",
+        "",
+    ]
     return "\n".join(out)
 
 
@@ -167,8 +239,7 @@ def _interval(ax, value: float, ci, row: float, marker: str, color: str, **style
     if ci is None or value is None:
         ax.plot(value, row, marker, color=color, **{k: v for k, v in style.items() if k in ("label", "markersize")})
         return
-    ax.errorbar(value, row, xerr=[[value - ci[0]], [ci[1] - value]], fmt=marker, color=color,
-                **{"capsize": 3, **style})
+    ax.errorbar(value, row, xerr=[[value - ci[0]], [ci[1] - value]], fmt=marker, color=color, **{"capsize": 3, **style})
 
 
 def _forest(report: dict) -> bytes:
@@ -190,8 +261,18 @@ def _forest(report: dict) -> bytes:
             if d is not None:
                 _interval(ax, d["difference"], d["ci95_seeds_and_cases"] or d["ci95"], row + offset, "s", f"C{k}")
         p = report["pooled"][site][arm]
-        _interval(ax, p["difference"], p["ci95_cohorts_seeds_and_cases"], len(cohorts) + 0.3 + offset, "D", f"C{k}",
-                  label=arm, markersize=8, capsize=4, elinewidth=2.5)
+        _interval(
+            ax,
+            p["difference"],
+            p["ci95_cohorts_seeds_and_cases"],
+            len(cohorts) + 0.3 + offset,
+            "D",
+            f"C{k}",
+            label=arm,
+            markersize=8,
+            capsize=4,
+            elinewidth=2.5,
+        )
     for row, c in enumerate(cohorts):
         labels.append(f"cohort {c}")
         ticks.append(row)
@@ -218,8 +299,13 @@ def _curves(folder: Path, report: dict) -> bytes:
         results = load_results(cohort_folder(folder, int(c)))
         for k, (arm, rs) in enumerate(results.items()):
             for j, r in enumerate(rs):
-                ax.plot([p["step"] for p in r["curve"]], [p["val_dice"] for p in r["curve"]], color=f"C{k}",
-                        label=arm if j == 0 else None, linewidth=1)
+                ax.plot(
+                    [p["step"] for p in r["curve"]],
+                    [p["val_dice"] for p in r["curve"]],
+                    color=f"C{k}",
+                    label=arm if j == 0 else None,
+                    linewidth=1,
+                )
         ax.set_title(f"cohort {c}")
         ax.set_xlabel("step")
     axes[0][0].set_ylabel("validation Dice")

@@ -65,8 +65,15 @@ def _name(site) -> str:
 
 def _site_grades(results: dict[str, list[dict]]) -> list[tuple[str, str]]:
     """The (site, grade) pairs of the test cases, when they come in more than one grade."""
-    found = sorted({(row["site"], row["grade"]) for rs in results.values() for r in rs for row in r["cases"]
-                    if row.get("site") and row.get("grade")})
+    found = sorted(
+        {
+            (row["site"], row["grade"])
+            for rs in results.values()
+            for r in rs
+            for row in r["cases"]
+            if row.get("site") and row.get("grade")
+        }
+    )
     return found if len({grade for _, grade in found}) > 1 else []
 
 
@@ -76,33 +83,61 @@ def build_report(folder: Path, results: dict[str, list[dict]] | None = None) -> 
 
     folder = Path(folder)
     recipe = load_recipe(folder / "recipe.toml")
-    name = json.loads((folder / "bench.json").read_text()).get("recipe", recipe.name) if (folder / "bench.json").is_file() else recipe.name
+    name = (
+        json.loads((folder / "bench.json").read_text()).get("recipe", recipe.name)
+        if (folder / "bench.json").is_file()
+        else recipe.name
+    )
     config = bench_config(recipe)
     results = load_results(folder) if results is None else results
     if "real" not in results:
         raise DataError(folder, "no finished 'real' job yet: nothing to compare against")
     arms = [a for a in config.arms if a in results]
     sites = _sites(results)
-    summary = {_name(s): {a: {r: {m: arm_summary(results[a], m, r, s, config.bootstrap) for m in METRICS}
-                              for r in SCORED} for a in arms} for s in sites}
-    comparisons = {_name(s): {a: {r: {m: paired_comparison(results[a], results["real"], m, r, s, config.bootstrap)
-                                      for m in ("dice", "lesion_dice")} for r in SCORED}
-                              for a in arms if a != "real"} for s in sites}
+    summary = {
+        _name(s): {a: {r: {m: arm_summary(results[a], m, r, s, config.bootstrap) for m in METRICS} for r in SCORED} for a in arms}
+        for s in sites
+    }
+    comparisons = {
+        _name(s): {
+            a: {
+                r: {m: paired_comparison(results[a], results["real"], m, r, s, config.bootstrap) for m in ("dice", "lesion_dice")}
+                for r in SCORED
+            }
+            for a in arms
+            if a != "real"
+        }
+        for s in sites
+    }
     # where a gain or cost comes from: a grade without enhancing tumour scores ET 1 or 0 per case
-    by_grade = {f"{site} {grade}": {a: {r: paired_comparison(results[a], results["real"], "dice", r,
-                                                              {"site": site, "grade": grade}, config.bootstrap)
-                                        for r in SCORED} for a in arms if a != "real"}
-                for site, grade in _site_grades(results)}
+    by_grade = {
+        f"{site} {grade}": {
+            a: {
+                r: paired_comparison(results[a], results["real"], "dice", r, {"site": site, "grade": grade}, config.bootstrap)
+                for r in SCORED
+            }
+            for a in arms
+            if a != "real"
+        }
+        for site, grade in _site_grades(results)
+    }
     # the GAN against the cheap alternative, paired per case: synthetic vs paste with the same donors and ratio
-    head_to_head = {_name(s): {f"{a} vs {b}": paired_comparison(results[a], results[b], "dice", MEAN, s, config.bootstrap)
-                               for a, b in HEAD_TO_HEAD if a in results and b in results} for s in sites}
+    head_to_head = {
+        _name(s): {
+            f"{a} vs {b}": paired_comparison(results[a], results[b], "dice", MEAN, s, config.bootstrap)
+            for a, b in HEAD_TO_HEAD
+            if a in results and b in results
+        }
+        for s in sites
+    }
     gan = _gan_metrics(folder)
     report = {
         "schema": REPORT_SCHEMA,
         "recipe": name,
         "finished": {a: sorted(r["seed"] for r in results[a]) for a in arms},
-        "missing": [f"{a} seed {s}" for a in config.arms for s in config.seeds
-                    if s not in {r["seed"] for r in results.get(a, [])}],
+        "missing": [
+            f"{a} seed {s}" for a in config.arms for s in config.seeds if s not in {r["seed"] for r in results.get(a, [])}
+        ],
         "headline_site": config.headline_site,
         "summary": summary,
         "vs_real": comparisons,
@@ -126,8 +161,10 @@ def _synthetic_kind(mode: str, synthetic: str) -> str:
     if mode != "labels":
         return "joint generation (images and labels from noise)"
     if synthetic == "cohort":
-        return ("labels to images, a fixed synthetic cohort (the GAN's training label maps deformed by each seed, "
-                "images rendered from them; labels exact)")
+        return (
+            "labels to images, a fixed synthetic cohort (the GAN's training label maps deformed by each seed, "
+            "images rendered from them; labels exact)"
+        )
     return "labels to images (real label maps restyled, labels exact)"
 
 
@@ -162,14 +199,22 @@ def plateau(results: list[dict]) -> dict:
     beats the best before it by less than :data:`PLATEAU_GAIN`."""
     judged = {str(r["seed"]): _job_plateau(r) for r in results}
     gains = {str(r["seed"]): last_quarter_gain(r["curve"], r["steps"]) for r in results}
-    return {"gain_last_quarter": gains, "per_seed": {s: how for s, (_, how) in judged.items()},
-            "reached": bool(judged) and all(ok for ok, _ in judged.values())}
+    return {
+        "gain_last_quarter": gains,
+        "per_seed": {s: how for s, (_, how) in judged.items()},
+        "reached": bool(judged) and all(ok for ok, _ in judged.values()),
+    }
 
 
 def arm_flags(results: dict[str, list[dict]]) -> list[str]:
     """One line per job that was not trained to its plateau (hit the cap, or still rising)."""
-    return [f"{arm} seed {r['seed']}: {how}" for arm, rs in results.items() for r in sorted(rs, key=lambda r: r["seed"])
-            for ok, how in [_job_plateau(r)] if not ok]
+    return [
+        f"{arm} seed {r['seed']}: {how}"
+        for arm, rs in results.items()
+        for r in sorted(rs, key=lambda r: r["seed"])
+        for ok, how in [_job_plateau(r)]
+        if not ok
+    ]
 
 
 def _gan_metrics(folder: Path) -> dict | None:
@@ -197,8 +242,10 @@ def _gan_metrics(folder: Path) -> dict | None:
     for column, fidelity in m.condition_fidelity.items():
         if fidelity.synthetic_accuracy is None:  # one category among the real subjects: no classifier
             continue
-        pick[f"condition_accuracy_{column}"] = {"synthetic": fidelity.synthetic_accuracy,
-                                                "real": fidelity.real_accuracy_cross_validated}
+        pick[f"condition_accuracy_{column}"] = {
+            "synthetic": fidelity.synthetic_accuracy,
+            "real": fidelity.real_accuracy_cross_validated,
+        }
         pick[f"generated_recognised_{column}"] = fidelity.synthetic_accuracy_by_category
         if fidelity.synthetic_n_by_category is not None:
             pick[f"generated_n_{column}"] = fidelity.synthetic_n_by_category
@@ -230,8 +277,10 @@ def _verdict(comparison: dict) -> str:
     if low <= 0 <= high:
         return "no clear effect (the 95% CI includes 0)"
     if wider is not None and wider[0] <= 0 <= wider[1]:
-        return (f"{'helped' if low > 0 else 'hurt'} on these seeds, but not beyond the training seeds' own variation "
-                "(the CI over seeds and cases includes 0)")
+        return (
+            f"{'helped' if low > 0 else 'hurt'} on these seeds, but not beyond the training seeds' own variation "
+            "(the CI over seeds and cases includes 0)"
+        )
     return "helped" if low > 0 else "hurt"
 
 
@@ -258,9 +307,11 @@ def _answer(report: dict, config) -> str:
             continue
         d = c[MEAN]["dice"]
         p = "n/a" if d["wilcoxon_p"] is None else f"{d['wilcoxon_p']:.3g}"
-        lines.append(f"{arm} vs real on the {site} test cases (n={d['cases']}, {len(report['finished'][arm])} seed(s)): "
-                     f"mean Dice (WT/TC/ET) {d['difference']:+.3f}, 95% CI [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
-                     f"{_seed_spread(d)}, Wilcoxon p={p}: {_verdict(d)}.")
+        lines.append(
+            f"{arm} vs real on the {site} test cases (n={d['cases']}, {len(report['finished'][arm])} seed(s)): "
+            f"mean Dice (WT/TC/ET) {d['difference']:+.3f}, 95% CI [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
+            f"{_seed_spread(d)}, Wilcoxon p={p}: {_verdict(d)}."
+        )
     if not lines:
         return "No synthetic arm has finished yet."
     return " ".join(lines)
@@ -271,37 +322,51 @@ def _diagnosis(gan: dict) -> list[str]:
     lines = []
     syn, real = gan["share_with_tumour_synthetic"], gan["share_with_tumour_real"]
     if syn < 0.5 * real:
-        lines.append(f"only {syn:.0%} of synthetic subjects carry a tumour label (real held-out: {real:.0%}): "
-                     "replacing real subjects with them teaches the segmenter that tumours are rare or absent")
+        lines.append(
+            f"only {syn:.0%} of synthetic subjects carry a tumour label (real held-out: {real:.0%}): "
+            "replacing real subjects with them teaches the segmenter that tumours are rare or absent"
+        )
     floor = gan["fid_floor_held_out_vs_train"]
     ratio = gan["fid_synthetic_vs_train"] / max(floor, 1e-12)
-    lines.append(f"FID {gan['fid_synthetic_vs_train']:.3g} is {ratio:.0f}x the real-vs-real floor ({floor:.3g})"
-                 + ("; the images are far from the real distribution" if ratio > 5 else ""))
+    lines.append(
+        f"FID {gan['fid_synthetic_vs_train']:.3g} is {ratio:.0f}x the real-vs-real floor ({floor:.3g})"
+        + ("; the images are far from the real distribution" if ratio > 5 else "")
+    )
     ssim, reference = gan["ssim_to_nearest_held_out"], gan["ssim_reference_held_out_to_train"]
-    lines.append(f"SSIM to the nearest held-out case {ssim:.2f} against {reference:.2f} between real cases"
-                 + ("; anatomy is not reproduced" if ssim < 0.8 * reference else ""))
+    lines.append(
+        f"SSIM to the nearest held-out case {ssim:.2f} against {reference:.2f} between real cases"
+        + ("; anatomy is not reproduced" if ssim < 0.8 * reference else "")
+    )
     for key, value in gan.items():
         if key.startswith("condition_accuracy_") and value["real"] and value["synthetic"] < 0.75 * value["real"]:
-            lines.append(f"a classifier trained on real data recognises the {key.removeprefix('condition_accuracy_')} of "
-                         f"{value['synthetic']:.0%} of synthetic subjects (real: {value['real']:.0%}): the conditioning "
-                         "does not show in the images")
+            lines.append(
+                f"a classifier trained on real data recognises the {key.removeprefix('condition_accuracy_')} of "
+                f"{value['synthetic']:.0%} of synthetic subjects (real: {value['real']:.0%}): the conditioning "
+                "does not show in the images"
+            )
         if key.startswith("generated_recognised_"):
             column = key.removeprefix("generated_recognised_")
             real, counts = gan.get(f"real_recognised_{column}", {}), gan.get(f"generated_n_{column}", {})
             for category, share in value.items():
                 if real.get(category) and share < 0.75 * real[category]:
                     n = f", n={counts[category]}" if category in counts else ""
-                    lines.append(f"generated {category} subjects read as {category} {share:.0%} of the time{n} "
-                                 f"(real {category}: {real[category]:.0%})")
+                    lines.append(
+                        f"generated {category} subjects read as {category} {share:.0%} of the time{n} "
+                        f"(real {category}: {real[category]:.0%})"
+                    )
     for category, perfect in gan.get("perfect_restyle_recognised_site", {}).items():
         restyled = gan.get("restyled_recognised_site", {}).get(category)
         if restyled is not None and restyled < 0.75 * perfect:
-            lines.append(f"training subjects restyled into {category} read as {category} {restyled:.0%} of the time, a "
-                         f"perfect restyle {perfect:.0%}: the restyled subjects do not yet look like {category}")
+            lines.append(
+                f"training subjects restyled into {category} read as {category} {restyled:.0%} of the time, a "
+                f"perfect restyle {perfect:.0%}: the restyled subjects do not yet look like {category}"
+            )
     edge = gan.get("tumour_at_head_edge")
     if edge and edge["synthetic"] is not None and edge["real"] is not None and edge["synthetic"] > max(2 * edge["real"], 0.15):
-        lines.append(f"{edge['synthetic']:.0%} of the synthetic tumour voxels lie at the head's edge (real: {edge['real']:.0%}): "
-                     "labels along the skull teach the segmenter tumour where there is none")
+        lines.append(
+            f"{edge['synthetic']:.0%} of the synthetic tumour voxels lie at the head's edge (real: {edge['real']:.0%}): "
+            "labels along the skull teach the segmenter tumour where there is none"
+        )
     if gan["memorised_share"] > 0:
         lines.append(f"{gan['memorised_share']:.0%} of synthetic subjects are flagged as near-copies of training cases")
     return lines
@@ -321,94 +386,145 @@ def _fmt(x, digits: int = 3) -> str:
 
 
 def _markdown(report: dict) -> str:
-    out = [f"# segbench report ({report['recipe']})", "", f"**Did synthetic data help?** {report['answer']}", "",
-           "One cohort: these intervals count the training seeds and the test cases, not how another cohort "
-           "(other subjects, another split, another GAN) would answer; `[bench] cohorts` replicates the bench "
-           "over phantom cohorts (docs/BENCH.md).", ""]
+    out = [
+        f"# segbench report ({report['recipe']})",
+        "",
+        f"**Did synthetic data help?** {report['answer']}",
+        "",
+        "One cohort: these intervals count the training seeds and the test cases, not how another cohort "
+        "(other subjects, another split, another GAN) would answer; `[bench] cohorts` replicates the bench "
+        "over phantom cohorts (docs/BENCH.md).",
+        "",
+    ]
     mode = report.get("generator_mode")
     if mode:
         out += [f"Synthetic subjects: {_synthetic_kind(mode, report.get('synthetic', 'augmenter'))}.", ""]
     flat = report.get("real_plateau")
     if flat:
-        how = flat.get("per_seed") or {s: f"validation Dice gained {_fmt(g)} in the last quarter"
-                                       for s, g in flat["gain_last_quarter"].items()}
-        out += [f"The `real` arm {'reached' if flat['reached'] else 'did NOT reach'} its plateau ("
-                + "; ".join(f"seed {s}: {h}" for s, h in how.items()) + f"; a fixed budget counts as a plateau when "
-                f"the last quarter gains less than {PLATEAU_GAIN}).", ""]
+        how = flat.get("per_seed") or {
+            s: f"validation Dice gained {_fmt(g)} in the last quarter" for s, g in flat["gain_last_quarter"].items()
+        }
+        out += [
+            f"The `real` arm {'reached' if flat['reached'] else 'did NOT reach'} its plateau ("
+            + "; ".join(f"seed {s}: {h}" for s, h in how.items())
+            + f"; a fixed budget counts as a plateau when "
+            f"the last quarter gains less than {PLATEAU_GAIN}).",
+            "",
+        ]
     if report.get("flags"):
         out += ["Jobs not trained to their plateau: " + "; ".join(report["flags"]) + ".", ""]
     if report["missing"]:
         out += [f"Jobs not finished yet (merge again with `augment3d bench-report`): {', '.join(report['missing'])}.", ""]
-    out += ["## Test Dice per arm", "",
-            "Mean over test cases (each case averaged over seeds), bootstrap 95% CI in brackets; "
-            "HD95 and lesion-wise HD95 in mm (a miss scores 374).", ""]
+    out += [
+        "## Test Dice per arm",
+        "",
+        "Mean over test cases (each case averaged over seeds), bootstrap 95% CI in brackets; "
+        "HD95 and lesion-wise HD95 in mm (a miss scores 374).",
+        "",
+    ]
     older = report.get("lesion_rules_older") or []
     if older:
-        out += [f"Lesion-wise scores of {len(older)} job(s) were made under rules older than the BraTS-2023 scorer's "
-                f"({', '.join(older[:4])}{', ...' if len(older) > 4 else ''}): left out (\"-\"), and so is every "
-                "lesion-wise comparison with them; rerun those jobs to have them.", ""]
-    out += ["| site | arm | WT | TC | ET | mean Dice | lesion-wise Dice | HD95 | lesion-wise HD95 | seeds (mean +- std) |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+        out += [
+            f"Lesion-wise scores of {len(older)} job(s) were made under rules older than the BraTS-2023 scorer's "
+            f'({", ".join(older[:4])}{", ..." if len(older) > 4 else ""}): left out ("-"), and so is every '
+            "lesion-wise comparison with them; rerun those jobs to have them.",
+            "",
+        ]
+    out += [
+        "| site | arm | WT | TC | ET | mean Dice | lesion-wise Dice | HD95 | lesion-wise HD95 | seeds (mean +- std) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for site, arms in report["summary"].items():
         for arm, regions in arms.items():
-            cells = [f"{_fmt(regions[r]['dice']['mean'])} [{_fmt(regions[r]['dice']['ci95'][0], 2)}, "
-                     f"{_fmt(regions[r]['dice']['ci95'][1], 2)}]" for r in SCORED]
+            cells = [
+                f"{_fmt(regions[r]['dice']['mean'])} [{_fmt(regions[r]['dice']['ci95'][0], 2)}, "
+                f"{_fmt(regions[r]['dice']['ci95'][1], 2)}]"
+                for r in SCORED
+            ]
             m = regions[MEAN]
-            out.append(f"| {site} (n={m['dice']['cases']}) | {arm} | {' | '.join(cells)} | {_fmt(m['lesion_dice']['mean'])} | "
-                       f"{_fmt(m['hd95']['mean'], 1)} | {_fmt(m['lesion_hd95']['mean'], 1)} | "
-                       f"{_fmt(m['dice']['seed_mean'])} +- {_fmt(m['dice']['seed_std'])} ({m['dice']['seeds']}) |")
-    out += ["", "## Paired differences against `real`", "",
-            "Per test case, arm minus `real` (averaged over the seeds both finished); bootstrap 95% CI over test "
-            "cases, two-sided Wilcoxon signed-rank p (n/a: fewer than 2 cases or all differences 0). The mean "
-            "difference per training seed and a 95% CI that resamples seeds, then cases, show how much of it the "
-            "seeds' own variation could make.", "",
-            "| site | arm | WT | TC | ET | mean Dice [95% CI] | Wilcoxon p | per seed | 95% CI over seeds and cases "
-            "| lesion-wise mean Dice [95% CI] |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+            out.append(
+                f"| {site} (n={m['dice']['cases']}) | {arm} | {' | '.join(cells)} | {_fmt(m['lesion_dice']['mean'])} | "
+                f"{_fmt(m['hd95']['mean'], 1)} | {_fmt(m['lesion_hd95']['mean'], 1)} | "
+                f"{_fmt(m['dice']['seed_mean'])} +- {_fmt(m['dice']['seed_std'])} ({m['dice']['seeds']}) |"
+            )
+    out += [
+        "",
+        "## Paired differences against `real`",
+        "",
+        "Per test case, arm minus `real` (averaged over the seeds both finished); bootstrap 95% CI over test "
+        "cases, two-sided Wilcoxon signed-rank p (n/a: fewer than 2 cases or all differences 0). The mean "
+        "difference per training seed and a 95% CI that resamples seeds, then cases, show how much of it the "
+        "seeds' own variation could make.",
+        "",
+        "| site | arm | WT | TC | ET | mean Dice [95% CI] | Wilcoxon p | per seed | 95% CI over seeds and cases "
+        "| lesion-wise mean Dice [95% CI] |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for site, arms in report["vs_real"].items():
         for arm, regions in arms.items():
             d, lw = regions[MEAN]["dice"], regions[MEAN]["lesion_dice"]
             p = "n/a" if d["wilcoxon_p"] is None else f"{d['wilcoxon_p']:.3g}"
             per_region = " | ".join(f"{regions[r]['dice']['difference']:+.3f}" for r in REGIONS)
             per_seed, wider = _seed_columns(d) or ("-", "-")
-            out.append(f"| {site} (n={d['cases']}) | {arm} | {per_region} | {d['difference']:+.3f} "
-                       f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] | {p} | {per_seed} | {wider} | {_signed_ci(lw)} |")
+            out.append(
+                f"| {site} (n={d['cases']}) | {arm} | {per_region} | {d['difference']:+.3f} "
+                f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] | {p} | {per_seed} | {wider} | {_signed_ci(lw)} |"
+            )
     if report.get("head_to_head"):
-        out += ["", "### The GAN against copy-paste", "",
-                "Per test case, the synthetic arm minus the paste arm with the same donors and as many added "
-                "subjects (mean Dice; CIs as above).", "",
-                "| site | comparison | difference [95% CI over cases] | Wilcoxon p | per seed | 95% CI over seeds and cases |",
-                "|---|---|---|---|---|---|"]
+        out += [
+            "",
+            "### The GAN against copy-paste",
+            "",
+            "Per test case, the synthetic arm minus the paste arm with the same donors and as many added "
+            "subjects (mean Dice; CIs as above).",
+            "",
+            "| site | comparison | difference [95% CI over cases] | Wilcoxon p | per seed | 95% CI over seeds and cases |",
+            "|---|---|---|---|---|---|",
+        ]
         for site, pairs in report["head_to_head"].items():
             for pair, d in pairs.items():
                 p = "n/a" if d["wilcoxon_p"] is None else f"{d['wilcoxon_p']:.3g}"
                 per_seed, wider = _seed_columns(d) or ("-", "-")
-                out.append(f"| {site} (n={d['cases']}) | {pair} | {d['difference']:+.3f} [{d['ci95'][0]:+.3f}, "
-                           f"{d['ci95'][1]:+.3f}] | {p} | {per_seed} | {wider} |")
+                out.append(
+                    f"| {site} (n={d['cases']}) | {pair} | {d['difference']:+.3f} [{d['ci95'][0]:+.3f}, "
+                    f"{d['ci95'][1]:+.3f}] | {p} | {per_seed} | {wider} |"
+                )
     if report.get("vs_real_by_grade"):
-        out += ["", "### By site and grade", "",
-                "The same differences (Dice) within each site and grade. A case without enhancing tumour (most "
-                "LGG) scores ET 1 when the net predicts none and 0 when it predicts any, so an arm that makes "
-                "the net call ET more readily pays there in whole points.", "",
-                "| site, grade | arm | WT | TC | ET | mean Dice [95% CI] |", "|---|---|---|---|---|---|"]
+        out += [
+            "",
+            "### By site and grade",
+            "",
+            "The same differences (Dice) within each site and grade. A case without enhancing tumour (most "
+            "LGG) scores ET 1 when the net predicts none and 0 when it predicts any, so an arm that makes "
+            "the net call ET more readily pays there in whole points.",
+            "",
+            "| site, grade | arm | WT | TC | ET | mean Dice [95% CI] |",
+            "|---|---|---|---|---|---|",
+        ]
         for group, arms in report["vs_real_by_grade"].items():
             for arm, regions in arms.items():
                 d = regions[MEAN]
                 per_region = " | ".join(f"{regions[r]['difference']:+.3f}" for r in REGIONS)
-                out.append(f"| {group} (n={d['cases']}) | {arm} | {per_region} | {d['difference']:+.3f} "
-                           f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] |")
+                out.append(
+                    f"| {group} (n={d['cases']}) | {arm} | {per_region} | {d['difference']:+.3f} "
+                    f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] |"
+                )
     gan = report["gan"]
     if gan:
-        out += ["", "## The generator behind the synthetic arms (`gan_eval/report.md`)", "",
-                "| metric | value |", "|---|---|"]
-        out += [f"| {k.replace('_', ' ')} | {', '.join(f'{r} {_fmt(x)}' for r, x in v.items()) if isinstance(v, dict) else _fmt(v)} |"
-                for k, v in gan.items()]
+        out += ["", "## The generator behind the synthetic arms (`gan_eval/report.md`)", "", "| metric | value |", "|---|---|"]
+        out += [
+            f"| {k.replace('_', ' ')} | {', '.join(f'{r} {_fmt(x)}' for r, x in v.items()) if isinstance(v, dict) else _fmt(v)} |"
+            for k, v in gan.items()
+        ]
         out += ["", "What these say about the synthetic subjects:", ""] + [f"- {line}" for line in _diagnosis(gan)]
     out += ["", "## Figures", "", "![Dice per arm](dice_by_arm.png)", "", "![Validation Dice](learning_curves.png)", ""]
     if gan:
         out += ["![Synthetic subjects](synthetic_samples.png)", ""]
-    out += [f"Validation chose the best weights on: {', '.join(report['validation'])}. "
-            f"Seconds per job: {json.dumps(report['seconds'])}.", ""]
+    out += [
+        f"Validation chose the best weights on: {', '.join(report['validation'])}. "
+        f"Seconds per job: {json.dumps(report['seconds'])}.",
+        "",
+    ]
     return "\n".join(out)
 
 
@@ -437,8 +553,7 @@ def _plots(folder: Path, report: dict, results: dict[str, list[dict]]) -> None:
             s = report["summary"][site][arm]
             means = np.array([s[r]["dice"]["mean"] for r in SCORED])
             ci = np.array([s[r]["dice"]["ci95"] for r in SCORED]).T
-            ax.bar(np.arange(len(SCORED)) + k * width, means, width,
-                   yerr=np.abs(ci - means), capsize=2, label=arm)
+            ax.bar(np.arange(len(SCORED)) + k * width, means, width, yerr=np.abs(ci - means), capsize=2, label=arm)
         n = report["summary"][site]["real"][MEAN]["dice"]["cases"]
         ax.set_xticks(np.arange(len(SCORED)) + 0.4 - width / 2, SCORED)
         ax.set_title(f"{site} test cases (n={n})")
@@ -450,8 +565,9 @@ def _plots(folder: Path, report: dict, results: dict[str, list[dict]]) -> None:
     fig, ax = plt.subplots(figsize=(6, 3.4))
     for k, arm in enumerate(report["summary"]["all"]):
         for j, r in enumerate(results[arm]):
-            ax.plot([c["step"] for c in r["curve"]], [c["val_dice"] for c in r["curve"]], color=f"C{k}",
-                    label=arm if j == 0 else None)
+            ax.plot(
+                [c["step"] for c in r["curve"]], [c["val_dice"] for c in r["curve"]], color=f"C{k}", label=arm if j == 0 else None
+            )
     ax.set_xlabel("step")
     ax.set_ylabel("validation Dice (WT/TC/ET mean)")
     ax.legend(fontsize=7)
@@ -473,8 +589,9 @@ def write_report(folder: str | Path) -> dict:
     """Merge finished jobs in a bench folder; writes report.json, report.md and the PNGs."""
     folder = Path(folder)
     if not (folder / "bench.json").is_file() or not (folder / "recipe.toml").is_file():
-        raise DataError(folder, "is not a bench folder (no bench.json and recipe.toml); "
-                                "make one with augment3d bench --out FOLDER")
+        raise DataError(
+            folder, "is not a bench folder (no bench.json and recipe.toml); make one with augment3d bench --out FOLDER"
+        )
     results = load_results(folder)
     report = build_report(folder, results)
     _plots(folder, report, results)

@@ -14,9 +14,15 @@ from augment3d.io.atomic import atomic_write_text
 __all__ = ["make_splits", "save_splits", "load_splits"]
 
 
-def make_splits(conditions: Mapping[str, Mapping[str, str]], seed: int = 0, val: float = 0.15, test: float = 0.3,
-                strata: Sequence[str] = ("site", "grade"), test_per_site: int = 0,
-                train_per_site: Mapping[str, int] | None = None) -> dict[str, list[str]]:
+def make_splits(
+    conditions: Mapping[str, Mapping[str, str]],
+    seed: int = 0,
+    val: float = 0.15,
+    test: float = 0.3,
+    strata: Sequence[str] = ("site", "grade"),
+    test_per_site: int = 0,
+    train_per_site: Mapping[str, int] | None = None,
+) -> dict[str, list[str]]:
     """Split subject ids into train / val / test, per stratum (e.g. SSA-HGG), seeded.
 
     Every stratum with at least 3 subjects puts at least one in test, and with at least 4 one in
@@ -46,8 +52,9 @@ def make_splits(conditions: Mapping[str, Mapping[str, str]], seed: int = 0, val:
     return {k: sorted(v) for k, v in out.items()}
 
 
-def _per_site(conditions, seed: int, val: float, test_per_site: int, train_cap: dict[str, int],
-              strata: Sequence[str]) -> dict[str, list[str]]:
+def _per_site(
+    conditions, seed: int, val: float, test_per_site: int, train_cap: dict[str, int], strata: Sequence[str]
+) -> dict[str, list[str]]:
     site_key = strata[0]
     out: dict[str, list[str]] = {"train": [], "val": [], "test": []}
     rng = np.random.default_rng(seed)

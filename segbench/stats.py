@@ -14,8 +14,17 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["bootstrap_ci", "bootstrap_ci_two_level", "bootstrap_ci_hierarchical", "wilcoxon_p", "case_table",
-           "arm_summary", "paired_comparison", "difference_matrix", "pooled_comparison"]
+__all__ = [
+    "bootstrap_ci",
+    "bootstrap_ci_two_level",
+    "bootstrap_ci_hierarchical",
+    "wilcoxon_p",
+    "case_table",
+    "arm_summary",
+    "paired_comparison",
+    "difference_matrix",
+    "pooled_comparison",
+]
 
 #: a case's summary score: the mean of the legacy Dice over WT, TC and ET
 MEAN = "mean"
@@ -35,8 +44,9 @@ def _percentile_interval(means: np.ndarray, level: float) -> tuple[float, float]
     return (float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha)))
 
 
-def bootstrap_ci_two_level(differences: np.ndarray, n: int = 10000, seed: int = 0,
-                           level: float = 0.95) -> tuple[float, float] | None:
+def bootstrap_ci_two_level(
+    differences: np.ndarray, n: int = 10000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float] | None:
     """Percentile bootstrap CI of the mean of a (seeds, cases) array: each draw resamples the seeds,
     then the cases, with replacement, so the interval counts training-seed noise as well as the
     test cases'. None with fewer than 2 seeds (no seed variation to count)."""
@@ -58,8 +68,9 @@ def _two_level_means(d: np.ndarray, n: int, rng: np.random.Generator) -> np.ndar
     return np.concatenate(means)
 
 
-def bootstrap_ci_hierarchical(cohorts: Sequence[np.ndarray], n: int = 10000, seed: int = 0,
-                              level: float = 0.95) -> tuple[float, float] | None:
+def bootstrap_ci_hierarchical(
+    cohorts: Sequence[np.ndarray], n: int = 10000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float] | None:
     """Percentile bootstrap CI of the pooled mean of several cohorts' (seeds, cases) arrays.
 
     The pooled mean gives every cohort the same weight (the mean of the cohorts' means). Each draw
@@ -115,25 +126,34 @@ def _subset(results: Sequence[dict], site: str | Mapping[str, str] | None) -> se
     """The test cases of ``site`` (``None``: all; a mapping: every column it names, e.g.
     ``{"site": "HIC", "grade": "LGG"}``)."""
     where = {} if site is None else {"site": site} if isinstance(site, str) else dict(site)
-    return {row["subject_id"] for r in results for row in r["cases"]
-            if all(row.get(column) == value for column, value in where.items())}
+    return {
+        row["subject_id"]
+        for r in results
+        for row in r["cases"]
+        if all(row.get(column) == value for column, value in where.items())
+    }
 
 
-def arm_summary(results: Sequence[dict], metric: str, region: str, site: str | Mapping[str, str] | None,
-                n_boot: int) -> dict:
+def arm_summary(results: Sequence[dict], metric: str, region: str, site: str | Mapping[str, str] | None, n_boot: int) -> dict:
     """Mean over cases (averaged over seeds) with a bootstrap CI, and mean +- std over seeds."""
     keep = _subset(results, site)
     table = {k: v for k, v in case_table(results, metric, region).items() if k in keep}
     per_case = [float(np.mean(list(v.values()))) for v in table.values()]
     per_seed = [float(np.mean([v[s] for v in table.values() if s in v])) for s in sorted({r["seed"] for r in results})]
     low, high = bootstrap_ci(per_case, n_boot)
-    return {"mean": float(np.mean(per_case)) if per_case else float("nan"), "ci95": [low, high], "cases": len(per_case),
-            "seeds": len(per_seed), "seed_mean": float(np.mean(per_seed)) if per_seed else float("nan"),
-            "seed_std": float(np.std(per_seed)) if per_seed else float("nan")}
+    return {
+        "mean": float(np.mean(per_case)) if per_case else float("nan"),
+        "ci95": [low, high],
+        "cases": len(per_case),
+        "seeds": len(per_seed),
+        "seed_mean": float(np.mean(per_seed)) if per_seed else float("nan"),
+        "seed_std": float(np.std(per_seed)) if per_seed else float("nan"),
+    }
 
 
-def difference_matrix(arm: Sequence[dict], reference: Sequence[dict], metric: str, region: str,
-                      site: str | Mapping[str, str] | None) -> tuple[dict[str, list[float]], np.ndarray, list[int]]:
+def difference_matrix(
+    arm: Sequence[dict], reference: Sequence[dict], metric: str, region: str, site: str | Mapping[str, str] | None
+) -> tuple[dict[str, list[float]], np.ndarray, list[int]]:
     """arm - reference on the test cases of ``site``: per case, the differences on the seeds both
     finished (case -> list); the (seeds, cases) matrix over the seeds every paired case has; those seeds."""
     keep = _subset(arm, site) & _subset(reference, site)
@@ -146,21 +166,32 @@ def difference_matrix(arm: Sequence[dict], reference: Sequence[dict], metric: st
     return per_case, matrix, seeds
 
 
-def paired_comparison(arm: Sequence[dict], reference: Sequence[dict], metric: str, region: str,
-                      site: str | Mapping[str, str] | None, n_boot: int) -> dict:
+def paired_comparison(
+    arm: Sequence[dict], reference: Sequence[dict], metric: str, region: str, site: str | Mapping[str, str] | None, n_boot: int
+) -> dict:
     """arm - reference per test case over the seeds both finished: mean, bootstrap CI over cases,
     Wilcoxon p; and per seed (the seeds every paired case has) with the two-level CI over seeds and cases."""
     per_case, matrix, seeds = difference_matrix(arm, reference, metric, region, site)
     diffs = [float(np.mean(v)) for v in per_case.values()]
     low, high = bootstrap_ci(diffs, n_boot)
     two_level = bootstrap_ci_two_level(matrix, n_boot)
-    return {"difference": float(np.mean(diffs)) if diffs else float("nan"), "ci95": [low, high], "cases": len(diffs),
-            "wilcoxon_p": wilcoxon_p(diffs), "per_seed": {str(s): float(row.mean()) for s, row in zip(seeds, matrix)},
-            "ci95_seeds_and_cases": None if two_level is None else list(two_level)}
+    return {
+        "difference": float(np.mean(diffs)) if diffs else float("nan"),
+        "ci95": [low, high],
+        "cases": len(diffs),
+        "wilcoxon_p": wilcoxon_p(diffs),
+        "per_seed": {str(s): float(row.mean()) for s, row in zip(seeds, matrix)},
+        "ci95_seeds_and_cases": None if two_level is None else list(two_level),
+    }
 
 
-def pooled_comparison(cohorts: Mapping[str, tuple[Sequence[dict], Sequence[dict]]], metric: str, region: str,
-                      site: str | Mapping[str, str] | None, n_boot: int) -> dict:
+def pooled_comparison(
+    cohorts: Mapping[str, tuple[Sequence[dict], Sequence[dict]]],
+    metric: str,
+    region: str,
+    site: str | Mapping[str, str] | None,
+    n_boot: int,
+) -> dict:
     """arm - reference pooled over cohorts (cohort name -> (arm results, reference results)).
 
     The pooled difference is the mean of the cohorts' mean differences (each over the seeds every
@@ -177,7 +208,12 @@ def pooled_comparison(cohorts: Mapping[str, tuple[Sequence[dict], Sequence[dict]
             empty.append(name)
     ci = bootstrap_ci_hierarchical(matrices, n_boot)
     means = [float(m.mean()) for m in matrices]
-    return {"difference": float(np.mean(means)) if means else float("nan"), "per_cohort": dict(zip(names, means)),
-            "cohorts": len(matrices), "seeds": [int(m.shape[0]) for m in matrices],
-            "cases": [int(m.shape[1]) for m in matrices], "without_cases": empty,
-            "ci95_cohorts_seeds_and_cases": None if ci is None else list(ci)}
+    return {
+        "difference": float(np.mean(means)) if means else float("nan"),
+        "per_cohort": dict(zip(names, means)),
+        "cohorts": len(matrices),
+        "seeds": [int(m.shape[0]) for m in matrices],
+        "cases": [int(m.shape[1]) for m in matrices],
+        "without_cases": empty,
+        "ci95_cohorts_seeds_and_cases": None if ci is None else list(ci),
+    }

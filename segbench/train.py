@@ -21,7 +21,17 @@ from .metrics import LESION_RULES, score_case
 from .model import autocast, build_model, pad_to, predict, seg_loss
 from .plateau import plateau_index
 
-__all__ = ["POLY_POWER", "RESULT", "learning_rate", "result_path", "run_job", "score_cases", "train_step", "uniform_average", "weight_average"]
+__all__ = [
+    "POLY_POWER",
+    "RESULT",
+    "learning_rate",
+    "result_path",
+    "run_job",
+    "score_cases",
+    "train_step",
+    "uniform_average",
+    "weight_average",
+]
 
 RESULT = "result.json"
 
@@ -33,6 +43,7 @@ def learning_rate(config: BenchConfig, step: int, anneal_from: int | None = None
     """The rate of optimiser step ``step`` (1-based): ``lr`` throughout, or decayed polynomially to 0
     after the last of ``steps``; from step ``anneal_from`` + 1 on, the rate there falls linearly to 0
     over ``anneal_steps`` (the last step at 1/``anneal_steps`` of it)."""
+
     def base(k: int) -> float:
         return config.lr if config.lr_schedule == "constant" else config.lr * (1 - (k - 1) / config.steps) ** POLY_POWER
 
@@ -69,8 +80,7 @@ def _plateaued(config: BenchConfig, curve: list[dict]) -> bool:
     """Whether the job's validation curve so far has reached its plateau (``patience`` > 0, past ``min_steps``)."""
     if not config.patience or curve[-1]["step"] < config.min_steps:
         return False
-    return plateau_index([c["val_dice"] for c in curve], config.patience, config.plateau_window,
-                         config.min_delta) is not None
+    return plateau_index([c["val_dice"] for c in curve], config.patience, config.plateau_window, config.min_delta) is not None
 
 
 def result_path(bench_dir: Path, arm: str, seed: int) -> Path:
@@ -84,12 +94,25 @@ def _batches(dataset, config: BenchConfig, seed: int):
     g = torch.Generator().manual_seed(seed)
     if config.patch:
         sampler = tio.LabelSampler(config.patch, label_name="seg", label_probabilities={0: 1, 1: 1, 2: 1, 3: 1})
-        source = tio.Queue(dataset, config.queue_length, config.samples_per_volume, sampler,
-                           num_workers=config.workers, shuffle_subjects=True, shuffle_patches=True)
+        source = tio.Queue(
+            dataset,
+            config.queue_length,
+            config.samples_per_volume,
+            sampler,
+            num_workers=config.workers,
+            shuffle_subjects=True,
+            shuffle_patches=True,
+        )
         loader = tio.SubjectsLoader(source, batch_size=config.batch, num_workers=0)
     else:
-        loader = tio.SubjectsLoader(dataset, batch_size=config.batch, shuffle=True, drop_last=len(dataset) > config.batch,
-                                    num_workers=config.workers, generator=g)
+        loader = tio.SubjectsLoader(
+            dataset,
+            batch_size=config.batch,
+            shuffle=True,
+            drop_last=len(dataset) > config.batch,
+            num_workers=config.workers,
+            generator=g,
+        )
     while True:
         yield from loader
 
@@ -127,14 +150,24 @@ def score_cases(model, cases: Sequence[PreparedCase], device: str, patch: int, a
     rows = []
     for case in cases:
         pred = predict(model, case.images, device, patch, amp)
-        rows.append({"subject_id": case.subject_id, **case.conditions,
-                     "scores": score_case(pred, case.label, voxel_spacing(case.affine))})
+        rows.append(
+            {"subject_id": case.subject_id, **case.conditions, "scores": score_case(pred, case.label, voxel_spacing(case.affine))}
+        )
     return rows
 
 
-def run_job(bench_dir: Path, arm: str, seed: int, config: BenchConfig, train: Sequence[PreparedCase],
-            val: Sequence[PreparedCase], test: Sequence[PreparedCase], generator: str | None, device: str = "cpu",
-            progress: Callable[[int, int, dict], None] | None = None) -> dict:
+def run_job(
+    bench_dir: Path,
+    arm: str,
+    seed: int,
+    config: BenchConfig,
+    train: Sequence[PreparedCase],
+    val: Sequence[PreparedCase],
+    test: Sequence[PreparedCase],
+    generator: str | None,
+    device: str = "cpu",
+    progress: Callable[[int, int, dict], None] | None = None,
+) -> dict:
     """Train, validate, test one (arm, seed); writes ``arms/<arm>/seed<seed>/result.json`` atomically."""
     from augment3d.precision import auto_amp
 
@@ -186,14 +219,24 @@ def run_job(bench_dir: Path, arm: str, seed: int, config: BenchConfig, train: Se
         raise RuntimeError(f"{arm} seed {seed}: no validation was recorded")
     judged.load_state_dict(best_state)
     result = {
-        "arm": arm, "seed": seed, "steps": config.steps, "lr_schedule": config.lr_schedule,
+        "arm": arm,
+        "seed": seed,
+        "steps": config.steps,
+        "lr_schedule": config.lr_schedule,
         "stop": {"reason": stop, "step": anneal_from, "anneal_steps": config.anneal_steps, "trained_steps": step},
-        "ema_decay": config.ema_decay, "average_steps": config.average_steps, "best_step": best_step, "best_val_dice": best_dice,
+        "ema_decay": config.ema_decay,
+        "average_steps": config.average_steps,
+        "best_step": best_step,
+        "best_val_dice": best_dice,
         "validation": "val split" if val else "training cases (no validation split)",
-        "seconds": time.perf_counter() - t0, "threads": torch.get_num_threads(), "train_cases": len(train), "amp": amp,
+        "seconds": time.perf_counter() - t0,
+        "threads": torch.get_num_threads(),
+        "train_cases": len(train),
+        "amp": amp,
         "curve": curve,
         "cases": score_cases(judged, test, device, config.patch, amp),
-        "regions": list(REGIONS), "lesion_rules": LESION_RULES,
+        "regions": list(REGIONS),
+        "lesion_rules": LESION_RULES,
         **({"paste": dataset.paste_counts} if hasattr(dataset, "paste_counts") else {}),
     }
     path = result_path(bench_dir, arm, seed)

@@ -41,8 +41,9 @@ def tiny():
 
     import helpers
 
-    return SimpleNamespace(encoder=helpers.TINY_ENCODER, model=helpers.TINY_MODEL, train=helpers.TINY_TRAIN,
-                           data=helpers.tiny_data)
+    return SimpleNamespace(
+        encoder=helpers.TINY_ENCODER, model=helpers.TINY_MODEL, train=helpers.TINY_TRAIN, data=helpers.tiny_data
+    )
 
 
 @pytest.fixture(scope="session")
@@ -59,9 +60,19 @@ def tiny_run(tmp_path_factory):
 
     enc = ConditionEncoder({"site": ["HIC", "SSA"], "grade": ["HGG", "LGG"]})
     g = torch.Generator().manual_seed(0)
-    data = TrainingData(torch.rand(4, 4, 16, 16, 16, generator=g) * 2 - 1, torch.randint(0, 4, (4, 16, 16, 16), generator=g),
-                        torch.from_numpy(enc.encode(enc.all_conditions())))
+    data = TrainingData(
+        torch.rand(4, 4, 16, 16, 16, generator=g) * 2 - 1,
+        torch.randint(0, 4, (4, 16, 16, 16), generator=g),
+        torch.from_numpy(enc.encode(enc.all_conditions())),
+    )
     run = tmp_path_factory.mktemp("tiny") / "run"
-    train_gan(run, data, replace(TINY_MODEL, cond_dim=enc.dim), TrainConfig(steps=2, batch=2, checkpoint_every=2), enc,
-              PreprocessConfig(shape=16), generator_info={"voxel_mm": 2.0})
+    train_gan(
+        run,
+        data,
+        replace(TINY_MODEL, cond_dim=enc.dim),
+        TrainConfig(steps=2, batch=2, checkpoint_every=2),
+        enc,
+        PreprocessConfig(shape=16),
+        generator_info={"voxel_mm": 2.0},
+    )
     return run

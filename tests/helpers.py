@@ -12,8 +12,22 @@ from augment3d.brats import BRATS2021, BRATS2023, MODALITIES, NamingScheme
 from augment3d.data.layout import case_file_name
 from augment3d.data.nifti_write import write_nifti
 
-__all__ = ["write_case", "write_cohort", "cohort_subjects", "write_metadata", "truncate", "corrupt_gzip_block", "rewrite",
-           "SHAPE", "TINY_ENCODER", "TINY_MODEL", "TINY_TRAIN", "tiny_data", "generator_weights", "Payload"]
+__all__ = [
+    "write_case",
+    "write_cohort",
+    "cohort_subjects",
+    "write_metadata",
+    "truncate",
+    "corrupt_gzip_block",
+    "rewrite",
+    "SHAPE",
+    "TINY_ENCODER",
+    "TINY_MODEL",
+    "TINY_TRAIN",
+    "tiny_data",
+    "generator_weights",
+    "Payload",
+]
 
 SHAPE = (20, 18, 16)
 AFFINE = np.array([[1.5, 0, 0, -15.0], [0, 1.5, 0, -13.5], [0, 0, 1.5, -12.0], [0, 0, 0, 1]])
@@ -81,9 +95,14 @@ def cohort_subjects(root) -> list:
     from augment3d.data import discover_cases, read_metadata
 
     rows = read_metadata(root).rows
-    return [tio.Subject(**{k: tio.ScalarImage(c.paths[k]) for k in MODALITIES}, seg=tio.LabelMap(c.paths["seg"]),
-                        **{k: v for k, v in rows[c.subject_id].items() if k != "subject_id"})
-            for c in discover_cases(root)]
+    return [
+        tio.Subject(
+            **{k: tio.ScalarImage(c.paths[k]) for k in MODALITIES},
+            seg=tio.LabelMap(c.paths["seg"]),
+            **{k: v for k, v in rows[c.subject_id].items() if k != "subject_id"},
+        )
+        for c in discover_cases(root)
+    ]
 
 
 def path_of(root: Path, subject_id: str, key: str, scheme: NamingScheme = BRATS2023) -> Path:
@@ -130,10 +149,19 @@ def _tiny():
     from augment3d.training.train_config import TrainConfig
 
     encoder = ConditionEncoder({"site": ["HIC", "SSA"]})
-    model = ModelConfig(shape=16, cond_dim=encoder.dim, z_dim=16, w_dim=16, channel_max=8, d_channel_max=8,
-                        mapping_layers=2)
-    train = TrainConfig(steps=6, batch=2, loss="nonsaturating", g_lr=2.5e-4, d_lr=2.5e-4, r1_interval=2,
-                        checkpoint_every=3, log_every=1, ada_interval=1, ada_images=50)
+    model = ModelConfig(shape=16, cond_dim=encoder.dim, z_dim=16, w_dim=16, channel_max=8, d_channel_max=8, mapping_layers=2)
+    train = TrainConfig(
+        steps=6,
+        batch=2,
+        loss="nonsaturating",
+        g_lr=2.5e-4,
+        d_lr=2.5e-4,
+        r1_interval=2,
+        checkpoint_every=3,
+        log_every=1,
+        ada_interval=1,
+        ada_images=50,
+    )
     return encoder, model, train
 
 

@@ -97,7 +97,9 @@ def test_a_generator_too_large_for_the_cpu_warns_where_it_is_loaded(tiny_run, tm
         SyntheticAugmenter(tiny_run, p=1.0, seed=0)(subject)
     generator_cache._GENERATORS.clear()
     monkeypatch.setattr(generator_cache, "SLOW_GFLOP", 0.01)  # the tiny generator does more than 0.01 GFLOP
-    with pytest.warns(SlowGenerationWarning, match=r"GFLOP a subject \(16x16x16 grid\) and renders on the CPU.*device='cuda'") as caught:
+    with pytest.warns(
+        SlowGenerationWarning, match=r"GFLOP a subject \(16x16x16 grid\) and renders on the CPU.*device='cuda'"
+    ) as caught:
         out = SyntheticAugmenter(tiny_run, p=1.0, seed=0)(subject)
     assert str(tiny_run) in str(caught[0].message)
     assert set(out.get_images_names()) == set(KEYS)  # a warning, not a refusal
@@ -164,8 +166,12 @@ def test_brats2021_names_and_labels(tiny_run, tmp_path):
     sid = "BraTS2021_00000"
     folder = write_case(tmp_path, sid, scheme=BRATS2021)
     names = {"t1": "t1", "t1ce": "t1ce", "t2": "t2", "flair": "flair"}
-    subject = tio.Subject(**{n: tio.ScalarImage(folder / f"{sid}_{n}.nii.gz") for n in names},
-                          seg=tio.LabelMap(folder / f"{sid}_seg.nii.gz"), site="HIC", grade="HGG")
+    subject = tio.Subject(
+        **{n: tio.ScalarImage(folder / f"{sid}_{n}.nii.gz") for n in names},
+        seg=tio.LabelMap(folder / f"{sid}_seg.nii.gz"),
+        site="HIC",
+        grade="HGG",
+    )
     out = SyntheticAugmenter(tiny_run, p=1.0, seed=3, batch_size=1)(subject)
     assert not torch.equal(out["flair"].data, subject["flair"].data)
     assert 3 not in out["seg"].data.unique().tolist()
@@ -181,8 +187,13 @@ def test_subjects_loader_workers_and_queue(tiny_run, tmp_path):
     assert len(outputs) == 4
     # items 0 and 1 go to different workers: different synthetic subjects for the same input
     assert not torch.equal(outputs[0], outputs[1])
-    queue = tio.Queue(tio.SubjectsDataset(subjects, transform=transform), max_length=8, samples_per_volume=2,
-                      sampler=tio.UniformSampler((8, 8, 8)), num_workers=2)
+    queue = tio.Queue(
+        tio.SubjectsDataset(subjects, transform=transform),
+        max_length=8,
+        samples_per_volume=2,
+        sampler=tio.UniformSampler((8, 8, 8)),
+        num_workers=2,
+    )
     patches = list(tio.SubjectsLoader(queue, batch_size=4, num_workers=0))
     assert sum(p["t1n"][tio.DATA].shape[0] for p in patches) == 8
     assert all(p["seg"][tio.DATA].shape[1:] == (1, 8, 8, 8) for p in patches)
@@ -210,8 +221,9 @@ def test_synthetic_subjects_carry_the_attributes_asked_for_so_they_batch_with_re
     ``seed`` the real ones lack, raised KeyError('seed') (segbench's cohort arm did)."""
     real = make_subject(tmp_path)
     real["subject_id"], real["site"], real["grade"] = "r0", "HIC", "LGG"
-    data = SyntheticSubjectsDataset(tiny_run, n=2, condition={"site": "SSA", "grade": "HGG"}, seed=7,
-                                    attributes=("subject_id", "site", "grade"))
+    data = SyntheticSubjectsDataset(
+        tiny_run, n=2, condition={"site": "SSA", "grade": "HGG"}, seed=7, attributes=("subject_id", "site", "grade")
+    )
     assert "seed" not in data[0] and data[0]["subject_id"] == "synthetic-7" and data[0]["site"] == "SSA"
     mixed = torch.utils.data.ConcatDataset([data, tio.SubjectsDataset([real], transform=tio.Resize((16, 16, 16)))])
     batch = next(iter(tio.SubjectsLoader(mixed, batch_size=3)))
@@ -278,8 +290,9 @@ def test_restyling_keeps_the_label_map_bit_identical_and_replays(tiny_run, tmp_p
     """A labels-to-images run restyles: new images for the subject's own label map (after the
     spatial transforms before it), in the subject's space; the label map comes out untouched."""
     subject = make_subject(tmp_path)
-    transform = tio.Compose([tio.RandomAffine(degrees=10, p=1.0),
-                             SyntheticAugmenter(tiny_run, p=1.0, condition={"site": "SSA"}, seed=3)])
+    transform = tio.Compose(
+        [tio.RandomAffine(degrees=10, p=1.0), SyntheticAugmenter(tiny_run, p=1.0, condition={"site": "SSA"}, seed=3)]
+    )
     out = transform(subject)
     affined = tio.Compose(out.get_composed_history().transforms[:1])(subject)  # as the augmenter got it
     assert torch.equal(out["seg"].data, affined["seg"].data)
@@ -309,8 +322,10 @@ def test_restyling_renders_the_subject_s_tumour(tiny_run, tmp_path):
     assert torch.equal(out_b["seg"].data, b["seg"].data)
 
 
-@pytest.mark.parametrize("value, dtype, shown", [(7, torch.int64, "7"), (-1, torch.int64, "-1"), (300, torch.int16, "300"),
-                                                  (2.5, torch.float32, "2.5")])
+@pytest.mark.parametrize(
+    "value, dtype, shown",
+    [(7, torch.int64, "7"), (-1, torch.int64, "-1"), (300, torch.int16, "300"), (2.5, torch.float32, "2.5")],
+)
 def test_restyling_refuses_label_values_outside_brats(tiny_run, tmp_path, value, dtype, shown):
     subject = make_subject(tmp_path)
     seg = subject["seg"].data.clone().to(dtype)
@@ -325,8 +340,9 @@ def test_a_subject_augmented_in_a_worker_replays_identically_in_the_main_process
     so the history replays to the same tensors wherever it was made."""
     subject = make_subject(tmp_path)
     transform = tio.Compose([tio.RandomFlip(axes=(0,)), SyntheticAugmenter(tiny_run, p=1.0, seed=5)])
-    loader = torch.utils.data.DataLoader(tio.SubjectsDataset([subject], transform=transform), batch_size=None,
-                                         num_workers=1, collate_fn=lambda s: s)
+    loader = torch.utils.data.DataLoader(
+        tio.SubjectsDataset([subject], transform=transform), batch_size=None, num_workers=1, collate_fn=lambda s: s
+    )
     out = next(iter(loader))
     replayed = out.get_composed_history()(subject)
     for k in KEYS:
@@ -356,7 +372,7 @@ def test_keep_matching_leaves_the_scarce_site_s_real_subjects_and_restyles_the_o
     assert replacement.condition["site"] == "SSA" and not torch.equal(restyled["t1n"].data, hic["t1n"].data)
     assert torch.equal(restyled.get_composed_history()(hic)["t1n"].data, restyled["t1n"].data)
     # off by default, and never with condition="subject" (which every subject matches)
-    assert not torch.equal(SyntheticAugmenter(tiny_run, p=1.0, seed=0, condition={"site": "SSA"})(ssa)["t1n"].data,
-                           ssa["t1n"].data)
-    assert not torch.equal(SyntheticAugmenter(tiny_run, p=1.0, seed=0, keep_matching=True)(ssa)["t1n"].data,
-                           ssa["t1n"].data)
+    assert not torch.equal(
+        SyntheticAugmenter(tiny_run, p=1.0, seed=0, condition={"site": "SSA"})(ssa)["t1n"].data, ssa["t1n"].data
+    )
+    assert not torch.equal(SyntheticAugmenter(tiny_run, p=1.0, seed=0, keep_matching=True)(ssa)["t1n"].data, ssa["t1n"].data)

@@ -38,7 +38,11 @@ def test_validate_good_cohort(cohort):
 
 @pytest.mark.parametrize(
     "damage, fragment",
-    [(truncate, "truncated gzip stream"), (corrupt_gzip_block, "corrupted gzip data"), (lambda p: p.unlink(), "missing t1c image")],
+    [
+        (truncate, "truncated gzip stream"),
+        (corrupt_gzip_block, "corrupted gzip data"),
+        (lambda p: p.unlink(), "missing t1c image"),
+    ],
 )
 def test_validate_bad_case_exits_1_and_names_file(cohort, damage, fragment):
     path = path_of(cohort, "BraTS-TST-00001-000", "t1c")
@@ -113,7 +117,9 @@ def test_console_script_runs_without_traceback(tmp_path):
     """The installed entry point, in a fresh interpreter, fails cleanly on bad input."""
     result = subprocess.run(
         [sys.executable, "-c", "import cli; cli.main()", "validate", str(tmp_path / "absent")],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: {tmp_path / 'absent'}: folder does not exist"
@@ -171,8 +177,24 @@ def test_cli_train_resume_sample(cohort, tmp_path):
     damaged = runner.invoke(app, ["info", str(run)])
     assert damaged.exit_code == 2 and "log.jsonl" in damaged.stderr and "line 1 is not JSON" in damaged.stderr
     out = tmp_path / "Dataset501_Synth"
-    result = runner.invoke(app, ["sample", str(run), str(out), "--n", "2", "--condition", "site=SSA",
-                                 "--condition", "grade=LGG", "--seed", "3", "--format", "nnunet"])
+    result = runner.invoke(
+        app,
+        [
+            "sample",
+            str(run),
+            str(out),
+            "--n",
+            "2",
+            "--condition",
+            "site=SSA",
+            "--condition",
+            "grade=LGG",
+            "--seed",
+            "3",
+            "--format",
+            "nnunet",
+        ],
+    )
     assert result.exit_code == 0, result.output
     dataset = json.loads((out / "dataset.json").read_text())
     assert dataset["numTraining"] == 2 and dataset["labels"]["ET"] == 3
@@ -204,9 +226,14 @@ def test_sample_renders_the_label_maps_of_a_cohort(tiny_run, cohort, tmp_path):
         assert np.array_equal(seg, case.label)  # rendered from exactly that map
 
 
-@pytest.mark.parametrize("damage, fragment", [(truncate, "truncated gzip stream"),
-                                              ("values", "label values [7] outside the BraTS-2023 scheme"),
-                                              ("shape", "shape (10, 18, 16) differs from t1n's")])
+@pytest.mark.parametrize(
+    "damage, fragment",
+    [
+        (truncate, "truncated gzip stream"),
+        ("values", "label values [7] outside the BraTS-2023 scheme"),
+        ("shape", "shape (10, 18, 16) differs from t1n's"),
+    ],
+)
 def test_labels_from_a_damaged_label_file_is_one_line(tiny_run, cohort, tmp_path, damage, fragment):
     import nibabel as nib
 
@@ -245,11 +272,30 @@ def test_exports_read_like_real_brats(tiny_run, tmp_path):
     assert np.allclose(np.diag(t1.affine)[:3], 2.0) and np.allclose(t1.affine[:3, 3], -2.0 * 7.5)  # centred
     assert nib.aff2axcodes(t1.affine) == ("R", "A", "S")
     assert "voxels (the training data's median" in (hic / "README.txt").read_text()
-    refused = run("sample", tiny_run, tmp_path / "synthetic_nn", "--n", 1, "--format", "nnunet",
-                  "--condition", "site=SSA", "--condition", "grade=HGG")
+    refused = run(
+        "sample",
+        tiny_run,
+        tmp_path / "synthetic_nn",
+        "--n",
+        1,
+        "--format",
+        "nnunet",
+        "--condition",
+        "site=SSA",
+        "--condition",
+        "grade=HGG",
+    )
     assert refused.exit_code == 2 and "DatasetNNN_Name" in refused.stderr
-    regions = sample(tmp_path / "Dataset502_Regions", "--format", "nnunet", "--nnunet-regions",
-                     "--condition", "site=SSA", "--condition", "grade=HGG")
+    regions = sample(
+        tmp_path / "Dataset502_Regions",
+        "--format",
+        "nnunet",
+        "--nnunet-regions",
+        "--condition",
+        "site=SSA",
+        "--condition",
+        "grade=HGG",
+    )
     dataset = json.loads((regions / "dataset.json").read_text())
     assert dataset["labels"]["whole tumour"] == [1, 2, 3] and dataset["labels"]["tumour core"] == [1, 3]
     assert dataset["regions_class_order"] == [2, 1, 3]
@@ -266,13 +312,18 @@ def test_sample_without_a_condition_draws_it_and_says_how(tiny_run, tmp_path):
     assert (tmp_path / "drawn" / "preview.png").read_bytes()[:4] == b"\x89PNG"
     again = run("sample", tiny_run, tmp_path / "again", "--n", 4)  # a seed names its condition too
     assert again.exit_code == 0, again.output
-    assert [(r["site"], r["grade"]) for r in csv.DictReader((tmp_path / "again" / "metadata.csv").open())] == \
-        [(r["site"], r["grade"]) for r in rows]
-    balanced = run("sample", tiny_run, tmp_path / "balanced", "--n", 4, "--conditions-from", "balanced",
-                   "--condition", "site=SSA")
+    assert [(r["site"], r["grade"]) for r in csv.DictReader((tmp_path / "again" / "metadata.csv").open())] == [
+        (r["site"], r["grade"]) for r in rows
+    ]
+    balanced = run(
+        "sample", tiny_run, tmp_path / "balanced", "--n", 4, "--conditions-from", "balanced", "--condition", "site=SSA"
+    )
     assert balanced.exit_code == 0, balanced.output
     rows = list(csv.DictReader((tmp_path / "balanced" / "metadata.csv").open()))
-    assert [(r["site"], r["grade"], r["condition_from"]) for r in rows] == [("SSA", "HGG", "balanced"), ("SSA", "LGG", "balanced")] * 2
+    assert [(r["site"], r["grade"], r["condition_from"]) for r in rows] == [
+        ("SSA", "HGG", "balanced"),
+        ("SSA", "LGG", "balanced"),
+    ] * 2
 
 
 def test_help_tables_and_hints_read_well(tmp_path, cohort):
@@ -301,13 +352,25 @@ def test_training_in_a_pipe_prints_progress_lines(cohort, tmp_path):
     """`augment3d train ... 2>&1 | cat`: no terminal, so plain lines at a steady interval (here
     every update, AUGMENT3D_LOG_EVERY=0), with rate and ETA; a finished run says how to go on."""
     env = {**os.environ, "AUGMENT3D_LOG_EVERY": "0", "AUGMENT3D_CACHE": str(tmp_path / "cache")}
-    cmd = [sys.executable, "-c", "from cli import main; main()", "train", str(cohort), "--recipe", "ci",
-           "--out", str(tmp_path / "run"), "--steps", "3"]
+    cmd = [
+        sys.executable,
+        "-c",
+        "from cli import main; main()",
+        "train",
+        str(cohort),
+        "--recipe",
+        "ci",
+        "--out",
+        str(tmp_path / "run"),
+        "--steps",
+        "3",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parents[1], timeout=300)
     assert done.returncode == 0, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.startswith("[train]")]
     assert [line.split()[1] for line in lines] == ["1/3", "2/3", "3/3"]
     assert all("/s, elapsed" in line and "ETA" in line for line in lines)
-    again = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, env=env,
-                           cwd=Path(__file__).resolve().parents[1], timeout=300)
+    again = subprocess.run(
+        [*cmd, "--resume"], capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parents[1], timeout=300
+    )
     assert again.returncode == 0 and "is finished at step 3 of 3" in again.stdout and "--steps" in again.stdout

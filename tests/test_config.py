@@ -38,8 +38,9 @@ def test_integer_hyperparameters_are_accepted(tmp_path):
     assert recipe.train.beta1 == 0.0 and isinstance(recipe.train.beta1, float)
 
 
-@pytest.mark.parametrize("section, key", [("train", "lecam"), ("train", "cond_loss"), ("train", "seg_augment"),
-                                          ("model", "noise_style")])
+@pytest.mark.parametrize(
+    "section, key", [("train", "lecam"), ("train", "cond_loss"), ("train", "seg_augment"), ("model", "noise_style")]
+)
 def test_removed_options_are_named_as_removed(tmp_path, section, key):
     with pytest.raises(RecipeError, match=f"\\[{section}\\] {key}: removed from augment3d after measured runs"):
         _recipe(tmp_path, f"[{section}]\n{key} = 1\n")

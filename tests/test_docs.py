@@ -48,9 +48,13 @@ def test_the_readme_pipeline_runs_in_a_queue_and_a_loader_with_workers(tiny_run,
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     (snippet,) = [block for block in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "SyntheticAugmenter" in block]
     assert 'SyntheticAugmenter("phantom", p=' in snippet  # the bundled generator, as a user runs it
-    done = subprocess.run([sys.executable, "-c", QUEUE_SCRIPT.format(snippet=snippet), str(cohort), str(tiny_run),
-                           str(Path(__file__).parent)],
-                          capture_output=True, text=True, timeout=240, cwd=Path(cohort).parent)
+    done = subprocess.run(
+        [sys.executable, "-c", QUEUE_SCRIPT.format(snippet=snippet), str(cohort), str(tiny_run), str(Path(__file__).parent)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=Path(cohort).parent,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["patches", "6", "subjects", "3"]
 

@@ -35,25 +35,41 @@ def _modules(*packages: str):
 
 def test_no_module_imports_a_private_name_from_another():
     """A name starting with ``_`` is its module's business: nobody in augment3d or segbench imports one."""
-    bad = [f"{path.relative_to(ROOT)}: from {module} import {name}"
-           for path in _modules("augment3d", "segbench") for module, names in _imports(path)
-           if module.split(".")[0] in ("augment3d", "segbench") for name in names
-           if name.startswith("_") and not name.startswith("__")]
+    bad = [
+        f"{path.relative_to(ROOT)}: from {module} import {name}"
+        for path in _modules("augment3d", "segbench")
+        for module, names in _imports(path)
+        if module.split(".")[0] in ("augment3d", "segbench")
+        for name in names
+        if name.startswith("_") and not name.startswith("__")
+    ]
     assert bad == []
 
 
-@pytest.mark.parametrize("lower, upper", [
-    ("augment3d/training", "augment3d.synthesis"), ("augment3d/training", "augment3d.transforms"),
-    ("augment3d/io", "augment3d.synthesis"), ("augment3d/io", "augment3d.transforms"),
-    ("augment3d/io", "augment3d.training"), ("augment3d/data", "augment3d.synthesis"),
-    ("augment3d/data", "augment3d.transforms"), ("augment3d/models", "augment3d.synthesis"),
-    ("augment3d/config", "augment3d.training.loop"), ("augment3d", "segbench"),
-])
+@pytest.mark.parametrize(
+    "lower, upper",
+    [
+        ("augment3d/training", "augment3d.synthesis"),
+        ("augment3d/training", "augment3d.transforms"),
+        ("augment3d/io", "augment3d.synthesis"),
+        ("augment3d/io", "augment3d.transforms"),
+        ("augment3d/io", "augment3d.training"),
+        ("augment3d/data", "augment3d.synthesis"),
+        ("augment3d/data", "augment3d.transforms"),
+        ("augment3d/models", "augment3d.synthesis"),
+        ("augment3d/config", "augment3d.training.loop"),
+        ("augment3d", "segbench"),
+    ],
+)
 def test_imports_run_one_way(lower, upper):
     """Training, the file layer, data and models never import the user-facing synthesis API or the
     transforms built on it; in augment3d only the CLI's ``bench`` commands import the bench."""
-    bad = [f"{path.relative_to(ROOT)} imports {module}" for path in _modules(lower) for module, _ in _imports(path)
-           if (module == upper or module.startswith(upper + ".")) and "cli" not in path.relative_to(ROOT).parts]
+    bad = [
+        f"{path.relative_to(ROOT)} imports {module}"
+        for path in _modules(lower)
+        for module, _ in _imports(path)
+        if (module == upper or module.startswith(upper + ".")) and "cli" not in path.relative_to(ROOT).parts
+    ]
     assert bad == []
 
 
@@ -85,8 +101,10 @@ def test_old_import_paths_give_the_same_objects(old):
 
 
 def test_old_paths_work_in_a_fresh_process_and_stay_light():
-    code = ("import sys; from augment3d.config import load_recipe; from augment3d.tumour_paste import TumourPaste; "
-            "import augment3d.augmenter as a; import augment3d; "
-            "print(a.SyntheticAugmenter is augment3d.SyntheticAugmenter, load_recipe('ci').name)")
+    code = (
+        "import sys; from augment3d.config import load_recipe; from augment3d.tumour_paste import TumourPaste; "
+        "import augment3d.augmenter as a; import augment3d; "
+        "print(a.SyntheticAugmenter is augment3d.SyntheticAugmenter, load_recipe('ci').name)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["True", "ci"]

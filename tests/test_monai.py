@@ -31,18 +31,22 @@ def setup(tmp_path):
     bank = TumourBank.from_cohort(donors).save(tmp_path / "bank")
     sid = "BraTS-REC-00000-000"
     folder = write(tmp_path / "recipients", sid, *brain(seed=3), affine=LPS)
-    item = {"image": [str(folder / case_file_name(sid, m)) for m in MODALITIES],
-            "label": str(folder / case_file_name(sid, "seg"))}
+    item = {
+        "image": [str(folder / case_file_name(sid, m)) for m in MODALITIES],
+        "label": str(folder / case_file_name(sid, "seg")),
+    }
     return bank, item
 
 
 def pipeline(bank, **kwargs):
-    return mt.Compose([
-        mt.LoadImaged(keys=["image", "label"], image_only=True),
-        mt.EnsureChannelFirstd(keys=["image", "label"]),
-        mt.Orientationd(keys=["image", "label"], axcodes="RAS"),
-        RandTumourPasted(bank, prob=1.0, **kwargs),
-    ])
+    return mt.Compose(
+        [
+            mt.LoadImaged(keys=["image", "label"], image_only=True),
+            mt.EnsureChannelFirstd(keys=["image", "label"]),
+            mt.Orientationd(keys=["image", "label"], axcodes="RAS"),
+            RandTumourPasted(bank, prob=1.0, **kwargs),
+        ]
+    )
 
 
 def test_in_a_cache_dataset_with_workers_it_pastes_afresh_and_leaves_the_cache_alone(setup):
@@ -123,20 +127,29 @@ def _phantom_items(cohort):
     from augment3d.data import discover_cases
 
     rows = {r["subject_id"]: r for r in csv.DictReader((cohort / "metadata.csv").open())}
-    return [{"image": [str(c.paths[m]) for m in MODALITIES], "label": str(c.paths["seg"]),
-             "site": rows[c.subject_id]["site"], "grade": rows[c.subject_id]["grade"]} for c in discover_cases(cohort)]
+    return [
+        {
+            "image": [str(c.paths[m]) for m in MODALITIES],
+            "label": str(c.paths["seg"]),
+            "site": rows[c.subject_id]["site"],
+            "grade": rows[c.subject_id]["grade"],
+        }
+        for c in discover_cases(cohort)
+    ]
 
 
 def test_synthetic_replacement_renders_new_images_for_the_samples_own_labels(phantom_cohort):
     from augment3d.monai import RandSyntheticReplaced
 
     items = _phantom_items(phantom_cohort)[:2]
-    transform = mt.Compose([
-        mt.LoadImaged(keys=["image", "label"], image_only=True),
-        mt.EnsureChannelFirstd(keys=["image", "label"]),
-        mt.Orientationd(keys=["image", "label"], axcodes="RAS"),
-        RandSyntheticReplaced("phantom", prob=1.0, condition={"site": "SSA"}),
-    ])
+    transform = mt.Compose(
+        [
+            mt.LoadImaged(keys=["image", "label"], image_only=True),
+            mt.EnsureChannelFirstd(keys=["image", "label"]),
+            mt.Orientationd(keys=["image", "label"], axcodes="RAS"),
+            RandSyntheticReplaced("phantom", prob=1.0, condition={"site": "SSA"}),
+        ]
+    )
     dataset = CacheDataset(items, transform=transform, cache_rate=1.0, num_workers=0, copy_cache=False)
     cached = [{k: v.clone() for k, v in entry.items() if isinstance(v, torch.Tensor)} for entry in dataset._cache]
     epochs = []

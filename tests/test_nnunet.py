@@ -53,14 +53,25 @@ def nnunet(tmp_path_factory):
     healthy = [r["subject_id"] for r in rows if r["grade"] == "none"]
     tumours = [r["subject_id"] for r in rows if r["grade"] != "none"]
     TumourBank.from_cohort(cohort).save(root / "bank")
-    env = {**os.environ, "nnUNet_raw": str(root / "raw"), "nnUNet_preprocessed": str(root / "pre"),
-           "nnUNet_results": str(root / "results"), "nnUNet_n_proc_DA": "2", "nnUNet_def_n_proc": "1"}
+    env = {
+        **os.environ,
+        "nnUNet_raw": str(root / "raw"),
+        "nnUNet_preprocessed": str(root / "pre"),
+        "nnUNet_results": str(root / "results"),
+        "nnUNet_n_proc_DA": "2",
+        "nnUNet_def_n_proc": "1",
+    }
     for name, ids in (("Dataset501_Healthy", healthy + tumours[:1]), ("Dataset502_Tumours", tumours)):
         args = [a for i in ids for a in ("--subject", i)]
         done = _invoke("nnunet-dataset", cohort, root / "raw" / name, *args)
         assert done.exit_code == 0, done.output
-    subprocess.run([_cli("nnUNetv2_plan_and_preprocess"), "-d", "501", "502", "-c", "3d_fullres", "-np", "1",
-                    "--verify_dataset_integrity"], env=env, check=True, capture_output=True, text=True)
+    subprocess.run(
+        [_cli("nnUNetv2_plan_and_preprocess"), "-d", "501", "502", "-c", "3d_fullres", "-np", "1", "--verify_dataset_integrity"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return {"root": root, "env": env, "bank": root / "bank", "healthy": healthy, "tumours": tumours}
 
 
@@ -123,8 +134,9 @@ def test_nnunet_restyle_keeps_the_label_map_and_renders_new_images(nnunet, monke
     """The restyle transform as the trainer builds it, on samples nnU-Net's dataset loads: the
     segmentation stays bit-identical, the background stays 0, the brain gets new values in the
     sample's z-scored range."""
-    trainer = _trainer(nnunet, monkeypatch, "nnUNetTrainerSynthetic", "Dataset502_Tumours", prob=1.0, seed=3,
-                       condition={"site": "SSA"})
+    trainer = _trainer(
+        nnunet, monkeypatch, "nnUNetTrainerSynthetic", "Dataset502_Tumours", prob=1.0, seed=3, condition={"site": "SSA"}
+    )
     ours = trainer._augment3d_transform(trainer.configuration_manager.patch_size)
     train = _datasets(trainer)
     key = sorted(train.identifiers)[0]
@@ -175,23 +187,51 @@ def test_nnunet_trains_and_predicts_with_the_trainer_found_through_nnunet_ext_tr
         "class nnUNetTrainerTumourPasteTiny(nnUNetTrainerTumourPaste):\n"
         "    def __init__(self, plans, configuration, fold, dataset_json, device=torch.device('cuda')):\n"
         "        super().__init__(plans, configuration, fold, dataset_json, device)\n"
-        "        self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = 1, 2, 1\n")
+        "        self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = 1, 2, 1\n"
+    )
     env = {**nnunet["env"], "nnUNet_extTrainer": str(folder)}
     name = "nnUNetTrainerTumourPasteTiny"
-    train = subprocess.run([_cli("nnUNetv2_train"), "501", "3d_fullres", "all", "-tr", name, "-device", "cpu"],
-                           env=env, capture_output=True, text=True)
+    train = subprocess.run(
+        [_cli("nnUNetv2_train"), "501", "3d_fullres", "all", "-tr", name, "-device", "cpu"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-3000:]
-    log = next((Path(env["nnUNet_results"]) / "Dataset501_Healthy" / f"{name}__nnUNetPlans__3d_fullres" / "fold_all")
-               .glob("training_log_*.txt")).read_text()
+    log = next(
+        (Path(env["nnUNet_results"]) / "Dataset501_Healthy" / f"{name}__nnUNetPlans__3d_fullres" / "fold_all").glob(
+            "training_log_*.txt"
+        )
+    ).read_text()
     assert "augment3d: TumourPasteTransform first in the training transforms" in log
     images = Path(env["nnUNet_raw"]) / "Dataset501_Healthy" / "imagesTr"
     one = tmp_path / "in"
     one.mkdir()
     for k in range(4):
         (one / f"case_{k:04d}.nii.gz").symlink_to(images / f"{nnunet['healthy'][0]}_{k:04d}.nii.gz")
-    predict = subprocess.run([_cli("nnUNetv2_predict"), "-i", str(one), "-o", str(tmp_path / "out"), "-d", "501", "-c",
-                              "3d_fullres", "-f", "all", "-tr", name, "-device", "cpu", "--disable_tta"],
-                             env=env, capture_output=True, text=True)
+    predict = subprocess.run(
+        [
+            _cli("nnUNetv2_predict"),
+            "-i",
+            str(one),
+            "-o",
+            str(tmp_path / "out"),
+            "-d",
+            "501",
+            "-c",
+            "3d_fullres",
+            "-f",
+            "all",
+            "-tr",
+            name,
+            "-device",
+            "cpu",
+            "--disable_tta",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert predict.returncode == 0, predict.stdout[-3000:] + predict.stderr[-3000:]
     assert (tmp_path / "out" / "case.nii.gz").is_file()
 
@@ -221,8 +261,15 @@ def test_the_trainer_folder_command_refuses_bad_input(tmp_path):
     assert result.exit_code == 2 and "--labels" in result.output
     result = _invoke("nnunet-dataset", tmp_path, tmp_path / "NotADataset")
     assert result.exit_code == 2 and "DatasetNNN_Name" in result.output
-    assert "nnunetv2" not in subprocess.run([sys.executable, "-c", "import augment3d, sys; print(sorted(sys.modules))"],
-                                            capture_output=True, text=True, check=True).stdout
+    assert (
+        "nnunetv2"
+        not in subprocess.run(
+            [sys.executable, "-c", "import augment3d, sys; print(sorted(sys.modules))"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
 
 
 def test_a_damaged_case_stops_the_nnunet_export_by_name_and_writes_nothing(nnunet, tmp_path):

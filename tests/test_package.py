@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 
-
 def test_import_is_light():
     code = (
         "import sys, augment3d; "
@@ -64,8 +63,23 @@ def test_the_wheel_holds_only_augment3d_and_segbench_and_leaves_the_source_clean
             shutil.copytree(root / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy(root / name, source / name)
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
-                            "-w", str(tmp_path / "wheel"), "-q"], capture_output=True, text=True, cwd=tmp_path)
+    build = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            str(source),
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path / "wheel"),
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert build.returncode == 0, build.stderr
     assert not (source / "build").exists() and not list(source.glob("*.egg-info"))  # the source tree stays clean
     (wheel,) = (tmp_path / "wheel").glob("*.whl")
@@ -73,9 +87,18 @@ def test_the_wheel_holds_only_augment3d_and_segbench_and_leaves_the_source_clean
     top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith((".dist-info", ".data"))}
     assert top == {"augment3d", "segbench"}
     assert {f"augment3d/recipes/{r}.toml" for r in ("ci", "quick", "phantom", "brats_africa_128")} <= set(names)
-    bundled = {f"augment3d/pretrained/phantom/{f}" for f in ("generator.safetensors", "generator.json",
-                                                              "label_maps.safetensors", "label_maps.json",
-                                                              "pretrained.json", "subjects.json", "recipe.toml")}
+    bundled = {
+        f"augment3d/pretrained/phantom/{f}"
+        for f in (
+            "generator.safetensors",
+            "generator.json",
+            "label_maps.safetensors",
+            "label_maps.json",
+            "pretrained.json",
+            "subjects.json",
+            "recipe.toml",
+        )
+    }
     assert bundled <= set(names)  # `make demo` and `augment3d sample phantom` from an installed wheel
     entry = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "augment3d = augment3d.cli:main" in entry

@@ -124,8 +124,15 @@ def test_generators_saved_by_earlier_versions_still_load(tiny, tmp_path):
 
 
 def test_the_run_records_its_preprocessing_and_voxel_size(tiny, tmp_path):
-    train_gan(tmp_path, tiny.data(), tiny.model, replace(tiny.train, steps=1), tiny.encoder,
-              PreprocessConfig(shape=16, clip_percentiles=(1.0, 99.0)), generator_info={"voxel_mm": 6.0})
+    train_gan(
+        tmp_path,
+        tiny.data(),
+        tiny.model,
+        replace(tiny.train, steps=1),
+        tiny.encoder,
+        PreprocessConfig(shape=16, clip_percentiles=(1.0, 99.0)),
+        generator_info={"voxel_mm": 6.0},
+    )
     gen = load_generator(tmp_path)
     assert gen.preprocess == PreprocessConfig(shape=16, clip_percentiles=(1.0, 99.0))
     assert gen.voxel_mm == 6.0 and np.allclose(np.diag(gen.affine), [6.0, 6.0, 6.0, 1.0])
@@ -146,7 +153,9 @@ def test_labels_mode_renders_given_maps_and_draws_its_own(tiny, tmp_path):
     drawn, drawn_labels = gen.generate(condition={"site": "SSA"}, seeds=[0, 1])  # the run's own maps, deformed
     again, _ = gen.generate(condition={"site": "SSA"}, seeds=[0, 1])
     assert np.array_equal(drawn, again) and set(np.unique(drawn_labels)) <= {0, 3} and (drawn_labels == 3).any()
-    assert {gen.bank.conditions[gen.bank.subjects.index(s)]["site"] for s in gen.map_sources([0, 1, 2], {"site": "SSA"})} == {"SSA"}
+    assert {gen.bank.conditions[gen.bank.subjects.index(s)]["site"] for s in gen.map_sources([0, 1, 2], {"site": "SSA"})} == {
+        "SSA"
+    }
     with pytest.raises(ValueError, match="label_maps must be two arrays of shape"):
         gen.generate(condition={"site": "SSA"}, seeds=[0], label_maps=(labels, masks))
     with pytest.raises(ValueError, match="outside 0-3"):
@@ -196,7 +205,8 @@ def test_a_joint_run_from_before_labels_to_images_still_loads_and_samples(tiny, 
 
     from cli import app
 
-    result = CliRunner().invoke(app, ["sample", str(tmp_path / "run"), str(tmp_path / "out"), "--n", "2",
-                                      "--condition", "site=SSA"])
+    result = CliRunner().invoke(
+        app, ["sample", str(tmp_path / "run"), str(tmp_path / "out"), "--n", "2", "--condition", "site=SSA"]
+    )
     assert result.exit_code == 0, result.output
     assert len(list((tmp_path / "out").glob("*/*-seg.nii.gz"))) == 2

@@ -27,8 +27,10 @@ def brain(shape=SHAPE, seed=0, tumour_at=None, radius=0.18):
     rng = np.random.default_rng(seed)
     grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij"))
     inside = (grid**2).sum(0) < 0.85
-    images = {m: ((80.0 + 15 * k + 10 * grid[1] + rng.normal(0, 3, shape)) * inside).astype(np.float32)
-              for k, m in enumerate(MODALITIES)}
+    images = {
+        m: ((80.0 + 15 * k + 10 * grid[1] + rng.normal(0, 3, shape)) * inside).astype(np.float32)
+        for k, m in enumerate(MODALITIES)
+    }
     label = np.zeros(shape, np.uint8)
     if tumour_at is not None:
         d = ((grid - np.array(tumour_at).reshape(3, 1, 1, 1)) ** 2).sum(0)
@@ -46,8 +48,9 @@ def write(root, sid, images, label, affine=AFFINE, scheme=None):
 
 def subject_of(folder: Path, sid: str, scheme=BRATS2023, **attributes):
     path = {k: Path(folder) / case_file_name(sid, k, scheme) for k in KEYS}
-    return tio.Subject(**{k: tio.ScalarImage(path[k]) for k in MODALITIES}, seg=tio.LabelMap(path["seg"]),
-                       subject_id=sid, **attributes)
+    return tio.Subject(
+        **{k: tio.ScalarImage(path[k]) for k in MODALITIES}, seg=tio.LabelMap(path["seg"]), subject_id=sid, **attributes
+    )
 
 
 @pytest.fixture
@@ -88,12 +91,15 @@ def test_outside_the_insertion_nothing_changes_and_inside_the_lesion_is_the_dono
         assert new[pasted].min() >= inside_brain.min()  # nothing darker than the recipient's brain
         # the donor's lesion keeps its contrast against the tissue around it, in the recipient's scale:
         # donor lesion 300 + 20k against tissue about 80 + 15k (SD 3 + the y ramp) in both
-        contrast = (new[pasted].mean() - np.median(inside_brain)) / (300.0 + 20 * MODALITIES.index(k) - 80 - 15 * MODALITIES.index(k))
+        contrast = (new[pasted].mean() - np.median(inside_brain)) / (
+            300.0 + 20 * MODALITIES.index(k) - 80 - 15 * MODALITIES.index(k)
+        )
         assert 0.6 < contrast < 1.6, contrast
     # the label map is the donor's lesion: the same class counts as in the bank's box (no resampling here)
     donor = TumourBank.load(bank).donors[twin.donor]
     assert sorted(np.bincount(seg.ravel(), minlength=4)[1:].tolist()) == sorted(
-        np.bincount(donor.label.ravel(), minlength=4)[1:].tolist())
+        np.bincount(donor.label.ravel(), minlength=4)[1:].tolist()
+    )
     assert all(torch.equal(healthy[k].data, before[k]) for k in KEYS)  # the input is not modified
 
 
@@ -180,8 +186,12 @@ print("patches", patches, "replayed", same)
 
 def test_in_a_queue_and_a_loader_with_workers(bank, healthy):
     folder = Path(healthy["seg"].path).parent
-    done = subprocess.run([sys.executable, "-c", QUEUE, str(folder), str(bank), str(Path(__file__).parent)],
-                          capture_output=True, text=True, timeout=240)
+    done = subprocess.run(
+        [sys.executable, "-c", QUEUE, str(folder), str(bank), str(Path(__file__).parent)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["patches", "8", "replayed", "4"]
 

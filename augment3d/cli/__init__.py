@@ -11,7 +11,9 @@ import typer
 # options several commands share, declared once
 SkipBad = Annotated[bool, typer.Option(help="Skip bad cases and list them instead of stopping.")]
 Device = Annotated[str, typer.Option(help="cpu or cuda.")]
-ReplaceOut = Annotated[bool, typer.Option(help="Replace OUT if it exists (only a folder augment3d wrote, once the new one is complete).")]
+ReplaceOut = Annotated[
+    bool, typer.Option(help="Replace OUT if it exists (only a folder augment3d wrote, once the new one is complete).")
+]
 
 app = typer.Typer(
     name="augment3d",
@@ -45,10 +47,13 @@ def _os_error(exc: OSError) -> str:
     import errno
 
     where = exc.filename if exc.filename is not None else "augment3d"
-    hint = {errno.ENOSPC: "; free some space and run again (train: with --resume)",
-            errno.EDQUOT: "; free some space and run again (train: with --resume)",
-            errno.EROFS: "; write to another folder", errno.EACCES: "; check the permissions",
-            errno.EPERM: "; check the permissions"}.get(exc.errno or 0, "")
+    hint = {
+        errno.ENOSPC: "; free some space and run again (train: with --resume)",
+        errno.EDQUOT: "; free some space and run again (train: with --resume)",
+        errno.EROFS: "; write to another folder",
+        errno.EACCES: "; check the permissions",
+        errno.EPERM: "; check the permissions",
+    }.get(exc.errno or 0, "")
     return f"{where}: {exc.strerror or exc}{hint}"
 
 
@@ -104,20 +109,31 @@ def phantom(
     cases: Annotated[int, typer.Option(min=1, max=10000, help="Number of subjects.")] = 24,
     seed: Annotated[int, typer.Option(min=0, help="Seed; same seed, same bytes.")] = 0,
     spacing: Annotated[float, typer.Option(min=0.5, max=8.0, help="Voxel size in mm.")] = 2.0,
-    ssa_fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of subjects from the under-represented SSA site.")] = 0.25,
-    healthy_fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of each site's subjects without a tumour (empty label map, grade 'none'): recipients for TumourPaste.")] = 0.0,
+    ssa_fraction: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of subjects from the under-represented SSA site.")
+    ] = 0.25,
+    healthy_fraction: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Share of each site's subjects without a tumour (empty label map, grade 'none'): recipients for TumourPaste.",
+        ),
+    ] = 0.0,
     preview: Annotated[bool, typer.Option(help="Also save preview.png (3 planes x 4 modalities, label outlines).")] = False,
     force: Annotated[bool, typer.Option(help="Replace OUT if it exists (only once the new cohort is complete).")] = False,
 ) -> None:
     """Build a phantom cohort from the MNI152 template (HIC and SSA sites, HGG and LGG tumours)."""
     from augment3d.data.phantom import PhantomConfig, make_phantom_cohort
 
-    config = PhantomConfig(cases=cases, seed=seed, spacing=spacing, ssa_fraction=ssa_fraction,
-                           healthy_fraction=healthy_fraction)
+    config = PhantomConfig(cases=cases, seed=seed, spacing=spacing, ssa_fraction=ssa_fraction, healthy_fraction=healthy_fraction)
     with _progress() as bar:
         task = bar.add_task("phantom", total=cases)
         folder = make_phantom_cohort(
-            out, config, force=force, preview=preview,
+            out,
+            config,
+            force=force,
+            preview=preview,
             progress=lambda i, n, sid: bar.update(task, completed=i, description=sid),
         )
         bar.update(task, completed=cases, description="phantom")
@@ -153,7 +169,9 @@ def validate(
     with _progress() as bar:
         task = bar.add_task("validate", total=None)
         reports = validate_cohort(
-            data, columns, categories,
+            data,
+            columns,
+            categories,
             progress=lambda i, n, case: bar.update(task, total=n, completed=i, description=case.subject_id),
         )
         bar.update(task, completed=len(reports), description="validate")
@@ -186,7 +204,9 @@ def validate(
 def prepare(
     data: Annotated[Path, typer.Argument(help="Cohort folder in BraTS layout.")],
     recipe: Annotated[str, typer.Option(help="Recipe name or .toml path (sets grid and conditions).")] = "quick",
-    cache: Annotated[Optional[Path], typer.Option(help="Cache folder (default $AUGMENT3D_CACHE or ~/.cache/augment3d/prepared).")] = None,
+    cache: Annotated[
+        Optional[Path], typer.Option(help="Cache folder (default $AUGMENT3D_CACHE or ~/.cache/augment3d/prepared).")
+    ] = None,
     skip_bad: SkipBad = False,
     use_cache: Annotated[bool, typer.Option("--use-cache/--no-cache", help="Reuse prepared cases.")] = True,
     preview: Annotated[Optional[Path], typer.Option(help="Save a montage PNG of the first prepared cases here.")] = None,
@@ -199,17 +219,19 @@ def prepare(
     with _progress() as bar:
         task = bar.add_task("prepare", total=None)
         cohort = prepare_cohort(
-            data, r.data.preprocess(), r.data.conditions, r.data.categories,
-            skip_bad=skip_bad, cache_dir=cache, use_cache=use_cache,
+            data,
+            r.data.preprocess(),
+            r.data.conditions,
+            r.data.categories,
+            skip_bad=skip_bad,
+            cache_dir=cache,
+            use_cache=use_cache,
             progress=lambda i, n, case: bar.update(task, total=n, completed=i, description=case.subject_id),
         )
         bar.update(task, completed=len(cohort.cases) + len(cohort.skipped), description="prepare")
     _report_cohort(cohort)
     shape = "x".join(map(str, r.data.preprocess().shape))
-    typer.echo(
-        f"prepared {len(cohort.cases)} cases at {shape} ({cohort.cache_hits} from cache), "
-        f"skipped {len(cohort.skipped)}"
-    )
+    typer.echo(f"prepared {len(cohort.cases)} cases at {shape} ({cohort.cache_hits} from cache), skipped {len(cohort.skipped)}")
     if preview is not None:
         from augment3d.viz import save_montage
 
@@ -274,9 +296,19 @@ def train(
     data: Annotated[Path, typer.Argument(help="Cohort folder in BraTS layout (train on all of it).")],
     out: Annotated[Path, typer.Option(help="Run folder to create (or continue with --resume).")],
     recipe: Annotated[str, typer.Option(help="Recipe name or .toml path.")] = "quick",
-    resume: Annotated[bool, typer.Option(help="Continue the run in OUT exactly where its last checkpoint left off (same recipe).")] = False,
-    force: Annotated[bool, typer.Option(help="Replace an existing run folder in OUT (only a run folder augment3d wrote; the old run is deleted once the new one has its first checkpoint).")] = False,
-    allow_change: Annotated[Optional[list[str]], typer.Option(help="With --resume: a recipe value that may differ from the run's, e.g. train.steps (repeatable).")] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue the run in OUT exactly where its last checkpoint left off (same recipe).")
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            help="Replace an existing run folder in OUT (only a run folder augment3d wrote; the old run is deleted once the new one has its first checkpoint)."
+        ),
+    ] = False,
+    allow_change: Annotated[
+        Optional[list[str]],
+        typer.Option(help="With --resume: a recipe value that may differ from the run's, e.g. train.steps (repeatable)."),
+    ] = None,
     skip_bad: SkipBad = False,
     steps: Annotated[Optional[int], typer.Option(min=1, help="Override the recipe's number of steps.")] = None,
     device: Device = "cpu",
@@ -293,19 +325,35 @@ def train(
         def report(step, n, metrics):
             bar.update(task, completed=step, description=f"train D {metrics['d_loss']:.3f} G {metrics['g_loss']:.3f}")
 
-        folder, cohort, last = train_run(data, r, out, resume=resume, force=force, skip_bad=skip_bad,
-                                         steps=steps, device=device, progress=report, allow_changes=allow_change or ())
+        folder, cohort, last = train_run(
+            data,
+            r,
+            out,
+            resume=resume,
+            force=force,
+            skip_bad=skip_bad,
+            steps=steps,
+            device=device,
+            progress=report,
+            allow_changes=allow_change or (),
+        )
     if resume and not last:  # nothing left to train (a cut-short final save was completed)
         from augment3d.io.checkpoint import recorded_step
 
         done = recorded_step(folder, "train_state")
-        typer.echo(f"{folder} is finished at step {done} of {total}; to train it longer, resume with "
-                   f"--steps N (N above {done}), e.g. --resume --steps {2 * done}")
+        typer.echo(
+            f"{folder} is finished at step {done} of {total}; to train it longer, resume with "
+            f"--steps N (N above {done}), e.g. --resume --steps {2 * done}"
+        )
         return
     _report_cohort(cohort)
     if last:
-        typer.echo(f"step {last['step']}: D loss {last['d_loss']:.4f}, G loss {last['g_loss']:.4f}, augment p {last['ada_p']:.3f}")
-    typer.echo(f"run folder: {folder} (generator.safetensors, log.jsonl, curves.png, samples_latest.png: real vs generated per condition)")
+        typer.echo(
+            f"step {last['step']}: D loss {last['d_loss']:.4f}, G loss {last['g_loss']:.4f}, augment p {last['ada_p']:.3f}"
+        )
+    typer.echo(
+        f"run folder: {folder} (generator.safetensors, log.jsonl, curves.png, samples_latest.png: real vs generated per condition)"
+    )
 
 
 @app.command()
@@ -315,8 +363,15 @@ def evaluate(
     data: Annotated[Path, typer.Argument(help="Real cohort folder (the run's training data and, ideally, held-out cases).")],
     out: Annotated[Path, typer.Option(help="Folder for metrics.json, report.md and PNGs.")],
     n: Annotated[int, typer.Option(min=4, help="Number of synthetic subjects.")] = 32,
-    per_category: Annotated[int, typer.Option(min=0, help="Condition fidelity: generate more subjects of a scarce category (site, grade) until it has this many.")] = 16,
-    features: Annotated[str, typer.Option(help="fixed (shipped 3D encoder), medicalnet (with --weights) or segmenter.")] = "fixed",
+    per_category: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Condition fidelity: generate more subjects of a scarce category (site, grade) until it has this many."
+        ),
+    ] = 16,
+    features: Annotated[
+        str, typer.Option(help="fixed (shipped 3D encoder), medicalnet (with --weights) or segmenter.")
+    ] = "fixed",
     weights: Annotated[Optional[Path], typer.Option(help="Weights for --features medicalnet (a local file).")] = None,
     psi: Annotated[float, typer.Option(min=0.0, max=2.0, help="Truncation for the synthetic subjects.")] = 1.0,
     seed: Annotated[int, typer.Option(min=0, help="Seed of synthetic subject 0 and of every draw.")] = 0,
@@ -329,12 +384,25 @@ def evaluate(
     if features not in ("fixed", "medicalnet", "segmenter"):
         fail(f"--features must be fixed, medicalnet or segmenter, got {features!r}")
     try:
-        metrics = evaluate_run(run, data, out, n=n, features=features, weights=weights, psi=psi, seed=seed,
-                               skip_bad=skip_bad, force=force, per_category=per_category, progress=lambda m: typer.echo(m, err=True))
+        metrics = evaluate_run(
+            run,
+            data,
+            out,
+            n=n,
+            features=features,
+            weights=weights,
+            psi=psi,
+            seed=seed,
+            skip_bad=skip_bad,
+            force=force,
+            per_category=per_category,
+            progress=lambda m: typer.echo(m, err=True),
+        )
     except ValueError as exc:
         fail(str(exc))
-    typer.echo(f"FID {metrics.fid.synthetic_vs_train:.4g} (floor {metrics.fid.floor_held_out_vs_train:.4g}); "
-               f"report: {out / 'report.md'}")
+    typer.echo(
+        f"FID {metrics.fid.synthetic_vs_train:.4g} (floor {metrics.fid.floor_held_out_vs_train:.4g}); report: {out / 'report.md'}"
+    )
 
 
 def _run_info(path: Path) -> None:
@@ -343,16 +411,20 @@ def _run_info(path: Path) -> None:
     gen = load_generator(path)
     cfg = gen.network.config
     typer.echo(f"run {path}: generator at step {gen.meta['step']} (augment3d {gen.meta.get('augment3d_version')})")
-    typer.echo(f"  grid {'x'.join(map(str, gen.shape))}, style {cfg.style_mode}, z/w {cfg.z_dim}/{cfg.w_dim}, "
-               f"{sum(p.numel() for p in gen.network.parameters()):,} generator parameters")
+    typer.echo(
+        f"  grid {'x'.join(map(str, gen.shape))}, style {cfg.style_mode}, z/w {cfg.z_dim}/{cfg.w_dim}, "
+        f"{sum(p.numel() for p in gen.network.parameters()):,} generator parameters"
+    )
     typer.echo("  conditions: " + (", ".join(f"{k} {{{', '.join(v)}}}" for k, v in gen.conditions.items()) or "none"))
     from augment3d.io.run_files import LOG, read_log
 
     rows = read_log(path / LOG)
     if rows:
         last = rows[-1]
-        typer.echo(f"  last logged step {last['step']}: D {last['d_loss']:.4f}, G {last['g_loss']:.4f}, "
-                   f"augment p {last['ada_p']:.3f}, {last['seconds']:.0f} s")
+        typer.echo(
+            f"  last logged step {last['step']}: D {last['d_loss']:.4f}, G {last['g_loss']:.4f}, "
+            f"augment p {last['ada_p']:.3f}, {last['seconds']:.0f} s"
+        )
         evals = [r for r in rows if "val_swd" in r]
         if evals:
             best = min(evals, key=lambda r: r["val_swd"])
@@ -372,17 +444,49 @@ def _parse_conditions(values: list[str], option: str = "--condition") -> dict[st
 @app.command()
 @user_errors
 def sample(
-    run: Annotated[Path, typer.Argument(help="Run folder holding generator.safetensors + generator.json, or a bundled generator's name: phantom.")],
+    run: Annotated[
+        Path,
+        typer.Argument(help="Run folder holding generator.safetensors + generator.json, or a bundled generator's name: phantom."),
+    ],
     out: Annotated[Path, typer.Argument(help="Folder to write the synthetic cohort to.")],
     n: Annotated[int, typer.Option(min=1, help="Number of subjects.")] = 8,
     condition: Annotated[Optional[list[str]], typer.Option(help="KEY=VALUE, repeatable (e.g. --condition site=SSA).")] = None,
-    seed: Annotated[int, typer.Option(min=0, max=99_999, help="First seed; subjects use seeds SEED .. SEED+N-1 (a seed names a subject; ids carry it in five digits).")] = 0,
+    seed: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=99_999,
+            help="First seed; subjects use seeds SEED .. SEED+N-1 (a seed names a subject; ids carry it in five digits).",
+        ),
+    ] = 0,
     psi: Annotated[float, typer.Option(min=0.0, max=2.0, help="Truncation towards the condition's mean (1 = none).")] = 1.0,
-    fmt: Annotated[str, typer.Option("--format", help="brats (BraTS-2023 layout + metadata.csv) or nnunet (nnU-Net v2 raw; OUT named DatasetNNN_Name).")] = "brats",
-    conditions_from: Annotated[str, typer.Option(help="Condition columns not given with --condition: 'cohort' (drawn per seed in the training cohort's proportions) or 'balanced' (every combination in turn).")] = "cohort",
-    preview: Annotated[bool, typer.Option(help="Also write preview.png (the first subjects, three planes, label outlines).")] = False,
-    nnunet_regions: Annotated[bool, typer.Option(help="With --format nnunet: declare the BraTS regions (WT, TC, ET) with regions_class_order, for nnU-Net's region-based training.")] = False,
-    labels_from: Annotated[Optional[Path], typer.Option(help="Labels-to-images runs: render the label maps of this cohort folder (BraTS layout, images give the brain mask) or joint run, instead of the run's own training maps deformed by each seed.")] = None,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format", help="brats (BraTS-2023 layout + metadata.csv) or nnunet (nnU-Net v2 raw; OUT named DatasetNNN_Name)."
+        ),
+    ] = "brats",
+    conditions_from: Annotated[
+        str,
+        typer.Option(
+            help="Condition columns not given with --condition: 'cohort' (drawn per seed in the training cohort's proportions) or 'balanced' (every combination in turn)."
+        ),
+    ] = "cohort",
+    preview: Annotated[
+        bool, typer.Option(help="Also write preview.png (the first subjects, three planes, label outlines).")
+    ] = False,
+    nnunet_regions: Annotated[
+        bool,
+        typer.Option(
+            help="With --format nnunet: declare the BraTS regions (WT, TC, ET) with regions_class_order, for nnU-Net's region-based training."
+        ),
+    ] = False,
+    labels_from: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Labels-to-images runs: render the label maps of this cohort folder (BraTS layout, images give the brain mask) or joint run, instead of the run's own training maps deformed by each seed."
+        ),
+    ] = None,
     device: Device = "cpu",
     force: ReplaceOut = False,
 ) -> None:
@@ -409,10 +513,22 @@ def sample(
     subjects = sample_subjects(gen, n, _parse_conditions(condition or []), seed, psi, labels_from, conditions_from)
     combinations = [tuple(sorted(c.items())) for c in gen.encoder.all_conditions()]
     ids = [combinations.index(tuple(sorted(c.items()))) + 1 if c else 0 for c in subjects.conditions]
-    export_synthetic(out, subjects.images, subjects.labels, subjects.seeds, subjects.conditions, gen.affine, fmt=fmt,
-                     psi=psi, force=force, inputs=[run, labels_from], condition_ids=ids, regions=nnunet_regions,
-                     extra_columns={"label_map_from": subjects.sources, "condition_from": subjects.condition_from},
-                     preview=preview)
+    export_synthetic(
+        out,
+        subjects.images,
+        subjects.labels,
+        subjects.seeds,
+        subjects.conditions,
+        gen.affine,
+        fmt=fmt,
+        psi=psi,
+        force=force,
+        inputs=[run, labels_from],
+        condition_ids=ids,
+        regions=nnunet_regions,
+        extra_columns={"label_map_from": subjects.sources, "condition_from": subjects.condition_from},
+        preview=preview,
+    )
     typer.echo(f"wrote {n} synthetic subjects ({fmt}) to {out}")
 
 
@@ -433,18 +549,47 @@ def _seed_list(text: str | None, option: str) -> list[int] | None:
 @user_errors
 def bench(
     out: Annotated[Path, typer.Option(help="Bench folder (created, or continued: finished stages and jobs are kept).")],
-    recipe: Annotated[str, typer.Option(help="Recipe name or .toml path (its [bench] section sets arms, seeds, model).")] = "quick",
-    data: Annotated[Optional[Path], typer.Option(help="Cohort folder in BraTS layout; default: the recipe's phantom cohort.")] = None,
-    generator: Annotated[Optional[Path], typer.Option(help="A trained run folder, or a bundled generator's name (phantom), to use instead of training a GAN on the training split (default: the recipe's [bench] generator, if any).")] = None,
-    arm: Annotated[Optional[str], typer.Option(help="Run only this arm (real, real+classic, real+synthetic, real+classic+synthetic).")] = None,
+    recipe: Annotated[
+        str, typer.Option(help="Recipe name or .toml path (its [bench] section sets arms, seeds, model).")
+    ] = "quick",
+    data: Annotated[
+        Optional[Path], typer.Option(help="Cohort folder in BraTS layout; default: the recipe's phantom cohort.")
+    ] = None,
+    generator: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="A trained run folder, or a bundled generator's name (phantom), to use instead of training a GAN on the training split (default: the recipe's [bench] generator, if any)."
+        ),
+    ] = None,
+    arm: Annotated[
+        Optional[str], typer.Option(help="Run only this arm (real, real+classic, real+synthetic, real+classic+synthetic).")
+    ] = None,
     seed: Annotated[Optional[int], typer.Option(help="Run only this seed (one of the recipe's seeds).")] = None,
-    setup_only: Annotated[bool, typer.Option(help="Only build the shared stages (cohort, splits, GAN, GAN metrics), e.g. before a job array.")] = False,
-    cohorts: Annotated[Optional[str], typer.Option(help="Phantom cohort seeds, e.g. 0,101,102: the whole bench once per cohort, pooled in one report (default: the recipe's [bench] cohorts, else one cohort).")] = None,
-    cohort: Annotated[Optional[int], typer.Option(help="Run only this cohort of a bench over several cohorts (with --arm/--seed: one job of a job array).")] = None,
-    force: Annotated[bool, typer.Option(help="Replace an existing bench folder in OUT and start over (only a bench folder augment3d wrote).")] = False,
+    setup_only: Annotated[
+        bool, typer.Option(help="Only build the shared stages (cohort, splits, GAN, GAN metrics), e.g. before a job array.")
+    ] = False,
+    cohorts: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Phantom cohort seeds, e.g. 0,101,102: the whole bench once per cohort, pooled in one report (default: the recipe's [bench] cohorts, else one cohort)."
+        ),
+    ] = None,
+    cohort: Annotated[
+        Optional[int],
+        typer.Option(help="Run only this cohort of a bench over several cohorts (with --arm/--seed: one job of a job array)."),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option(help="Replace an existing bench folder in OUT and start over (only a bench folder augment3d wrote).")
+    ] = False,
     skip_bad: SkipBad = False,
     device: Device = "cpu",
-    workers: Annotated[int, typer.Option(min=1, help="Run the GAN and the jobs side by side in this many processes, each with cores/N threads (2 on 2 cores; docs/PERFORMANCE.md has the times).")] = 1,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Run the GAN and the jobs side by side in this many processes, each with cores/N threads (2 on 2 cores; docs/PERFORMANCE.md has the times).",
+        ),
+    ] = 1,
 ) -> None:
     """Does synthetic data improve segmentation? Train segmenters with and without it and report per site."""
     from augment3d.config.recipe import load_recipe
@@ -458,23 +603,46 @@ def bench(
     def say(message: str) -> None:
         minutes, seconds = divmod(int(time.monotonic() - start), 60)
         typer.echo(f"[{minutes:02d}:{seconds:02d}] {message}", err=True)
+
     with _progress() as bar:
+
         def progress(name: str, total: int):
             task = bar.add_task(name, total=total)
 
             def update(step, n, metrics):
-                shown = f"D {metrics['d_loss']:.3f} G {metrics['g_loss']:.3f}" if "d_loss" in metrics else f"val Dice {metrics['val_dice']:.3f}"
+                shown = (
+                    f"D {metrics['d_loss']:.3f} G {metrics['g_loss']:.3f}"
+                    if "d_loss" in metrics
+                    else f"val Dice {metrics['val_dice']:.3f}"
+                )
                 bar.update(task, completed=step, description=f"{name} {shown}")
+
             return update
 
-        setups, report = run_bench(r, out, data=data, generator=generator, arm=arm, seed=seed, setup_only=setup_only,
-                                   force=force, skip_bad=skip_bad, device=device, say=say, progress=progress,
-                                   cohorts=_seed_list(cohorts, "--cohorts"), cohort=cohort, workers=workers)
+        setups, report = run_bench(
+            r,
+            out,
+            data=data,
+            generator=generator,
+            arm=arm,
+            seed=seed,
+            setup_only=setup_only,
+            force=force,
+            skip_bad=skip_bad,
+            device=device,
+            say=say,
+            progress=progress,
+            cohorts=_seed_list(cohorts, "--cohorts"),
+            cohort=cohort,
+            workers=workers,
+        )
     for setup in setups if isinstance(setups, list) else [setups]:
         _report_cohort(setup)
         if report is None:
-            typer.echo(f"set up {setup.folder}: {len(setup.train)}/{len(setup.val)}/{len(setup.test)} train/val/test cases"
-                       + (f", generator {setup.generator}" if setup.generator else ""))
+            typer.echo(
+                f"set up {setup.folder}: {len(setup.train)}/{len(setup.val)}/{len(setup.test)} train/val/test cases"
+                + (f", generator {setup.generator}" if setup.generator else "")
+            )
     if report is None:
         return
     typer.echo(report["answer"])
@@ -486,7 +654,12 @@ def bench(
 def nnunet_dataset(
     cohort: Annotated[Path, typer.Argument(help="Cohort folder in BraTS layout (e.g. augment3d phantom OUT).")],
     out: Annotated[Path, typer.Argument(help="nnU-Net raw dataset folder to write, named DatasetNNN_Name, inside $nnUNet_raw.")],
-    regions: Annotated[bool, typer.Option(help="Declare the BraTS regions (WT, TC, ET) with regions_class_order, for nnU-Net's region-based training.")] = False,
+    regions: Annotated[
+        bool,
+        typer.Option(
+            help="Declare the BraTS regions (WT, TC, ET) with regions_class_order, for nnU-Net's region-based training."
+        ),
+    ] = False,
     subject: Annotated[Optional[list[str]], typer.Option(help="Only this subject id (repeatable); default: every case.")] = None,
     force: ReplaceOut = False,
 ) -> None:
@@ -510,21 +683,43 @@ def _label_numbers(text: str | None) -> dict[str, int] | None:
 @user_errors
 def nnunet_trainers(
     folder: Annotated[Path, typer.Argument(help="Folder to write augment3d_trainers.py into; point nnUNet_extTrainer at it.")],
-    bank: Annotated[Optional[Path], typer.Option(help="Tumour bank folder (augment3d.TumourBank) for nnUNetTrainerTumourPaste.")] = None,
-    generator: Annotated[str, typer.Option(help="Labels-to-images run folder, or a bundled generator's name, for nnUNetTrainerSynthetic.")] = "phantom",
-    condition: Annotated[Optional[list[str]], typer.Option(help="KEY=VALUE, repeatable: the restyle's condition (default site=SSA; columns left out are drawn per sample).")] = None,
+    bank: Annotated[
+        Optional[Path], typer.Option(help="Tumour bank folder (augment3d.TumourBank) for nnUNetTrainerTumourPaste.")
+    ] = None,
+    generator: Annotated[
+        str, typer.Option(help="Labels-to-images run folder, or a bundled generator's name, for nnUNetTrainerSynthetic.")
+    ] = "phantom",
+    condition: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            help="KEY=VALUE, repeatable: the restyle's condition (default site=SSA; columns left out are drawn per sample)."
+        ),
+    ] = None,
     prob: Annotated[float, typer.Option(min=0.0, max=1.0, help="Chance per training sample.")] = 0.5,
-    labels: Annotated[Optional[str], typer.Option(help="The dataset's label numbers, e.g. NETC=2,SNFH=1,ET=3 (default: read from its dataset.json).")] = None,
-    seed: Annotated[Optional[int], typer.Option(min=0, help="Reproducible draws per worker (default: nnU-Net's per-worker numpy seeding).")] = None,
+    labels: Annotated[
+        Optional[str],
+        typer.Option(help="The dataset's label numbers, e.g. NETC=2,SNFH=1,ET=3 (default: read from its dataset.json)."),
+    ] = None,
+    seed: Annotated[
+        Optional[int], typer.Option(min=0, help="Reproducible draws per worker (default: nnU-Net's per-worker numpy seeding).")
+    ] = None,
 ) -> None:
     """Write the nnU-Net v2 trainer folder: -tr nnUNetTrainerTumourPaste or -tr nnUNetTrainerSynthetic."""
     from augment3d.nnunet.stub import TRAINERS, write_trainer_folder
 
-    path = write_trainer_folder(folder, bank=bank, generator=generator,
-                                condition=_parse_conditions(condition) if condition else None, prob=prob,
-                                labels=_label_numbers(labels), seed=seed)
-    typer.echo(f"wrote {path}\n  export nnUNet_extTrainer={folder.resolve()}\n"
-               f"  nnUNetv2_train DATASET 3d_fullres FOLD -tr {TRAINERS[0]}   (or -tr {TRAINERS[1]})")
+    path = write_trainer_folder(
+        folder,
+        bank=bank,
+        generator=generator,
+        condition=_parse_conditions(condition) if condition else None,
+        prob=prob,
+        labels=_label_numbers(labels),
+        seed=seed,
+    )
+    typer.echo(
+        f"wrote {path}\n  export nnUNet_extTrainer={folder.resolve()}\n"
+        f"  nnUNetv2_train DATASET 3d_fullres FOLD -tr {TRAINERS[0]}   (or -tr {TRAINERS[1]})"
+    )
 
 
 @app.command("bench-report")

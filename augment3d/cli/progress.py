@@ -24,16 +24,29 @@ class Progress:
 
     def __init__(self, stream=None):
         from rich.console import Console
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress as RichProgress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self.stream = stream or sys.stderr
         console = Console(file=self.stream, highlight=False, soft_wrap=True)
         self.lines = not console.is_terminal
         self.every = float(os.environ.get("AUGMENT3D_LOG_EVERY", "30"))
-        self._bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console,
-                                 disable=self.lines)
+        self._bar = RichProgress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+            disable=self.lines,
+        )
         self._tasks: dict[int, dict] = {}
 
     def __enter__(self) -> Progress:
@@ -50,8 +63,12 @@ class Progress:
         return task
 
     def update(self, task: int, completed: int, description: str | None = None, total: int | None = None) -> None:
-        self._bar.update(task, completed=completed, description=description or self._tasks[task]["name"],
-                         **({"total": total} if total is not None else {}))
+        self._bar.update(
+            task,
+            completed=completed,
+            description=description or self._tasks[task]["name"],
+            **({"total": total} if total is not None else {}),
+        )
         if self.lines:
             self._line(task, completed, description, total)
 
@@ -67,8 +84,10 @@ class Progress:
         if state["total"]:
             rate = completed / elapsed if elapsed > 0 else 0.0
             eta = (state["total"] - completed) / rate if rate > 0 else float("nan")
-            text += (f"/{state['total']} ({100 * completed / state['total']:.0f}%), {rate:.3g}/s, "
-                     f"elapsed {_clock(elapsed)}, ETA {_clock(eta) if eta == eta else '?'}")
+            text += (
+                f"/{state['total']} ({100 * completed / state['total']:.0f}%), {rate:.3g}/s, "
+                f"elapsed {_clock(elapsed)}, ETA {_clock(eta) if eta == eta else '?'}"
+            )
         if description and description != state["name"]:
             text += f": {description}"
         print(text, file=self.stream, flush=True)

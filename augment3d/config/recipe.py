@@ -61,8 +61,9 @@ class DataConfig:
 
     def preprocess(self) -> PreprocessConfig:
         as_tuple = lambda v: tuple(v) if isinstance(v, list) else v  # noqa: E731  (TOML gives lists)
-        return PreprocessConfig(shape=as_tuple(self.shape), clip_percentiles=as_tuple(self.clip_percentiles),
-                                margin_mm=self.margin_mm)
+        return PreprocessConfig(
+            shape=as_tuple(self.shape), clip_percentiles=as_tuple(self.clip_percentiles), margin_mm=self.margin_mm
+        )
 
 
 @dataclass(frozen=True)
@@ -90,8 +91,11 @@ def _section(cls, table, where: str, path: Path, derived: tuple[str, ...] = ()):
         raise RecipeError(path, f"[{where}] must be a table, got {table!r}")
     removed = sorted(set(table) & set(REMOVED.get(where, ())))
     if removed:
-        raise RecipeError(path, f"[{where}] {', '.join(removed)}: removed from augment3d after measured runs "
-                                "showed no gain (docs/MODEL.md, 'Removed options'); delete the line")
+        raise RecipeError(
+            path,
+            f"[{where}] {', '.join(removed)}: removed from augment3d after measured runs "
+            "showed no gain (docs/MODEL.md, 'Removed options'); delete the line",
+        )
     known = {f.name for f in fields(cls)} - set(derived)
     unknown = sorted(set(table) - known)
     if unknown:
@@ -109,8 +113,7 @@ def _recipe_file(name_or_path: str | os.PathLike) -> Path:
     if path.suffix != ".toml":
         bundled = recipe_path(str(name_or_path))
         if bundled is None:
-            raise RecipeError(None, f"no recipe named '{name_or_path}' (bundled: {', '.join(available())}; "
-                                    "or give a .toml path)")
+            raise RecipeError(None, f"no recipe named '{name_or_path}' (bundled: {', '.join(available())}; or give a .toml path)")
         path = bundled
     if not path.is_file():
         raise RecipeError(path, "recipe file does not exist")

@@ -67,8 +67,11 @@ def prepare_cohort(
     metadata = read_metadata(root)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     settings = {**config.to_dict(), "columns": list(columns), "categories": dict(categories or {})}
-    check_fits(_grid_bytes(config) * (len(cases) + 8), root, f"preparing {len(cases)} cases on the "
-               f"{'x'.join(map(str, config.shape))} grid")
+    check_fits(
+        _grid_bytes(config) * (len(cases) + 8),
+        root,
+        f"preparing {len(cases)} cases on the {'x'.join(map(str, config.shape))} grid",
+    )
     prepared, skipped, hits, warnings = [], [], 0, []
     for i, case in enumerate(cases):
         if progress is not None:
@@ -91,8 +94,10 @@ def prepare_cohort(
                 store_cached(cache, key, item)
             except OSError as exc:
                 use_cache = False
-                warnings.append(f"{exc.filename or cache}: cannot write the prepared-case cache "
-                                f"({exc.strerror or exc}); continuing without it")
+                warnings.append(
+                    f"{exc.filename or cache}: cannot write the prepared-case cache "
+                    f"({exc.strerror or exc}); continuing without it"
+                )
         prepared.append(item)
     if not prepared:
         raise DataError(root, f"every case is bad ({len(skipped)} skipped); nothing to prepare")

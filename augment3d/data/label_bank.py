@@ -39,12 +39,18 @@ class LabelBank:
         or by their index)."""
         n = data.labels.shape[0]
         conditions = encoder.decode(data.conditions.numpy()) if encoder.dim else [{} for _ in range(n)]
-        return cls(data.labels.numpy().astype(np.uint8), data.masks.numpy().astype(bool),
-                   list(subject_ids) if subject_ids is not None else [f"subject {i}" for i in range(n)], conditions)
+        return cls(
+            data.labels.numpy().astype(np.uint8),
+            data.masks.numpy().astype(bool),
+            list(subject_ids) if subject_ids is not None else [f"subject {i}" for i in range(n)],
+            conditions,
+        )
 
     def save(self, folder: str | os.PathLike) -> None:
-        tensors = {"labels": torch.from_numpy(self.labels.astype(np.uint8)),
-                   "masks": torch.from_numpy(self.masks.astype(np.uint8))}
+        tensors = {
+            "labels": torch.from_numpy(self.labels.astype(np.uint8)),
+            "masks": torch.from_numpy(self.masks.astype(np.uint8)),
+        }
         save_bundle(folder, BANK_FILE, "label_maps", tensors, {"subjects": self.subjects, "conditions": self.conditions})
 
     @classmethod
@@ -61,8 +67,9 @@ class LabelBank:
             raise CheckpointError(where, f"does not describe label maps ({exc})") from None
         n = len(subjects)
         if labels.shape != (n, *shape) or masks.shape != labels.shape or len(conditions) != n or labels.max(initial=0) > 3:
-            raise CheckpointError(where, f"label maps of shape {labels.shape} do not fit {n} subjects on the "
-                                         f"{'x'.join(map(str, shape))} grid")
+            raise CheckpointError(
+                where, f"label maps of shape {labels.shape} do not fit {n} subjects on the {'x'.join(map(str, shape))} grid"
+            )
         return cls(labels, masks, subjects, conditions)
 
     def candidates(self, condition: Mapping[str, str] | None) -> list[int]:
@@ -74,6 +81,7 @@ class LabelBank:
         """One deformed map (1, 4, X, Y, Z) and its source subject, drawn from ``generator``."""
         options = self.candidates(condition)
         index = options[int(torch.randint(len(options), (), generator=generator))]
-        maps = label_maps(torch.from_numpy(self.labels[index : index + 1].astype(np.int64)),
-                          torch.from_numpy(self.masks[index : index + 1]))
+        maps = label_maps(
+            torch.from_numpy(self.labels[index : index + 1].astype(np.int64)), torch.from_numpy(self.masks[index : index + 1])
+        )
         return deform_maps(maps, draw_deformations(1, generator)), self.subjects[index]

@@ -62,8 +62,13 @@ def _read_case_folder(folder: Path) -> Case | None:
     try:
         entries = sorted(os.listdir(folder))
     except OSError as exc:
-        return Case(folder.name, folder, BRATS2023, {key: None for key in KEYS},
-                    unreadable=f"cannot list the case folder ({exc.strerror or exc})")
+        return Case(
+            folder.name,
+            folder,
+            BRATS2023,
+            {key: None for key in KEYS},
+            unreadable=f"cannot list the case folder ({exc.strerror or exc})",
+        )
     stems = {}
     for entry in entries:
         stem = _strip_extension(entry)
@@ -110,7 +115,6 @@ def discover_cases(root: str | os.PathLike) -> list[Case]:
     if not cases:
         raise DataError(
             root,
-            "no BraTS cases found (expected <case>/<case>-t1n.nii.gz ... or "
-            "<case>/<case>_t1.nii.gz ... in sub-folders)",
+            "no BraTS cases found (expected <case>/<case>-t1n.nii.gz ... or <case>/<case>_t1.nii.gz ... in sub-folders)",
         )
     return cases

@@ -54,8 +54,11 @@ def read_metadata(root: str | os.PathLike) -> Metadata | None:
         raise DataError(path, f"no 'subject_id' column (columns: {', '.join(columns)})")
     repeated = sorted({c for c in columns if columns.count(c) > 1})
     if repeated:
-        raise DataError(path, f"column {', '.join(repr(c) for c in repeated)} appears more than once in the header; "
-                              "keep one (which one is meant cannot be guessed)")
+        raise DataError(
+            path,
+            f"column {', '.join(repr(c) for c in repeated)} appears more than once in the header; "
+            "keep one (which one is meant cannot be guessed)",
+        )
     rows: dict[str, dict[str, str]] = {}
     lines: dict[str, list[int]] = {}
     try:

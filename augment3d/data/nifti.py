@@ -69,8 +69,9 @@ def _payload_bytes(path: Path, header, compressed: int) -> int:
     voxels = int(np.prod(shape, dtype=np.int64)) if shape else 0
     shown = "x".join(map(str, shape))
     if voxels > MAX_VOXELS:
-        raise DataError(path, f"header claims {shown} voxels ({voxels:.3g}), more than augment3d reads "
-                              f"({MAX_VOXELS:.3g}, a 512^3 volume)")
+        raise DataError(
+            path, f"header claims {shown} voxels ({voxels:.3g}), more than augment3d reads ({MAX_VOXELS:.3g}, a 512^3 volume)"
+        )
     payload = int(header.get_data_offset()) + voxels * dtype.itemsize
     # the decompressed file, the decoded voxels in float32 and a working copy
     check_fits(compressed + payload + 2 * 4 * voxels, path, f"reading its {shown} {dtype} voxels")
@@ -128,8 +129,7 @@ def _check_complete(path: Path, image, n_bytes: int) -> None:
     if n_bytes < expected:
         raise DataError(
             path,
-            f"truncated image data: the header promises {expected} bytes for shape {tuple(shape)}, "
-            f"the file holds {n_bytes}",
+            f"truncated image data: the header promises {expected} bytes for shape {tuple(shape)}, the file holds {n_bytes}",
         )
 
 
@@ -161,9 +161,12 @@ def _checked_affine(path: Path, image) -> np.ndarray:
         shift = float(np.abs(qform[:3, 3] - sform[:3, 3]).max())
         axes = float(np.abs(qform[:3, :3] - sform[:3, :3]).max())
         if shift > 1.0 or axes > 1e-3 * max(1.0, float(np.abs(sform[:3, :3]).max())):
-            raise DataError(path, f"qform and sform disagree (origins {shift:.1f} mm apart, axes by {axes:.3g}): "
-                                  "tools would place the image differently; make them agree (e.g. set the qform "
-                                  "from the sform) before using it")
+            raise DataError(
+                path,
+                f"qform and sform disagree (origins {shift:.1f} mm apart, axes by {axes:.3g}): "
+                "tools would place the image differently; make them agree (e.g. set the qform "
+                "from the sform) before using it",
+            )
     return affine
 
 

@@ -35,14 +35,23 @@ class PreprocessConfig:
         shape = self.shape
         if isinstance(shape, int):
             shape = (shape, shape, shape)
-        if not isinstance(shape, tuple) or len(shape) != 3 or any(isinstance(s, bool) or not isinstance(s, int) for s in shape) \
-                or min(shape) < 4:
+        if (
+            not isinstance(shape, tuple)
+            or len(shape) != 3
+            or any(isinstance(s, bool) or not isinstance(s, int) for s in shape)
+            or min(shape) < 4
+        ):
             raise ValueError(f"shape must be an int or three ints >= 4, got {self.shape!r}")
         if max(shape) > MAX_SIDE:
-            raise ValueError(f"shape {shape} is larger than augment3d prepares (sides up to {MAX_SIDE}; the proposal's "
-                             "grid is 128)")
+            raise ValueError(
+                f"shape {shape} is larger than augment3d prepares (sides up to {MAX_SIDE}; the proposal's grid is 128)"
+            )
         percentiles = self.clip_percentiles
-        if not isinstance(percentiles, (list, tuple)) or len(percentiles) != 2 or not all(isinstance(p, (int, float)) and not isinstance(p, bool) for p in percentiles):
+        if (
+            not isinstance(percentiles, (list, tuple))
+            or len(percentiles) != 2
+            or not all(isinstance(p, (int, float)) and not isinstance(p, bool) for p in percentiles)
+        ):
             raise ValueError(f"clip_percentiles must be two numbers, got {percentiles!r}")
         lo, hi = (float(p) for p in percentiles)
         if not 0.0 <= lo < hi <= 100.0:
@@ -175,10 +184,7 @@ def preprocess_case(loaded: LoadedCase, config: PreprocessConfig) -> PreparedCas
 
     crop_mask = crop_pad(mask, False)
     images = np.stack(
-        [
-            _normalise(crop_pad(stack[i], 0.0), crop_mask, config.clip_percentiles, paths[key])
-            for i, key in enumerate(MODALITIES)
-        ]
+        [_normalise(crop_pad(stack[i], 0.0), crop_mask, config.clip_percentiles, paths[key]) for i, key in enumerate(MODALITIES)]
     )
     label = crop_pad(label, 0)
 

@@ -16,8 +16,16 @@ from .layout import Case, discover_cases
 from .metadata import Metadata, read_metadata, subject_conditions
 from .nifti import NiftiVolume, read_nifti
 
-__all__ = ["AFFINE_TOLERANCE", "LoadedCase", "CaseReport", "read_case", "check_case", "validate_cohort", "image_digest",
-           "duplicate_of"]
+__all__ = [
+    "AFFINE_TOLERANCE",
+    "LoadedCase",
+    "CaseReport",
+    "read_case",
+    "check_case",
+    "validate_cohort",
+    "image_digest",
+    "duplicate_of",
+]
 
 #: Largest difference (in affine units: mm, or direction cosines) tolerated between the
 #: affines of one case's files; BraTS files often differ by float32 rounding.
@@ -103,9 +111,14 @@ def _read_all(case: Case) -> tuple[dict[str, NiftiVolume], list[DataError]]:
     unmatched = _unmatched_files(case)
     if all(case.paths.get(key) is None for key in KEYS):
         found = f"it holds {', '.join(unmatched[:6])}" if unmatched else "it holds no NIfTI file"
-        return volumes, [DataError(case.folder, f"no file named in BraTS 2023 style ({case.subject_id}-t1n.nii.gz, -t1c, "
-                                                f"-t2w, -t2f, -seg) or 2021 style (_t1, _t1ce, _t2, _flair, _seg); {found}; "
-                                                "rename the files so")]
+        return volumes, [
+            DataError(
+                case.folder,
+                f"no file named in BraTS 2023 style ({case.subject_id}-t1n.nii.gz, -t1c, "
+                f"-t2w, -t2f, -seg) or 2021 style (_t1, _t1ce, _t2, _flair, _seg); {found}; "
+                "rename the files so",
+            )
+        ]
     for key in KEYS:
         path = case.paths.get(key)
         if path is None:
@@ -238,5 +251,6 @@ def duplicate_of(digests: Sequence[str | None]) -> dict[int, int]:
 
 
 def same_images_warning(other: str) -> str:
-    return (f"the same images as case {other}: the same scan under two subject ids leaks between training and "
-            "test splits; keep one")
+    return (
+        f"the same images as case {other}: the same scan under two subject ids leaks between training and test splits; keep one"
+    )

@@ -47,8 +47,13 @@ def save_bundle(folder: str | os.PathLike, name: str, kind: str, tensors: Mappin
     blob = save(clean)
     weights, pending = folder / f"{name}.safetensors", folder / f"{name}.safetensors{_NEXT}"
     atomic_write_bytes(pending, blob)
-    record = {"format": f"augment3d.{kind}", "format_version": FORMAT_VERSION, **meta,
-              "weights": weights.name, "weights_sha256": _sha256(blob)}
+    record = {
+        "format": f"augment3d.{kind}",
+        "format_version": FORMAT_VERSION,
+        **meta,
+        "weights": weights.name,
+        "weights_sha256": _sha256(blob),
+    }
     atomic_write_text(folder / f"{name}.json", json.dumps(record, indent=1, sort_keys=True) + "\n")
     os.replace(pending, weights)
     fsync_dir(folder)
@@ -101,15 +106,21 @@ def load_bundle(folder: str | os.PathLike, name: str, kind: str) -> tuple[dict[s
     except RecursionError:
         raise CheckpointError(meta_path, "nested too deeply to be an augment3d description") from None
     if not isinstance(meta, dict) or meta.get("format") != f"augment3d.{kind}":
-        raise CheckpointError(meta_path, f"not an augment3d {kind} description (format {meta.get('format') if isinstance(meta, dict) else None!r})")
+        raise CheckpointError(
+            meta_path, f"not an augment3d {kind} description (format {meta.get('format') if isinstance(meta, dict) else None!r})"
+        )
     version = meta.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise CheckpointError(meta_path, f"format version {version!r} is newer than this augment3d reads ({FORMAT_VERSION}); upgrade augment3d")
+        raise CheckpointError(
+            meta_path, f"format version {version!r} is newer than this augment3d reads ({FORMAT_VERSION}); upgrade augment3d"
+        )
     if not bundle_exists(folder, name):
         raise CheckpointError(weights_path, "missing")
     blob = _matching_weights(weights_path, meta.get("weights_sha256"))
     if blob is None:
-        raise CheckpointError(weights_path, "does not match the SHA-256 recorded in " + meta_path.name + " (damaged, replaced or half-written)")
+        raise CheckpointError(
+            weights_path, "does not match the SHA-256 recorded in " + meta_path.name + " (damaged, replaced or half-written)"
+        )
     try:
         tensors = load(blob)
     except Exception as exc:  # safetensors parses; it never executes what it reads

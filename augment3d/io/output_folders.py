@@ -29,8 +29,20 @@ from .atomic import atomic_write_text, fsync_dir, umask
 from ..errors import DataError
 from .run_files import GENERATOR, LABEL_MAPS, LOG, RECIPE, SUBJECTS, TRAIN_STATE
 
-__all__ = ["MARKER", "LOCK", "KINDS", "FolderKind", "check_not_an_input", "check_replaceable", "claim_output",
-           "staged_output", "folder_lock", "mark", "set_aside", "remove_stale_siblings"]
+__all__ = [
+    "MARKER",
+    "LOCK",
+    "KINDS",
+    "FolderKind",
+    "check_not_an_input",
+    "check_replaceable",
+    "claim_output",
+    "staged_output",
+    "folder_lock",
+    "mark",
+    "set_aside",
+    "remove_stale_siblings",
+]
 
 MARKER = ".augment3d.json"
 LOCK = ".lock"
@@ -55,15 +67,40 @@ class FolderKind:
 
 
 KINDS = {
-    "run": FolderKind("run", (f"{GENERATOR}.json", f"{TRAIN_STATE}.json", SUBJECTS),
-                      (*(f"{b}.{e}" for b in (GENERATOR, TRAIN_STATE, LABEL_MAPS) for e in ("safetensors", "json")),
-                       LOG, "curves.png", "samples_latest.png", RECIPE, SUBJECTS)),
-    "bench": FolderKind("bench", ("bench.json",),
-                        ("bench.json", "recipe.toml", "cohort", "splits.json", "gan", "gan_eval", "arms", "report.json",
-                         "report.md", "*.png", "cohort-*")),
-    "samples": FolderKind("samples", ("dataset.json", "metadata.csv"),
-                          ("BraTS-SYN-*", "metadata.csv", "README.txt", "imagesTr", "labelsTr", "dataset.json",
-                           "preview.png")),
+    "run": FolderKind(
+        "run",
+        (f"{GENERATOR}.json", f"{TRAIN_STATE}.json", SUBJECTS),
+        (
+            *(f"{b}.{e}" for b in (GENERATOR, TRAIN_STATE, LABEL_MAPS) for e in ("safetensors", "json")),
+            LOG,
+            "curves.png",
+            "samples_latest.png",
+            RECIPE,
+            SUBJECTS,
+        ),
+    ),
+    "bench": FolderKind(
+        "bench",
+        ("bench.json",),
+        (
+            "bench.json",
+            "recipe.toml",
+            "cohort",
+            "splits.json",
+            "gan",
+            "gan_eval",
+            "arms",
+            "report.json",
+            "report.md",
+            "*.png",
+            "cohort-*",
+        ),
+    ),
+    "samples": FolderKind(
+        "samples",
+        ("dataset.json", "metadata.csv"),
+        ("BraTS-SYN-*", "metadata.csv", "README.txt", "imagesTr", "labelsTr", "dataset.json", "preview.png"),
+    ),
     "evaluation": FolderKind("evaluation", ("metrics.json",), ("metrics.json", "report.md", "*.png")),
     "cohort": FolderKind("cohort", ("phantom.json",), ("BraTS-PHN-*", "metadata.csv", "phantom.json", "preview.png")),
 }
@@ -105,13 +142,19 @@ def check_replaceable(out: str | os.PathLike, kind: str, inputs=()) -> None:
     found = _kind_of(out)
     ours = found == kind or (found is None and any((out / s).is_file() for s in spec.signature))
     if not ours and any(out.iterdir()):
-        raise DataError(out, f"is not an augment3d {kind} folder (no {MARKER} of that kind); --force deletes only "
-                             "folders augment3d wrote; choose another folder or empty this one yourself")
+        raise DataError(
+            out,
+            f"is not an augment3d {kind} folder (no {MARKER} of that kind); --force deletes only "
+            "folders augment3d wrote; choose another folder or empty this one yourself",
+        )
     foreign = spec.foreign(out)
     if foreign:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-        raise DataError(out, f"holds files augment3d did not write ({shown}); --force will not delete them; "
-                             "move them out or choose another folder")
+        raise DataError(
+            out,
+            f"holds files augment3d did not write ({shown}); --force will not delete them; "
+            "move them out or choose another folder",
+        )
     holder = _lock_holder(out)
     if holder is not None:
         raise DataError(out, f"is in use by another augment3d process (PID {holder}); wait for it or stop it")
@@ -184,7 +227,7 @@ def remove_stale_siblings(out: str | os.PathLike) -> None:
     if not out.parent.is_dir():
         return
     for entry in out.parent.glob(f".{out.name}.*-*"):
-        parts = entry.name[len(out.name) + 2:].split("-")
+        parts = entry.name[len(out.name) + 2 :].split("-")
         if parts[0] not in ("partial", "replaced", "old") or not entry.is_dir():
             continue
         pid = int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else None

@@ -21,12 +21,12 @@ if TYPE_CHECKING:
 
 __all__ = ["GENERATOR", "TRAIN_STATE", "LABEL_MAPS", "LOG", "SUBJECTS", "RECIPE", "is_run_folder", "read_log", "save_generator"]
 
-GENERATOR = "generator"        # generator.safetensors + generator.json: the EMA generator, what sampling loads
-TRAIN_STATE = "train_state"    # train_state.safetensors + .json: everything a resume needs
-LABEL_MAPS = "label_maps"      # label_maps.safetensors + .json: the training label maps
-LOG = "log.jsonl"              # one JSON object per logged step
-SUBJECTS = "subjects.json"     # the subjects trained on (evaluation and the bench hold out the others)
-RECIPE = "recipe.toml"         # the recipe as run
+GENERATOR = "generator"  # generator.safetensors + generator.json: the EMA generator, what sampling loads
+TRAIN_STATE = "train_state"  # train_state.safetensors + .json: everything a resume needs
+LABEL_MAPS = "label_maps"  # label_maps.safetensors + .json: the training label maps
+LOG = "log.jsonl"  # one JSON object per logged step
+SUBJECTS = "subjects.json"  # the subjects trained on (evaluation and the bench hold out the others)
+RECIPE = "recipe.toml"  # the recipe as run
 
 
 def is_run_folder(path: str | os.PathLike) -> bool:
@@ -57,8 +57,14 @@ def read_log(path: str | os.PathLike) -> list[dict]:
     return rows
 
 
-def save_generator(run_dir: str | os.PathLike, generator: Generator3D, encoder: ConditionEncoder,
-                   preprocess: PreprocessConfig, step: int, info: dict | None = None) -> None:
+def save_generator(
+    run_dir: str | os.PathLike,
+    generator: Generator3D,
+    encoder: ConditionEncoder,
+    preprocess: PreprocessConfig,
+    step: int,
+    info: dict | None = None,
+) -> None:
     """Write the (EMA) generator as ``generator.safetensors`` + ``generator.json`` in ``run_dir``, the bundle
     :func:`augment3d.synthesis.sampling.load_generator` reads.
 

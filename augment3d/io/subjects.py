@@ -16,6 +16,7 @@ from ..errors import DataError
 
 __all__ = ["resolve_names", "read_voxels", "label_values", "check_same_shape", "check_file"]
 
+
 def resolve_names(subject, modalities: Mapping[str, str] | None) -> dict[str, str]:
     names = set(subject.get_images_names())
     out = {}
@@ -88,5 +89,8 @@ def check_same_shape(subject, names: list[str]) -> None:
         listed = ", ".join(f"{name} {'x'.join(map(str, shape))}" for name, shape in shapes.items())
         odd = next(name for name in names if shapes[name] != shapes[names[0]])
         where = getattr(subject[odd], "path", None) or f"subject image '{odd}'"
-        raise DataError(where, f"the subject's images differ in shape ({listed}); SyntheticAugmenter needs "
-                               "co-registered images on one grid (resample them first, e.g. tio.Resample)")
+        raise DataError(
+            where,
+            f"the subject's images differ in shape ({listed}); SyntheticAugmenter needs "
+            "co-registered images on one grid (resample them first, e.g. tio.Resample)",
+        )

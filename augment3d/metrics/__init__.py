@@ -6,5 +6,17 @@ from .memorisation import correlation, memorisation_audit
 from .regions import REGIONS, dice
 from .similarity import mse, psnr, ssim
 
-__all__ = ["REGIONS", "correlation", "dice", "frechet_distance", "kernel_distance", "mean_pairwise_ms_ssim",
-           "memorisation_audit", "ms_ssim", "mse", "prdc", "psnr", "ssim"]
+__all__ = [
+    "REGIONS",
+    "correlation",
+    "dice",
+    "frechet_distance",
+    "kernel_distance",
+    "mean_pairwise_ms_ssim",
+    "memorisation_audit",
+    "ms_ssim",
+    "mse",
+    "prdc",
+    "psnr",
+    "ssim",
+]

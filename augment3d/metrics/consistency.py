@@ -19,13 +19,22 @@ import torch
 from ..models.segmenter import TinySegmenter, one_hot, segmentation_loss
 from .regions import REGIONS, dice
 
-__all__ = ["TinySegmenter", "train_segmenter", "segment", "label_consistency", "condition_fidelity",
-           "condition_classifiers", "cross_validated_accuracy", "accuracy_by_category",
-           "top_up_conditions"]
+__all__ = [
+    "TinySegmenter",
+    "train_segmenter",
+    "segment",
+    "label_consistency",
+    "condition_fidelity",
+    "condition_classifiers",
+    "cross_validated_accuracy",
+    "accuracy_by_category",
+    "top_up_conditions",
+]
 
 
-def train_segmenter(images: np.ndarray, labels: np.ndarray, steps: int = 150, batch: int = 4, seed: int = 0,
-                    width: int = 8) -> TinySegmenter:
+def train_segmenter(
+    images: np.ndarray, labels: np.ndarray, steps: int = 150, batch: int = 4, seed: int = 0, width: int = 8
+) -> TinySegmenter:
     """Cross-entropy + soft Dice, Adam, random flips; deterministic for a seed."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -48,8 +57,9 @@ def train_segmenter(images: np.ndarray, labels: np.ndarray, steps: int = 150, ba
 
 @torch.no_grad()
 def segment(model: TinySegmenter, images: np.ndarray) -> np.ndarray:
-    return np.concatenate([model(torch.as_tensor(images[i : i + 4], dtype=torch.float32)).argmax(1).numpy()
-                           for i in range(0, len(images), 4)]).astype(np.uint8)
+    return np.concatenate(
+        [model(torch.as_tensor(images[i : i + 4], dtype=torch.float32)).argmax(1).numpy() for i in range(0, len(images), 4)]
+    ).astype(np.uint8)
 
 
 def label_consistency(model: TinySegmenter, images: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -69,14 +79,15 @@ def _classifier():
 def condition_classifiers(real_features: np.ndarray, real_conditions: list[dict]) -> dict:
     """Per condition column, a classifier of it trained on real features (None with one category)."""
     out = {}
-    for column in (real_conditions[0] if real_conditions else {}):
+    for column in real_conditions[0] if real_conditions else {}:
         y = [c[column] for c in real_conditions]
         out[column] = _classifier().fit(real_features, y) if len(set(y)) > 1 else None
     return out
 
 
-def cross_validated_accuracy(features: np.ndarray, conditions: list[dict], column: str, seed: int = 0,
-                             folds: int = 5) -> dict | None:
+def cross_validated_accuracy(
+    features: np.ndarray, conditions: list[dict], column: str, seed: int = 0, folds: int = 5
+) -> dict | None:
     """How well the classifier of ``column`` recognises real subjects it did not learn from: each
     subject predicted by one trained without its fold (stratified; fewer folds when a category has
     fewer subjects). None when a category has a single subject."""
@@ -93,9 +104,11 @@ def cross_validated_accuracy(features: np.ndarray, conditions: list[dict], colum
 def _shares(truth: np.ndarray, predicted: np.ndarray) -> dict:
     right = predicted == truth
     categories = sorted(set(truth.tolist()))
-    return {"accuracy": float(right.mean()),
-            "by_category": {str(v): float(right[truth == v].mean()) for v in categories},
-            "n_by_category": {str(v): int((truth == v).sum()) for v in categories}}
+    return {
+        "accuracy": float(right.mean()),
+        "by_category": {str(v): float(right[truth == v].mean()) for v in categories},
+        "n_by_category": {str(v): int((truth == v).sum()) for v in categories},
+    }
 
 
 def top_up_conditions(conditions: list[dict], pool: list[dict], per_category: int) -> list[dict]:
@@ -105,7 +118,7 @@ def top_up_conditions(conditions: list[dict], pool: list[dict], per_category: in
     site is a handful of a distribution-matched sample (4 of 32 on the phantom bench), too few
     to say whether it is recognised."""
     extra: list[dict] = []
-    for column in (pool[0] if pool else {}):
+    for column in pool[0] if pool else {}:
         for category in sorted({c[column] for c in pool}, key=str):
             have = sum(c[column] == category for c in [*conditions, *extra])
             donors = [c for c in pool if c[column] == category]
@@ -119,8 +132,14 @@ def accuracy_by_category(classifier, features: np.ndarray, conditions: list[dict
     return _shares(truth, classifier.predict(features))
 
 
-def condition_fidelity(real_features: np.ndarray, real_conditions: list[dict], fake_features: np.ndarray,
-                       fake_conditions: list[dict], classifiers: dict | None = None, seed: int = 0) -> dict[str, dict]:
+def condition_fidelity(
+    real_features: np.ndarray,
+    real_conditions: list[dict],
+    fake_features: np.ndarray,
+    fake_conditions: list[dict],
+    classifiers: dict | None = None,
+    seed: int = 0,
+) -> dict[str, dict]:
     """Per condition column: the share of synthetic subjects recognised as the condition asked
     for, overall and per category, by a classifier trained on all of ``real_features``; the
     reference is the cross-validated share of real subjects recognised."""
@@ -131,8 +150,12 @@ def condition_fidelity(real_features: np.ndarray, real_conditions: list[dict], f
             out[column] = {"note": "only one category among real subjects; no classifier"}
             continue
         synthetic = accuracy_by_category(clf, fake_features, fake_conditions, column)
-        result = {"synthetic_accuracy": synthetic["accuracy"], "synthetic_accuracy_by_category": synthetic["by_category"],
-                  "synthetic_n_by_category": synthetic["n_by_category"], "classifier_trained_on": len(real_features)}
+        result = {
+            "synthetic_accuracy": synthetic["accuracy"],
+            "synthetic_accuracy_by_category": synthetic["by_category"],
+            "synthetic_n_by_category": synthetic["n_by_category"],
+            "classifier_trained_on": len(real_features),
+        }
         real = cross_validated_accuracy(real_features, real_conditions, column, seed)
         if real is not None:
             result["real_accuracy_cross_validated"] = real["accuracy"]

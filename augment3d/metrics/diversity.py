@@ -19,8 +19,18 @@ def ms_ssim(a, b) -> float:
     x = torch.as_tensor(np.asarray(a), dtype=torch.float32)[None]
     y = torch.as_tensor(np.asarray(b), dtype=torch.float32)[None]
     # MS-SSIM's contrast terms are undefined for negative SSIM: compare in [0, 2]
-    return float(tm_msssim(x + 1, y + 1, gaussian_kernel=True, sigma=SSIM_SIGMA, kernel_size=MSSSIM_KERNEL,
-                           data_range=DATA_RANGE, betas=MSSSIM_BETAS, normalize="relu"))
+    return float(
+        tm_msssim(
+            x + 1,
+            y + 1,
+            gaussian_kernel=True,
+            sigma=SSIM_SIGMA,
+            kernel_size=MSSSIM_KERNEL,
+            data_range=DATA_RANGE,
+            betas=MSSSIM_BETAS,
+            normalize="relu",
+        )
+    )
 
 
 def mean_pairwise_ms_ssim(volumes, max_pairs: int = 200, seed: int = 0) -> tuple[float, int]:

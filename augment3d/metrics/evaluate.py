@@ -15,8 +15,14 @@ from ..pretrained import run_folder
 from ..io.run_files import SUBJECTS
 from ..data.cohort import prepare_cohort
 from . import settings
-from .consistency import (accuracy_by_category, condition_classifiers, condition_fidelity, label_consistency,
-                          top_up_conditions, train_segmenter)
+from .consistency import (
+    accuracy_by_category,
+    condition_classifiers,
+    condition_fidelity,
+    label_consistency,
+    top_up_conditions,
+    train_segmenter,
+)
 from .diversity import mean_pairwise_ms_ssim, prdc
 from .features import extract, load_extractor
 from .frechet import frechet_distance, kernel_distance
@@ -44,8 +50,10 @@ def split_for_evaluation(run: Path, cases, seed: int = 0):
         order = np.random.default_rng(seed).permutation(len(cases))
         half = len(cases) // 2
         held, train = [cases[i] for i in order[:half]], [cases[i] for i in order[half:]]
-        note = ("the run trained on every case given (or did not record its training cases): the references "
-                "compare two seeded halves of the data, both seen in training")
+        note = (
+            "the run trained on every case given (or did not record its training cases): the references "
+            "compare two seeded halves of the data, both seen in training"
+        )
     if len(train) < 2 or len(held) < 2:
         raise ValueError("evaluation needs at least 4 real cases")
     return train, held, note
@@ -56,9 +64,14 @@ def _distances(f_train, f_syn, f_held, seed: int) -> tuple[Distance, Distance]:
     n = min(len(f_syn), len(f_held))
     kid, kid_std = kernel_distance(f_train, f_syn, seed=seed)
     kid_floor, kid_floor_std = kernel_distance(f_train, f_held, seed=seed)
-    plain = {"FID": Distance(frechet_distance(f_train, f_syn), frechet_distance(f_train, f_held),
-                             synthetic_vs_held_out=frechet_distance(f_held, f_syn)),
-             "KID": Distance(kid, kid_floor, synthetic_vs_train_std=kid_std, floor_std=kid_floor_std)}
+    plain = {
+        "FID": Distance(
+            frechet_distance(f_train, f_syn),
+            frechet_distance(f_train, f_held),
+            synthetic_vs_held_out=frechet_distance(f_held, f_syn),
+        ),
+        "KID": Distance(kid, kid_floor, synthetic_vs_train_std=kid_std, floor_std=kid_floor_std),
+    }
     kid_draw = lambda a, b: kernel_distance(a, b, subsets=10, seed=seed)[0]  # noqa: E731  (a bootstrap draw needs few subsets)
     out = []
     for name, distance in (("FID", frechet_distance), ("KID", kid_draw)):
@@ -66,8 +79,11 @@ def _distances(f_train, f_syn, f_held, seed: int) -> tuple[Distance, Distance]:
         synthetic_ci = bootstrap_interval(distance, f_train, f_syn, seed=seed)
         floor_ci = bootstrap_interval(distance, f_train, f_held, seed=seed + 1)
         verdict = distance_verdict(name, block.synthetic_vs_train, synthetic_ci, block.floor_held_out_vs_train, floor_ci, n)
-        out.append(replace(block, synthetic_ci95=(synthetic_ci[0], synthetic_ci[1]), floor_ci95=(floor_ci[0], floor_ci[1]),
-                           verdict=verdict))
+        out.append(
+            replace(
+                block, synthetic_ci95=(synthetic_ci[0], synthetic_ci[1]), floor_ci95=(floor_ci[0], floor_ci[1]), verdict=verdict
+            )
+        )
     return out[0], out[1]
 
 
@@ -85,8 +101,9 @@ def _restyle_fidelity(gen, train, extractor, classifiers: dict, seed: int) -> di
         for value in gen.conditions[column]:
             targets = [{**c.conditions, column: value} for c in train]
             for key, members in _by_condition(targets).items():
-                images, _ = gen.generate(condition=dict(key), seeds=[seed + 100_000 + i for i in members],
-                                         label_maps=(labels[members], masks[members]))
+                images, _ = gen.generate(
+                    condition=dict(key), seeds=[seed + 100_000 + i for i in members], label_maps=(labels[members], masks[members])
+                )
                 features.append(extract(extractor, images))
                 asked += [targets[i] for i in members]
         result = accuracy_by_category(clf, np.concatenate(features), asked, column)
@@ -118,10 +135,23 @@ def _stack(cases):
     return np.stack([c.images for c in cases]), np.stack([c.label for c in cases])
 
 
-def evaluate_run(run: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike, *, n: int = 32,
-                 features: str = "fixed", weights=None, psi: float = 1.0, seed: int = 0, skip_bad: bool = False,
-                 force: bool = False, cache_dir=None, segmenter_steps: int = 150, per_category: int = 16,
-                 progress: Callable[[str], None] | None = None) -> Evaluation:
+def evaluate_run(
+    run: str | os.PathLike,
+    data: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    n: int = 32,
+    features: str = "fixed",
+    weights=None,
+    psi: float = 1.0,
+    seed: int = 0,
+    skip_bad: bool = False,
+    force: bool = False,
+    cache_dir=None,
+    segmenter_steps: int = 150,
+    per_category: int = 16,
+    progress: Callable[[str], None] | None = None,
+) -> Evaluation:
     """Every GAN metric of ``run`` (a run folder or a bundled generator's name) against the real cohort
     ``data``, written to ``out`` (``metrics.json``, ``report.md``, PNGs) and returned.
 
@@ -179,12 +209,19 @@ def evaluate_run(run: str | os.PathLike, data: str | os.PathLike, out: str | os.
     # tumour's Dice over only those
     has_tumour = np.array([(y > 0).any() for y in syn_y], dtype=bool)
     with_tumour = label_consistency(judge, syn_x[has_tumour], syn_y[has_tumour])["WT"] if has_tumour.any() else None
-    consistency = LabelConsistency(label_consistency(judge, syn_x, syn_y), reference, with_tumour, int(has_tumour.sum()),
-                                   None if with_tumour is None or not reference["WT"] else with_tumour / reference["WT"])
+    consistency = LabelConsistency(
+        label_consistency(judge, syn_x, syn_y),
+        reference,
+        with_tumour,
+        int(has_tumour.sum()),
+        None if with_tumour is None or not reference["WT"] else with_tumour / reference["WT"],
+    )
     profile = condition = restyle = None
     if gen.conditions:
-        profile = {"synthetic": label_profile(syn_y, conditions),
-                   "real_train": label_profile(train_y, [c.conditions for c in train])}
+        profile = {
+            "synthetic": label_profile(syn_y, conditions),
+            "real_train": label_profile(train_y, [c.conditions for c in train]),
+        }
         # the site judge learns from every real subject: six scarce-site training cases alone make
         # a judge that misses a third of real held-out SSA (docs/METRICS.md)
         f_real, real_conditions = np.concatenate([f_train, f_held]), [c.conditions for c in [*train, *held]]
@@ -192,8 +229,12 @@ def evaluate_run(run: str | os.PathLike, data: str | os.PathLike, out: str | os.
         # the scarce categories topped up to `per_category` subjects (seeds after the first n)
         extra = top_up_conditions(conditions, [c.conditions for c in train], per_category)
         f_extra = extract(extractor, _generate(gen, extra, seed + n, psi)[0]) if extra else f_syn[:0]
-        condition = {column: ConditionFidelity(**result) for column, result in condition_fidelity(
-            f_real, real_conditions, np.concatenate([f_syn, f_extra]), conditions + extra, classifiers, seed).items()}
+        condition = {
+            column: ConditionFidelity(**result)
+            for column, result in condition_fidelity(
+                f_real, real_conditions, np.concatenate([f_syn, f_extra]), conditions + extra, classifiers, seed
+            ).items()
+        }
         if gen.takes_labels:
             say("restyling the training maps into every category")
             restyle = _restyle_fidelity(gen, train, extractor, classifiers, seed)
@@ -202,20 +243,36 @@ def evaluate_run(run: str | os.PathLike, data: str | os.PathLike, out: str | os.
                 if ceiling is not None:
                     restyle["site"] = replace(restyle["site"], perfect_restyle_by_target_category=ceiling)
     metrics = Evaluation(
-        run=str(run), data=str(data), generator_step=gen.meta.get("step"), psi=psi, mode=gen.network.config.mode,
-        seed=seed, extractor=extractor_name, grid=tuple(gen.shape), n_synthetic=n, n_real_train=len(train),
-        n_real_held_out=len(held), settings={k: getattr(settings, k) for k in settings.__all__}, note=note,
-        fid=fid, kid=kid, ssim_to_nearest_held_out=MeanStd.of(best),
+        run=str(run),
+        data=str(data),
+        generator_step=gen.meta.get("step"),
+        psi=psi,
+        mode=gen.network.config.mode,
+        seed=seed,
+        extractor=extractor_name,
+        grid=tuple(gen.shape),
+        n_synthetic=n,
+        n_real_train=len(train),
+        n_real_held_out=len(held),
+        settings={k: getattr(settings, k) for k in settings.__all__},
+        note=note,
+        fid=fid,
+        kid=kid,
+        ssim_to_nearest_held_out=MeanStd.of(best),
         mse_to_nearest_held_out=MeanStd.of([mse(syn_x[i], held_x[j]) for i, j in enumerate(idx)]),
         psnr_to_nearest_held_out=MeanStd.of([psnr(syn_x[i], held_x[j]) for i, j in enumerate(idx)]),
         reference_ssim=MeanStd.of(s_ref),
         reference_mse=MeanStd.of([mse(held_x[i], train_x[j]) for i, j in enumerate(ref_idx)]),
-        diversity=diversity, prdc=prdc(f_train, f_syn), prdc_reference_held_out=prdc(f_train, f_held),
+        diversity=diversity,
+        prdc=prdc(f_train, f_syn),
+        prdc_reference_held_out=prdc(f_train, f_held),
         memorisation={k: v for k, v in audit.items() if k != "held_out_max_ssim"},
         label_consistency=consistency,
         share_with_tumour=Shares(float(has_tumour.mean()), float(np.mean([(y > 0).any() for y in held_y])), "real_held_out"),
         tumour_at_head_edge=Shares(tumour_at_head_edge(syn_x, syn_y), tumour_at_head_edge(train_x, train_y), "real_train"),
-        label_profile=profile, condition_fidelity=condition or {}, restyle_fidelity=restyle or {},
+        label_profile=profile,
+        condition_fidelity=condition or {},
+        restyle_fidelity=restyle or {},
     )
     out = Path(out)
     with staged_output(out, "evaluation", force=force, inputs=[run, data]) as work:

@@ -136,8 +136,7 @@ def load_extractor(kind: str = "fixed", weights: str | os.PathLike | None = None
         blocks = {int(k.split(".")[1]) for k in tensors if k.startswith("layer3.")}
         depth = {1: 10, 2: 18, 6: 34}.get(len(blocks))
         if depth is None:
-            raise CheckpointError(weights, "not a MedicalNet ResNet-10/18/34 state dict (layer3 has "
-                                           f"{len(blocks)} blocks)")
+            raise CheckpointError(weights, f"not a MedicalNet ResNet-10/18/34 state dict (layer3 has {len(blocks)} blocks)")
         model = MedicalNetResNet(depth)
         try:
             model.load_state_dict(tensors, strict=True)
@@ -145,8 +144,11 @@ def load_extractor(kind: str = "fixed", weights: str | os.PathLike | None = None
             raise CheckpointError(weights, f"does not match MedicalNet ResNet-{depth} ({str(exc)[:200]})") from None
         return model.eval(), f"medicalnet-resnet{depth}:{Path(weights).name}"
     if kind == "segmenter":
-        raise CheckpointError(weights, "segmenter features need a segbench run; segbench is not part of this "
-                                       "version yet (use --features fixed or medicalnet)")
+        raise CheckpointError(
+            weights,
+            "segmenter features need a segbench run; segbench is not part of this "
+            "version yet (use --features fixed or medicalnet)",
+        )
     raise ValueError(f"unknown feature extractor {kind!r} (fixed, medicalnet, segmenter)")
 
 

@@ -33,8 +33,9 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     return max(value, 0.0)
 
 
-def kernel_distance(a: np.ndarray, b: np.ndarray, subsets: int = KID_SUBSETS, subset_size: int = KID_SUBSET_SIZE,
-                    seed: int = 0) -> tuple[float, float]:
+def kernel_distance(
+    a: np.ndarray, b: np.ndarray, subsets: int = KID_SUBSETS, subset_size: int = KID_SUBSET_SIZE, seed: int = 0
+) -> tuple[float, float]:
     """Unbiased MMD^2 with k(x, y) = (x.y / d + 1)^3, mean and std over random subsets."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     m = min(subset_size, len(a), len(b))

@@ -46,7 +46,7 @@ def label_profile(labels: np.ndarray, conditions: Sequence[dict[str, str]]) -> d
     if len(labels) != len(conditions):
         raise ValueError(f"{len(labels)} label maps but {len(conditions)} conditions")
     out: dict[str, dict[str, dict]] = {}
-    for column in (conditions[0] if conditions else {}):
+    for column in conditions[0] if conditions else {}:
         values = np.array([c[column] for c in conditions])
         out[column] = {str(v): _profile(labels[values == v]) for v in sorted(set(values))}
     return out

@@ -47,8 +47,13 @@ def _profile_table(profile: dict | None) -> list[str]:
     """Tumour size and class shares per condition category, synthetic beside real training."""
     if not profile:
         return []
-    lines = ["", "Tumour labels per condition (synthetic / real training; tumour = % of the grid, shares of the tumour):",
-             "", "| condition | N | tumour % | NETC share | SNFH share | ET share |", "| --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "",
+        "Tumour labels per condition (synthetic / real training; tumour = % of the grid, shares of the tumour):",
+        "",
+        "| condition | N | tumour % | NETC share | SNFH share | ET share |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
 
     def pair(a, b):
         return " / ".join("-" if v is None else f"{v:.2f}" for v in (a, b))
@@ -56,9 +61,12 @@ def _profile_table(profile: dict | None) -> list[str]:
     for column, categories in profile["synthetic"].items():
         for value, syn in categories.items():
             real = profile["real_train"].get(column, {}).get(value, {})
-            lines.append(f"| {column}={value} | {syn['n']} / {real.get('n', 0)} | "
-                         f"{pair(syn['tumour_percent'], real.get('tumour_percent'))} | "
-                         + " | ".join(pair(syn[f"{k}_share"], real.get(f"{k}_share")) for k in LABEL_NAMES.values()) + " |")
+            lines.append(
+                f"| {column}={value} | {syn['n']} / {real.get('n', 0)} | "
+                f"{pair(syn['tumour_percent'], real.get('tumour_percent'))} | "
+                + " | ".join(pair(syn[f"{k}_share"], real.get(f"{k}_share")) for k in LABEL_NAMES.values())
+                + " |"
+            )
     return lines
 
 
@@ -68,8 +76,14 @@ def _fidelity_rows(m: Evaluation) -> list[str]:
     for column, result in m.condition_fidelity.items():
         if result.synthetic_accuracy is None:
             continue
-        lines.append(_row(f"condition fidelity: {column} accuracy", result.synthetic_accuracy,
-                          result.real_accuracy_cross_validated, "higher; reference = real subjects, cross-validated"))
+        lines.append(
+            _row(
+                f"condition fidelity: {column} accuracy",
+                result.synthetic_accuracy,
+                result.real_accuracy_cross_validated,
+                "higher; reference = real subjects, cross-validated",
+            )
+        )
         held = result.real_accuracy_cross_validated_by_category or {}
         counts = result.synthetic_n_by_category or {}
         for category, value in result.synthetic_accuracy_by_category.items():
@@ -79,11 +93,20 @@ def _fidelity_rows(m: Evaluation) -> list[str]:
         fidelity = m.condition_fidelity.get(column)
         held = (fidelity.real_accuracy_cross_validated_by_category if fidelity else None) or {}
         perfect = restyle.perfect_restyle_by_target_category
-        note = ("higher; reference = a perfect restyle (the phantom re-rendered at that site)" if perfect
-                else "higher; what the augmenter does")
+        note = (
+            "higher; reference = a perfect restyle (the phantom re-rendered at that site)"
+            if perfect
+            else "higher; what the augmenter does"
+        )
         for category, value in restyle.by_target_category.items():
-            lines.append(_row(f"restyled training maps recognised as {column}={category} (n={restyle.n})", value,
-                              (perfect or held).get(category), note))
+            lines.append(
+                _row(
+                    f"restyled training maps recognised as {column}={category} (n={restyle.n})",
+                    value,
+                    (perfect or held).get(category),
+                    note,
+                )
+            )
     return lines
 
 
@@ -121,40 +144,87 @@ def write_report(folder: Path, m: Evaluation, train, held, syn_x, syn_y, conditi
         lines += [f"> Note: {m.note}.", ""]
     verdicts = [d.verdict for d in (kid, fid) if d.verdict]  # KID first: the steadier at the small N of BraTS-Africa
     lines += [f"- {v}" for v in verdicts] + ([""] if fid.verdict else [])
-    lines += ["| metric | synthetic | reference (real) | better |", "| --- | --- | --- | --- |",
-              _row("FID vs training real", fid.synthetic_vs_train, fid.floor_held_out_vs_train, "lower, near the floor"),
-              _row("KID vs training real", kid.synthetic_vs_train, kid.floor_held_out_vs_train, "lower, near the floor"),
-              _row("SSIM to nearest held-out real", m.ssim_to_nearest_held_out.mean, m.reference_ssim.mean,
-                   "close to the reference"),
-              _row("MSE to nearest held-out real", m.mse_to_nearest_held_out.mean, m.reference_mse.mean,
-                   "close to the reference"),
-              _row("PSNR to nearest held-out real (dB)", m.psnr_to_nearest_held_out.mean, None, "higher")]
+    lines += [
+        "| metric | synthetic | reference (real) | better |",
+        "| --- | --- | --- | --- |",
+        _row("FID vs training real", fid.synthetic_vs_train, fid.floor_held_out_vs_train, "lower, near the floor"),
+        _row("KID vs training real", kid.synthetic_vs_train, kid.floor_held_out_vs_train, "lower, near the floor"),
+        _row("SSIM to nearest held-out real", m.ssim_to_nearest_held_out.mean, m.reference_ssim.mean, "close to the reference"),
+        _row("MSE to nearest held-out real", m.mse_to_nearest_held_out.mean, m.reference_mse.mean, "close to the reference"),
+        _row("PSNR to nearest held-out real (dB)", m.psnr_to_nearest_held_out.mean, None, "higher"),
+    ]
     if m.diversity.synthetic is not None:
-        lines.append(_row("mean pairwise MS-SSIM (diversity)", m.diversity.synthetic, m.diversity.real_train,
-                          "close to real; higher = less diverse"))
+        lines.append(
+            _row(
+                "mean pairwise MS-SSIM (diversity)",
+                m.diversity.synthetic,
+                m.diversity.real_train,
+                "close to real; higher = less diverse",
+            )
+        )
     for name in ("precision", "recall", "density", "coverage"):
         lines.append(_row(name.capitalize(), m.prdc[name], m.prdc_reference_held_out[name], "higher, near the reference"))
     mem = m.memorisation
-    lines.append(_row("share flagged as near-copies", mem["share_flagged"], None,
-                      f"0 (threshold SSIM {mem['threshold_ssim']:.3f}, correlation {mem['threshold_correlation']:.3f})"))
-    lines.append(_row("share of subjects with a tumour label", m.share_with_tumour.synthetic, m.share_with_tumour.real,
-                      "as real (empty vs empty scores Dice 1 below)"))
+    lines.append(
+        _row(
+            "share flagged as near-copies",
+            mem["share_flagged"],
+            None,
+            f"0 (threshold SSIM {mem['threshold_ssim']:.3f}, correlation {mem['threshold_correlation']:.3f})",
+        )
+    )
+    lines.append(
+        _row(
+            "share of subjects with a tumour label",
+            m.share_with_tumour.synthetic,
+            m.share_with_tumour.real,
+            "as real (empty vs empty scores Dice 1 below)",
+        )
+    )
     if m.tumour_at_head_edge is not None:
-        lines.append(_row("share of tumour voxels at the head's edge (2 voxels)", m.tumour_at_head_edge.synthetic,
-                          m.tumour_at_head_edge.real, "close to real (labels along the skull are wrong)"))
+        lines.append(
+            _row(
+                "share of tumour voxels at the head's edge (2 voxels)",
+                m.tumour_at_head_edge.synthetic,
+                m.tumour_at_head_edge.real,
+                "close to real (labels along the skull are wrong)",
+            )
+        )
     consistency = m.label_consistency
     for region, value in consistency.synthetic.items():
-        lines.append(_row(f"label consistency Dice {region}", value, consistency.reference_held_out_real[region],
-                          "higher; reference = the judge on held-out real"))
+        lines.append(
+            _row(
+                f"label consistency Dice {region}",
+                value,
+                consistency.reference_held_out_real[region],
+                "higher; reference = the judge on held-out real",
+            )
+        )
     if consistency.with_tumour_wt is not None:
-        lines.append(_row(f"label consistency Dice WT, the {consistency.with_tumour_n} subjects with a tumour label",
-                          consistency.with_tumour_wt, consistency.reference_held_out_real["WT"], "higher; no empty-vs-empty 1s"))
+        lines.append(
+            _row(
+                f"label consistency Dice WT, the {consistency.with_tumour_n} subjects with a tumour label",
+                consistency.with_tumour_wt,
+                consistency.reference_held_out_real["WT"],
+                "higher; no empty-vs-empty 1s",
+            )
+        )
     if consistency.ratio_to_real is not None:
-        lines.append(_row("label consistency WT, synthetic with a tumour / real", consistency.ratio_to_real, 1.0,
-                          "near 1 (labels-to-images target: >= 0.9)"))
+        lines.append(
+            _row(
+                "label consistency WT, synthetic with a tumour / real",
+                consistency.ratio_to_real,
+                1.0,
+                "near 1 (labels-to-images target: >= 0.9)",
+            )
+        )
     lines += _fidelity_rows(m)
     lines += _profile_table(m.label_profile)
-    lines += ["", "Figures: `montage_real_vs_synthetic.png`, `histograms.png`, `memorisation_pairs.png`. "
-              "Every number with its N and settings is in `metrics.json` (schema "
-              f"{m.schema}); docs/METRICS.md explains them.", ""]
+    lines += [
+        "",
+        "Figures: `montage_real_vs_synthetic.png`, `histograms.png`, `memorisation_pairs.png`. "
+        "Every number with its N and settings is in `metrics.json` (schema "
+        f"{m.schema}); docs/METRICS.md explains them.",
+        "",
+    ]
     atomic_write_text(folder / "report.md", "\n".join(lines))

@@ -52,8 +52,9 @@ def perfect_restyle(data, train, preprocess, conditions: dict, extractor, classi
         images = [c.images for c in train if c.conditions.get("site") == site]
         if moved:
             with tempfile.TemporaryDirectory() as tmp:
-                rendered = prepare_cohort(write_subjects(tmp, moved, spacing), preprocess, list(conditions),
-                                          conditions, use_cache=False).cases
+                rendered = prepare_cohort(
+                    write_subjects(tmp, moved, spacing), preprocess, list(conditions), conditions, use_cache=False
+                ).cases
             images += [c.images for c in rendered]
         features = extract(extractor, np.stack(images))
         asked = [{"site": site}] * len(images)

@@ -16,8 +16,17 @@ from typing import Any
 
 from ..errors import DataError
 
-__all__ = ["SCHEMA", "ConditionFidelity", "Distance", "Diversity", "Evaluation", "LabelConsistency", "MeanStd",
-           "RestyleFidelity", "Shares"]
+__all__ = [
+    "SCHEMA",
+    "ConditionFidelity",
+    "Distance",
+    "Diversity",
+    "Evaluation",
+    "LabelConsistency",
+    "MeanStd",
+    "RestyleFidelity",
+    "Shares",
+]
 
 #: the version of metrics.json's layout this code writes (0: files written before it was recorded)
 SCHEMA = 1
@@ -149,22 +158,34 @@ class Evaluation:
     def to_json(self) -> dict[str, Any]:
         lc = self.label_consistency
         out: dict[str, Any] = {
-            "schema": self.schema, "run": self.run, "data": self.data, "generator_step": self.generator_step,
-            "psi": self.psi, "mode": self.mode, "seed": self.seed, "extractor": self.extractor, "grid": list(self.grid),
+            "schema": self.schema,
+            "run": self.run,
+            "data": self.data,
+            "generator_step": self.generator_step,
+            "psi": self.psi,
+            "mode": self.mode,
+            "seed": self.seed,
+            "extractor": self.extractor,
+            "grid": list(self.grid),
             "n": {"synthetic": self.n_synthetic, "real_train": self.n_real_train, "real_held_out": self.n_real_held_out},
-            "settings": self.settings, "note": self.note,
-            "fid": _drop_none(_asdict(self.fid)), "kid": _drop_none(_asdict(self.kid)),
+            "settings": self.settings,
+            "note": self.note,
+            "fid": _drop_none(_asdict(self.fid)),
+            "kid": _drop_none(_asdict(self.kid)),
             "ssim_to_nearest_held_out": _asdict(self.ssim_to_nearest_held_out),
             "mse_to_nearest_held_out": _asdict(self.mse_to_nearest_held_out),
             "psnr_to_nearest_held_out": _asdict(self.psnr_to_nearest_held_out),
             "reference_held_out_to_nearest_train": {"ssim": _asdict(self.reference_ssim), "mse": _asdict(self.reference_mse)},
             "diversity_ms_ssim": _drop_none(_asdict(self.diversity)),
-            "prdc": self.prdc, "prdc_reference_held_out": self.prdc_reference_held_out,
+            "prdc": self.prdc,
+            "prdc_reference_held_out": self.prdc_reference_held_out,
             "memorisation": self.memorisation,
             "label_consistency_dice": {
-                "synthetic": lc.synthetic, "reference_held_out_real": lc.reference_held_out_real,
+                "synthetic": lc.synthetic,
+                "reference_held_out_real": lc.reference_held_out_real,
                 "synthetic_with_tumour": {"WT": lc.with_tumour_wt, "n": lc.with_tumour_n},
-                "ratio_to_real": lc.ratio_to_real},
+                "ratio_to_real": lc.ratio_to_real,
+            },
             "share_with_tumour": _shares_json(self.share_with_tumour),
         }
         if self.tumour_at_head_edge is not None:
@@ -186,29 +207,50 @@ class Evaluation:
     def from_json(cls, m: dict[str, Any], source: str | os.PathLike = "metrics.json") -> Evaluation:
         schema = m.get("schema", 0) if isinstance(m, dict) else None
         if not isinstance(schema, int) or schema > SCHEMA:
-            raise DataError(source, f"is metrics.json schema {schema!r}; this augment3d reads schema <= {SCHEMA}: "
-                                    "upgrade augment3d, or evaluate the run again")
+            raise DataError(
+                source,
+                f"is metrics.json schema {schema!r}; this augment3d reads schema <= {SCHEMA}: "
+                "upgrade augment3d, or evaluate the run again",
+            )
         try:
             n, lc, ref = m["n"], m["label_consistency_dice"], m["reference_held_out_to_nearest_train"]
             with_tumour = lc.get("synthetic_with_tumour") or {}  # schema 0: absent before it existed
             edge = m.get("tumour_at_head_edge")
             return cls(
-                run=m["run"], data=m["data"], generator_step=m.get("generator_step"), psi=m["psi"],
-                mode=m.get("mode", "joint"), seed=m["seed"], extractor=m["extractor"], grid=tuple(m["grid"]),
-                n_synthetic=n["synthetic"], n_real_train=n["real_train"], n_real_held_out=n["real_held_out"],
-                settings=m.get("settings", {}), note=m.get("note"),
-                fid=_distance(m["fid"]), kid=_distance(m["kid"]),
+                run=m["run"],
+                data=m["data"],
+                generator_step=m.get("generator_step"),
+                psi=m["psi"],
+                mode=m.get("mode", "joint"),
+                seed=m["seed"],
+                extractor=m["extractor"],
+                grid=tuple(m["grid"]),
+                n_synthetic=n["synthetic"],
+                n_real_train=n["real_train"],
+                n_real_held_out=n["real_held_out"],
+                settings=m.get("settings", {}),
+                note=m.get("note"),
+                fid=_distance(m["fid"]),
+                kid=_distance(m["kid"]),
                 ssim_to_nearest_held_out=MeanStd(**m["ssim_to_nearest_held_out"]),
                 mse_to_nearest_held_out=MeanStd(**m["mse_to_nearest_held_out"]),
                 psnr_to_nearest_held_out=MeanStd(**m["psnr_to_nearest_held_out"]),
-                reference_ssim=MeanStd(**ref["ssim"]), reference_mse=MeanStd(**ref["mse"]),
+                reference_ssim=MeanStd(**ref["ssim"]),
+                reference_mse=MeanStd(**ref["mse"]),
                 diversity=Diversity(**m.get("diversity_ms_ssim", {})),
-                prdc=m["prdc"], prdc_reference_held_out=m["prdc_reference_held_out"], memorisation=m["memorisation"],
+                prdc=m["prdc"],
+                prdc_reference_held_out=m["prdc_reference_held_out"],
+                memorisation=m["memorisation"],
                 label_consistency=LabelConsistency(
-                    lc["synthetic"], lc["reference_held_out_real"], with_tumour.get("WT"), with_tumour.get("n"),
-                    lc.get("ratio_to_real")),
-                share_with_tumour=Shares(m["share_with_tumour"]["synthetic"], m["share_with_tumour"]["real_held_out"],
-                                         "real_held_out"),
+                    lc["synthetic"],
+                    lc["reference_held_out_real"],
+                    with_tumour.get("WT"),
+                    with_tumour.get("n"),
+                    lc.get("ratio_to_real"),
+                ),
+                share_with_tumour=Shares(
+                    m["share_with_tumour"]["synthetic"], m["share_with_tumour"]["real_held_out"], "real_held_out"
+                ),
                 tumour_at_head_edge=None if edge is None else Shares(edge["synthetic"], edge["real_train"], "real_train"),
                 label_profile=m.get("label_profile"),
                 condition_fidelity={k: _condition_fidelity(v) for k, v in m.get("condition_fidelity", {}).items()},

@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
-__all__ = ["DATA_RANGE", "SSIM_SIGMA", "SSIM_KERNEL", "MSSSIM_KERNEL", "MSSSIM_BETAS", "KID_SUBSETS",
-           "KID_SUBSET_SIZE", "PRDC_K", "MEMORISATION_PERCENTILE", "SSIM_CROSS_CHECK_TOLERANCE"]
+__all__ = [
+    "DATA_RANGE",
+    "SSIM_SIGMA",
+    "SSIM_KERNEL",
+    "MSSSIM_KERNEL",
+    "MSSSIM_BETAS",
+    "KID_SUBSETS",
+    "KID_SUBSET_SIZE",
+    "PRDC_K",
+    "MEMORISATION_PERCENTILE",
+    "SSIM_CROSS_CHECK_TOLERANCE",
+]
 
 #: images are scaled to [-1, 1]
 DATA_RANGE = 2.0

@@ -29,8 +29,9 @@ def ssim(a, b, mask=None) -> float:
         value = tm_ssim(x, y, gaussian_kernel=True, sigma=SSIM_SIGMA, kernel_size=SSIM_KERNEL, data_range=DATA_RANGE)
         assert isinstance(value, torch.Tensor)  # no full image asked for: one tensor
         return float(value)
-    _, full = tm_ssim(x, y, gaussian_kernel=True, sigma=SSIM_SIGMA, kernel_size=SSIM_KERNEL, data_range=DATA_RANGE,
-                      return_full_image=True)
+    _, full = tm_ssim(
+        x, y, gaussian_kernel=True, sigma=SSIM_SIGMA, kernel_size=SSIM_KERNEL, data_range=DATA_RANGE, return_full_image=True
+    )
     m = torch.as_tensor(np.asarray(mask), dtype=torch.bool)
     return float(full[0][:, m].mean())
 
@@ -59,8 +60,9 @@ def pairwise(set_a, set_b, metric=ssim, chunk: int = 32) -> np.ndarray:
         part = pairs[start : start + chunk]
         x = a[[i for i, _ in part]]
         y = b[[j for _, j in part]]
-        values = tm_ssim(x, y, gaussian_kernel=True, sigma=SSIM_SIGMA, kernel_size=SSIM_KERNEL, data_range=DATA_RANGE,
-                         reduction="none")
+        values = tm_ssim(
+            x, y, gaussian_kernel=True, sigma=SSIM_SIGMA, kernel_size=SSIM_KERNEL, data_range=DATA_RANGE, reduction="none"
+        )
         assert isinstance(values, torch.Tensor)
         for (i, j), v in zip(part, values.tolist()):
             out[i, j] = v

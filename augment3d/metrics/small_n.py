@@ -18,8 +18,13 @@ __all__ = ["bootstrap_interval", "distance_verdict", "SMALL_N"]
 SMALL_N = 50
 
 
-def bootstrap_interval(distance: Callable[[np.ndarray, np.ndarray], float], reference: np.ndarray, other: np.ndarray,
-                       resamples: int = 100, seed: int = 0) -> list[float]:
+def bootstrap_interval(
+    distance: Callable[[np.ndarray, np.ndarray], float],
+    reference: np.ndarray,
+    other: np.ndarray,
+    resamples: int = 100,
+    seed: int = 0,
+) -> list[float]:
     """Percentile bootstrap 95% interval of ``distance(reference, other)``, both sets resampled
     (subjects with replacement, seeded)."""
     rng = np.random.default_rng(seed)
@@ -32,8 +37,7 @@ def bootstrap_interval(distance: Callable[[np.ndarray, np.ndarray], float], refe
     return [float(low), float(high)]
 
 
-def distance_verdict(name: str, value: float, interval: list[float], floor: float, floor_interval: list[float],
-                     n: int) -> str:
+def distance_verdict(name: str, value: float, interval: list[float], floor: float, floor_interval: list[float], n: int) -> str:
     """What ``value`` (synthetic vs training real) says against the floor (held-out real vs
     training real), in words; never that the generator is closer than real data."""
     synthetic = f"{name} {value:.3g} [{interval[0]:.3g}, {interval[1]:.3g}]"
@@ -43,7 +47,9 @@ def distance_verdict(name: str, value: float, interval: list[float], floor: floa
     if interval[0] > floor_interval[1]:
         return f"{synthetic} lies above {reference}: the synthetic subjects are told apart from real ones."
     if interval[1] < floor_interval[0]:
-        return (f"{synthetic} lies below {reference}. Synthetic subjects cannot be nearer the training cases than "
-                "held-out real cases are except by chance or by copying them (see the memorisation audit): this is "
-                f"not a better-than-real generator.{note}")
+        return (
+            f"{synthetic} lies below {reference}. Synthetic subjects cannot be nearer the training cases than "
+            "held-out real cases are except by chance or by copying them (see the memorisation audit): this is "
+            f"not a better-than-real generator.{note}"
+        )
     return f"{synthetic} overlaps {reference}: at this N the synthetic subjects cannot be told apart from real data.{note}"

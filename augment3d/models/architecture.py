@@ -14,10 +14,21 @@ GENERATOR_MODES = ("labels", "joint")
 #: the largest grid side built (the proposal's grid is 128)
 MAX_SIDE = 512
 #: sane ranges: a checkpoint or recipe outside them is refused before any network is built
-LIMITS = {"image_channels": (1, 64), "label_classes": (1, 64), "cond_dim": (0, 4096), "z_dim": (1, 4096),
-          "w_dim": (1, 4096), "cond_embed_dim": (1, 4096), "mapping_layers": (1, 32), "mapping_lr_mul": (1e-6, 1.0),
-          "channel_base": (1, 1 << 20), "channel_max": (1, 4096), "d_channel_base": (1, 1 << 20),
-          "d_channel_max": (1, 4096), "mbstd_group": (1, 1024)}
+LIMITS = {
+    "image_channels": (1, 64),
+    "label_classes": (1, 64),
+    "cond_dim": (0, 4096),
+    "z_dim": (1, 4096),
+    "w_dim": (1, 4096),
+    "cond_embed_dim": (1, 4096),
+    "mapping_layers": (1, 32),
+    "mapping_lr_mul": (1e-6, 1.0),
+    "channel_base": (1, 1 << 20),
+    "channel_max": (1, 4096),
+    "d_channel_base": (1, 1 << 20),
+    "d_channel_max": (1, 4096),
+    "mbstd_group": (1, 1024),
+}
 
 
 def synthesis_plan(shape: tuple[int, int, int]) -> tuple[tuple[int, int, int], int]:
@@ -107,8 +118,10 @@ class ModelConfig:
         data.setdefault("cond_bypass", False)  # configs saved before the option had no bypass layer
         data.setdefault("mode", "joint")  # and before labels-to-images, every generator was joint
         if data.pop("noise_style", False):  # written as false by runs before the option was removed
-            raise ValueError("this generator uses style-dependent noise (noise_style), which this augment3d "
-                             "no longer builds (docs/MODEL.md, 'Removed options')")
+            raise ValueError(
+                "this generator uses style-dependent noise (noise_style), which this augment3d "
+                "no longer builds (docs/MODEL.md, 'Removed options')"
+            )
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown model settings: {', '.join(sorted(unknown))}")

@@ -37,7 +37,9 @@ class SynthesisLayer(nn.Module):
             self.conv = ModulatedConv3d(in_ch, out_ch, 3, config.w_dim)
         self.noise = NoiseInjection()
         self.bias = nn.Parameter(torch.zeros(out_ch))
-        self.spatial = SpatialModulation(config.label_classes, out_ch, kernel=config.spade_kernel) if config.mode == "labels" else None
+        self.spatial = (
+            SpatialModulation(config.label_classes, out_ch, kernel=config.spade_kernel) if config.mode == "labels" else None
+        )
 
     def forward(self, x, w, noise, maps=None):
         # lrelu(conv + noise + bias) with lrelu's gain folded into each term: fewer full-size
@@ -112,9 +114,7 @@ class Generator3D(nn.Module):
         #: run the synthesis in ``channels_last_3d`` memory layout: the same values (within 1e-5),
         #: and faster convolutions on CPU, above all in bf16 (docs/PERFORMANCE.md)
         self.channels_last = False
-        self.noise_shapes = [self.base] + [
-            tuple(b * 2 ** (i + 1) for b in self.base) for i in range(doublings) for _ in range(2)
-        ]
+        self.noise_shapes = [self.base] + [tuple(b * 2 ** (i + 1) for b in self.base) for i in range(doublings) for _ in range(2)]
 
     def make_noise(self, batch: int, generator: torch.Generator | None = None, device=None) -> list[torch.Tensor | None]:
         """Per-voxel noise for every layer, drawn where ``generator`` is (with a CPU generator a
@@ -127,8 +127,9 @@ class Generator3D(nn.Module):
         """True in labels-to-images mode: the label map is an input, not an output."""
         return self.config.mode == "labels"
 
-    def synthesize(self, ws: torch.Tensor, noises: list[torch.Tensor | None] | None = None,
-                   maps: torch.Tensor | None = None) -> torch.Tensor:
+    def synthesize(
+        self, ws: torch.Tensor, noises: list[torch.Tensor | None] | None = None, maps: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """ws: (B, num_ws, w_dim); maps (labels mode): (B, label_classes, *shape). Returns
         (B, image_channels [+ label_classes in joint mode], *shape)."""
         if noises is None:
@@ -152,10 +153,13 @@ class Generator3D(nn.Module):
         """Images and label logits (``None`` in labels mode, where ``maps`` are the input) for
         intermediate latents ``w``: (B, w_dim), used by every layer, or (B, num_ws, w_dim), one
         per style input (see :meth:`mix_styles`)."""
-        if self.takes_labels and (maps is None or tuple(maps.shape[2:]) != tuple(self.config.shape)
-                                  or maps.shape[1] != self.config.label_classes):
-            raise ValueError(f"this generator renders images from label maps: give maps of shape "
-                             f"(B, {self.config.label_classes}, {', '.join(map(str, self.config.shape))}) (label_maps())")
+        if self.takes_labels and (
+            maps is None or tuple(maps.shape[2:]) != tuple(self.config.shape) or maps.shape[1] != self.config.label_classes
+        ):
+            raise ValueError(
+                f"this generator renders images from label maps: give maps of shape "
+                f"(B, {self.config.label_classes}, {', '.join(map(str, self.config.shape))}) (label_maps())"
+            )
         ws = w[:, None].expand(-1, self.num_ws, -1) if w.dim() == 2 else w
         out = self.synthesize(ws, noises, maps)
         k = self.config.image_channels
@@ -186,8 +190,17 @@ class Generator3D(nn.Module):
             raise ValueError("truncation needs w_centre (the mean w of the condition)")
         return centre + psi * (w - centre)
 
-    def forward(self, z, c=None, *, maps: torch.Tensor | None = None, truncation_psi: float = 1.0,
-                w_centre: torch.Tensor | None = None, noise: str = "random", generator: torch.Generator | None = None):
+    def forward(
+        self,
+        z,
+        c=None,
+        *,
+        maps: torch.Tensor | None = None,
+        truncation_psi: float = 1.0,
+        w_centre: torch.Tensor | None = None,
+        noise: str = "random",
+        generator: torch.Generator | None = None,
+    ):
         """Images (B, 4, ...) and label logits (B, classes, ...; ``None`` in labels mode, where
         ``maps`` are given) for latents ``z`` and conditions ``c``.
 

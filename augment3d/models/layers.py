@@ -9,9 +9,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["EqualLinear", "EqualConv3d", "ModulatedConv3d", "AdaINConv3d", "NoiseInjection", "SpectralNorm", "lrelu",
-           "conv3d", "downsample2", "upsample2", "block_means", "axis_upsample",
-           "power_iteration"]
+__all__ = [
+    "EqualLinear",
+    "EqualConv3d",
+    "ModulatedConv3d",
+    "AdaINConv3d",
+    "NoiseInjection",
+    "SpectralNorm",
+    "lrelu",
+    "conv3d",
+    "downsample2",
+    "upsample2",
+    "block_means",
+    "axis_upsample",
+    "power_iteration",
+]
 
 LRELU_SLOPE = 0.2
 LRELU_GAIN = math.sqrt(2.0)
@@ -28,14 +40,22 @@ _X86 = platform.machine().lower() in ("x86_64", "amd64")
 
 def _one_sample_on_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether :func:`conv3d` sends this fp32 CPU convolution of one sample to oneDNN itself."""
-    return (_X86 and x.shape[0] == 1 and x.device.type == "cpu" and x.dtype == torch.float32
-            and weight.dtype == torch.float32 and torch.backends.mkldnn.is_available()
-            and bool(torch.backends.mkldnn.enabled) and not torch.is_autocast_enabled("cpu")
-            and not torch.compiler.is_compiling())
+    return (
+        _X86
+        and x.shape[0] == 1
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and weight.dtype == torch.float32
+        and torch.backends.mkldnn.is_available()
+        and bool(torch.backends.mkldnn.enabled)
+        and not torch.is_autocast_enabled("cpu")
+        and not torch.compiler.is_compiling()
+    )
 
 
-def conv3d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride=1, padding=0, dilation=1,
-           groups: int = 1) -> torch.Tensor:
+def conv3d(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride=1, padding=0, dilation=1, groups: int = 1
+) -> torch.Tensor:
     """``F.conv3d`` (zero padding given as ints), with one fp32 sample on the CPU sent to oneDNN.
 
     For a batch of one in fp32, torch runs a 3D convolution whose input has at most 20480
@@ -48,8 +68,7 @@ def conv3d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     """
     if _one_sample_on_onednn(x, weight):
         triple = lambda v: list(v) if isinstance(v, (tuple, list)) else [v] * 3  # noqa: E731
-        return torch.ops.aten.mkldnn_convolution(x, weight, bias, triple(padding), triple(stride), triple(dilation),
-                                                 groups)
+        return torch.ops.aten.mkldnn_convolution(x, weight, bias, triple(padding), triple(stride), triple(dilation), groups)
     return F.conv3d(x, weight, bias, stride, padding, dilation, groups)
 
 
@@ -203,8 +222,15 @@ class EqualLinear(_Equalised):
     ``spectral``: divide the weight by its largest singular value instead (:class:`SpectralNorm`).
     """
 
-    def __init__(self, in_features: int, out_features: int, bias_init: float = 0.0, lr_mul: float = 1.0,
-                 activate: bool = False, spectral: bool = False):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias_init: float = 0.0,
+        lr_mul: float = 1.0,
+        activate: bool = False,
+        spectral: bool = False,
+    ):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_mul)
         self.bias = nn.Parameter(torch.full((out_features,), float(bias_init) / lr_mul))
@@ -224,8 +250,9 @@ class EqualConv3d(_Equalised):
     ``spectral``: divide the weight by its largest singular value instead (:class:`SpectralNorm`).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel: int, bias: bool = True, activate: bool = False,
-                 spectral: bool = False):
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel: int, bias: bool = True, activate: bool = False, spectral: bool = False
+    ):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel, kernel, kernel))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
@@ -277,8 +304,7 @@ class ModulatedConv3d(nn.Module):
         self.demodulate = demodulate
         self.out_channels = out_channels
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, gain: float = 1.0,
-                bias: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, w: torch.Tensor, gain: float = 1.0, bias: torch.Tensor | None = None) -> torch.Tensor:
         """The modulated convolution, times ``gain``, plus ``bias`` (C,) if given (one fused pass)."""
         style = self.affine(w).float() * self.scale  # (B, Cin)
         factor = None
@@ -307,8 +333,7 @@ class AdaINConv3d(nn.Module):
         with torch.no_grad():
             self.affine.bias[:out_channels] = 1.0
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, gain: float = 1.0,
-                bias: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, w: torch.Tensor, gain: float = 1.0, bias: torch.Tensor | None = None) -> torch.Tensor:
         """Normalised, styled convolution, times ``gain``, plus ``bias`` (C,) if given."""
         out = F.instance_norm(self.conv(x))
         gamma, beta = self.affine(w).chunk(2, dim=1)

@@ -34,8 +34,10 @@ class MappingNetwork(nn.Module):
         x = normalize_2nd_moment(z)
         if self.embed is not None:
             if c is None or c.shape != (z.shape[0], self.config.cond_dim):
-                raise ValueError(f"condition must have shape ({z.shape[0]}, {self.config.cond_dim}), got "
-                                 f"{None if c is None else tuple(c.shape)}")
+                raise ValueError(
+                    f"condition must have shape ({z.shape[0]}, {self.config.cond_dim}), got "
+                    f"{None if c is None else tuple(c.shape)}"
+                )
             x = torch.cat([x, normalize_2nd_moment(self.embed(c))], dim=1)
         w = self.layers(x)
         return w if self.bypass is None else w + self.bypass(c)

@@ -21,8 +21,14 @@ class TinySegmenter(nn.Module):
         super().__init__()
 
         def block(cin, cout):
-            return nn.Sequential(nn.Conv3d(cin, cout, 3, padding=1), nn.InstanceNorm3d(cout), nn.LeakyReLU(0.1),
-                                 nn.Conv3d(cout, cout, 3, padding=1), nn.InstanceNorm3d(cout), nn.LeakyReLU(0.1))
+            return nn.Sequential(
+                nn.Conv3d(cin, cout, 3, padding=1),
+                nn.InstanceNorm3d(cout),
+                nn.LeakyReLU(0.1),
+                nn.Conv3d(cout, cout, 3, padding=1),
+                nn.InstanceNorm3d(cout),
+                nn.LeakyReLU(0.1),
+            )
 
         self.enc1, self.enc2 = block(in_channels, width), block(width, 2 * width)
         self.bottom = block(2 * width, 4 * width)

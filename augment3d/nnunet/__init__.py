@@ -14,5 +14,13 @@ from .labels import brats_classes
 from .trainers import Settings, configure, nnUNetTrainerSynthetic, nnUNetTrainerTumourPaste, settings
 from .transforms import SyntheticRestyleTransform, TumourPasteTransform
 
-__all__ = ["brats_classes", "Settings", "configure", "settings", "nnUNetTrainerSynthetic", "nnUNetTrainerTumourPaste",
-           "SyntheticRestyleTransform", "TumourPasteTransform"]
+__all__ = [
+    "brats_classes",
+    "Settings",
+    "configure",
+    "settings",
+    "nnUNetTrainerSynthetic",
+    "nnUNetTrainerTumourPaste",
+    "SyntheticRestyleTransform",
+    "TumourPasteTransform",
+]

@@ -17,10 +17,30 @@ __all__ = ["brats_classes", "CLASS_ALIASES"]
 
 #: label names (lower case, letters only) that mean each BraTS class
 CLASS_ALIASES: dict[str, tuple[str, ...]] = {
-    "NETC": ("netc", "ncr", "ncrnet", "necrosis", "necrotic", "necroticcore", "nonenhancing", "nonenhancingtumor",
-             "nonenhancingtumour", "nonenhancingtumorcore", "nonenhancingtumourcore", "necroticnonenhancingtumorcore"),
-    "SNFH": ("snfh", "ed", "edema", "oedema", "peritumoraledema", "peritumouraloedema", "peritumoraledemaed",
-             "surroundingnonenhancingflairhyperintensity"),
+    "NETC": (
+        "netc",
+        "ncr",
+        "ncrnet",
+        "necrosis",
+        "necrotic",
+        "necroticcore",
+        "nonenhancing",
+        "nonenhancingtumor",
+        "nonenhancingtumour",
+        "nonenhancingtumorcore",
+        "nonenhancingtumourcore",
+        "necroticnonenhancingtumorcore",
+    ),
+    "SNFH": (
+        "snfh",
+        "ed",
+        "edema",
+        "oedema",
+        "peritumoraledema",
+        "peritumouraloedema",
+        "peritumoraledemaed",
+        "surroundingnonenhancingflairhyperintensity",
+    ),
     "ET": ("et", "enhancing", "enhancingtumor", "enhancingtumour"),
 }
 _CLASS_VALUE = {name: value for value, name in LABEL_NAMES.items()}
@@ -30,8 +50,9 @@ def _plain(name: str) -> str:
     return re.sub(r"[^a-z]", "", name.lower())
 
 
-def brats_classes(labels: Mapping[str, int | list[int]], override: Mapping[str, int] | None = None,
-                  source: str = "dataset.json") -> dict[int, int]:
+def brats_classes(
+    labels: Mapping[str, int | list[int]], override: Mapping[str, int] | None = None, source: str = "dataset.json"
+) -> dict[int, int]:
     """{dataset label value: BraTS class (1 NETC, 2 SNFH, 3 ET)} for a ``dataset.json`` ``labels``.
 
     Classes are read from the label names (NETC / necrosis / non-enhancing, SNFH / edema, ET /
@@ -57,8 +78,10 @@ def brats_classes(labels: Mapping[str, int | list[int]], override: Mapping[str, 
         if cls is not None:
             out[int(value)] = _CLASS_VALUE[cls]
     if sorted(set(out.values())) != [1, 2, 3]:
-        raise ValueError(f"{source}: cannot tell the BraTS classes (NETC, SNFH, ET) from the labels {dict(labels)}; "
-                         "name their values, e.g. labels={'NETC': 2, 'SNFH': 1, 'ET': 3}")
+        raise ValueError(
+            f"{source}: cannot tell the BraTS classes (NETC, SNFH, ET) from the labels {dict(labels)}; "
+            "name their values, e.g. labels={'NETC': 2, 'SNFH': 1, 'ET': 3}"
+        )
     return out
 
 
@@ -68,7 +91,9 @@ def _from_regions(regions: Mapping[str, list[int] | tuple[int, ...]], source: st
     sets = sorted((frozenset(int(v) for v in r) for r in regions.values()), key=len)
     nested = len(sets) == 3 and sets[0] < sets[1] < sets[2]
     if not nested:
-        raise ValueError(f"{source}: the regions {dict(regions)} are not three nested BraTS regions (WT > TC > ET); "
-                         "name the class values, e.g. labels={'NETC': 2, 'SNFH': 1, 'ET': 3}")
+        raise ValueError(
+            f"{source}: the regions {dict(regions)} are not three nested BraTS regions (WT > TC > ET); "
+            "name the class values, e.g. labels={'NETC': 2, 'SNFH': 1, 'ET': 3}"
+        )
     et, tc, wt = sets
     return {**{v: 2 for v in wt - tc}, **{v: 1 for v in tc - et}, **{v: 3 for v in et}}

@@ -21,9 +21,16 @@ STUB = "augment3d_trainers.py"
 TRAINERS = ("nnUNetTrainerTumourPaste", "nnUNetTrainerSynthetic")
 
 
-def write_trainer_folder(folder: str | os.PathLike, *, bank: str | os.PathLike | None = None,
-                         generator: str = "phantom", condition: Mapping[str, str] | None = None, prob: float = 0.5,
-                         labels: Mapping[str, int] | None = None, seed: int | None = None) -> Path:
+def write_trainer_folder(
+    folder: str | os.PathLike,
+    *,
+    bank: str | os.PathLike | None = None,
+    generator: str = "phantom",
+    condition: Mapping[str, str] | None = None,
+    prob: float = 0.5,
+    labels: Mapping[str, int] | None = None,
+    seed: int | None = None,
+) -> Path:
     """Write ``folder/augment3d_trainers.py`` (the folder is created; the file replaced atomically)."""
     from ..io.checkpoint import bundle_exists
     from ..pretrained import run_folder
@@ -43,15 +50,22 @@ def write_trainer_folder(folder: str | os.PathLike, *, bank: str | os.PathLike |
         raise DataError(Path(generator), "is neither a run folder with a trained generator nor a bundled generator's name")
     if Path(generator).exists():
         generator = str(Path(generator).resolve())
-    settings = {"bank": None if bank is None else str(bank), "generator": generator,
-                "condition": dict(condition) if condition is not None else {"site": "SSA"}, "prob": float(prob),
-                "labels": dict(labels) if labels else None, "seed": seed}
-    text = (f'"""augment3d\'s nnU-Net v2 trainers, written by `augment3d nnunet-trainers`.\n\n'
-            f"    export nnUNet_extTrainer={folder.resolve()}\n"
-            f"    nnUNetv2_train DATASET 3d_fullres FOLD -tr {TRAINERS[0]}   # or -tr {TRAINERS[1]}\n"
-            f'"""\n\n'
-            f"from augment3d.nnunet.trainers import configure, {', '.join(TRAINERS)}  # noqa: F401\n\n"
-            f"configure(**{settings!r})\n")
+    settings = {
+        "bank": None if bank is None else str(bank),
+        "generator": generator,
+        "condition": dict(condition) if condition is not None else {"site": "SSA"},
+        "prob": float(prob),
+        "labels": dict(labels) if labels else None,
+        "seed": seed,
+    }
+    text = (
+        f'"""augment3d\'s nnU-Net v2 trainers, written by `augment3d nnunet-trainers`.\n\n'
+        f"    export nnUNet_extTrainer={folder.resolve()}\n"
+        f"    nnUNetv2_train DATASET 3d_fullres FOLD -tr {TRAINERS[0]}   # or -tr {TRAINERS[1]}\n"
+        f'"""\n\n'
+        f"from augment3d.nnunet.trainers import configure, {', '.join(TRAINERS)}  # noqa: F401\n\n"
+        f"configure(**{settings!r})\n"
+    )
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / STUB, text)
     return folder / STUB

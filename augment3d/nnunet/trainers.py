@@ -65,16 +65,25 @@ class _Augment3dTrainer(nnUNetTrainer):
     def _augment3d_common(self) -> dict:
         s = settings()
         channels = [self.dataset_json["channel_names"][str(i)] for i in range(len(self.dataset_json["channel_names"]))]
-        classes = brats_classes(self.dataset_json["labels"], s.labels, source=f"{self.preprocessed_dataset_folder_base}/dataset.json")
-        return {"prob": s.prob, "classes": classes, "channels": channels, "spacing": self.configuration_manager.spacing,
-                "seed": s.seed}
+        classes = brats_classes(
+            self.dataset_json["labels"], s.labels, source=f"{self.preprocessed_dataset_folder_base}/dataset.json"
+        )
+        return {
+            "prob": s.prob,
+            "classes": classes,
+            "channels": channels,
+            "spacing": self.configuration_manager.spacing,
+            "seed": s.seed,
+        }
 
-    def get_training_transforms(self, patch_size, rotation_for_DA, deep_supervision_scales, mirror_axes,
-                                do_dummy_2d_data_aug, **kwargs):
+    def get_training_transforms(
+        self, patch_size, rotation_for_DA, deep_supervision_scales, mirror_axes, do_dummy_2d_data_aug, **kwargs
+    ):
         # nnU-Net calls this through the instance (self.get_training_transforms), so it can see the
         # dataset's labels, channels and spacing; nnU-Net's own pipeline follows unchanged
-        theirs = nnUNetTrainer.get_training_transforms(patch_size, rotation_for_DA, deep_supervision_scales,
-                                                       mirror_axes, do_dummy_2d_data_aug, **kwargs)
+        theirs = nnUNetTrainer.get_training_transforms(
+            patch_size, rotation_for_DA, deep_supervision_scales, mirror_axes, do_dummy_2d_data_aug, **kwargs
+        )
         ours = self._augment3d_transform(patch_size)
         self.print_to_log_file(f"augment3d: {type(ours).__name__} first in the training transforms ({settings()})")
         return ComposeTransforms([ours, *theirs.transforms])
@@ -86,8 +95,10 @@ class nnUNetTrainerTumourPaste(_Augment3dTrainer):
     def _augment3d_transform(self, patch_size):
         s = settings()
         if s.bank is None:
-            raise RuntimeError("nnUNetTrainerTumourPaste needs a tumour bank: augment3d nnunet-trainers DIR --bank BANK "
-                               "(or augment3d.nnunet.configure(bank=...))")
+            raise RuntimeError(
+                "nnUNetTrainerTumourPaste needs a tumour bank: augment3d nnunet-trainers DIR --bank BANK "
+                "(or augment3d.nnunet.configure(bank=...))"
+            )
         return TumourPasteTransform(s.bank, patch_size=patch_size, **self._augment3d_common())
 
 

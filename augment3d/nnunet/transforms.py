@@ -58,8 +58,9 @@ class _SampleTransform(BasicTransform):
     """What both transforms share: the probability and seed draws, the label numbers, the brain
     from the segmentation, the shift into and out of the twins' intensity convention."""
 
-    def __init__(self, prob: float, classes: Mapping[int, int], channels: Sequence[str], spacing: Sequence[float],
-                 seed: int | None):
+    def __init__(
+        self, prob: float, classes: Mapping[int, int], channels: Sequence[str], spacing: Sequence[float], seed: int | None
+    ):
         super().__init__()
         if not 0.0 <= float(prob) <= 1.0:
             raise ValueError(f"prob must be in [0, 1], got {prob}")
@@ -89,8 +90,10 @@ class _SampleTransform(BasicTransform):
             return data_dict
         image, seg = torch.as_tensor(data_dict["image"]), torch.as_tensor(data_dict["segmentation"])
         if image.ndim != 4 or image.shape[0] != len(self.channels) or seg.ndim != 4 or seg.shape[1:] != image.shape[1:]:
-            raise ValueError(f"{type(self).__name__}: expected image (4, z, y, x) and segmentation (K, z, y, x) on "
-                             f"its grid, got {tuple(image.shape)} and {tuple(seg.shape)}")
+            raise ValueError(
+                f"{type(self).__name__}: expected image (4, z, y, x) and segmentation (K, z, y, x) on "
+                f"its grid, got {tuple(image.shape)} and {tuple(seg.shape)}"
+            )
         region = self._region(tuple(image.shape[1:]))
         done = self._apply_region(image, seg, region, params["seed"])
         if done is not None:
@@ -114,7 +117,7 @@ class _SampleTransform(BasicTransform):
         classes.masked_fill_((label > 0) & (classes == 0), 2)
         outside = ~brain
         low = images.masked_fill(outside, float("inf")).amin(dim=(1, 2, 3)) - 1.0  # brain shifted to >= 1
-        shifted = (images - low[:, None, None, None]).masked_fill_(outside, 0.0)   # the background to 0
+        shifted = (images - low[:, None, None, None]).masked_fill_(outside, 0.0)  # the background to 0
         out = self._change(stacked_subject(shifted, classes[None], self.affine, self.channels, copy=False), seed)
         if out is None:
             return None
@@ -160,16 +163,25 @@ class TumourPasteTransform(_SampleTransform):
     ``applied`` and ``no_room`` count per process.
     """
 
-    def __init__(self, bank, prob: float = 0.5, classes: Mapping[int, int] | None = None,
-                 channels: Sequence[str] = MODALITIES, spacing: Sequence[float] = (1.0, 1.0, 1.0),
-                 patch_size: Sequence[int] | None = None, margin: int = 3, flip: bool = True, max_tries: int = 50,
-                 overlap: bool = False, seed: int | None = None):
+    def __init__(
+        self,
+        bank,
+        prob: float = 0.5,
+        classes: Mapping[int, int] | None = None,
+        channels: Sequence[str] = MODALITIES,
+        spacing: Sequence[float] = (1.0, 1.0, 1.0),
+        patch_size: Sequence[int] | None = None,
+        margin: int = 3,
+        flip: bool = True,
+        max_tries: int = 50,
+        overlap: bool = False,
+        seed: int | None = None,
+    ):
         from ..transforms.tumour_paste import TumourPaste
 
         super().__init__(prob, classes or {1: 1, 2: 2, 3: 3}, channels, spacing, seed)
         self.patch_size = None if patch_size is None else tuple(int(p) for p in patch_size)
-        self.paste = TumourPaste(bank, p=1.0, margin=margin, flip=flip, max_tries=max_tries, overlap=overlap,
-                                 label_key="seg")
+        self.paste = TumourPaste(bank, p=1.0, margin=margin, flip=flip, max_tries=max_tries, overlap=overlap, label_key="seg")
 
     @property
     def no_room(self) -> int:
@@ -202,20 +214,37 @@ class SyntheticRestyleTransform(_SampleTransform):
     whole brain) at its own grid; ``applied`` counts per process.
     """
 
-    def __init__(self, generator="phantom", prob: float = 0.5, condition: Mapping[str, str] | None = None,
-                 classes: Mapping[int, int] | None = None, channels: Sequence[str] = MODALITIES,
-                 spacing: Sequence[float] = (1.0, 1.0, 1.0), psi: float = 1.0, precision: str = "auto",
-                 seed: int | None = None):
+    def __init__(
+        self,
+        generator="phantom",
+        prob: float = 0.5,
+        condition: Mapping[str, str] | None = None,
+        classes: Mapping[int, int] | None = None,
+        channels: Sequence[str] = MODALITIES,
+        spacing: Sequence[float] = (1.0, 1.0, 1.0),
+        psi: float = 1.0,
+        precision: str = "auto",
+        seed: int | None = None,
+    ):
         from ..transforms.augmenter import SyntheticAugmenter
         from ..synthesis.sampling import load_generator
         from ..pretrained import run_folder
 
         super().__init__(prob, classes or {1: 1, 2: 2, 3: 3}, channels, spacing, seed)
         if not load_generator(run_folder(generator)).takes_labels:
-            raise ValueError(f"{generator}: the nnU-Net restyle needs a labels-to-images generator ([model] mode = "
-                             "\"labels\"): the dataset's label maps must stay the truth")
-        self.augmenter = SyntheticAugmenter(generator, p=1.0, condition=dict(condition) if condition else None, psi=psi,
-                                            device="cpu", precision=precision, label_key="seg")
+            raise ValueError(
+                f"{generator}: the nnU-Net restyle needs a labels-to-images generator ([model] mode = "
+                '"labels"): the dataset\'s label maps must stay the truth'
+            )
+        self.augmenter = SyntheticAugmenter(
+            generator,
+            p=1.0,
+            condition=dict(condition) if condition else None,
+            psi=psi,
+            device="cpu",
+            precision=precision,
+            label_key="seg",
+        )
 
     def _change(self, subject, seed: int):
         return restyled(self.augmenter, subject, seed, draw_missing=True)[0]

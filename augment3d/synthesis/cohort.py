@@ -57,17 +57,23 @@ def label_maps_from(path: str | os.PathLike, gen, n: int, seed: int, conditions:
 
         other = load_generator(path)
         if other.takes_labels:
-            raise CheckpointError(path, "renders images from label maps itself; --labels-from takes a cohort folder "
-                                        "or a joint run (one that generates labels)")
+            raise CheckpointError(
+                path,
+                "renders images from label maps itself; --labels-from takes a cohort folder "
+                "or a joint run (one that generates labels)",
+            )
         if other.shape != gen.shape:
-            raise CheckpointError(path, f"generates on a {'x'.join(map(str, other.shape))} grid, this run renders "
-                                        f"{'x'.join(map(str, gen.shape))}")
+            raise CheckpointError(
+                path, f"generates on a {'x'.join(map(str, other.shape))} grid, this run renders {'x'.join(map(str, gen.shape))}"
+            )
         seeds = list(range(seed, seed + n))
         labels = np.zeros((n, *gen.shape), np.uint8)
         masks = np.zeros((n, *gen.shape), bool)
         for key, members in _groups(conditions).items():
-            images, labels[members] = other.generate(condition=other.encoder.check(dict(key), source=str(path))
-                                                     if other.conditions else None, seeds=[seeds[i] for i in members])
+            images, labels[members] = other.generate(
+                condition=other.encoder.check(dict(key), source=str(path)) if other.conditions else None,
+                seeds=[seeds[i] for i in members],
+            )
             masks[members] = (images > -1.0 + 1e-3).any(1)
         return _Maps(labels, masks, conditions, [f"{path.name} seed {s}" for s in seeds])
     from ..data.cohort import prepare_cohort
@@ -78,8 +84,12 @@ def label_maps_from(path: str | os.PathLike, gen, n: int, seed: int, conditions:
     columns = [c for c in gen.conditions if metadata is not None and c in metadata.columns and c not in given]
     cohort = prepare_cohort(path, gen.preprocess, columns, gen.conditions)
     cases = [cohort.cases[i % len(cohort.cases)] for i in range(n)]
-    return _Maps(np.stack([c.label for c in cases]), np.stack([(c.images > -1.0 + 1e-3).any(0) for c in cases]),
-                 [dict(c.conditions) for c in cases], [c.subject_id for c in cases])
+    return _Maps(
+        np.stack([c.label for c in cases]),
+        np.stack([(c.images > -1.0 + 1e-3).any(0) for c in cases]),
+        [dict(c.conditions) for c in cases],
+        [c.subject_id for c in cases],
+    )
 
 
 CONDITION_DRAWS = ("cohort", "balanced")
@@ -98,16 +108,24 @@ def draw_condition(gen, seed: int, partial: Mapping[str, str], how: str = "cohor
     return options[int(np.random.default_rng([seed, 20_251_202]).choice(len(options), p=weights / weights.sum()))]
 
 
-def sample_subjects(gen, n: int, condition: Mapping[str, str] | None = None, seed: int = 0, psi: float = 1.0,
-                    labels_from: str | os.PathLike | None = None, conditions_from: str = "cohort") -> SampledSubjects:
+def sample_subjects(
+    gen,
+    n: int,
+    condition: Mapping[str, str] | None = None,
+    seed: int = 0,
+    psi: float = 1.0,
+    labels_from: str | os.PathLike | None = None,
+    conditions_from: str = "cohort",
+) -> SampledSubjects:
     """``n`` subjects from seeds ``seed .. seed + n - 1`` (see the module docstring). Condition
     columns that ``condition`` leaves open are drawn per subject (:func:`draw_condition`), or, with
     ``labels_from``, taken from each map's own case."""
     condition = dict(condition or {})
     unknown = sorted(set(condition) - set(gen.conditions))
     if unknown:
-        raise CheckpointError(gen.path, f"the model has no condition {', '.join(unknown)} "
-                                        f"(it knows: {', '.join(gen.conditions) or 'none'})")
+        raise CheckpointError(
+            gen.path, f"the model has no condition {', '.join(unknown)} (it knows: {', '.join(gen.conditions) or 'none'})"
+        )
     if conditions_from not in CONDITION_DRAWS:
         raise ValueError(f"conditions_from must be one of {CONDITION_DRAWS}, got {conditions_from!r}")
     seeds = list(range(seed, seed + n))
@@ -129,14 +147,26 @@ def sample_subjects(gen, n: int, condition: Mapping[str, str] | None = None, see
         raise DataError(labels_from, "--labels-from needs a labels-to-images run; this one generates its own labels")
     is_run = (Path(labels_from) / f"{GENERATOR}.json").is_file()
     maps = label_maps_from(labels_from, gen, n, seed, drawn if is_run else [dict(condition)] * n)
-    conditions = [gen.encoder.check({**own, **condition}, source=f"{labels_from} ({source})") if gen.conditions else {}
-                  for own, source in zip(maps.conditions, maps.sources)]
+    conditions = [
+        gen.encoder.check({**own, **condition}, source=f"{labels_from} ({source})") if gen.conditions else {}
+        for own, source in zip(maps.conditions, maps.sources)
+    ]
     images = np.zeros((n, len(gen.modalities), *gen.shape), np.float32)
     for key, members in _groups(conditions).items():
-        images[members], _ = gen.generate(condition=dict(key) or None, seeds=[seeds[i] for i in members], psi=psi,
-                                          label_maps=(maps.labels[members], maps.masks[members]))
-    return SampledSubjects(images, maps.labels.astype(np.uint8), seeds, conditions, maps.sources,
-                           [how if is_run or not open_columns else "the label map's case"] * n)
+        images[members], _ = gen.generate(
+            condition=dict(key) or None,
+            seeds=[seeds[i] for i in members],
+            psi=psi,
+            label_maps=(maps.labels[members], maps.masks[members]),
+        )
+    return SampledSubjects(
+        images,
+        maps.labels.astype(np.uint8),
+        seeds,
+        conditions,
+        maps.sources,
+        [how if is_run or not open_columns else "the label map's case"] * n,
+    )
 
 
 def _groups(conditions: list[dict]) -> dict[tuple, list[int]]:

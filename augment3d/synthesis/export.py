@@ -25,15 +25,27 @@ from ..errors import DataError
 from ..data.layout import case_file_name
 from ..data.nifti_write import write_nifti
 
-__all__ = ["FORMATS", "export_synthetic", "export_cohort_nnunet", "subject_id", "check_nnunet_name", "INTENSITY_RANGE", "MAX_SEED"]
+__all__ = [
+    "FORMATS",
+    "export_synthetic",
+    "export_cohort_nnunet",
+    "subject_id",
+    "check_nnunet_name",
+    "INTENSITY_RANGE",
+    "MAX_SEED",
+]
 
 FORMATS = ("brats", "nnunet")
 NNUNET_CHANNELS = {str(k): MODALITY_TITLES[m] for k, m in enumerate(MODALITIES)}
 NNUNET_LABELS = {name: value for value, name in enumerate(CLASS_NAMES)}
 #: nnU-Net's region-based training on BraTS: the regions scored, and the order in which painting
 #: them back gives the labels (whole tumour as SNFH, then the core as NETC, then ET)
-NNUNET_REGION_LABELS = {"background": 0, "whole tumour": list(REGIONS["WT"]), "tumour core": list(REGIONS["TC"]),
-                        "enhancing tumour": list(REGIONS["ET"])}
+NNUNET_REGION_LABELS = {
+    "background": 0,
+    "whole tumour": list(REGIONS["WT"]),
+    "tumour core": list(REGIONS["TC"]),
+    "enhancing tumour": list(REGIONS["ET"]),
+}
 NNUNET_REGIONS_CLASS_ORDER = [2, 1, 3]
 #: the model's [-1, 1] written as [0, INTENSITY_RANGE]: background (outside the brain) is 0
 INTENSITY_RANGE = 1000.0
@@ -50,8 +62,10 @@ def subject_id(seed: int, condition_index: int = 0) -> str:
 
 def _space(affine: np.ndarray) -> str:
     voxel = float(np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(0)).mean())
-    return (f"RAS grid of {voxel:.3g} mm voxels (the training data's median on the model grid), centred on the origin; "
-            f"intensities 0 (background) to {INTENSITY_RANGE:g}")
+    return (
+        f"RAS grid of {voxel:.3g} mm voxels (the training data's median on the model grid), centred on the origin; "
+        f"intensities 0 (background) to {INTENSITY_RANGE:g}"
+    )
 
 
 def _describe(conditions: list[dict]) -> str:
@@ -62,8 +76,11 @@ def _describe(conditions: list[dict]) -> str:
 def check_nnunet_name(out: str | os.PathLike) -> None:
     """nnU-Net finds a raw dataset only in a folder named ``DatasetNNN_Name``."""
     if not _NNUNET_NAME.match(Path(out).name):
-        raise DataError(out, "nnU-Net finds raw datasets only in folders named DatasetNNN_Name (e.g. Dataset501_SynthSSA); "
-                             "name the output folder so")
+        raise DataError(
+            out,
+            "nnU-Net finds raw datasets only in folders named DatasetNNN_Name (e.g. Dataset501_SynthSSA); "
+            "name the output folder so",
+        )
 
 
 def _write_brats(work: Path, ids, images, labels, affine) -> None:
@@ -85,15 +102,29 @@ def _write_nnunet(work: Path, ids, images, labels, affine) -> None:
 
 
 def _write_nnunet_dataset(work: Path, name: str, n: int, regions: bool, description: str) -> None:
-    dataset = {"channel_names": NNUNET_CHANNELS,
-               **({"labels": NNUNET_REGION_LABELS, "regions_class_order": NNUNET_REGIONS_CLASS_ORDER}
-                  if regions else {"labels": NNUNET_LABELS}),
-               "numTraining": n, "file_ending": ".nii.gz", "name": name, "description": description}
+    dataset = {
+        "channel_names": NNUNET_CHANNELS,
+        **(
+            {"labels": NNUNET_REGION_LABELS, "regions_class_order": NNUNET_REGIONS_CLASS_ORDER}
+            if regions
+            else {"labels": NNUNET_LABELS}
+        ),
+        "numTraining": n,
+        "file_ending": ".nii.gz",
+        "name": name,
+        "description": description,
+    }
     atomic_write_text(work / "dataset.json", json.dumps(dataset, indent=1) + "\n")
 
 
-def export_cohort_nnunet(cohort: str | os.PathLike, out: str | os.PathLike, *, regions: bool = False,
-                         subjects: Sequence[str] | None = None, force: bool = False) -> Path:
+def export_cohort_nnunet(
+    cohort: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    regions: bool = False,
+    subjects: Sequence[str] | None = None,
+    force: bool = False,
+) -> Path:
     """A cohort in BraTS layout (or the ``subjects`` of it) as an nnU-Net v2 raw dataset in
     ``out`` (named ``DatasetNNN_Name``): images as ``imagesTr/<id>_000k.nii.gz`` in the order
     T1, T1Gd, T2, FLAIR, label maps in BraTS-2023 numbering (BraTS 2021's ET 4 becomes 3),
@@ -116,11 +147,13 @@ def export_cohort_nnunet(cohort: str | os.PathLike, out: str | os.PathLike, *, r
         for case in cases:
             loaded = read_case(case)
             for k, key in enumerate(MODALITIES):
-                write_nifti(work / "imagesTr" / f"{case.subject_id}_{k:04d}.nii.gz", loaded.images[key], loaded.affine,
-                            np.float32)
+                write_nifti(
+                    work / "imagesTr" / f"{case.subject_id}_{k:04d}.nii.gz", loaded.images[key], loaded.affine, np.float32
+                )
             write_nifti(work / "labelsTr" / f"{case.subject_id}.nii.gz", loaded.label, loaded.affine, np.uint8)
-        _write_nnunet_dataset(work, out.name, len(cases), regions,
-                              f"augment3d: the cohort {Path(cohort).resolve().name} in nnU-Net v2 raw layout")
+        _write_nnunet_dataset(
+            work, out.name, len(cases), regions, f"augment3d: the cohort {Path(cohort).resolve().name} in nnU-Net v2 raw layout"
+        )
     return out
 
 
@@ -171,17 +204,26 @@ def export_synthetic(
     with staged_output(out, "samples", force=force, inputs=inputs) as work:
         if fmt == "brats":
             _write_brats(work, ids, scaled, labels, affine)
-            rows = [{"subject_id": sid, **conditions[i], "seed": seed, "psi": psi, **{k: v[i] for k, v in extra.items()}}
-                    for i, (sid, seed) in enumerate(zip(ids, seeds))]
+            rows = [
+                {"subject_id": sid, **conditions[i], "seed": seed, "psi": psi, **{k: v[i] for k, v in extra.items()}}
+                for i, (sid, seed) in enumerate(zip(ids, seeds))
+            ]
             atomic_write_text(work / "metadata.csv", _csv(rows))
             atomic_write_text(work / "README.txt", f"Synthetic subjects written by augment3d: {_space(affine)}.\n")
         else:
             _write_nnunet(work, ids, scaled, labels, affine)
-            _write_nnunet_dataset(work, out.name, len(ids), regions,
-                                  f"augment3d synthetic subjects, conditions {_describe(conditions)}, psi {psi}; {_space(affine)}")
+            _write_nnunet_dataset(
+                work,
+                out.name,
+                len(ids),
+                regions,
+                f"augment3d synthetic subjects, conditions {_describe(conditions)}, psi {psi}; {_space(affine)}",
+            )
         if preview:
             from ..viz import save_montage
 
-            save_montage([(f"{sid} {' '.join(conditions[i].values())}", images[i], labels[i])
-                          for i, sid in enumerate(ids[:4])], work / "preview.png")
+            save_montage(
+                [(f"{sid} {' '.join(conditions[i].values())}", images[i], labels[i]) for i, sid in enumerate(ids[:4])],
+                work / "preview.png",
+            )
     return out

@@ -18,8 +18,15 @@ import torch
 
 from ..errors import CheckpointError
 
-__all__ = ["SLOW_GFLOP", "SlowGenerationWarning", "worker_device", "get_generator", "keep_generator", "one_thread",
-           "generate_batch"]
+__all__ = [
+    "SLOW_GFLOP",
+    "SlowGenerationWarning",
+    "worker_device",
+    "get_generator",
+    "keep_generator",
+    "one_thread",
+    "generate_batch",
+]
 
 _GENERATORS: dict[tuple, Any] = {}  # path, device -> SyntheticGenerator
 _BATCHES: OrderedDict = OrderedDict()
@@ -51,11 +58,14 @@ def _warn_if_slow_on_cpu(gen) -> None:
         return
     worker = torch.utils.data.get_worker_info() is not None
     where = "in a DataLoader worker (where CUDA cannot run)" if worker else "on the CPU"
-    warnings.warn(f"the generator of {gen.path} does {gflop:.0f} GFLOP a subject ({'x'.join(map(str, gen.shape))} grid) and "
-                  f"renders {where}: seconds to minutes a subject at one thread, and GiBs of memory a process. Generate "
-                  f"on a GPU in the main process (device='cuda' with num_workers=0), or write a synthetic cohort once "
-                  f"with `augment3d sample --device cuda` and mix it in (docs/AUGMENTER.md, 'Cost')",
-                  SlowGenerationWarning, stacklevel=2)
+    warnings.warn(
+        f"the generator of {gen.path} does {gflop:.0f} GFLOP a subject ({'x'.join(map(str, gen.shape))} grid) and "
+        f"renders {where}: seconds to minutes a subject at one thread, and GiBs of memory a process. Generate "
+        f"on a GPU in the main process (device='cuda' with num_workers=0), or write a synthetic cohort once "
+        f"with `augment3d sample --device cuda` and mix it in (docs/AUGMENTER.md, 'Cost')",
+        SlowGenerationWarning,
+        stacklevel=2,
+    )
 
 
 def get_generator(path: str, sha256: str, device: str):
@@ -67,7 +77,10 @@ def get_generator(path: str, sha256: str, device: str):
     if gen is None or gen.meta.get("weights_sha256") != sha256:
         gen = load_generator(path, device)
         if gen.meta.get("weights_sha256") != sha256:
-            raise CheckpointError(path, f"generator weights changed since the transform was made (expected {sha256[:12]}..., found {str(gen.meta.get('weights_sha256'))[:12]}...)")
+            raise CheckpointError(
+                path,
+                f"generator weights changed since the transform was made (expected {sha256[:12]}..., found {str(gen.meta.get('weights_sha256'))[:12]}...)",
+            )
         _GENERATORS[key] = gen
         if gen.device.type == "cpu":
             _warn_if_slow_on_cpu(gen)
@@ -91,17 +104,36 @@ def one_thread():
         torch.set_num_threads(threads)
 
 
-def generate_batch(gen, seeds: tuple[int, ...], condition: dict | None, psi: float, precision: str = "fp32",
-                   maps_matching: tuple[str, ...] | None = None):
+def generate_batch(
+    gen,
+    seeds: tuple[int, ...],
+    condition: dict | None,
+    psi: float,
+    precision: str = "fp32",
+    maps_matching: tuple[str, ...] | None = None,
+):
     """A whole batch, cached: the twin replays exactly what the batch produced."""
-    key = (gen.meta.get("weights_sha256"), str(gen.device), seeds, tuple(sorted((condition or {}).items())), psi,
-           precision, maps_matching)
+    key = (
+        gen.meta.get("weights_sha256"),
+        str(gen.device),
+        seeds,
+        tuple(sorted((condition or {}).items())),
+        psi,
+        precision,
+        maps_matching,
+    )
     if key in _BATCHES:
         _BATCHES.move_to_end(key)
         return _BATCHES[key]
     with one_thread():
-        result = gen.generate(condition=condition, seeds=list(seeds), psi=psi, batch_size=len(seeds), precision=precision,
-                              maps_matching=maps_matching)
+        result = gen.generate(
+            condition=condition,
+            seeds=list(seeds),
+            psi=psi,
+            batch_size=len(seeds),
+            precision=precision,
+            maps_matching=maps_matching,
+        )
     _BATCHES[key] = result
     while len(_BATCHES) > _BATCH_CACHE_SIZE:
         _BATCHES.popitem(last=False)

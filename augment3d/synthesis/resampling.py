@@ -54,7 +54,8 @@ def _separable_resample(volumes: torch.Tensor, theta: np.ndarray, shape, mode: s
         index = [np.rint(p).astype(np.int64) for p in positions]
         inside = [(i >= 0) & (i < n) for i, n in zip(index, sizes)]
         picked = volumes[:, np.clip(index[0], 0, sizes[0] - 1)][:, :, np.clip(index[1], 0, sizes[1] - 1)][
-            :, :, :, np.clip(index[2], 0, sizes[2] - 1)]
+            :, :, :, np.clip(index[2], 0, sizes[2] - 1)
+        ]
         keep = torch.from_numpy(inside[0][:, None, None] & inside[1][None, :, None] & inside[2][None, None, :])
         return picked * keep
     mx, my, mz = (_linear_matrix(p, n) for p, n in zip(positions, sizes))

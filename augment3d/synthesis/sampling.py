@@ -121,13 +121,16 @@ class SyntheticGenerator:
         if not with_map:
             return z, noise, None, None
         if self.bank is None:
-            raise ValueError(f"{self.path or 'this generator'} renders images from label maps and keeps none of its "
-                             "own: give label_maps=(labels, masks)")
+            raise ValueError(
+                f"{self.path or 'this generator'} renders images from label maps and keeps none of its "
+                "own: give label_maps=(labels, masks)"
+            )
         maps, source = self.bank.draw(g, condition)
         return z, noise, maps, source
 
-    def map_sources(self, seeds: Sequence[int], condition: Mapping[str, str] | None = None,
-                    maps_matching: Sequence[str] | None = None) -> list[str]:
+    def map_sources(
+        self, seeds: Sequence[int], condition: Mapping[str, str] | None = None, maps_matching: Sequence[str] | None = None
+    ) -> list[str]:
         """The training subjects whose (deformed) label maps ``seeds`` render (labels mode)."""
         maps_condition = self._maps_condition(condition, maps_matching)
         return [self._draws(s, maps_condition, with_map=True)[3] for s in seeds]
@@ -136,21 +139,33 @@ class SyntheticGenerator:
         """The part of ``condition`` a drawn training map must share: all of it (``maps_matching``
         None) or the named columns only (``[]``: any map)."""
         if maps_matching is not None and not self.takes_labels:
-            raise ValueError("maps_matching picks training label maps to render; this generator draws its own labels "
-                             "(joint mode)")
+            raise ValueError(
+                "maps_matching picks training label maps to render; this generator draws its own labels (joint mode)"
+            )
         if maps_matching is None or condition is None:
             return condition
         unknown = sorted(set(maps_matching) - set(self.conditions))
         if unknown or isinstance(maps_matching, str):
-            raise ValueError(f"maps_matching must list condition columns of this run ({', '.join(self.conditions) or 'none'}), "
-                             f"got {maps_matching!r}")
+            raise ValueError(
+                f"maps_matching must list condition columns of this run ({', '.join(self.conditions) or 'none'}), "
+                f"got {maps_matching!r}"
+            )
         return {k: v for k, v in condition.items() if k in maps_matching}
 
     @torch.no_grad()
-    def generate(self, n: int | None = None, condition: Mapping[str, str] | None = None,
-                 seeds: Sequence[int] | None = None, psi: float = 1.0, batch_size: int = 8,
-                 precision: str = "fp32", mix_seeds: Sequence[int] | None = None, mix_cutoff: int | None = None,
-                 label_maps: tuple[np.ndarray, np.ndarray] | None = None, maps_matching: Sequence[str] | None = None):
+    def generate(
+        self,
+        n: int | None = None,
+        condition: Mapping[str, str] | None = None,
+        seeds: Sequence[int] | None = None,
+        psi: float = 1.0,
+        batch_size: int = 8,
+        precision: str = "fp32",
+        mix_seeds: Sequence[int] | None = None,
+        mix_cutoff: int | None = None,
+        label_maps: tuple[np.ndarray, np.ndarray] | None = None,
+        maps_matching: Sequence[str] | None = None,
+    ):
         """Generate subjects. Returns ``(images (n, 4, X, Y, Z) float32 in [-1, 1], labels (n, X, Y, Z) uint8)``.
 
         A labels-to-images generator renders ``label_maps`` = (labels (n, X, Y, Z) in 0-3, brain
@@ -198,7 +213,7 @@ class SyntheticGenerator:
             noise = [torch.cat([lat[1][k] for lat in latents]).to(self.device) for k in range(len(latents[0][1]))]
             maps = None
             if self.takes_labels:
-                maps = (given[start : start + batch_size] if given is not None else torch.cat([lat[2] for lat in latents]))
+                maps = given[start : start + batch_size] if given is not None else torch.cat([lat[2] for lat in latents])
                 maps = maps.to(self.device)
             c = self._condition_vector(condition, len(chunk))
             w = self.network.truncate(self.network.mapping(z, c), centre, psi)
@@ -209,14 +224,18 @@ class SyntheticGenerator:
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
                 image, logits = self.network.from_w(w, noise, maps)
             if not (torch.isfinite(image).all() and (logits is None or torch.isfinite(logits).all())):
-                raise CheckpointError(self.path, f"the generator produced NaN or Inf voxels (seeds {chunk[:4]}...); "
-                                                 "its weights are broken: retrain or use another checkpoint")
+                raise CheckpointError(
+                    self.path,
+                    f"the generator produced NaN or Inf voxels (seeds {chunk[:4]}...); "
+                    "its weights are broken: retrain or use another checkpoint",
+                )
             image = image.float().clamp(-1, 1)
             if maps is not None:  # -1 means background, exactly: the brain stays just above it
                 image = torch.where(maps[:, :1] > 0, image.clamp(min=-1.0 + BRAIN_FLOOR), -1.0)
             images.append(image.cpu())
-            labels.append(maps_to_labels(maps).cpu() if maps is not None
-                          else logits.float().max(1).indices.to(torch.uint8).cpu())  # = argmax(1), 8x faster on CPU
+            labels.append(
+                maps_to_labels(maps).cpu() if maps is not None else logits.float().max(1).indices.to(torch.uint8).cpu()
+            )  # = argmax(1), 8x faster on CPU
         return torch.cat(images).numpy(), torch.cat(labels).numpy()
 
     def _given_maps(self, label_maps_given, n: int) -> torch.Tensor | None:
@@ -263,7 +282,7 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") 
             raise ValueError(f"modalities {meta.get('modalities')} are not the {', '.join(MODALITIES)} this augment3d generates")
         _check_weights(config, tensors)
         with torch.random.fork_rng(devices=[]):  # the random initialisation is overwritten: loading a
-            network = Generator3D(config)         # generator leaves the caller's random stream alone
+            network = Generator3D(config)  # generator leaves the caller's random stream alone
         network.load_state_dict(tensors, strict=True)
         gen = SyntheticGenerator(network, encoder, meta, device=device, path=path)
         _check_run_info(gen)
@@ -308,6 +327,8 @@ def check_conditions_match(gen: SyntheticGenerator, data_root: str | os.PathLike
     columns = set(metadata.columns) if metadata is not None else set()
     missing = [c for c in gen.conditions if c not in columns]
     if missing:
-        raise CheckpointError(Path(gen.path or ".") / f"{GENERATOR_FILE}.json",
-                              f"conditioned on {', '.join(gen.conditions)}, but {data_root} has no "
-                              f"{'metadata.csv' if metadata is None else 'column ' + ', '.join(missing)} to match")
+        raise CheckpointError(
+            Path(gen.path or ".") / f"{GENERATOR_FILE}.json",
+            f"conditioned on {', '.join(gen.conditions)}, but {data_root} has no "
+            f"{'metadata.csv' if metadata is None else 'column ' + ', '.join(missing)} to match",
+        )

@@ -70,7 +70,7 @@ class AdaptiveAugment3D(nn.Module):
         )
 
     def apply(  # type: ignore[override]  # not nn.Module.apply(fn): augmentation
-            self, images: torch.Tensor, labels: torch.Tensor, params: AugmentParams
+        self, images: torch.Tensor, labels: torch.Tensor, params: AugmentParams
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Apply drawn parameters; differentiable in ``images`` and ``labels``."""
         if not any(bool(t.any()) for t in (params.flip, params.move, params.cut, params.bright, params.contrast)):
@@ -118,8 +118,9 @@ class AugmentTuner:
     as an uninterrupted one.
     """
 
-    def __init__(self, pipe: AdaptiveAugment3D, target: float, interval: int, speed_images: float, batch: int,
-                 enabled: bool = True):
+    def __init__(
+        self, pipe: AdaptiveAugment3D, target: float, interval: int, speed_images: float, batch: int, enabled: bool = True
+    ):
         self.pipe, self.target, self.interval, self.enabled = pipe, target, interval, enabled
         self.step_size = batch * interval / speed_images
         self.signs, self.count = 0.0, 0

@@ -30,8 +30,9 @@ from .texture_match import condition_combinations, condition_rows
 __all__ = ["ContrastMatch", "class_contrasts"]
 
 
-def class_contrasts(images: torch.Tensor, onehot: torch.Tensor, masks: torch.Tensor,
-                    min_voxels: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+def class_contrasts(
+    images: torch.Tensor, onehot: torch.Tensor, masks: torch.Tensor, min_voxels: int = 5
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Each tumour class's mean minus the healthy brain's mean, per subject and modality.
 
     ``images`` (B, C, X, Y, Z), ``onehot`` (B, 1 + K, X, Y, Z) with background first, ``masks``
@@ -65,14 +66,24 @@ class ContrastMatch(LossTerm):
 
     name = "contrast"
 
-    def __init__(self, weight: float, images: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor,
-                 conditions: torch.Tensor, classes: int, device: str, prior: float = 2.0, min_spread: float = 0.05,
-                 batch: int = 8):
+    def __init__(
+        self,
+        weight: float,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        masks: torch.Tensor,
+        conditions: torch.Tensor,
+        classes: int,
+        device: str,
+        prior: float = 2.0,
+        min_spread: float = 0.05,
+        batch: int = 8,
+    ):
         super().__init__(weight)
         found_parts, present_parts = [], []
         with torch.no_grad():
             for i in range(0, len(images), batch):
-                c, p = class_contrasts(images[i:i + batch], one_hot(labels[i:i + batch], classes), masks[i:i + batch])
+                c, p = class_contrasts(images[i : i + batch], one_hot(labels[i : i + batch], classes), masks[i : i + batch])
                 found_parts.append(c)
                 present_parts.append(p)
         found, present = torch.cat(found_parts), torch.cat(present_parts).float()

@@ -20,8 +20,16 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["World", "init_world", "joined_world", "leave_world", "barrier", "all_reduce_grads", "all_reduce_sum",
-           "collective_device"]
+__all__ = [
+    "World",
+    "init_world",
+    "joined_world",
+    "leave_world",
+    "barrier",
+    "all_reduce_grads",
+    "all_reduce_sum",
+    "collective_device",
+]
 
 
 @dataclass(frozen=True)

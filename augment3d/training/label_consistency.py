@@ -30,8 +30,18 @@ class LabelConsistency(LossTerm):
 
     name = "seg_fake"
 
-    def __init__(self, weight: float, image_channels: int, label_classes: int, width: int, lr: float, warmup: int,
-                 device: str, dtype: torch.dtype | None = None, channels_last: bool = False):
+    def __init__(
+        self,
+        weight: float,
+        image_channels: int,
+        label_classes: int,
+        width: int,
+        lr: float,
+        warmup: int,
+        device: str,
+        dtype: torch.dtype | None = None,
+        channels_last: bool = False,
+    ):
         super().__init__(weight)
         self.S = TinySegmenter(image_channels, label_classes, width).to(device)
         self.optimizer = torch.optim.Adam(self.S.parameters(), lr=lr)

@@ -105,36 +105,48 @@ class TrainingData:
         return cls(images, labels, conds, subject_ids=[c.subject_id for c in cases])
 
 
-def build_terms(config: TrainConfig, model: ModelConfig, data: TrainingData, micro_batch: int,
-                device: str, dtype: torch.dtype | None = None) -> list[LossTerm]:
+def build_terms(
+    config: TrainConfig, model: ModelConfig, data: TrainingData, micro_batch: int, device: str, dtype: torch.dtype | None = None
+) -> list[LossTerm]:
     """The extra terms of G's loss that ``config`` turns on, in the order they join it."""
     terms: list[LossTerm] = []
     if config.mode_seeking > 0:
         terms.append(ModeSeeking(config.mode_seeking, data, model.label_classes, micro_batch, config.seed))
     if config.seg_consistency > 0:
-        terms.append(LabelConsistency(config.seg_consistency, model.image_channels, model.label_classes,
-                                      config.seg_width, config.seg_lr, config.seg_warmup, device,
-                                      dtype if config.seg_autocast else None,
-                                      config.channels_last and config.seg_autocast))
+        terms.append(
+            LabelConsistency(
+                config.seg_consistency,
+                model.image_channels,
+                model.label_classes,
+                config.seg_width,
+                config.seg_lr,
+                config.seg_warmup,
+                device,
+                dtype if config.seg_autocast else None,
+                config.channels_last and config.seg_autocast,
+            )
+        )
     if config.texture_match > 0:
         terms.append(TextureMatch(config.texture_match, data.images, data.masks, data.conditions, device))
     if config.contrast_match > 0:
-        terms.append(ContrastMatch(config.contrast_match, data.images, data.labels, data.masks, data.conditions,
-                                   model.label_classes, device))
+        terms.append(
+            ContrastMatch(
+                config.contrast_match, data.images, data.labels, data.masks, data.conditions, model.label_classes, device
+            )
+        )
     return terms
 
 
 def _paired(x: torch.Tensor) -> torch.Tensor:
     """``x`` with its second half replaced by its first half (an odd last row kept)."""
     half = x.shape[0] // 2
-    return torch.cat([x[:half], x[:half], x[2 * half:]])
+    return torch.cat([x[:half], x[:half], x[2 * half :]])
 
 
 class TrainingLoop:
     """One training run's networks, optimisers, terms and random stream, and its step."""
 
-    def __init__(self, data: TrainingData, model_config: ModelConfig, config: TrainConfig, device: str,
-                 world: World = World()):
+    def __init__(self, data: TrainingData, model_config: ModelConfig, config: TrainConfig, device: str, world: World = World()):
         self.data, self.mc, self.cfg, self.device, self.world = data, model_config, config, device, world
         self.parts = config.micro_batches(world.size)
         self.micro, self.scale = config.batch // self.parts, 1.0 / self.parts
@@ -145,8 +157,9 @@ class TrainingLoop:
         self.G.channels_last = self.D.channels_last = config.channels_last
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.augment = AdaptiveAugment3D().to(device)
-        self.tuner = AugmentTuner(self.augment, config.ada_target, config.ada_interval, config.ada_images,
-                                  config.batch, enabled=config.augment)
+        self.tuner = AugmentTuner(
+            self.augment, config.ada_target, config.ada_interval, config.ada_images, config.batch, enabled=config.augment
+        )
         self.stopping = EarlyStopping(config.eval_every, config.patience)
         betas, lazy = (config.beta1, config.beta2), config.r1_interval / (config.r1_interval + 1)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=config.g_lr, betas=betas)
@@ -156,7 +169,7 @@ class TrainingLoop:
         self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.amp)
         self.terms = build_terms(config, model_config, data, self.micro, device, self.dtype)
         if config.condition_swap > 0 and not self.G.takes_labels:
-            raise ValueError("condition_swap needs [model] mode = \"labels\" (a joint generator makes its own maps)")
+            raise ValueError('condition_swap needs [model] mode = "labels" (a joint generator makes its own maps)')
         #: the condition combinations the training data holds, each drawn equally often by condition_swap
         self.combos = condition_combinations(data.conditions)[0]
 

@@ -34,8 +34,10 @@ class ModeSeeking(LossTerm):
     def __init__(self, weight: float, data, label_classes: int, micro_batch: int, seed: int):
         super().__init__(weight)
         if micro_batch < 2:
-            raise ValueError(f"mode_seeking needs pairs of samples: micro-batches of {micro_batch}; use a larger "
-                             "batch or fewer accumulation steps")
+            raise ValueError(
+                f"mode_seeking needs pairs of samples: micro-batches of {micro_batch}; use a larger "
+                "batch or fewer accumulation steps"
+            )
 
         def subject(i: int) -> torch.Tensor:  # as G's outputs are compared: images, then the label one-hot
             return torch.cat([data.images[i : i + 1], one_hot(data.labels[i : i + 1], label_classes)], 1)[0]

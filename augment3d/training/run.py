@@ -50,8 +50,9 @@ def save_samples_montage(generator, encoder: ConditionEncoder, path: Path, step:
         if generator.takes_labels:
             if source is None:
                 continue
-            maps = label_maps(torch.from_numpy(source.label[None].astype(np.int64)),
-                              torch.from_numpy((source.images > -1 + 1e-3).any(0)[None]))
+            maps = label_maps(
+                torch.from_numpy(source.label[None].astype(np.int64)), torch.from_numpy((source.images > -1 + 1e-3).any(0)[None])
+            )
         vec = torch.from_numpy(encoder.encode(condition)) if encoder.dim else None
         g = torch.Generator().manual_seed(0)
         z = torch.randn(1, generator.config.z_dim, generator=g)
@@ -150,19 +151,29 @@ def train_run(
                 commit()
                 _at_checkpoint(out, generator, encoder, step, cohort.cases)
 
-            last = train_gan(out, data, model_cfg, train_cfg, encoder, recipe.data.preprocess(), resume=mode == "resume",
-                             device=device, progress=progress, on_checkpoint=at_checkpoint,
-                             generator_info={"voxel_mm": voxel_mm, "recipe": recipe.name})
+            last = train_gan(
+                out,
+                data,
+                model_cfg,
+                train_cfg,
+                encoder,
+                recipe.data.preprocess(),
+                resume=mode == "resume",
+                device=device,
+                progress=progress,
+                on_checkpoint=at_checkpoint,
+                generator_info={"voxel_mm": voxel_mm, "recipe": recipe.name},
+            )
             if world.main:
                 save_loss_curves(out / LOG, out / "curves.png")
         return out, cohort, last
 
 
-def _training_cohort(data_dir, recipe: Recipe, subjects: Sequence[str] | None, skip_bad: bool,
-                     cache_dir) -> PreparedCohort:
+def _training_cohort(data_dir, recipe: Recipe, subjects: Sequence[str] | None, skip_bad: bool, cache_dir) -> PreparedCohort:
     """The prepared cohort, restricted to ``subjects`` when given (every one must exist)."""
-    cohort = prepare_cohort(data_dir, recipe.data.preprocess(), recipe.data.conditions, recipe.data.categories,
-                            skip_bad=skip_bad, cache_dir=cache_dir)
+    cohort = prepare_cohort(
+        data_dir, recipe.data.preprocess(), recipe.data.conditions, recipe.data.categories, skip_bad=skip_bad, cache_dir=cache_dir
+    )
     if subjects is None:
         return cohort
     wanted = set(subjects)
@@ -180,9 +191,18 @@ def _write_records(out: Path, recipe: Recipe, data_dir, cohort: PreparedCohort) 
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)  # a killed run's half-written files
     atomic_write_text(out / RECIPE, recipe.path.read_text(encoding="utf-8"))
-    atomic_write_text(out / SUBJECTS, json.dumps(
-        {"data": str(Path(data_dir).resolve()), "train": [c.subject_id for c in cohort.cases],
-         "skipped": [s.case.subject_id for s in cohort.skipped]}, indent=1) + "\n")
+    atomic_write_text(
+        out / SUBJECTS,
+        json.dumps(
+            {
+                "data": str(Path(data_dir).resolve()),
+                "train": [c.subject_id for c in cohort.cases],
+                "skipped": [s.case.subject_id for s in cohort.skipped],
+            },
+            indent=1,
+        )
+        + "\n",
+    )
 
 
 def _at_checkpoint(out: Path, generator, encoder, step: int, reals) -> None:

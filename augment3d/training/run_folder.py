@@ -41,8 +41,7 @@ def _settings(recipe: Recipe) -> dict[str, object]:
 def recipe_changes(before: Recipe, after: Recipe) -> list[str]:
     """``section.key: old -> new`` for every training setting that differs."""
     old, new = _settings(before), _settings(after)
-    return [f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(set(old) | set(new))
-            if old.get(key) != new.get(key)]
+    return [f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
 
 
 def _check_same_recipe(out: Path, recipe: Recipe, allow_changes) -> None:
@@ -52,17 +51,22 @@ def _check_same_recipe(out: Path, recipe: Recipe, allow_changes) -> None:
     try:
         saved = load_recipe(saved_path)
     except RecipeError as exc:
-        raise DataError(saved_path, f"the run's recipe no longer loads ({exc.problem}); resume it with the "
-                                    "augment3d that wrote it, or start over with --force") from None
+        raise DataError(
+            saved_path,
+            f"the run's recipe no longer loads ({exc.problem}); resume it with the "
+            "augment3d that wrote it, or start over with --force",
+        ) from None
     allowed = {a if "." in a else f"train.{a}" for a in allow_changes}
     changes = [c for c in recipe_changes(saved, recipe) if c.split(":")[0] not in allowed]
     if changes:
-        raise DataError(out, "the recipe differs from the run's (" + "; ".join(changes) + "); resume with the same "
-                             "recipe, or name what may change with --allow-change KEY (e.g. train.steps)")
+        raise DataError(
+            out,
+            "the recipe differs from the run's (" + "; ".join(changes) + "); resume with the same "
+            "recipe, or name what may change with --allow-change KEY (e.g. train.steps)",
+        )
 
 
-def plan_run(out: str | os.PathLike, recipe: Recipe, *, resume: bool, force: bool, inputs=(),
-             allow_changes=()) -> str:
+def plan_run(out: str | os.PathLike, recipe: Recipe, *, resume: bool, force: bool, inputs=(), allow_changes=()) -> str:
     """What training into ``out`` will do: ``new``, ``resume``, ``restart`` or ``replace``.
 
     Raises :class:`DataError` for everything that is not allowed, before anything is changed.
@@ -83,15 +87,19 @@ def plan_run(out: str | os.PathLike, recipe: Recipe, *, resume: bool, force: boo
         raise DataError(out, "nothing to resume: the folder is missing or empty; train without --resume")
     run = KINDS["run"]
     if not any((out / name).is_file() for name in (*run.signature, ".augment3d.json")):
-        raise DataError(out, "is not an augment3d run folder (no train_state.json, generator.json or subjects.json); "
-                             "nothing to resume")
+        raise DataError(
+            out, "is not an augment3d run folder (no train_state.json, generator.json or subjects.json); nothing to resume"
+        )
     _check_same_recipe(out, recipe, allow_changes)
     if bundle_exists(out, TRAIN_STATE):
         return "resume"
     if (out / f"{GENERATOR}.json").is_file():
-        raise DataError(out, f"holds a trained generator (step {recorded_step(out, 'generator')}) but no training state "
-                             "(train_state.json and .safetensors), so it cannot be resumed; train into another "
-                             "folder, or use --force to start over (which deletes that generator)")
+        raise DataError(
+            out,
+            f"holds a trained generator (step {recorded_step(out, 'generator')}) but no training state "
+            "(train_state.json and .safetensors), so it cannot be resumed; train into another "
+            "folder, or use --force to start over (which deletes that generator)",
+        )
     return "restart"  # our run, killed before its first checkpoint: nothing of value to lose
 
 

@@ -20,8 +20,13 @@ class TrainState:
     ``state_dict()`` / ``load_state_dict()`` of JSON values) into the JSON part.
     """
 
-    def __init__(self, modules: dict[str, torch.nn.Module], optimizers: dict[str, torch.optim.Optimizer],
-                 rng: torch.Generator, trackers: list):
+    def __init__(
+        self,
+        modules: dict[str, torch.nn.Module],
+        optimizers: dict[str, torch.optim.Optimizer],
+        rng: torch.Generator,
+        trackers: list,
+    ):
         self.modules, self.optimizers, self.rng, self.trackers = modules, optimizers, rng, trackers
 
     def meta(self) -> dict:
@@ -46,13 +51,13 @@ class TrainState:
         """Load saved tensors into the modules, optimisers and generator, in place (strict)."""
         for name, module in self.modules.items():
             head = f"{name}."
-            module.load_state_dict({k[len(head):]: v for k, v in tensors.items() if k.startswith(head)}, strict=True)
+            module.load_state_dict({k[len(head) :]: v for k, v in tensors.items() if k.startswith(head)}, strict=True)
         for name, opt in self.optimizers.items():
             indices = opt_meta[name]["indices"]
             state = {}
             for index in indices:
                 head = f"opt_{name}.{index}."
-                state[index] = {k[len(head):]: v for k, v in tensors.items() if k.startswith(head)}
+                state[index] = {k[len(head) :]: v for k, v in tensors.items() if k.startswith(head)}
             opt.load_state_dict({"state": state, "param_groups": opt_meta[name]["param_groups"]})
         self.rng.set_state(tensors["rng_state"])
 
@@ -63,8 +68,9 @@ class TrainState:
 
 def save_train_state(run_dir, step: int, state: TrainState, extra: dict | None = None) -> None:
     tensors, opt_meta = state.tensors()
-    save_bundle(run_dir, TRAIN_STATE, "train_state", tensors,
-                {"step": int(step), "optimizers": opt_meta, **state.meta(), **(extra or {})})
+    save_bundle(
+        run_dir, TRAIN_STATE, "train_state", tensors, {"step": int(step), "optimizers": opt_meta, **state.meta(), **(extra or {})}
+    )
 
 
 def load_train_state(run_dir, state: TrainState) -> dict:

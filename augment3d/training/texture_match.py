@@ -70,12 +70,14 @@ class TextureMatch(LossTerm):
 
     name = "texture"
 
-    def __init__(self, weight: float, images: torch.Tensor, masks: torch.Tensor, conditions: torch.Tensor,
-                 device: str, batch: int = 8):
+    def __init__(
+        self, weight: float, images: torch.Tensor, masks: torch.Tensor, conditions: torch.Tensor, device: str, batch: int = 8
+    ):
         super().__init__(weight)
         with torch.no_grad():
-            stats = torch.cat([texture_statistic(images[i:i + batch], masks[i:i + batch])
-                               for i in range(0, len(images), batch)])
+            stats = torch.cat(
+                [texture_statistic(images[i : i + batch], masks[i : i + batch]) for i in range(0, len(images), batch)]
+            )
         #: the condition combinations of the real subjects and each one's mean statistic (K, C)
         self.combos, index = condition_combinations(conditions)
         self.reference = torch.stack([stats[index == k].mean(0) for k in range(len(self.combos))]).to(device)

@@ -89,15 +89,33 @@ class TrainConfig:
         for name in ("ema_images", "ada_images"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("g_lr", "d_lr", "seg_lr", "mode_seeking", "seg_consistency", "texture_match", "contrast_match",
-                     "r1_gamma", "ema_rampup"):
+        for name in (
+            "g_lr",
+            "d_lr",
+            "seg_lr",
+            "mode_seeking",
+            "seg_consistency",
+            "texture_match",
+            "contrast_match",
+            "r1_gamma",
+            "ema_rampup",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (0 turns it off), got {getattr(self, name)}")
         for name in ("beta1", "beta2", "style_mixing", "condition_swap", "ada_target"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        for name in ("steps", "batch", "accumulate", "r1_interval", "seg_width", "ada_interval", "checkpoint_every",
-                     "log_every", "eval_samples"):
+        for name in (
+            "steps",
+            "batch",
+            "accumulate",
+            "r1_interval",
+            "seg_width",
+            "ada_interval",
+            "checkpoint_every",
+            "log_every",
+            "eval_samples",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("seg_warmup", "eval_every", "patience", "seed"):
@@ -111,7 +129,9 @@ class TrainConfig:
         if self.batch % parts:
             raise ValueError(f"batch {self.batch} does not split into {world} processes x {self.accumulate} accumulation steps")
         if self.mode_seeking > 0 and self.batch // parts < 2:
-            raise ValueError(f"mode_seeking needs pairs of samples: batch {self.batch} over {world} processes x "
-                             f"{self.accumulate} accumulation steps leaves micro-batches of {self.batch // parts}; "
-                             "use a larger batch or fewer accumulation steps")
+            raise ValueError(
+                f"mode_seeking needs pairs of samples: batch {self.batch} over {world} processes x "
+                f"{self.accumulate} accumulation steps leaves micro-batches of {self.batch // parts}; "
+                "use a larger batch or fewer accumulation steps"
+            )
         return parts

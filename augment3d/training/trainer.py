@@ -45,8 +45,16 @@ def _all_finite(*modules) -> bool:
 class _RunFolder:
     """What a run writes (rank 0 only): the JSONL log and checkpoints, after the NaN guard."""
 
-    def __init__(self, run_dir: Path, loop: TrainingLoop, world, encoder: ConditionEncoder,
-                 preprocess: PreprocessConfig, generator_info: dict | None, on_checkpoint):
+    def __init__(
+        self,
+        run_dir: Path,
+        loop: TrainingLoop,
+        world,
+        encoder: ConditionEncoder,
+        preprocess: PreprocessConfig,
+        generator_info: dict | None,
+        on_checkpoint,
+    ):
         self.dir, self.loop, self.world, self.encoder = run_dir, loop, world, encoder
         self.preprocess, self.generator_info, self.on_checkpoint = preprocess, generator_info, on_checkpoint
         self.log_path = run_dir / LOG
@@ -85,8 +93,9 @@ class _RunFolder:
         if not self.world.main:
             return
         # the training state first: a run killed between the two saves can always be resumed
-        save_train_state(self.dir, step, loop.state(), {"train": asdict(loop.cfg), "model": loop.mc.to_dict(),
-                                                        "amp_used": loop.amp})
+        save_train_state(
+            self.dir, step, loop.state(), {"train": asdict(loop.cfg), "model": loop.mc.to_dict(), "amp_used": loop.amp}
+        )
         if with_generator:
             save_generator(self.dir, loop.G_ema, self.encoder, self.preprocess, step, self.generator_info)
         if self.on_checkpoint is not None:
@@ -107,8 +116,9 @@ def _condition_counts(data: TrainingData, encoder: ConditionEncoder) -> list[dic
 def _check_finite_losses(run_dir, step: int, metrics: dict) -> None:
     if not (math.isfinite(metrics["d_loss"]) and math.isfinite(metrics["g_loss"])):
         raise TrainingDiverged(
-            run_dir, f"non-finite loss at step {step} (D {metrics['d_loss']}, G {metrics['g_loss']}); stopped "
-            "without saving, the last checkpoint is intact; lower the learning rates or raise r1_gamma, then --resume"
+            run_dir,
+            f"non-finite loss at step {step} (D {metrics['d_loss']}, G {metrics['g_loss']}); stopped "
+            "without saving, the last checkpoint is intact; lower the learning rates or raise r1_gamma, then --resume",
         )
 
 
@@ -135,8 +145,9 @@ def train_gan(
     with joined_world(device) as world:  # every rank returns once rank 0 has written the run
         loop = TrainingLoop(data, model_config, config, device, world)
         info = {**(generator_info or {}), "training_conditions": _condition_counts(data, encoder)}
-        folder = _RunFolder(run_dir, loop, world, encoder, preprocess or PreprocessConfig(shape=model_config.shape),
-                            info, on_checkpoint)
+        folder = _RunFolder(
+            run_dir, loop, world, encoder, preprocess or PreprocessConfig(shape=model_config.shape), info, on_checkpoint
+        )
         start = load_train_state(run_dir, loop.state())["step"] if resume and bundle_exists(run_dir, TRAIN_STATE) else 0
         folder.open(start)
         if world.main and model_config.mode == "labels":  # the maps ``sample`` draws new subjects from
@@ -158,8 +169,9 @@ def train_gan(
             if progress is not None and world.main:
                 progress(step, config.steps, metrics)
             if stop or improved or step % config.checkpoint_every == 0 or step == config.steps:
-                folder.checkpoint(step, with_generator=improved or not loop.stopping.every
-                                  or not bundle_exists(run_dir, "generator"))
+                folder.checkpoint(
+                    step, with_generator=improved or not loop.stopping.every or not bundle_exists(run_dir, "generator")
+                )
             if stop:
                 break
         return last

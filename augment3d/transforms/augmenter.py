@@ -29,8 +29,15 @@ from ..synthesis.resampling import resample
 from ..errors import DataError
 from ..precision import auto_precision
 from ..io.checkpoint import checkpoint_hash  # noqa: F401  (re-exported: augment3d.transforms.augmenter.checkpoint_hash)
-from ..synthesis.generator_cache import (SLOW_GFLOP, SlowGenerationWarning, generate_batch, get_generator,  # noqa: F401
-                              keep_generator, one_thread, worker_device)
+from ..synthesis.generator_cache import (  # the cache's names stay importable from the augmenter, their old home
+    SLOW_GFLOP,  # noqa: F401
+    SlowGenerationWarning,
+    generate_batch,
+    get_generator,  # noqa: F401
+    keep_generator,
+    one_thread,
+    worker_device,
+)
 from ..pretrained import run_folder
 from ..io.subjects import check_file, check_same_shape, label_values, read_voxels, resolve_names
 from ..synthesis.sampling import check_precision
@@ -54,8 +61,20 @@ class SyntheticReplacement(Transform):
         precision: ``fp32`` or ``bf16`` (generation arithmetic; part of the subject's identity).
     """
 
-    def __init__(self, checkpoint, checkpoint_sha256, seeds, index, condition=None, psi=1.0, modalities=None,
-                 label_key="seg", device="cpu", precision="fp32", **kwargs):
+    def __init__(
+        self,
+        checkpoint,
+        checkpoint_sha256,
+        seeds,
+        index,
+        condition=None,
+        psi=1.0,
+        modalities=None,
+        label_key="seg",
+        device="cpu",
+        precision="fp32",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.checkpoint = str(checkpoint)
         self.checkpoint_sha256 = str(checkpoint_sha256)
@@ -67,8 +86,18 @@ class SyntheticReplacement(Transform):
         self.label_key = label_key
         self.device = device
         self.precision = check_precision(precision)
-        self.args_names = ["checkpoint", "checkpoint_sha256", "seeds", "index", "condition", "psi", "modalities",
-                           "label_key", "device", "precision"]
+        self.args_names = [
+            "checkpoint",
+            "checkpoint_sha256",
+            "seeds",
+            "index",
+            "condition",
+            "psi",
+            "modalities",
+            "label_key",
+            "device",
+            "precision",
+        ]
 
     def _selected(self, name: str) -> bool:
         return (self.include is None or name in self.include) and (self.exclude is None or name not in self.exclude)
@@ -81,8 +110,11 @@ class SyntheticReplacement(Transform):
             if not names:
                 return subject
             if self.label_key not in subject:
-                raise DataError(None, f"subject has no label map '{self.label_key}' to render images from "
-                                      f"(it has {', '.join(sorted(subject.get_images_names()))}); name it with label_key=")
+                raise DataError(
+                    None,
+                    f"subject has no label map '{self.label_key}' to render images from "
+                    f"(it has {', '.join(sorted(subject.get_images_names()))}); name it with label_key=",
+                )
             space = _SubjectSpace.of(subject, names, self.label_key, gen)
             space.write_images(subject, names, self._render(gen, subject, space), keep_outline=True)
             return subject
@@ -104,14 +136,19 @@ class SyntheticReplacement(Transform):
             label = np.where(label == 4, 3, label)
             values = (values - {4}) | {3}
         if not values <= {0, 1, 2, 3}:
-            raise DataError(where, f"label values {sorted(values - {0, 1, 2, 3})} are not BraTS classes (0-3; 4 for "
-                                   "BraTS 2021's ET)")
+            raise DataError(
+                where, f"label values {sorted(values - {0, 1, 2, 3})} are not BraTS classes (0-3; 4 for BraTS 2021's ET)"
+            )
         grid_label = np.rint(space.to_grid(label[None].astype(np.float32))[0]).astype(np.uint8)
         grid_mask = space.to_grid(space.mask[None].astype(np.float32))[0] > 0.5
         with one_thread():
-            images, _ = gen.generate(condition=self.condition, seeds=self.seeds[self.index : self.index + 1],
-                                     psi=self.psi, precision=self.precision,
-                                     label_maps=(grid_label[None], grid_mask[None]))
+            images, _ = gen.generate(
+                condition=self.condition,
+                seeds=self.seeds[self.index : self.index + 1],
+                psi=self.psi,
+                precision=self.precision,
+                label_maps=(grid_label[None], grid_mask[None]),
+            )
         return images[0]
 
 
@@ -211,9 +248,21 @@ class SyntheticAugmenter(RandomTransform):
         **kwargs: torchio ``Transform`` arguments (``include``, ``exclude``, ...).
     """
 
-    def __init__(self, generator, p: float = 0.5, condition="subject", psi: float = 1.0, modalities=None,
-                 label_key: str = "seg", device: str = "cpu", batch_size: int = 8, seed: int | None = None,
-                 precision: str = "auto", keep_matching: bool = False, **kwargs):
+    def __init__(
+        self,
+        generator,
+        p: float = 0.5,
+        condition="subject",
+        psi: float = 1.0,
+        modalities=None,
+        label_key: str = "seg",
+        device: str = "cpu",
+        batch_size: int = 8,
+        seed: int | None = None,
+        precision: str = "auto",
+        keep_matching: bool = False,
+        **kwargs,
+    ):
         super().__init__(p=p, **kwargs)
         path = getattr(generator, "path", generator)
         if path is None:
@@ -234,8 +283,18 @@ class SyntheticAugmenter(RandomTransform):
         self._queues: dict[tuple, list] = {}
         self._rng: np.random.Generator | None = None
         self._rng_worker: int | None = None
-        self.args_names = ["checkpoint", "condition", "psi", "modalities", "label_key", "device", "batch_size", "seed",
-                           "precision", "keep_matching"]
+        self.args_names = [
+            "checkpoint",
+            "condition",
+            "psi",
+            "modalities",
+            "label_key",
+            "device",
+            "batch_size",
+            "seed",
+            "precision",
+            "keep_matching",
+        ]
 
     def _draw_seed(self) -> int:
         if self.seed is None:
@@ -258,14 +317,20 @@ class SyntheticAugmenter(RandomTransform):
             if column in values:
                 continue
             if column not in subject:
-                raise DataError(None, f"subject has no '{column}' attribute to condition on; add it "
-                                      f"(tio.Subject(..., {column}=...)) or fix it in condition={{...}}")
+                raise DataError(
+                    None,
+                    f"subject has no '{column}' attribute to condition on; add it "
+                    f"(tio.Subject(..., {column}=...)) or fix it in condition={{...}}",
+                )
             values[column] = str(subject[column])
         return gen.encoder.check(values, source=f"subject {subject.get('subject_id', '')}".strip())
 
     def _already_matches(self, subject) -> bool:
-        return (self.keep_matching and isinstance(self.condition, dict)
-                and all(column in subject and str(subject[column]) == str(value) for column, value in self.condition.items()))
+        return (
+            self.keep_matching
+            and isinstance(self.condition, dict)
+            and all(column in subject and str(subject[column]) == str(value) for column, value in self.condition.items())
+        )
 
     def apply_transform(self, subject):
         if self._already_matches(subject):
@@ -278,9 +343,19 @@ class SyntheticAugmenter(RandomTransform):
             seeds = [self._draw_seed() for _ in range(self.batch_size)]
             queue = self._queues[key] = [(seeds, i) for i in range(len(seeds))]
         seeds, index = queue.pop(0)
-        twin = SyntheticReplacement(self.checkpoint, self.checkpoint_sha256, seeds, index, condition, self.psi,
-                                    self.modalities, self.label_key, self.device, self.precision,
-                                    **self._get_base_args())
+        twin = SyntheticReplacement(
+            self.checkpoint,
+            self.checkpoint_sha256,
+            seeds,
+            index,
+            condition,
+            self.psi,
+            self.modalities,
+            self.label_key,
+            self.device,
+            self.precision,
+            **self._get_base_args(),
+        )
         # the subject is already this transform's copy: apply the twin in place and record it,
         # as calling it would (the recorded twin copies as usual when the history is replayed)
         subject = twin.apply_transform(subject)

@@ -21,19 +21,32 @@ def canonical_channels(channels: Sequence[str]) -> list[str]:
     repeated ones."""
     out = []
     for name in channels:
-        key = next((k for k, aliases in MODALITY_ALIASES.items()
-                    if str(name).lower() == k or str(name).lower() in {a.lower() for a in aliases}), None)
+        key = next(
+            (
+                k
+                for k, aliases in MODALITY_ALIASES.items()
+                if str(name).lower() == k or str(name).lower() in {a.lower() for a in aliases}
+            ),
+            None,
+        )
         if key is None:
-            raise ValueError(f"channel {name!r} is not a BraTS modality (known: "
-                             f"{', '.join(a for v in MODALITY_ALIASES.values() for a in v)})")
+            raise ValueError(
+                f"channel {name!r} is not a BraTS modality (known: {', '.join(a for v in MODALITY_ALIASES.values() for a in v)})"
+            )
         out.append(key)
     if sorted(out) != sorted(MODALITIES):
         raise ValueError(f"channels must name the four modalities once each, got {list(channels)}")
     return out
 
 
-def stacked_subject(images: torch.Tensor, labels: torch.Tensor, affine: np.ndarray, channels: Sequence[str],
-                    attributes: Mapping | None = None, copy: bool = True):
+def stacked_subject(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    affine: np.ndarray,
+    channels: Sequence[str],
+    attributes: Mapping | None = None,
+    copy: bool = True,
+):
     """A torchio subject with one image per channel (named by its BraTS key) and the label map as
     ``seg``; copies (unless ``copy=False``, for arrays the caller made for it), so the twins never
     write into the caller's arrays."""
@@ -42,7 +55,7 @@ def stacked_subject(images: torch.Tensor, labels: torch.Tensor, affine: np.ndarr
     def own(x: torch.Tensor) -> torch.Tensor:
         return x.clone() if copy else x
 
-    fields = {key: tio.ScalarImage(tensor=own(images[c:c + 1].float()), affine=affine) for c, key in enumerate(channels)}
+    fields = {key: tio.ScalarImage(tensor=own(images[c : c + 1].float()), affine=affine) for c, key in enumerate(channels)}
     return tio.Subject(**fields, seg=tio.LabelMap(tensor=own(labels.round().long()), affine=affine), **(attributes or {}))
 
 
@@ -72,12 +85,12 @@ def restyled(augmenter, subject, seed: int, draw_missing: bool = False):
     a = augmenter
     gen = get_generator(a.checkpoint, a.checkpoint_sha256, worker_device(a.device))
     if gen.conditions and (a.condition is None or draw_missing):
-        fixed = {} if a.condition is None else {**{c: str(subject[c]) for c in gen.conditions if c in subject},
-                                                **a.condition}
+        fixed = {} if a.condition is None else {**{c: str(subject[c]) for c in gen.conditions if c in subject}, **a.condition}
         options = gen.encoder.matching(fixed, source=a.checkpoint)  # every combination where nothing is fixed
         condition = options[seed % len(options)]
     else:
         condition = a._condition_for(subject, gen)
-    twin = SyntheticReplacement(a.checkpoint, a.checkpoint_sha256, [seed], 0, condition, a.psi, None, "seg",
-                                a.device, a.precision)
+    twin = SyntheticReplacement(
+        a.checkpoint, a.checkpoint_sha256, [seed], 0, condition, a.psi, None, "seg", a.device, a.precision
+    )
     return twin.apply_transform(subject), gen.takes_labels

@@ -63,11 +63,24 @@ class SyntheticSubjectsDataset(torch.utils.data.Dataset):
     carry their condition as attributes plus ``subject_id`` and ``seed`` (see ``attributes``).
     """
 
-    def __init__(self, generator, n: int, condition: Mapping[str, str] | None = None, seed: int = 0,
-                 psi: float = 1.0, names: Mapping[str, str] | None = None, label_key: str = "seg",
-                 transform=None, batch_size: int = 8, device: str = "cpu", precision: str = "auto",
-                 conditions_from: str = "balanced", reference=None, attributes: Sequence[str] | None = None,
-                 maps_matching: Sequence[str] | None = None):
+    def __init__(
+        self,
+        generator,
+        n: int,
+        condition: Mapping[str, str] | None = None,
+        seed: int = 0,
+        psi: float = 1.0,
+        names: Mapping[str, str] | None = None,
+        label_key: str = "seg",
+        transform=None,
+        batch_size: int = 8,
+        device: str = "cpu",
+        precision: str = "auto",
+        conditions_from: str = "balanced",
+        reference=None,
+        attributes: Sequence[str] | None = None,
+        maps_matching: Sequence[str] | None = None,
+    ):
         path = getattr(generator, "path", generator)
         self.checkpoint = str(run_folder(path))  # a bundled generator's name ("phantom") names its folder
         self.checkpoint_sha256 = checkpoint_hash(self.checkpoint)
@@ -115,14 +128,17 @@ class SyntheticSubjectsDataset(torch.utils.data.Dataset):
         pos = same.index(index)
         start = pos - pos % self.batch_size
         batch = same[start : start + self.batch_size]
-        images, labels = generate_batch(gen, tuple(self.seed + i for i in batch), condition, self.psi, self.precision,
-                                       self.maps_matching)
+        images, labels = generate_batch(
+            gen, tuple(self.seed + i for i in batch), condition, self.psi, self.precision, self.maps_matching
+        )
         k = batch.index(index)
         image, label, affine = images[k], labels[k], gen.affine
         if self.reference is not None:
             image, label, affine = self._on_reference(gen, image, label)
-        fields: dict[str, tio.Image] = {self.names[m]: tio.ScalarImage(tensor=torch.from_numpy(np.ascontiguousarray(image[c])[None]), affine=affine)
-                  for c, m in enumerate(MODALITIES)}
+        fields: dict[str, tio.Image] = {
+            self.names[m]: tio.ScalarImage(tensor=torch.from_numpy(np.ascontiguousarray(image[c])[None]), affine=affine)
+            for c, m in enumerate(MODALITIES)
+        }
         fields[self.label_key] = tio.LabelMap(tensor=torch.from_numpy(label[None].astype(np.int64)), affine=affine)
         subject = tio.Subject(**fields, **self._attributes(gen, index, condition))
         return self.transform(subject) if self.transform is not None else subject
@@ -133,8 +149,10 @@ class SyntheticSubjectsDataset(torch.utils.data.Dataset):
             return every
         unknown = [a for a in self.attributes if a not in ("subject_id", "seed", *gen.conditions)]
         if unknown:
-            raise ValueError(f"attributes {unknown} are none of subject_id, seed or the run's condition columns "
-                             f"({', '.join(gen.conditions) or 'none'})")
+            raise ValueError(
+                f"attributes {unknown} are none of subject_id, seed or the run's condition columns "
+                f"({', '.join(gen.conditions) or 'none'})"
+            )
         return {a: every[a] for a in self.attributes if a in every}
 
     def _on_reference(self, gen, image: np.ndarray, label: np.ndarray):

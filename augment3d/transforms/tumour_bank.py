@@ -92,8 +92,7 @@ def _read_label(image, where) -> np.ndarray:
         label[label == 4] = 3
         values = (values - {4}) | {3}
     if not values <= {0, 1, 2, 3}:
-        raise DataError(where, f"label values {sorted(values - {0, 1, 2, 3})} are not BraTS classes (0-3; 4 for "
-                               "BraTS 2021's ET)")
+        raise DataError(where, f"label values {sorted(values - {0, 1, 2, 3})} are not BraTS classes (0-3; 4 for BraTS 2021's ET)")
     return label.astype(np.uint8)
 
 
@@ -102,8 +101,10 @@ def _modality_names(subject) -> list[str]:
     found = [next((n for n in MODALITY_ALIASES[key] if n in names), None) for key in MODALITIES]
     if None in found:
         missing = [key for key, n in zip(MODALITIES, found) if n is None]
-        raise DataError(None, f"subject {subject.get('subject_id', '?')} has no image for {', '.join(missing)} "
-                              f"(it has {', '.join(sorted(names))})")
+        raise DataError(
+            None,
+            f"subject {subject.get('subject_id', '?')} has no image for {', '.join(missing)} (it has {', '.join(sorted(names))})",
+        )
     return [n for n in found if n is not None]
 
 
@@ -119,8 +120,14 @@ class TumourBank:
         return len(self.donors)
 
     @classmethod
-    def from_subjects(cls, subjects: Iterable, label_key: str = "seg", conditions: Sequence[str] = ("site", "grade"),
-                      margin: int = 3, min_voxels: int = 1) -> TumourBank:
+    def from_subjects(
+        cls,
+        subjects: Iterable,
+        label_key: str = "seg",
+        conditions: Sequence[str] = ("site", "grade"),
+        margin: int = 3,
+        min_voxels: int = 1,
+    ) -> TumourBank:
         """Donors from torchio subjects (four images and a label map ``label_key``); subjects without
         a tumour of at least ``min_voxels`` voxels are left out."""
         donors: list[Donor] = []
@@ -132,8 +139,11 @@ class TumourBank:
             names = _modality_names(subject)
             images = np.stack([subject[n].data[0].numpy().astype(np.float32) for n in names])
             if images.shape[1:] != label.shape:
-                raise DataError(where, f"the label map ({'x'.join(map(str, label.shape))}) and the images "
-                                       f"({'x'.join(map(str, images.shape[1:]))}) differ in shape")
+                raise DataError(
+                    where,
+                    f"the label map ({'x'.join(map(str, label.shape))}) and the images "
+                    f"({'x'.join(map(str, images.shape[1:]))}) differ in shape",
+                )
             if not np.isfinite(images).all():
                 raise DataError(where, "the images have NaN or Inf voxels")
             affine = np.asarray(subject[label_key].affine, dtype=np.float64)
@@ -142,16 +152,24 @@ class TumourBank:
             label_ras, spacing = _to_ras(label[box], affine)
             images_ras, _ = _to_ras(images[(slice(None), *box)], affine)
             brain_ras, _ = _to_ras(brain[box], affine)
-            donors.append(Donor(subject_id=str(subject.get("subject_id", len(donors))),
-                                conditions={c: str(subject[c]) for c in conditions if c in subject},
-                                spacing=spacing, label=label_ras, images=images_ras, brain=brain_ras))
+            donors.append(
+                Donor(
+                    subject_id=str(subject.get("subject_id", len(donors))),
+                    conditions={c: str(subject[c]) for c in conditions if c in subject},
+                    spacing=spacing,
+                    label=label_ras,
+                    images=images_ras,
+                    brain=brain_ras,
+                )
+            )
         if not donors:
             raise DataError(None, "no subject with a tumour to put in the bank")
         return cls(donors, margin)
 
     @classmethod
-    def from_cohort(cls, root: str | os.PathLike, where: Mapping[str, str] | None = None, margin: int = 3,
-                    min_voxels: int = 1) -> TumourBank:
+    def from_cohort(
+        cls, root: str | os.PathLike, where: Mapping[str, str] | None = None, margin: int = 3, min_voxels: int = 1
+    ) -> TumourBank:
         """Donors from a cohort folder in BraTS layout; ``where={"site": "SSA"}`` keeps the cases whose
         metadata.csv row matches."""
         import torchio as tio
@@ -169,9 +187,14 @@ class TumourBank:
                 continue
             if case.unreadable or case.missing:
                 raise DataError(case.folder, case.unreadable or f"missing {', '.join(case.missing)}")
-            subjects.append(tio.Subject(**{k: tio.ScalarImage(case.paths[k]) for k in MODALITIES},
-                                        seg=tio.LabelMap(case.paths["seg"]), subject_id=case.subject_id,
-                                        **{k: v for k, v in row.items() if k != "subject_id"}))
+            subjects.append(
+                tio.Subject(
+                    **{k: tio.ScalarImage(case.paths[k]) for k in MODALITIES},
+                    seg=tio.LabelMap(case.paths["seg"]),
+                    subject_id=case.subject_id,
+                    **{k: v for k, v in row.items() if k != "subject_id"},
+                )
+            )
         if not subjects:
             raise DataError(root, f"no case{' matching ' + str(dict(where)) if where else ''} to build a bank from")
         return cls.from_subjects(subjects, margin=margin, min_voxels=min_voxels)
@@ -187,9 +210,21 @@ class TumourBank:
             tensors[f"{i}.label"] = torch.from_numpy(d.label)
             tensors[f"{i}.images"] = torch.from_numpy(d.images)
             tensors[f"{i}.brain"] = torch.from_numpy(d.brain.astype(np.uint8))
-        meta = {"margin": self.margin, "axes": "RAS", "label_classes": [0, 1, 2, 3],
-                "donors": [{"subject_id": d.subject_id, "conditions": d.conditions, "spacing": list(d.spacing),
-                            "shape": list(d.label.shape), "voxels": d.voxels} for d in self.donors]}
+        meta = {
+            "margin": self.margin,
+            "axes": "RAS",
+            "label_classes": [0, 1, 2, 3],
+            "donors": [
+                {
+                    "subject_id": d.subject_id,
+                    "conditions": d.conditions,
+                    "spacing": list(d.spacing),
+                    "shape": list(d.label.shape),
+                    "voxels": d.voxels,
+                }
+                for d in self.donors
+            ],
+        }
         save_bundle(folder, BANK_FILE, _KIND, tensors, meta)
         self.path = folder
         return folder
@@ -210,13 +245,24 @@ class TumourBank:
                 brain = tensors[f"{i}.brain"].numpy().astype(bool)
                 shape = tuple(int(s) for s in d["shape"])
                 if label.shape != shape or images.shape != (4, *shape) or brain.shape != shape:
-                    raise CheckpointError(folder / f"{BANK_FILE}.safetensors", f"donor {i}'s arrays do not have the "
-                                          f"shape {shape} its description gives")
+                    raise CheckpointError(
+                        folder / f"{BANK_FILE}.safetensors",
+                        f"donor {i}'s arrays do not have the shape {shape} its description gives",
+                    )
                 if label.dtype != np.uint8 or label.max(initial=0) > 3 or not np.isfinite(images).all():
-                    raise CheckpointError(folder / f"{BANK_FILE}.safetensors", f"donor {i} has labels outside 0-3 "
-                                          "or non-finite images")
-                donors.append(Donor(str(d["subject_id"]), {str(k): str(v) for k, v in d["conditions"].items()},
-                                    tuple(float(s) for s in d["spacing"]), label, images.astype(np.float32), brain))
+                    raise CheckpointError(
+                        folder / f"{BANK_FILE}.safetensors", f"donor {i} has labels outside 0-3 or non-finite images"
+                    )
+                donors.append(
+                    Donor(
+                        str(d["subject_id"]),
+                        {str(k): str(v) for k, v in d["conditions"].items()},
+                        tuple(float(s) for s in d["spacing"]),
+                        label,
+                        images.astype(np.float32),
+                        brain,
+                    )
+                )
             margin = int(meta["margin"])
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(where, f"not a tumour bank description ({exc.__class__.__name__}: {exc})") from None

@@ -88,12 +88,16 @@ def _recipient(subject, names: dict[str, str], label_key: str):
     images = {key: read_voxels(subject, name) for key, name in names.items()}
     shapes = {tuple(v.shape) for v in images.values()} | {tuple(label.shape)}
     if len(shapes) > 1:
-        raise DataError(where, f"the subject's images and label map differ in shape ({sorted(shapes)}); TumourPaste "
-                               "needs them on one grid (resample them first, e.g. tio.Resample)")
+        raise DataError(
+            where,
+            f"the subject's images and label map differ in shape ({sorted(shapes)}); TumourPaste "
+            "needs them on one grid (resample them first, e.g. tio.Resample)",
+        )
     values = label_values(label)
     if not values <= {0, 1, 2, 3, 4}:
-        raise DataError(where, f"label values {sorted(values - {0, 1, 2, 3, 4})} are not BraTS classes (0-3; 4 for "
-                               "BraTS 2021's ET)")
+        raise DataError(
+            where, f"label values {sorted(values - {0, 1, 2, 3, 4})} are not BraTS classes (0-3; 4 for BraTS 2021's ET)"
+        )
     brain = np.zeros(label.shape, bool)
     for v in images.values():
         brain |= v > v.min()
@@ -105,8 +109,18 @@ class TumourPlacement(Transform):
     ``flips`` (RAS axes), with its box's first voxel at ``corner`` of the recipient (``None``: no
     room was found, the subject passes through)."""
 
-    def __init__(self, bank, bank_sha256, donor, flips=(False, False, False), corner=None, margin=3,
-                 modalities=None, label_key="seg", **kwargs):
+    def __init__(
+        self,
+        bank,
+        bank_sha256,
+        donor,
+        flips=(False, False, False),
+        corner=None,
+        margin=3,
+        modalities=None,
+        label_key="seg",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.bank = str(bank)
         self.bank_sha256 = str(bank_sha256)
@@ -189,8 +203,19 @@ class TumourPaste(RandomTransform):
         >>> transform = tio.Compose([tio.RandomFlip(), TumourPaste("ssa_tumours", p=0.5)])  # doctest: +SKIP
     """
 
-    def __init__(self, bank, p: float = 0.5, margin: int = 3, flip: bool = True, max_tries: int = 50,
-                 overlap: bool = False, modalities=None, label_key: str = "seg", seed: int | None = None, **kwargs):
+    def __init__(
+        self,
+        bank,
+        p: float = 0.5,
+        margin: int = 3,
+        flip: bool = True,
+        max_tries: int = 50,
+        overlap: bool = False,
+        modalities=None,
+        label_key: str = "seg",
+        seed: int | None = None,
+        **kwargs,
+    ):
         super().__init__(p=p, **kwargs)
         path = getattr(bank, "path", bank)
         if path is None:
@@ -255,5 +280,14 @@ class TumourPaste(RandomTransform):
             self.no_room += 1
         else:
             self.pasted += 1
-        return TumourPlacement(self.bank, self.bank_sha256, donor, flips, corner, self.margin, self.modalities,
-                               self.label_key, **self._get_base_args())
+        return TumourPlacement(
+            self.bank,
+            self.bank_sha256,
+            donor,
+            flips,
+            corner,
+            self.margin,
+            self.modalities,
+            self.label_key,
+            **self._get_base_args(),
+        )

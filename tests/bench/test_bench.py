@@ -36,8 +36,14 @@ def test_ci_bench_runs_the_whole_pipeline(ci_bench):
     assert set(json.loads((out / "gan" / "subjects.json").read_text())["train"]) == train
     report = json.loads((out / "report.json").read_text())
     assert report["schema"] == 1
-    assert set(report["summary"]["all"]) == {"real", "real+classic", "real+synthetic", "real+classic+synthetic",
-                                             "real+paste", "real+classic+paste"}
+    assert set(report["summary"]["all"]) == {
+        "real",
+        "real+classic",
+        "real+synthetic",
+        "real+classic+synthetic",
+        "real+paste",
+        "real+classic+paste",
+    }
     paste = json.loads((out / "arms" / "real+paste" / "seed0" / "result.json").read_text())["paste"]
     assert paste["pasted"] + paste["no_room"] == len(train) and paste["recipients"] >= 1
     assert set(report["head_to_head"]["all"]) == {"real+synthetic vs real+paste", "real+classic+synthetic vs real+classic+paste"}
@@ -98,8 +104,7 @@ def test_a_generator_trained_on_the_test_cases_is_refused(ci_bench, tmp_path):
     record["train"] = sorted(set(record["train"]) | set(test_ids))  # as if trained on the whole cohort
     (leaky / "subjects.json").write_text(json.dumps(record))
     out = tmp_path / "bench"
-    result = _invoke("bench", "--recipe", "ci", "--out", out, "--data", source / "cohort", "--generator", leaky,
-                     "--setup-only")
+    result = _invoke("bench", "--recipe", "ci", "--out", out, "--data", source / "cohort", "--generator", leaky, "--setup-only")
     assert result.exit_code == 2, result.output
     assert "validation/test cases" in result.output and test_ids[0] in result.output
     assert not (out / "gan_eval").exists()
@@ -137,9 +142,13 @@ def test_paired_comparison_by_hand():
     from segbench.stats import arm_summary, paired_comparison
 
     def result(seed, scores):
-        return {"seed": seed, "cases": [{"subject_id": f"c{i}", "site": "SSA" if i < 2 else "HIC",
-                                          "scores": {r: {"dice": d} for r in ("WT", "TC", "ET")}}
-                                         for i, d in enumerate(scores)]}
+        return {
+            "seed": seed,
+            "cases": [
+                {"subject_id": f"c{i}", "site": "SSA" if i < 2 else "HIC", "scores": {r: {"dice": d} for r in ("WT", "TC", "ET")}}
+                for i, d in enumerate(scores)
+            ],
+        }
 
     real = [result(0, [0.5, 0.6, 0.7]), result(1, [0.5, 0.8, 0.7])]
     synth = [result(0, [0.6, 0.6, 0.7]), result(1, [0.7, 0.8, 0.9])]
@@ -164,8 +173,13 @@ def test_a_gain_that_one_seed_makes_is_not_called_a_gain():
     rng = np.random.default_rng(0)
 
     def result(seed, scores):
-        return {"seed": seed, "cases": [{"subject_id": f"c{i}", "site": "SSA", "scores": {r: {"dice": d} for r in ("WT", "TC", "ET")}}
-                                         for i, d in enumerate(scores)]}
+        return {
+            "seed": seed,
+            "cases": [
+                {"subject_id": f"c{i}", "site": "SSA", "scores": {r: {"dice": d} for r in ("WT", "TC", "ET")}}
+                for i, d in enumerate(scores)
+            ],
+        }
 
     base = rng.uniform(0.3, 0.7, 40)
     real = [result(s, base) for s in range(3)]
@@ -196,14 +210,32 @@ def test_the_report_shows_where_a_difference_comes_from_by_site_and_grade(tmp_pa
     for arm, scores in et.items():
         job = folder / "arms" / arm / "seed0"
         job.mkdir(parents=True)
-        cases = [{"subject_id": f"c{i}", "site": "HIC", "grade": g,
-                  "scores": {"WT": {"dice": 0.8, "hd95": 3.0, "lesion_dice": 0.8, "lesion_hd95": 3.0},
-                             "TC": {"dice": 0.6, "hd95": 3.0, "lesion_dice": 0.6, "lesion_hd95": 3.0},
-                             "ET": {"dice": d, "hd95": 0.0, "lesion_dice": d, "lesion_hd95": 0.0}}}
-                 for i, (g, d) in enumerate(zip(grades, scores))]
-        (job / "result.json").write_text(json.dumps({"arm": arm, "seed": 0, "steps": 4, "seconds": 1.0, "cases": cases,
-                                                     "curve": [{"step": 2, "val_dice": 0.5}, {"step": 4, "val_dice": 0.5}],
-                                                     "validation": "val"}))
+        cases = [
+            {
+                "subject_id": f"c{i}",
+                "site": "HIC",
+                "grade": g,
+                "scores": {
+                    "WT": {"dice": 0.8, "hd95": 3.0, "lesion_dice": 0.8, "lesion_hd95": 3.0},
+                    "TC": {"dice": 0.6, "hd95": 3.0, "lesion_dice": 0.6, "lesion_hd95": 3.0},
+                    "ET": {"dice": d, "hd95": 0.0, "lesion_dice": d, "lesion_hd95": 0.0},
+                },
+            }
+            for i, (g, d) in enumerate(zip(grades, scores))
+        ]
+        (job / "result.json").write_text(
+            json.dumps(
+                {
+                    "arm": arm,
+                    "seed": 0,
+                    "steps": 4,
+                    "seconds": 1.0,
+                    "cases": cases,
+                    "curve": [{"step": 2, "val_dice": 0.5}, {"step": 4, "val_dice": 0.5}],
+                    "validation": "val",
+                }
+            )
+        )
     report = write_report(folder)
     by_grade = report["vs_real_by_grade"]
     assert set(by_grade) == {"HIC HGG", "HIC LGG"}
@@ -221,8 +253,13 @@ def test_synthetic_arm_replaces_subjects_and_real_arm_only_flips(tiny_run):
     rng = np.random.default_rng(0)
     label = np.zeros((16, 16, 16), np.uint8)
     label[5:9, 5:9, 5:9] = 2
-    case = PreparedCase(subject_id="c0", images=rng.uniform(-1, 1, (4, 16, 16, 16)).astype(np.float32), label=label,
-                        affine=np.diag([3.0, 3.0, 3.0, 1.0]), conditions={"site": "HIC", "grade": "LGG"})
+    case = PreparedCase(
+        subject_id="c0",
+        images=rng.uniform(-1, 1, (4, 16, 16, 16)).astype(np.float32),
+        label=label,
+        affine=np.diag([3.0, 3.0, 3.0, 1.0]),
+        conditions={"site": "HIC", "grade": "LGG"},
+    )
     real = arm_dataset("real", BenchConfig(), [case], None, seed=0)[0]
     assert torch.equal(real["seg"].data.sum(), torch.tensor(int(label.astype(np.int64).sum())))
     config = BenchConfig(synthetic_p=1.0, synthetic_condition={"site": "SSA"})
@@ -256,12 +293,15 @@ def test_the_paste_arm_adds_as_many_pasted_subjects_as_the_synthetic_arm_from_th
         images[:, label > 0] = 0.8
         return PreparedCase(sid, images, label, np.diag([2.0, 2.0, 2.0, 1.0]), {"site": site, "grade": "HGG"})
 
-    cases = [case("h0", "HIC", (0.4, 0, 0)), case("h1", "HIC", (0, 0.4, 0)), case("s0", "SSA", (-0.4, 0, 0)),
-             case("s1", "SSA", (0, -0.4, 0))]
+    cases = [
+        case("h0", "HIC", (0.4, 0, 0)),
+        case("h1", "HIC", (0, 0.4, 0)),
+        case("s0", "SSA", (-0.4, 0, 0)),
+        case("s1", "SSA", (0, -0.4, 0)),
+    ]
     config = BenchConfig(synthetic_ratio=0.5, synthetic_condition={"site": "SSA"})
     dataset = arm_dataset("real+paste", config, cases, None, seed=0, folder=tmp_path)
-    assert len(dataset) == 4 + 2 and dataset.paste_counts == {"pasted": 2, "no_room": 0, "moved": 0, "donors": 2,
-                                                              "recipients": 2}
+    assert len(dataset) == 4 + 2 and dataset.paste_counts == {"pasted": 2, "no_room": 0, "moved": 0, "donors": 2, "recipients": 2}
     from augment3d import TumourBank
 
     bank = TumourBank.load(tmp_path / "tumour_bank")
@@ -299,20 +339,23 @@ def test_model_pads_any_shape_and_loss_prefers_the_truth():
     assert seg_loss(perfect, labels) < seg_loss(torch.zeros_like(perfect), labels)
 
 
-@pytest.mark.parametrize("line, message", [
-    ("patch = 40", "multiple of 32"),
-    ('arms = ["real+synthetic"]', "must include 'real'"),
-    ("step = 3", "unknown key"),
-    ('norm = "layer"', "norm must be"),
-    ("seeds = [0.5]", "seeds must be a list of ints"),
-    ('synthetic_condition = "SSA"', "synthetic_condition must be a table"),
-    ("steps = 1e3", "steps must be a whole number"),
-    ('amp = "fp16"', "amp must be 'auto', 'bf16' or 'none'"),
-    ('lr_schedule = "cosine"', "lr_schedule must be one of 'constant', 'poly'"),
-    ("ema_decay = 1.0", "ema_decay must be in \\[0, 1\\)"),
-    ('synthetic_maps_matching = ["site"]', "needs synthetic = 'cohort'"),
-    ('synthetic = "cohort"\nsynthetic_maps_matching = ["scanner"]', "scanner is not among \\[data\\] conditions"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("patch = 40", "multiple of 32"),
+        ('arms = ["real+synthetic"]', "must include 'real'"),
+        ("step = 3", "unknown key"),
+        ('norm = "layer"', "norm must be"),
+        ("seeds = [0.5]", "seeds must be a list of ints"),
+        ('synthetic_condition = "SSA"', "synthetic_condition must be a table"),
+        ("steps = 1e3", "steps must be a whole number"),
+        ('amp = "fp16"', "amp must be 'auto', 'bf16' or 'none'"),
+        ('lr_schedule = "cosine"', "lr_schedule must be one of 'constant', 'poly'"),
+        ("ema_decay = 1.0", "ema_decay must be in \\[0, 1\\)"),
+        ('synthetic_maps_matching = ["site"]', "needs synthetic = 'cohort'"),
+        ('synthetic = "cohort"\nsynthetic_maps_matching = ["scanner"]', "scanner is not among \\[data\\] conditions"),
+    ],
+)
 def test_bench_section_is_checked(tmp_path, line, message):
     from augment3d.config.recipe import load_recipe
     from augment3d.errors import RecipeError
@@ -338,8 +381,9 @@ def test_patch_training_through_a_queue_and_sliding_window_inference(tmp_path):
         images = rng.uniform(-1, 1, (4, 40, 36, 44)).astype(np.float32)
         return PreparedCase(f"c{i}", images, label, np.diag([2.0, 2.0, 2.0, 1.0]), {"site": "SSA", "grade": "HGG"})
 
-    config = BenchConfig(patch=32, samples_per_volume=2, queue_length=4, steps=2, val_every=1, batch=2,
-                         decoder_channels=(16, 16, 8, 8, 8))
+    config = BenchConfig(
+        patch=32, samples_per_volume=2, queue_length=4, steps=2, val_every=1, batch=2, decoder_channels=(16, 16, 8, 8, 8)
+    )
     result = run_job(tmp_path, "real", 0, config, [case(0), case(1)], [case(2)], [case(3)], None)
     assert len(result["curve"]) == 2 and result["cases"][0]["subject_id"] == "c3"
     assert set(result["cases"][0]["scores"]) == {"WT", "TC", "ET"}
@@ -377,8 +421,13 @@ def _one_tumour_case():
 
     label = np.zeros((32, 32, 32), np.uint8)
     label[8:20, 8:18, 10:22] = 2
-    return PreparedCase("c0", np.where(label > 0, 0.5, -0.5)[None].repeat(4, 0).astype(np.float32), label, np.eye(4),
-                        {"site": "SSA", "grade": "HGG"})
+    return PreparedCase(
+        "c0",
+        np.where(label > 0, 0.5, -0.5)[None].repeat(4, 0).astype(np.float32),
+        label,
+        np.eye(4),
+        {"site": "SSA", "grade": "HGG"},
+    )
 
 
 @pytest.mark.parametrize("schedule", ["constant", "poly"])
@@ -403,7 +452,7 @@ def test_a_job_trains_at_the_scheduled_learning_rate(tmp_path, monkeypatch, sche
         assert rates == pytest.approx([1e-3] * 8)
     else:
         assert all(a > b for a, b in zip(rates, rates[1:])) and rates[-1] < 0.2e-3
-        assert rates[4] == pytest.approx(1e-3 * 0.5 ** 0.9)
+        assert rates[4] == pytest.approx(1e-3 * 0.5**0.9)
     assert result["lr_schedule"] == schedule
 
 
@@ -469,8 +518,9 @@ def test_a_job_tests_the_uniform_average_of_its_last_steps(tmp_path, monkeypatch
     monkeypatch.setattr(train, "train_step", step_spy)
     monkeypatch.setattr(train, "score_cases", score_spy)
     case = _one_tumour_case()
-    config = BenchConfig(steps=steps, anneal_steps=anneal, average_steps=3, val_every=2, batch=1, lr=1e-2,
-                         decoder_channels=(16, 16, 8, 8, 8))
+    config = BenchConfig(
+        steps=steps, anneal_steps=anneal, average_steps=3, val_every=2, batch=1, lr=1e-2, decoder_channels=(16, 16, 8, 8, 8)
+    )
     result = train.run_job(tmp_path, "real", 0, config, [case], [case], [case], None)
     assert len(trained) == 6 and len(tested) == 1 and result["best_step"] == 6 and result["average_steps"] == 3
     for name, value in tested[0].items():
@@ -502,8 +552,17 @@ def test_a_job_stops_on_its_plateau_then_anneals_and_tests_its_last_weights(tmp_
     monkeypatch.setattr(train, "train_step", step_spy)
     monkeypatch.setattr(train, "_validation_dice", lambda *a: next(scripted))
     case = _one_tumour_case()
-    config = BenchConfig(steps=40, val_every=2, batch=1, lr=1e-3, patience=2, plateau_window=1, min_delta=0.0,
-                         anneal_steps=4, decoder_channels=(16, 16, 8, 8, 8))
+    config = BenchConfig(
+        steps=40,
+        val_every=2,
+        batch=1,
+        lr=1e-3,
+        patience=2,
+        plateau_window=1,
+        min_delta=0.0,
+        anneal_steps=4,
+        decoder_channels=(16, 16, 8, 8, 8),
+    )
     result = train.run_job(tmp_path, "real", 0, config, [case], [case], [case], None)
     assert result["stop"] == {"reason": "plateau", "step": 10, "anneal_steps": 4, "trained_steps": 14}
     assert rates[:10] == pytest.approx([1e-3] * 10)
@@ -512,8 +571,7 @@ def test_a_job_stops_on_its_plateau_then_anneals_and_tests_its_last_weights(tmp_
     assert [c["step"] for c in result["curve"]] == [2, 4, 6, 8, 10, 12, 14]
 
     monkeypatch.setattr(train, "_validation_dice", lambda *a, _v=iter(np.linspace(0.1, 0.9, 50)): next(_v))
-    rising = train.run_job(tmp_path / "rising", "real", 0, replace(config, steps=8, anneal_steps=0), [case], [case],
-                           [case], None)
+    rising = train.run_job(tmp_path / "rising", "real", 0, replace(config, steps=8, anneal_steps=0), [case], [case], [case], None)
     assert rising["stop"]["reason"] == "cap" and rising["stop"]["trained_steps"] == 8
 
 
@@ -549,8 +607,13 @@ def test_a_job_gives_the_same_result_first_in_a_process_and_after_another_job(ti
     import sys
     from pathlib import Path
 
-    done = subprocess.run([sys.executable, "-W", "ignore", "-c", _JOBS_IN_ONE_PROCESS, str(tiny_run), str(tmp_path)],
-                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2], timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", _JOBS_IN_ONE_PROCESS, str(tiny_run), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     first, other, again = json.loads(done.stdout.splitlines()[-1])
     assert first == again
@@ -584,9 +647,15 @@ def test_bf16_weight_gradients_are_right_where_the_volume_is_two_voxels_deep(cha
 def _cohort_results(seed_shifts, base, noise, rng, site="SSA"):
     """A cohort's `real` and `real+synthetic` jobs: per seed, the synthetic arm's scores are `real`'s
     plus that seed's shift plus per-case noise."""
+
     def result(seed, scores):
-        return {"seed": seed, "cases": [{"subject_id": f"c{i}", "site": site, "scores": {r: {"dice": d} for r in ("WT", "TC", "ET")}}
-                                        for i, d in enumerate(scores)]}
+        return {
+            "seed": seed,
+            "cases": [
+                {"subject_id": f"c{i}", "site": site, "scores": {r: {"dice": d} for r in ("WT", "TC", "ET")}}
+                for i, d in enumerate(scores)
+            ],
+        }
 
     real = [result(s, base) for s in range(len(seed_shifts))]
     synth = [result(s, base + shift + rng.normal(0, noise, base.size)) for s, shift in enumerate(seed_shifts)]
@@ -626,9 +695,11 @@ def test_the_pooled_difference_weighs_cohorts_alike_and_names_empty_ones():
     from segbench.stats import pooled_comparison
 
     rng = np.random.default_rng(2)
-    cohorts = {"a": _cohort_results([0.10, 0.10], rng.uniform(0.3, 0.7, 10), 0.0, rng),
-               "b": _cohort_results([0.00, 0.02], rng.uniform(0.3, 0.7, 40), 0.0, rng),
-               "c": _cohort_results([0.05, 0.05], rng.uniform(0.3, 0.7, 5), 0.0, rng, site="HIC")}
+    cohorts = {
+        "a": _cohort_results([0.10, 0.10], rng.uniform(0.3, 0.7, 10), 0.0, rng),
+        "b": _cohort_results([0.00, 0.02], rng.uniform(0.3, 0.7, 40), 0.0, rng),
+        "c": _cohort_results([0.05, 0.05], rng.uniform(0.3, 0.7, 5), 0.0, rng, site="HIC"),
+    }
     pooled = pooled_comparison(cohorts, "dice", "mean", "SSA", 2000)
     assert pooled["difference"] == pytest.approx((0.10 + 0.01) / 2)
     assert pooled["per_cohort"] == {"a": pytest.approx(0.10), "b": pytest.approx(0.01)}
@@ -678,7 +749,9 @@ def test_a_bench_over_cohorts_runs_each_cohort_whole_and_pools_them(tmp_path):
 
     array = tmp_path / "array"
     for arm, seed in (("real", 0), ("real+classic", 0)):
-        one = _invoke("bench", "--recipe", recipe, "--out", array, "--cohorts", "0,1,2", "--cohort", 1, "--arm", arm, "--seed", seed)
+        one = _invoke(
+            "bench", "--recipe", recipe, "--out", array, "--cohorts", "0,1,2", "--cohort", 1, "--arm", arm, "--seed", seed
+        )
         assert one.exit_code == 0, one.output
     for arm in ("real", "real+classic"):
         job = f"cohort-1/arms/{arm}/seed0/result.json"
@@ -691,7 +764,9 @@ def test_a_bench_over_cohorts_runs_each_cohort_whole_and_pools_them(tmp_path):
     assert partial["cohorts_with_results"] == ["1"] and "cohort 0 real seed 0" in partial["missing"]
     assert "not finished yet" in merged.output
 
-    refused = _invoke("bench", "--recipe", recipe, "--out", tmp_path / "x", "--cohorts", "0,1", "--data", out / "cohort-0" / "cohort")
+    refused = _invoke(
+        "bench", "--recipe", recipe, "--out", tmp_path / "x", "--cohorts", "0,1", "--data", out / "cohort-0" / "cohort"
+    )
     assert refused.exit_code == 2 and "--cohorts" in refused.output
     other = _invoke("bench", "--recipe", recipe, "--out", out, "--cohorts", "0,1")
     assert other.exit_code == 2 and "different cohorts" in other.output
@@ -733,8 +808,7 @@ def test_a_bench_grows_by_arms_seeds_and_cohorts_keeping_finished_jobs(tmp_path)
     assert (out / "cohort-0" / "arms" / "real+classic" / "seed0" / "result.json").is_file()
     assert (out / "recipe.toml").read_text() == more.read_text()
     assert json.loads((out / "bench.json").read_text())["cohorts"] == [0, 1]
-    for name, changes in (("steps", {"arms": ["real", "real+classic"], "steps": 6}),
-                          ("fewer", {"arms": ["real"], "seeds": [0]})):
+    for name, changes in (("steps", {"arms": ["real", "real+classic"], "steps": 6}), ("fewer", {"arms": ["real"], "seeds": [0]})):
         refused = _invoke("bench", "--recipe", variant(name, **changes), "--out", out, "--cohorts", "0,1")
         assert refused.exit_code == 2 and "a bench with a different" in refused.output, (name, refused.output)
     assert (out / "recipe.toml").read_text() == more.read_text()
@@ -787,12 +861,31 @@ def test_the_pooled_report_puts_the_gan_against_copy_paste_per_cohort_and_pooled
             for seed in (0, 1):
                 folder = tmp_path / f"cohort-{cohort}" / "arms" / arm / f"seed{seed}"
                 folder.mkdir(parents=True)
-                cases = [{"subject_id": f"c{i}", "site": "SSA", "scores": {r: {"dice": d + shift, "hd95": 1.0, "lesion_dice": 0.0,
-                                                                              "lesion_hd95": 1.0} for r in ("WT", "TC", "ET")}}
-                         for i, d in enumerate(base)]
-                (folder / "result.json").write_text(json.dumps({
-                    "arm": arm, "seed": seed, "cases": cases, "steps": 4, "stop": {"reason": "plateau", "step": 4},
-                    "curve": [{"step": 4, "val_dice": 0.5}], "seconds": 1.0, "lesion_rules": "brats2023-scorer"}))
+                cases = [
+                    {
+                        "subject_id": f"c{i}",
+                        "site": "SSA",
+                        "scores": {
+                            r: {"dice": d + shift, "hd95": 1.0, "lesion_dice": 0.0, "lesion_hd95": 1.0}
+                            for r in ("WT", "TC", "ET")
+                        },
+                    }
+                    for i, d in enumerate(base)
+                ]
+                (folder / "result.json").write_text(
+                    json.dumps(
+                        {
+                            "arm": arm,
+                            "seed": seed,
+                            "cases": cases,
+                            "steps": 4,
+                            "stop": {"reason": "plateau", "step": 4},
+                            "curve": [{"step": 4, "val_dice": 0.5}],
+                            "seconds": 1.0,
+                            "lesion_rules": "brats2023-scorer",
+                        }
+                    )
+                )
     report = build_pooled_report(tmp_path)
     pair = report["head_to_head"]["SSA"]["real+synthetic vs real+paste"]
     assert pair["per_cohort"] == {"0": pytest.approx(0.03), "1": pytest.approx(-0.01)}
@@ -801,4 +894,6 @@ def test_the_pooled_report_puts_the_gan_against_copy_paste_per_cohort_and_pooled
     assert low <= -0.01 + 1e-9 and high >= 0.03 - 1e-9  # two cohorts that disagree: the interval spans both
     write_pooled_report(tmp_path)
     md = (tmp_path / "report.md").read_text()
-    assert "## The GAN against copy-paste" in md and "| SSA | real+synthetic vs real+paste | 0: +0.030, 1: -0.010 | +0.010 |" in md
+    assert (
+        "## The GAN against copy-paste" in md and "| SSA | real+synthetic vs real+paste | 0: +0.030, 1: -0.010 | +0.010 |" in md
+    )

@@ -70,9 +70,19 @@ def test_lesion_wise_follows_the_brats_2023_rules_on_hand_made_cases():
     # a miss of a small truth lesion costs nothing; nothing at all scores 1 and 0
     assert lesion_wise(truth, truth | small)["dice"] == 1.0
     assert lesion_wise(np.zeros(shape, bool), np.zeros(shape, bool)) == {
-        "dice": 1.0, "hd95": 0.0, "lesions": 0, "false_positives": 0, "small_lesions": 0}
+        "dice": 1.0,
+        "hd95": 0.0,
+        "lesions": 0,
+        "false_positives": 0,
+        "small_lesions": 0,
+    }
     assert lesion_wise(np.zeros(shape, bool), small) == {
-        "dice": 1.0, "hd95": 0.0, "lesions": 0, "false_positives": 0, "small_lesions": 1}
+        "dice": 1.0,
+        "hd95": 0.0,
+        "lesions": 0,
+        "false_positives": 0,
+        "small_lesions": 1,
+    }
 
 
 def test_score_case_regions():
@@ -156,8 +166,12 @@ def test_the_report_flags_jobs_that_hit_the_cap():
     from segbench.report import arm_flags, plateau
 
     def job(seed, reason, step):
-        return {"seed": seed, "steps": 100, "curve": [{"step": 50, "val_dice": 0.5}, {"step": 100, "val_dice": 0.5}],
-                "stop": {"reason": reason, "step": step}}
+        return {
+            "seed": seed,
+            "steps": 100,
+            "curve": [{"step": 50, "val_dice": 0.5}, {"step": 100, "val_dice": 0.5}],
+            "stop": {"reason": reason, "step": step},
+        }
 
     results = {"real": [job(0, "plateau", 60), job(1, "cap", 100)], "real+synthetic": [job(0, "plateau", 80)]}
     assert arm_flags(results) == ["real seed 1: hit the cap of 100 steps before its plateau"]

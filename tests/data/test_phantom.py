@@ -137,8 +137,10 @@ def test_healthy_subjects_have_no_tumour_and_leave_the_others_unchanged(phantom_
             assert not data.label.any()
             assert all((data.images[m] > 0).sum() > 0.2 * data.label.size for m in MODALITIES)
         else:
-            assert all(after[f"{sid}/{case_file_name(sid, k, BRATS2023)}"] == before[f"{sid}/{case_file_name(sid, k, BRATS2023)}"]
-                       for k in (*MODALITIES, "seg"))
+            assert all(
+                after[f"{sid}/{case_file_name(sid, k, BRATS2023)}"] == before[f"{sid}/{case_file_name(sid, k, BRATS2023)}"]
+                for k in (*MODALITIES, "seg")
+            )
 
     bank = TumourBank.from_cohort(phantom_cohort).save(tmp_path / "bank")
     sid = next(r["subject_id"] for r in healthy)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from augment3d.metrics.consistency import (condition_classifiers, condition_fidelity, cross_validated_accuracy,
-                                          top_up_conditions)
+from augment3d.metrics.consistency import condition_classifiers, condition_fidelity, cross_validated_accuracy, top_up_conditions
 
 
 def _subjects(rng, n_hic: int, n_ssa: int, dims: int, shift: float):

@@ -29,8 +29,9 @@ def test_ssim_agrees_with_scikit_image():
     a = smooth_volumes(1, 0)[0]
     for b in (a + np.random.default_rng(1).normal(0, 0.2, a.shape).astype(np.float32), smooth_volumes(1, 2)[0]):
         ours = ssim(a, b)
-        reference = structural_similarity(a, b, channel_axis=0, data_range=DATA_RANGE, gaussian_weights=True,
-                                          sigma=SSIM_SIGMA, use_sample_covariance=False)
+        reference = structural_similarity(
+            a, b, channel_axis=0, data_range=DATA_RANGE, gaussian_weights=True, sigma=SSIM_SIGMA, use_sample_covariance=False
+        )
         assert abs(ours - reference) < SSIM_CROSS_CHECK_TOLERANCE, (ours, reference)
     assert ssim(a, a) == pytest.approx(1.0, abs=1e-5)
 
@@ -159,8 +160,11 @@ def test_evaluate_cli_writes_report(tiny_run, tmp_path):
     assert "| share of tumour voxels at the head's edge (2 voxels) |" in report
     with_tumour = metrics["label_consistency_dice"]["synthetic_with_tumour"]  # empty label maps left out
     assert with_tumour["n"] == round(6 * metrics["share_with_tumour"]["synthetic"])
-    assert (with_tumour["WT"] is None) if with_tumour["n"] == 0 else (0 <= with_tumour["WT"] <= 1 and
-                                                                       f"the {with_tumour['n']} subjects with a tumour label" in report)
+    assert (
+        (with_tumour["WT"] is None)
+        if with_tumour["n"] == 0
+        else (0 <= with_tumour["WT"] <= 1 and f"the {with_tumour['n']} subjects with a tumour label" in report)
+    )
     profile = metrics["label_profile"]
     for column in ("site", "grade"):  # every synthetic subject counted once per condition column
         assert sum(p["n"] for p in profile["synthetic"][column].values()) == 6
@@ -173,7 +177,10 @@ def test_evaluate_cli_writes_report(tiny_run, tmp_path):
         assert block["synthetic_ci95"][0] <= block["synthetic_ci95"][1] and len(block["floor_ci95"]) == 2
         assert "floor" in block["verdict"] and block["verdict"] in report
         assert "told apart" in block["verdict"] or "not a better-than-real generator" in block["verdict"]
-    assert "KID is the steadier measure at small N" in metrics["fid"]["verdict"] or "told apart from real ones" in metrics["fid"]["verdict"]
+    assert (
+        "KID is the steadier measure at small N" in metrics["fid"]["verdict"]
+        or "told apart from real ones" in metrics["fid"]["verdict"]
+    )
     # a labels-to-images run: its labels are its input maps; restyling the training maps into
     # every site and grade is scored per target category
     assert metrics["mode"] == "labels" and "(labels mode)" in report
@@ -186,7 +193,9 @@ def test_evaluate_cli_writes_report(tiny_run, tmp_path):
     assert set(restyle["site"]["perfect_restyle_by_target_category"]) == {"HIC", "SSA"}
     assert "reference = a perfect restyle" in report
     ratio = metrics["label_consistency_dice"]["ratio_to_real"]
-    assert ratio is None or ratio == pytest.approx(with_tumour["WT"] / metrics["label_consistency_dice"]["reference_held_out_real"]["WT"])
+    assert ratio is None or ratio == pytest.approx(
+        with_tumour["WT"] / metrics["label_consistency_dice"]["reference_held_out_real"]["WT"]
+    )
     # a scarce site or grade is judged on at least --per-category generated subjects, not its share of --n
     judged = [c for c, f in metrics["condition_fidelity"].items() if "synthetic_n_by_category" in f]
     assert judged, "no condition column was judged: the check below would pass on nothing"
@@ -212,9 +221,16 @@ def test_tumour_at_head_edge_tells_labels_on_the_skull_from_labels_inside():
     assert tumour_at_head_edge(images[1:2], labels[1:2]) == 1.0
     assert tumour_at_head_edge(images, labels) == 0.5  # subject 2 has no tumour and is left out
     assert tumour_at_head_edge(images[2:], labels[2:]) is None
-    gan = {"share_with_tumour_synthetic": 1.0, "share_with_tumour_real": 1.0, "fid_floor_held_out_vs_train": 0.1,
-           "fid_synthetic_vs_train": 0.2, "ssim_to_nearest_held_out": 0.6, "ssim_reference_held_out_to_train": 0.7,
-           "memorised_share": 0.0, "tumour_at_head_edge": {"synthetic": 0.27, "real": 0.08}}
+    gan = {
+        "share_with_tumour_synthetic": 1.0,
+        "share_with_tumour_real": 1.0,
+        "fid_floor_held_out_vs_train": 0.1,
+        "fid_synthetic_vs_train": 0.2,
+        "ssim_to_nearest_held_out": 0.6,
+        "ssim_reference_held_out_to_train": 0.7,
+        "memorised_share": 0.0,
+        "tumour_at_head_edge": {"synthetic": 0.27, "real": 0.08},
+    }
     assert any("head's edge" in line for line in _diagnosis(gan))
     gan["tumour_at_head_edge"] = {"synthetic": 0.12, "real": 0.08}
     assert not any("head's edge" in line for line in _diagnosis(gan))
@@ -239,18 +255,33 @@ def test_metrics_json_of_another_schema_or_damaged_is_refused_naming_the_file(tm
     from augment3d.metrics.results import SCHEMA, Evaluation
 
     mean = {"mean": 0.5, "std": 0.1, "n": 4}
-    old = {"run": "r", "data": "d", "generator_step": 10, "psi": 1.0, "seed": 0, "extractor": "x", "grid": [16, 16, 16],
-           "n": {"synthetic": 4, "real_train": 4, "real_held_out": 4}, "settings": {}, "note": None,
-           "fid": {"synthetic_vs_train": 2.0, "floor_held_out_vs_train": 1.0},
-           "kid": {"synthetic_vs_train": 0.2, "floor_held_out_vs_train": 0.1},
-           "ssim_to_nearest_held_out": mean, "mse_to_nearest_held_out": mean, "psnr_to_nearest_held_out": mean,
-           "reference_held_out_to_nearest_train": {"ssim": mean, "mse": mean},
-           "diversity_ms_ssim": {"note": "grid too small"}, "prdc": {"precision": 1.0},
-           "prdc_reference_held_out": {"precision": 1.0}, "memorisation": {"share_flagged": 0.0},
-           "label_consistency_dice": {"synthetic": {"WT": 0.5}, "reference_held_out_real": {"WT": 0.6}},
-           "share_with_tumour": {"synthetic": 1.0, "real_held_out": 1.0},
-           "condition_fidelity": {"site": {"synthetic_accuracy": 0.9, "synthetic_accuracy_by_category": {"SSA": 0.9},
-                                           "held_out_real_accuracy": 0.8}}}
+    old = {
+        "run": "r",
+        "data": "d",
+        "generator_step": 10,
+        "psi": 1.0,
+        "seed": 0,
+        "extractor": "x",
+        "grid": [16, 16, 16],
+        "n": {"synthetic": 4, "real_train": 4, "real_held_out": 4},
+        "settings": {},
+        "note": None,
+        "fid": {"synthetic_vs_train": 2.0, "floor_held_out_vs_train": 1.0},
+        "kid": {"synthetic_vs_train": 0.2, "floor_held_out_vs_train": 0.1},
+        "ssim_to_nearest_held_out": mean,
+        "mse_to_nearest_held_out": mean,
+        "psnr_to_nearest_held_out": mean,
+        "reference_held_out_to_nearest_train": {"ssim": mean, "mse": mean},
+        "diversity_ms_ssim": {"note": "grid too small"},
+        "prdc": {"precision": 1.0},
+        "prdc_reference_held_out": {"precision": 1.0},
+        "memorisation": {"share_flagged": 0.0},
+        "label_consistency_dice": {"synthetic": {"WT": 0.5}, "reference_held_out_real": {"WT": 0.6}},
+        "share_with_tumour": {"synthetic": 1.0, "real_held_out": 1.0},
+        "condition_fidelity": {
+            "site": {"synthetic_accuracy": 0.9, "synthetic_accuracy_by_category": {"SSA": 0.9}, "held_out_real_accuracy": 0.8}
+        },
+    }
     path = tmp_path / "metrics.json"
     path.write_text(json.dumps(old))
     read = Evaluation.read(path)

@@ -38,8 +38,9 @@ def test_the_reference_is_scored_on_a_phantom_cohort_and_absent_elsewhere(phanto
     config = PreprocessConfig(shape=16)
     cases = prepare_cohort(phantom_cohort, config, list(CATEGORIES), CATEGORIES).cases
     extractor, _ = load_extractor("fixed")
-    classifier = condition_classifiers(extract(extractor, np.stack([c.images for c in cases])),
-                                       [c.conditions for c in cases])["site"]
+    classifier = condition_classifiers(extract(extractor, np.stack([c.images for c in cases])), [c.conditions for c in cases])[
+        "site"
+    ]
     shares = perfect_restyle(phantom_cohort, cases, config, CATEGORIES, extractor, classifier)
     assert set(shares) == {"HIC", "SSA"} and all(0.0 <= v <= 1.0 for v in shares.values())
     assert perfect_restyle(cohort, cases, config, CATEGORIES, extractor, classifier) is None

@@ -109,14 +109,29 @@ def test_a_short_run_renders_the_tumour_where_the_map_puts_it(tiny, tmp_path):
         images[i][:, labels[i] > 0] = 0.8
     images += 0.05 * torch.randn(images.shape, generator=rng) * (images > -1)
     conds = torch.from_numpy(tiny.encoder.encode([{"site": "HIC"}, {"site": "SSA"}] * 4))
-    config = replace(tiny.train, steps=150, batch=4, g_lr=2e-3, d_lr=2e-3, r1_interval=16, checkpoint_every=1000,
-                     log_every=50, ada_interval=4, ada_images=5000)
+    config = replace(
+        tiny.train,
+        steps=150,
+        batch=4,
+        g_lr=2e-3,
+        d_lr=2e-3,
+        r1_interval=16,
+        checkpoint_every=1000,
+        log_every=50,
+        ada_interval=4,
+        ada_images=5000,
+    )
     train_gan(tmp_path, TrainingData(images, labels, conds), replace(tiny.model, mode="labels"), config, tiny.encoder)
     gen = load_generator(tmp_path)
     before, after = _maps((5, 5, 5), radius=3), _maps((10, 10, 10), radius=3)
-    render = [gen.generate(condition={"site": "HIC"}, seeds=[0, 1, 2, 3],
-                           label_maps=(maps_to_labels(m).numpy().repeat(4, 0), m[:, 0].bool().numpy().repeat(4, 0)))[0]
-              for m in (before, after)]
+    render = [
+        gen.generate(
+            condition={"site": "HIC"},
+            seeds=[0, 1, 2, 3],
+            label_maps=(maps_to_labels(m).numpy().repeat(4, 0), m[:, 0].bool().numpy().repeat(4, 0)),
+        )[0]
+        for m in (before, after)
+    ]
     old, new = before[0, 2].bool().numpy(), after[0, 2].bool().numpy()
     assert render[1][:, 0][:, new].mean() > render[0][:, 0][:, new].mean() + 0.3  # bright where the tumour went
     change = np.abs(render[1] - render[0]).mean((0, 1))

@@ -125,8 +125,11 @@ def test_spectral_norm_bounds_every_discriminator_weight():
     d = Discriminator3D(cfg)
     layers = [m for m in d.modules() if hasattr(m, "scaled_weight")]
     assert layers and all(m.spectral is not None for m in layers)
-    assert all(m.spectral is None for m in Discriminator3D(ModelConfig(shape=16, cond_dim=2, **SMALL)).modules()
-               if hasattr(m, "scaled_weight"))
+    assert all(
+        m.spectral is None
+        for m in Discriminator3D(ModelConfig(shape=16, cond_dim=2, **SMALL)).modules()
+        if hasattr(m, "scaled_weight")
+    )
     for _ in range(50):
         power_iteration(d)
     for m in layers:

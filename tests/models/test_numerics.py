@@ -195,9 +195,10 @@ def test_the_gpu_resampling_matches_torch_with_its_derivatives(shape):
     trilinear interpolation's values, keep the layout, and have first and second derivatives."""
     torch.manual_seed(0)
     x = torch.randn(*shape, dtype=torch.float64).contiguous(memory_format=torch.channels_last_3d).requires_grad_()
-    for ours, torch_op in ((block_means, lambda t: F.avg_pool3d(t, 2)),
-                           (axis_upsample, lambda t: F.interpolate(t, scale_factor=2, mode="trilinear",
-                                                                   align_corners=False))):
+    for ours, torch_op in (
+        (block_means, lambda t: F.avg_pool3d(t, 2)),
+        (axis_upsample, lambda t: F.interpolate(t, scale_factor=2, mode="trilinear", align_corners=False)),
+    ):
         y = ours(x)
         assert torch.allclose(y, torch_op(x.detach().contiguous()), atol=1e-12)
         assert y.is_contiguous(memory_format=torch.channels_last_3d)

@@ -52,6 +52,7 @@ def _edit_metadata(change):
             writer = csv.DictWriter(handle, fieldnames=["subject_id", "site", "grade"])
             writer.writeheader()
             writer.writerows(rows)
+
     return damage
 
 

@@ -121,13 +121,16 @@ def run(tiny_run, tmp_path):
     return copy
 
 
-@pytest.mark.parametrize("change, fragment", [
-    (lambda m: m["model"].update(w_dim=10**7), "w_dim must be between 1 and 4096"),
-    (lambda m: m["model"].update(w_dim=4096), "weights do not fit the architecture"),
-    (lambda m: m.update(voxel_mm=float("nan")), "voxel_mm nan is not a voxel size"),
-    (lambda m: m.update(voxel_mm=0.0), "voxel_mm 0.0 is not a voxel size"),
-    (lambda m: m["preprocess"].update(clip_percentiles=[99, 1]), "clip_percentiles must satisfy"),
-])
+@pytest.mark.parametrize(
+    "change, fragment",
+    [
+        (lambda m: m["model"].update(w_dim=10**7), "w_dim must be between 1 and 4096"),
+        (lambda m: m["model"].update(w_dim=4096), "weights do not fit the architecture"),
+        (lambda m: m.update(voxel_mm=float("nan")), "voxel_mm nan is not a voxel size"),
+        (lambda m: m.update(voxel_mm=0.0), "voxel_mm 0.0 is not a voxel size"),
+        (lambda m: m["preprocess"].update(clip_percentiles=[99, 1]), "clip_percentiles must satisfy"),
+    ],
+)
 def test_hostile_generator_descriptions_are_refused(run, change, fragment):
     _rewrite_generator(run, meta_change=change)
     with pytest.raises(CheckpointError, match=fragment):
@@ -140,10 +143,13 @@ def test_a_deeply_nested_description_is_refused(run):
         load_generator(run)
 
 
-@pytest.mark.parametrize("change, fragment", [
-    (lambda t: t.update(const=t["const"].to(torch.int64)), "weight const is torch.int64, not float32"),
-    (lambda t: t["const"].view(-1).__setitem__(0, float("nan")), "weight const holds NaN or Inf"),
-])
+@pytest.mark.parametrize(
+    "change, fragment",
+    [
+        (lambda t: t.update(const=t["const"].to(torch.int64)), "weight const is torch.int64, not float32"),
+        (lambda t: t["const"].view(-1).__setitem__(0, float("nan")), "weight const holds NaN or Inf"),
+    ],
+)
 def test_hostile_weights_are_refused(run, change, fragment):
     _rewrite_generator(run, tensor_change=change)
     with pytest.raises(CheckpointError, match=fragment):
@@ -164,8 +170,12 @@ def test_nan_weights_never_reach_exported_files_or_training_subjects(run, tmp_pa
     with pytest.raises(CheckpointError, match="produced NaN or Inf voxels"):
         gen.generate(condition={"site": "SSA", "grade": "HGG"}, seeds=[0])
     folder = write_case(tmp_path / "c", "BraTS-TST-00000-000")
-    subject = tio.Subject(**{k: tio.ScalarImage(folder / f"BraTS-TST-00000-000-{k}.nii.gz") for k in ("t1n", "t1c", "t2w", "t2f")},
-                          seg=tio.LabelMap(folder / "BraTS-TST-00000-000-seg.nii.gz"), site="SSA", grade="HGG")
+    subject = tio.Subject(
+        **{k: tio.ScalarImage(folder / f"BraTS-TST-00000-000-{k}.nii.gz") for k in ("t1n", "t1c", "t2w", "t2f")},
+        seg=tio.LabelMap(folder / "BraTS-TST-00000-000-seg.nii.gz"),
+        site="SSA",
+        grade="HGG",
+    )
     with pytest.raises(CheckpointError, match="produced NaN or Inf voxels"):
         SyntheticAugmenter(gen, p=1.0, seed=0)(subject)
 
@@ -228,10 +238,13 @@ def test_the_same_scan_under_two_ids_is_warned_about(cohort):
     assert prepared.exit_code == 0 and "the same images as case BraTS-TST-00000-000" in prepared.stderr
 
 
-@pytest.mark.parametrize("header, fragment", [
-    ("subject_id,site,grade,site", "column 'site' appears more than once"),
-    ("subject_id,subject_id,site,grade", "column 'subject_id' appears more than once"),
-])
+@pytest.mark.parametrize(
+    "header, fragment",
+    [
+        ("subject_id,site,grade,site", "column 'site' appears more than once"),
+        ("subject_id,subject_id,site,grade", "column 'subject_id' appears more than once"),
+    ],
+)
 def test_repeated_metadata_columns_are_refused(cohort, header, fragment):
     rows = (cohort / "metadata.csv").read_text().splitlines()[1:]
     (cohort / "metadata.csv").write_text("\n".join([header, *(r + ",X" for r in rows)]) + "\n")
@@ -242,8 +255,13 @@ def test_repeated_metadata_columns_are_refused(cohort, header, fragment):
 def test_a_fifo_as_metadata_is_refused_at_once(cohort):
     (cohort / "metadata.csv").unlink()
     os.mkfifo(cohort / "metadata.csv")
-    result = subprocess.run([sys.executable, "-c", "from cli import main; main()", "validate", str(cohort)],
-                            capture_output=True, text=True, timeout=60, cwd=Path(__file__).parents[2])
+    result = subprocess.run(
+        [sys.executable, "-c", "from cli import main; main()", "validate", str(cohort)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).parents[2],
+    )
     assert result.returncode == 2 and "is not a regular file" in result.stderr
 
 
@@ -255,18 +273,21 @@ def test_subject_ids_match_whatever_unicode_form_they_were_typed_in(tmp_path):
     assert report.ok and report.conditions == {"site": "HIC", "grade": "LGG"}
 
 
-@pytest.mark.parametrize("line, fragment", [
-    ("[train]\nsteps = 2.5", "[train]: steps must be a whole number, got 2.5"),
-    ("[train]\ng_lr = nan", "[train]: g_lr must be a finite number, got nan"),
-    ("[train]\ng_lr = -1e-3", "[train]: g_lr must be >= 0"),
-    ("[train]\naugment = 'yes'", "[train]: augment must be true or false"),
-    ("[train]\nbatch = 0", "[train]: batch must be >= 1"),
-    ("[data]\nconditions = 'site'", "[data]: conditions must be a list of strings, got 'site'"),
-    ("[data.categories]\nsite = 'HICSSA'", "[data]: categories.site must be a list of strings, got 'HICSSA'"),
-    ("[data]\nclip_percentiles = 99", "[data]: clip_percentiles must be two numbers"),
-    ("[model]\nz_dim = '128'", "[model]: z_dim must be a whole number"),
-    ("[phantom]\ncases = 10.0", "[phantom]: cases must be a whole number"),
-])
+@pytest.mark.parametrize(
+    "line, fragment",
+    [
+        ("[train]\nsteps = 2.5", "[train]: steps must be a whole number, got 2.5"),
+        ("[train]\ng_lr = nan", "[train]: g_lr must be a finite number, got nan"),
+        ("[train]\ng_lr = -1e-3", "[train]: g_lr must be >= 0"),
+        ("[train]\naugment = 'yes'", "[train]: augment must be true or false"),
+        ("[train]\nbatch = 0", "[train]: batch must be >= 1"),
+        ("[data]\nconditions = 'site'", "[data]: conditions must be a list of strings, got 'site'"),
+        ("[data.categories]\nsite = 'HICSSA'", "[data]: categories.site must be a list of strings, got 'HICSSA'"),
+        ("[data]\nclip_percentiles = 99", "[data]: clip_percentiles must be two numbers"),
+        ("[model]\nz_dim = '128'", "[model]: z_dim must be a whole number"),
+        ("[phantom]\ncases = 10.0", "[phantom]: cases must be a whole number"),
+    ],
+)
 def test_recipe_values_of_the_wrong_type_are_refused_with_the_key_named(tmp_path, line, fragment):
     from augment3d.config.recipe import load_recipe
 

@@ -25,8 +25,9 @@ def _run(*args):
 
 def _tree(folder: Path) -> dict[str, str]:
     """Every file under ``folder`` by relative path, with its SHA-256: what must survive."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
 
 
 @pytest.fixture

@@ -181,8 +181,20 @@ def test_a_killed_sample_s_staging_folder_is_removed_by_the_next_run(tiny_run, t
 def test_ctrl_c_during_evaluate_leaves_nothing_and_old_leftovers_are_cleared(tiny_run, phantom_cohort, tmp_path):
     out = tmp_path / "eval"
     env = {**os.environ, "AUGMENT3D_CACHE": str(tmp_path / "cache")}
-    done = _signalled("augment3d.metrics.evaluate", "write_report", 1, "SIGINT", "evaluate", tiny_run, phantom_cohort,
-                      "--out", out, "--n", 4, env=env)
+    done = _signalled(
+        "augment3d.metrics.evaluate",
+        "write_report",
+        1,
+        "SIGINT",
+        "evaluate",
+        tiny_run,
+        phantom_cohort,
+        "--out",
+        out,
+        "--n",
+        4,
+        env=env,
+    )
     assert done.returncode == 130 and "interrupted" in done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]
     # what an interrupted run of an older version, or a SIGKILL, leaves: staging and set-aside
@@ -204,10 +216,13 @@ def test_subject_images_of_different_shapes_are_a_data_error(tiny_run, tmp_path)
     from augment3d.errors import DataError
 
     rng = np.random.default_rng(0)
-    images = {k: tio.ScalarImage(tensor=torch.from_numpy(rng.normal(size=(1, 20, 18, 16)).astype(np.float32)))
-              for k in ("t1n", "t1c", "t2w")}
+    images = {
+        k: tio.ScalarImage(tensor=torch.from_numpy(rng.normal(size=(1, 20, 18, 16)).astype(np.float32)))
+        for k in ("t1n", "t1c", "t2w")
+    }
     images["t2f"] = tio.ScalarImage(tensor=torch.from_numpy(rng.normal(size=(1, 20, 18, 12)).astype(np.float32)))
-    subject = tio.Subject(**images, seg=tio.LabelMap(tensor=torch.zeros(1, 20, 18, 16, dtype=torch.uint8)),
-                          site="SSA", grade="HGG")
+    subject = tio.Subject(
+        **images, seg=tio.LabelMap(tensor=torch.zeros(1, 20, 18, 16, dtype=torch.uint8)), site="SSA", grade="HGG"
+    )
     with pytest.raises(DataError, match=r"subject image 't2f': the subject's images differ in shape \(.*t2f 20x18x12"):
         SyntheticAugmenter(tiny_run, p=1.0, seed=0)(subject)

@@ -67,8 +67,7 @@ def straight(tmp_path_factory):
     cache = root / "cache"
     cohort = write_cohort(root / "cohort")
     run = root / "straight"
-    result = runner.invoke(app, ["train", str(cohort), "--recipe", "ci", "--out", str(run)],
-                           env={"AUGMENT3D_CACHE": str(cache)})
+    result = runner.invoke(app, ["train", str(cohort), "--recipe", "ci", "--out", str(run)], env={"AUGMENT3D_CACHE": str(cache)})
     assert result.exit_code == 0, result.output
     return cohort, _weights(run), cache
 
@@ -86,8 +85,9 @@ def test_sigkill_then_resume_equals_a_straight_run(straight, tmp_path, limit):
     run = tmp_path / "run"
     env = {**os.environ, "AUGMENT3D_CACHE": str(cache)}
     assert _killed("replace", limit, "train", cohort, "--recipe", "ci", "--out", run, env=env) == -9
-    resumed = runner.invoke(app, ["train", str(cohort), "--recipe", "ci", "--out", str(run), "--resume"],
-                            env={"AUGMENT3D_CACHE": str(cache)})
+    resumed = runner.invoke(
+        app, ["train", str(cohort), "--recipe", "ci", "--out", str(run), "--resume"], env={"AUGMENT3D_CACHE": str(cache)}
+    )
     assert resumed.exit_code == 0, resumed.output
     got = _weights(run)
     for key, value in expected.items():

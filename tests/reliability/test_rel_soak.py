@@ -37,8 +37,10 @@ def test_augmenter_soak_500_subjects(tiny_run):
     affine = np.diag([2.0, 2.0, 2.0, 1.0])
     subjects = []
     for i in range(20):
-        images = {k: tio.ScalarImage(tensor=torch.from_numpy(rng.normal(size=(1, 24, 24, 24)).astype(np.float32)),
-                                     affine=affine) for k in ("t1n", "t1c", "t2w", "t2f")}
+        images = {
+            k: tio.ScalarImage(tensor=torch.from_numpy(rng.normal(size=(1, 24, 24, 24)).astype(np.float32)), affine=affine)
+            for k in ("t1n", "t1c", "t2w", "t2f")
+        }
         label = tio.LabelMap(tensor=torch.zeros(1, 24, 24, 24, dtype=torch.int64), affine=affine)
         subjects.append(tio.Subject(**images, seg=label, site="SSA" if i % 3 else "HIC", grade="HGG"))
     transform = SyntheticAugmenter(tiny_run, p=0.7, seed=0)
@@ -54,7 +56,9 @@ def test_augmenter_soak_500_subjects(tiny_run):
                 samples.append(_tree_rss(os.getpid()))
             if seen >= 500:
                 break
-    growth = (max(samples[len(samples) // 2:]) - samples[0]) / samples[0]
-    print(f"soak: {seen} subjects, RSS (main + workers) after warm-up {samples[0] / 1024:.0f} MiB, "
-          f"peak in the second half {max(samples[len(samples) // 2:]) / 1024:.0f} MiB, growth {growth:+.1%}")
+    growth = (max(samples[len(samples) // 2 :]) - samples[0]) / samples[0]
+    print(
+        f"soak: {seen} subjects, RSS (main + workers) after warm-up {samples[0] / 1024:.0f} MiB, "
+        f"peak in the second half {max(samples[len(samples) // 2 :]) / 1024:.0f} MiB, growth {growth:+.1%}"
+    )
     assert growth < 0.10, f"RSS grew {growth:.1%} after warm-up ({samples[0]} -> {max(samples)} KiB)"

@@ -55,12 +55,12 @@ def test_checkpoint_with_other_modalities_is_refused(run):
 
 def test_checkpoint_conditioned_on_columns_the_data_lacks(run, cohort, tmp_path):
     # the run is conditioned on `site` only; a cohort whose metadata has no `site` cannot be matched
-    (cohort / "metadata.csv").write_text("subject_id,scanner\n" + "".join(
-        f"BraTS-TST-{i:05d}-000,A\n" for i in range(3)))
+    (cohort / "metadata.csv").write_text("subject_id,scanner\n" + "".join(f"BraTS-TST-{i:05d}-000,A\n" for i in range(3)))
     result = _run("evaluate", run, cohort, "--out", tmp_path / "eval", "--n", 4)
     assert result.exit_code == 2
-    assert result.stderr.strip() == (f"error: {run / 'generator.json'}: conditioned on site, but {cohort} has no "
-                                      "column site to match")
+    assert result.stderr.strip() == (
+        f"error: {run / 'generator.json'}: conditioned on site, but {cohort} has no column site to match"
+    )
     bench = _run("bench", "--recipe", "ci", "--out", tmp_path / "bench", "--data", cohort, "--generator", run)
     assert bench.exit_code == 2 and "conditioned on site" in bench.stderr
     assert not (tmp_path / "bench").exists()

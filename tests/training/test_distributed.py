@@ -23,12 +23,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int, run_dir: str, config, model, user_group: bool,
-            device: str = "cpu") -> None:
+def _worker(rank: int, world: int, port: int, run_dir: str, config, model, user_group: bool, device: str = "cpu") -> None:
     import torch.distributed as dist
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
-                      LOCAL_RANK=str(rank))
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     if device != "cpu":
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
@@ -43,19 +41,33 @@ def _worker(rank: int, world: int, port: int, run_dir: str, config, model, user_
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("options", [{}, {"style_mixing": 0.5, "d_spectral_norm": True, "seg_consistency": 1.0,
-                                          "seg_warmup": 2}], ids=["plain", "mixing-spectral-label-consistency"])
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"style_mixing": 0.5, "d_spectral_norm": True, "seg_consistency": 1.0, "seg_warmup": 2}],
+    ids=["plain", "mixing-spectral-label-consistency"],
+)
 def test_two_processes_match_one_with_accumulation(tmp_path, options):
-    config = replace(TINY_TRAIN, batch=4, steps=4, checkpoint_every=4, r1_interval=2,
-                     **{k: v for k, v in options.items() if k != "d_spectral_norm"})
+    config = replace(
+        TINY_TRAIN,
+        batch=4,
+        steps=4,
+        checkpoint_every=4,
+        r1_interval=2,
+        **{k: v for k, v in options.items() if k != "d_spectral_norm"},
+    )
     model = replace(TINY_MODEL, d_spectral_norm=options.get("d_spectral_norm", False))
     # one process: global batch 4 as 2 accumulated micro-batches of 2
     torch.set_num_threads(1)
     train_gan(tmp_path / "single", tiny_data(), model, replace(config, accumulate=2), TINY_ENCODER)
     # two processes: each one micro-batch of 2; the plain run starts the group itself, as a user's script would
     user_group = not options
-    mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path / "ddp"), config, model, user_group), nprocs=2,
-                       join=True, start_method="spawn")
+    mp.start_processes(
+        _worker,
+        args=(2, _free_port(), str(tmp_path / "ddp"), config, model, user_group),
+        nprocs=2,
+        join=True,
+        start_method="spawn",
+    )
     a, b = generator_weights(tmp_path / "single"), generator_weights(tmp_path / "ddp")
     for key in a:
         # the same arithmetic but for the order of one floating-point sum per gradient
@@ -103,14 +115,20 @@ def test_two_gpus_match_one_gpu_with_accumulation(tmp_path):
     distance, plus the gloo test's allowance for the order of the gradient sums. Not yet run: the
     GPU machines lent so far had one GPU.
     """
-    config = replace(TINY_TRAIN, batch=4, steps=4, checkpoint_every=4, r1_interval=2, style_mixing=0.5,
-                     seg_consistency=1.0, seg_warmup=2)
+    config = replace(
+        TINY_TRAIN, batch=4, steps=4, checkpoint_every=4, r1_interval=2, style_mixing=0.5, seg_consistency=1.0, seg_warmup=2
+    )
     model = replace(TINY_MODEL, d_spectral_norm=True)
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     for name in ("single", "again"):
         train_gan(tmp_path / name, tiny_data(), model, replace(config, accumulate=2), TINY_ENCODER, device="cuda")
-    mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path / "ddp"), config, model, False, "cuda"), nprocs=2,
-                       join=True, start_method="spawn")
+    mp.start_processes(
+        _worker,
+        args=(2, _free_port(), str(tmp_path / "ddp"), config, model, False, "cuda"),
+        nprocs=2,
+        join=True,
+        start_method="spawn",
+    )
     spread = weights_apart(tmp_path / "single", tmp_path / "again")
     ddp = weights_apart(tmp_path / "single", tmp_path / "ddp")
     assert ddp <= 10 * spread + 1e-4, f"two ranks {ddp} from one GPU; two one-GPU runs {spread}"
@@ -127,9 +145,27 @@ def test_torchrun_cli(cohort, tmp_path):
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "AUGMENT3D_CACHE": str(tmp_path / "cache")}
     result = subprocess.run(
-        [torchrun, "--nproc-per-node", "2", "--master-port", str(_free_port()), "--no-python", exe, "train",
-         str(cohort), "--recipe", "ci", "--out", str(run), "--steps", "2"],
-        capture_output=True, text=True, timeout=300, env=env,
+        [
+            torchrun,
+            "--nproc-per-node",
+            "2",
+            "--master-port",
+            str(_free_port()),
+            "--no-python",
+            exe,
+            "train",
+            str(cohort),
+            "--recipe",
+            "ci",
+            "--out",
+            str(run),
+            "--steps",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert json.loads((run / "generator.json").read_text())["step"] == 2

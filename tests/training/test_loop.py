@@ -15,13 +15,26 @@ from augment3d.training.loop import TrainingData, TrainingLoop
 from augment3d.training.trainer import TrainingDiverged, train_gan
 
 
-@pytest.mark.parametrize("options, model", [
-    ({}, {"mode": "joint"}),
-    ({}, {}),
-    ({"mode_seeking": 1.0, "seg_consistency": 1.0, "seg_warmup": 2, "condition_swap": 0.5, "texture_match": 1.0,
-      "contrast_match": 1.0}, {}),
-    ({"style_mixing": 0.5, "seg_consistency": 1.0, "seg_warmup": 2}, {"d_spectral_norm": True, "style_mode": "adain"}),
-], ids=["joint", "labels", "mode-seeking+label-consistency+condition-swap+texture+contrast", "mixing+spectral+adain"])
+@pytest.mark.parametrize(
+    "options, model",
+    [
+        ({}, {"mode": "joint"}),
+        ({}, {}),
+        (
+            {
+                "mode_seeking": 1.0,
+                "seg_consistency": 1.0,
+                "seg_warmup": 2,
+                "condition_swap": 0.5,
+                "texture_match": 1.0,
+                "contrast_match": 1.0,
+            },
+            {},
+        ),
+        ({"style_mixing": 0.5, "seg_consistency": 1.0, "seg_warmup": 2}, {"d_spectral_norm": True, "style_mode": "adain"}),
+    ],
+    ids=["joint", "labels", "mode-seeking+label-consistency+condition-swap+texture+contrast", "mixing+spectral+adain"],
+)
 def test_resume_continues_exactly(tiny, tmp_path, options, model):
     data = tiny.data()
     train, model = replace(tiny.train, **options), replace(tiny.model, **model)
@@ -57,8 +70,10 @@ def test_resume_on_a_gpu_continues_the_same_run(tiny, tmp_path):
         train_gan(tmp_path / name, data, tiny.model, train, tiny.encoder, device="cuda")
     train_gan(tmp_path / "split", data, tiny.model, replace(train, steps=3), tiny.encoder, device="cuda")
     train_gan(tmp_path / "split", data, tiny.model, train, tiny.encoder, resume=True, device="cuda")
-    logs = {name: [json.loads(line) for line in (tmp_path / name / "log.jsonl").read_text().splitlines()]
-            for name in ("straight", "again", "split")}
+    logs = {
+        name: [json.loads(line) for line in (tmp_path / name / "log.jsonl").read_text().splitlines()]
+        for name in ("straight", "again", "split")
+    }
 
     def apart(name: str) -> tuple[float, float]:
         """(largest weight difference, largest logged loss difference) from the straight run"""
@@ -68,7 +83,8 @@ def test_resume_on_a_gpu_continues_the_same_run(tiny, tmp_path):
     spread, resumed = apart("again"), apart("split")
     assert [r["step"] for r in logs["split"]] == [r["step"] for r in logs["straight"]]
     assert resumed[0] <= 10 * spread[0] + 1e-6 and resumed[1] <= 10 * spread[1] + 1e-6, (
-        f"resumed run (weights, losses) {resumed} from the straight run; a second straight run {spread}")
+        f"resumed run (weights, losses) {resumed} from the straight run; a second straight run {spread}"
+    )
 
 
 def test_nan_guard_stops_without_poisoning_the_checkpoint(tiny, tmp_path):
@@ -148,8 +164,18 @@ def test_conditioned_samples_follow_their_condition(tiny, tmp_path):
     images = (0.1 * torch.randn(8, 4, 16, 16, 16, generator=g) + 0.5 * sign[:, None, None, None, None]).clamp(-1, 1)
     conds = torch.from_numpy(tiny.encoder.encode([{"site": "HIC"}, {"site": "SSA"}] * 4))
     data = TrainingData(images, torch.zeros(8, 16, 16, 16, dtype=torch.long), conds)
-    cfg = replace(tiny.train, steps=150, batch=4, g_lr=2e-3, d_lr=2e-3, r1_interval=16, checkpoint_every=1000,
-                  log_every=10, ada_interval=4, ada_images=5000)
+    cfg = replace(
+        tiny.train,
+        steps=150,
+        batch=4,
+        g_lr=2e-3,
+        d_lr=2e-3,
+        r1_interval=16,
+        checkpoint_every=1000,
+        log_every=10,
+        ada_interval=4,
+        ada_images=5000,
+    )
     run = tmp_path / "run"
     train_gan(run, data, tiny.model, cfg, tiny.encoder)
     gen = load_generator(run)
@@ -161,8 +187,12 @@ def test_conditioned_samples_follow_their_condition(tiny, tmp_path):
 def test_training_data_from_prepared_cases(tiny):
     from augment3d.data.preprocess import PreparedCase
 
-    cases = [PreparedCase(f"s{i}", np.full((4, 16, 16, 16), i, np.float32), np.full((16, 16, 16), i, np.uint8),
-                          np.eye(4), {"site": site}) for i, site in enumerate(["SSA", "HIC"])]
+    cases = [
+        PreparedCase(
+            f"s{i}", np.full((4, 16, 16, 16), i, np.float32), np.full((16, 16, 16), i, np.uint8), np.eye(4), {"site": site}
+        )
+        for i, site in enumerate(["SSA", "HIC"])
+    ]
     data = TrainingData.from_cases(cases, tiny.encoder)
     assert data.images.shape == (2, 4, 16, 16, 16) and data.labels.dtype == torch.int64
     assert float(data.images[1].mean()) == 1.0 and int(data.labels[1, 0, 0, 0]) == 1

@@ -85,8 +85,7 @@ def test_label_consistency_segmenter_learns_from_reals_only(tiny):
     data.labels[:] = 0
     data.labels[:, 4:12, 4:12, 4:12] = 2  # a cube of oedema the segmenter can learn to find
     data.images[:, :, 4:12, 4:12, 4:12] = 0.9
-    loop = TrainingLoop(data, tiny.model, replace(tiny.train, batch=4, seg_consistency=1.0, seg_warmup=1, seg_lr=1e-2),
-                        "cpu")
+    loop = TrainingLoop(data, tiny.model, replace(tiny.train, batch=4, seg_consistency=1.0, seg_warmup=1, seg_lr=1e-2), "cpu")
     (term,) = loop.terms
     seen = []  # every input S sees: the real batch (trains S), then G's subjects (S judges them, frozen)
     term.S.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()))
@@ -109,13 +108,19 @@ def test_label_consistency_segmenter_learns_from_reals_only(tiny):
 def test_label_consistency_segmenter_runs_in_the_loop_s_precision_and_layout_on_request(tiny, seg_autocast):
     """seg_autocast: S runs as G and D do (bf16 autocast, channels_last_3d; 1.4-2.6 s less of a
     64^3 step, docs/PERFORMANCE.md); off, as before (fp32 channels-first). Its loss stays fp32."""
-    loop = TrainingLoop(tiny.data(4), tiny.model, replace(tiny.train, batch=4, seg_consistency=1.0, seg_warmup=0,
-                                                            amp="bf16", channels_last=True, seg_autocast=seg_autocast),
-                        "cpu")
+    loop = TrainingLoop(
+        tiny.data(4),
+        tiny.model,
+        replace(
+            tiny.train, batch=4, seg_consistency=1.0, seg_warmup=0, amp="bf16", channels_last=True, seg_autocast=seg_autocast
+        ),
+        "cpu",
+    )
     (term,) = loop.terms
     seen = []
-    term.S.register_forward_hook(lambda m, args, out: seen.append(
-        (args[0].is_contiguous(memory_format=torch.channels_last_3d), out.dtype)))
+    term.S.register_forward_hook(
+        lambda m, args, out: seen.append((args[0].is_contiguous(memory_format=torch.channels_last_3d), out.dtype))
+    )
     log = loop.step(1)
     expected = (True, torch.bfloat16) if seg_autocast else (False, torch.float32)
     assert seen == [expected] * 2  # the real batch, then G's subjects
@@ -156,8 +161,9 @@ def test_spectral_norm_estimate_moves_once_a_step_however_the_batch_is_split(tin
     calls = []
     real = loop_module.power_iteration
     monkeypatch.setattr(loop_module, "power_iteration", lambda module: calls.append(module) or real(module))
-    loop = TrainingLoop(tiny.data(8), replace(tiny.model, d_spectral_norm=True), replace(tiny.train, batch=4, accumulate=2),
-                        "cpu")
+    loop = TrainingLoop(
+        tiny.data(8), replace(tiny.model, d_spectral_norm=True), replace(tiny.train, batch=4, accumulate=2), "cpu"
+    )
     before = loop.D.state_dict()["fc.spectral.u"].clone()
     loop.step(1)
     loop.step(2)  # with R1 (r1_interval 2): one more backward through D, no more iterations
@@ -208,8 +214,9 @@ def test_texture_term_pulls_each_subject_towards_its_own_condition_s_real_textur
         term.loss(Fakes(sharp[:1], None, None, torch.ones(1, conditions.shape[1])))
 
 
-@pytest.mark.parametrize("option, term, logged", [("texture_match", TextureMatch, "texture"),
-                                                   ("contrast_match", ContrastMatch, "contrast")])
+@pytest.mark.parametrize(
+    "option, term, logged", [("texture_match", TextureMatch, "texture"), ("contrast_match", ContrastMatch, "contrast")]
+)
 def test_a_statistic_term_joins_g_s_loss_from_the_config(tiny, option, term, logged):
     loop = TrainingLoop(tiny.data(8), tiny.model, replace(tiny.train, batch=4, **{option: 2.0}), "cpu")
     assert [(type(t), t.weight) for t in loop.terms] == [(term, 2.0)]

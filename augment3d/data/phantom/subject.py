@@ -94,8 +94,9 @@ def sample_subject_params(
         **_scan(site, rng),
     )
     if healthy:
-        params = replace(params, grade="none", radius_mm=0.0, necrosis_fraction=0.0, oedema_reach=0.0,
-                         mass_effect=0.0, healthy=True)
+        params = replace(
+            params, grade="none", radius_mm=0.0, necrosis_fraction=0.0, oedema_reach=0.0, mass_effect=0.0, healthy=True
+        )
     return params
 
 
