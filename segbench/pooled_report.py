@@ -18,7 +18,7 @@ from augment3d.errors import DataError
 from .cohorts import cohort_folder, folder_cohorts
 from .config import bench_config
 from .report import HEAD_TO_HEAD, MIN_CASES, REPORT_SCHEMA, arm_flags, finite_json, load_results, png_bytes, write_report
-from .stats import MEAN, arm_summary, paired_comparison, pooled_comparison
+from .stats import MEAN, PooledComparison, arm_summary, paired_comparison, pooled_comparison
 
 __all__ = ["build_pooled_report", "write_pooled_report"]
 
@@ -43,9 +43,9 @@ def _name(site) -> str:
     return "all" if site is None else site
 
 
-def _verdict(pooled: dict, cohorts: int) -> str:
-    ci = pooled["ci95_cohorts_seeds_and_cases"]
-    if ci is None or min(pooled["cases"], default=0) < MIN_CASES:
+def _verdict(pooled: PooledComparison, cohorts: int) -> str:
+    ci = pooled.ci95_cohorts_seeds_and_cases
+    if ci is None or min(pooled.cases, default=0) < MIN_CASES:
         return "too few cohorts, seeds or test cases for a pooled verdict"
     if ci[0] <= 0 <= ci[1]:
         verdict = "no clear effect over cohorts, seeds and test cases (the pooled 95% CI includes 0)"
@@ -137,12 +137,12 @@ def _answer(report: dict) -> str:
     site = report["headline_site"] if report["headline_site"] in report["pooled"] else "all"
     lines = []
     for arm, p in report["pooled"][site].items():
-        ci = p["ci95_cohorts_seeds_and_cases"]
+        ci = p.ci95_cohorts_seeds_and_cases
         interval = "no interval" if ci is None else f"95% CI over cohorts, seeds and cases [{ci[0]:+.3f}, {ci[1]:+.3f}]"
-        per = ", ".join(f"cohort {c} {d:+.3f}" for c, d in p["per_cohort"].items())
+        per = ", ".join(f"cohort {c} {d:+.3f}" for c, d in p.per_cohort.items())
         lines.append(
-            f"{arm} vs real on the {site} test cases, pooled over {p['cohorts']} cohort(s) "
-            f"({per}): mean Dice {p['difference']:+.3f}, {interval}: {_verdict(p, p['cohorts'])}."
+            f"{arm} vs real on the {site} test cases, pooled over {p.cohorts} cohort(s) "
+            f"({per}): mean Dice {p.difference:+.3f}, {interval}: {_verdict(p, p.cohorts)}."
         )
     return " ".join(lines) if lines else "No arm besides real has finished yet."
 
@@ -173,17 +173,17 @@ def _markdown(report: dict) -> str:
         ]
         for arm, by_cohort in report["per_cohort"][name].items():
             for c, d in by_cohort.items():
-                wider = d["ci95_seeds_and_cases"]
+                wider = d.ci95_seeds_and_cases
                 out.append(
-                    f"| {c} | {arm} | {d['cases']} | {d['difference']:+.3f} | [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] "
-                    f"| {', '.join(f'{v:+.3f}' for v in d['per_seed'].values())} | "
+                    f"| {c} | {arm} | {d.cases} | {d.difference:+.3f} | [{d.ci95[0]:+.3f}, {d.ci95[1]:+.3f}] "
+                    f"| {', '.join(f'{v:+.3f}' for v in d.per_seed.values())} | "
                     + ("-" if wider is None else f"[{wider[0]:+.3f}, {wider[1]:+.3f}]")
                     + " |"
                 )
             p = report["pooled"][name][arm]
-            ci = p["ci95_cohorts_seeds_and_cases"]
+            ci = p.ci95_cohorts_seeds_and_cases
             out.append(
-                f"| **pooled** | {arm} | {sum(p['cases'])} | **{p['difference']:+.3f}** | | | "
+                f"| **pooled** | {arm} | {sum(p.cases)} | **{p.difference:+.3f}** | | | "
                 + ("-" if ci is None else f"**[{ci[0]:+.3f}, {ci[1]:+.3f}]** (over cohorts too)")
                 + " |"
             )
@@ -196,8 +196,7 @@ def _markdown(report: dict) -> str:
         ]
         for c, s in report["real"][name].items():
             out.append(
-                f"| {c} | {s['mean']:.3f} [{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}] | "
-                f"{s['seed_mean']:.3f} +- {s['seed_std']:.3f} ({s['seeds']}) |"
+                f"| {c} | {s.mean:.3f} [{s.ci95[0]:.3f}, {s.ci95[1]:.3f}] | {s.seed_mean:.3f} +- {s.seed_std:.3f} ({s.seeds}) |"
             )
         out.append("")
     if report.get("head_to_head"):
@@ -211,10 +210,10 @@ def _markdown(report: dict) -> str:
         ]
         for name, pairs in report["head_to_head"].items():
             for pair, p in pairs.items():
-                ci = p["ci95_cohorts_seeds_and_cases"]
-                per = ", ".join(f"{c}: {d:+.3f}" for c, d in p["per_cohort"].items())
+                ci = p.ci95_cohorts_seeds_and_cases
+                per = ", ".join(f"{c}: {d:+.3f}" for c, d in p.per_cohort.items())
                 out.append(
-                    f"| {name} | {pair} | {per} | {p['difference']:+.3f} | "
+                    f"| {name} | {pair} | {per} | {p.difference:+.3f} | "
                     + ("-" if ci is None else f"[{ci[0]:+.3f}, {ci[1]:+.3f}]")
                     + " |"
                 )
@@ -259,12 +258,12 @@ def _forest(report: dict) -> bytes:
         for row, c in enumerate(cohorts):
             d = report["per_cohort"][site][arm].get(c)
             if d is not None:
-                _interval(ax, d["difference"], d["ci95_seeds_and_cases"] or d["ci95"], row + offset, "s", f"C{k}")
+                _interval(ax, d.difference, d.ci95_seeds_and_cases or d.ci95, row + offset, "s", f"C{k}")
         p = report["pooled"][site][arm]
         _interval(
             ax,
-            p["difference"],
-            p["ci95_cohorts_seeds_and_cases"],
+            p.difference,
+            p.ci95_cohorts_seeds_and_cases,
             len(cohorts) + 0.3 + offset,
             "D",
             f"C{k}",

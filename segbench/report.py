@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -15,7 +16,7 @@ from augment3d.io.run_files import GENERATOR
 
 from .config import bench_config
 from .plateau import PLATEAU_GAIN, last_quarter_gain
-from .stats import MEAN, arm_summary, paired_comparison
+from .stats import MEAN, Comparison, arm_summary, paired_comparison
 from .metrics import LESION_RULES
 from .train import RESULT
 
@@ -267,11 +268,11 @@ def _gan_metrics(folder: Path) -> dict | None:
 MIN_CASES = 5  # fewer paired test cases than this get no verdict, whatever the interval says
 
 
-def _verdict(comparison: dict) -> str:
+def _verdict(comparison: Comparison) -> str:
     """From the CI over test cases and, where there are 2+ seeds, the one over seeds and cases:
     an effect counts only when both intervals exclude 0."""
-    (low, high), cases = comparison["ci95"], comparison["cases"]
-    wider = comparison.get("ci95_seeds_and_cases")
+    (low, high), cases = comparison.ci95, comparison.cases
+    wider = comparison.ci95_seeds_and_cases
     if cases < MIN_CASES:
         return f"too few test cases for a verdict (fewer than {MIN_CASES})"
     if low <= 0 <= high:
@@ -284,15 +285,15 @@ def _verdict(comparison: dict) -> str:
     return "helped" if low > 0 else "hurt"
 
 
-def _seed_columns(comparison: dict) -> tuple[str, str] | None:
+def _seed_columns(comparison: Comparison) -> tuple[str, str] | None:
     """The per-seed differences and the CI over seeds and cases as text; None with fewer than 2 seeds."""
-    wider = comparison.get("ci95_seeds_and_cases")
+    wider = comparison.ci95_seeds_and_cases
     if wider is None:
         return None
-    return (", ".join(f"{v:+.3f}" for v in comparison["per_seed"].values()), f"[{wider[0]:+.3f}, {wider[1]:+.3f}]")
+    return (", ".join(f"{v:+.3f}" for v in comparison.per_seed.values()), f"[{wider[0]:+.3f}, {wider[1]:+.3f}]")
 
 
-def _seed_spread(comparison: dict) -> str:
+def _seed_spread(comparison: Comparison) -> str:
     """' (over seeds and cases [lo, hi]; per seed a, b, c)' where there are 2+ seeds, else ''."""
     columns = _seed_columns(comparison)
     return "" if columns is None else f" (over seeds and cases {columns[1]}; per seed {columns[0]})"
@@ -306,10 +307,10 @@ def _answer(report: dict, config) -> str:
         if c is None:
             continue
         d = c[MEAN]["dice"]
-        p = "n/a" if d["wilcoxon_p"] is None else f"{d['wilcoxon_p']:.3g}"
+        p = "n/a" if d.wilcoxon_p is None else f"{d.wilcoxon_p:.3g}"
         lines.append(
-            f"{arm} vs real on the {site} test cases (n={d['cases']}, {len(report['finished'][arm])} seed(s)): "
-            f"mean Dice (WT/TC/ET) {d['difference']:+.3f}, 95% CI [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
+            f"{arm} vs real on the {site} test cases (n={d.cases}, {len(report['finished'][arm])} seed(s)): "
+            f"mean Dice (WT/TC/ET) {d.difference:+.3f}, 95% CI [{d.ci95[0]:+.3f}, {d.ci95[1]:+.3f}]"
             f"{_seed_spread(d)}, Wilcoxon p={p}: {_verdict(d)}."
         )
     if not lines:
@@ -372,11 +373,11 @@ def _diagnosis(gan: dict) -> list[str]:
     return lines
 
 
-def _signed_ci(d: dict) -> str:
+def _signed_ci(d: Comparison) -> str:
     """``+0.012 [-0.003, +0.027]``, or "-" where there is no figure (e.g. scores left out)."""
-    if d["difference"] is None or np.isnan(d["difference"]):
+    if d.difference is None or np.isnan(d.difference):
         return "-"
-    return f"{d['difference']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
+    return f"{d.difference:+.3f} [{d.ci95[0]:+.3f}, {d.ci95[1]:+.3f}]"
 
 
 def _fmt(x, digits: int = 3) -> str:
@@ -437,15 +438,14 @@ def _markdown(report: dict) -> str:
     for site, arms in report["summary"].items():
         for arm, regions in arms.items():
             cells = [
-                f"{_fmt(regions[r]['dice']['mean'])} [{_fmt(regions[r]['dice']['ci95'][0], 2)}, "
-                f"{_fmt(regions[r]['dice']['ci95'][1], 2)}]"
+                f"{_fmt(regions[r]['dice'].mean)} [{_fmt(regions[r]['dice'].ci95[0], 2)}, {_fmt(regions[r]['dice'].ci95[1], 2)}]"
                 for r in SCORED
             ]
             m = regions[MEAN]
             out.append(
-                f"| {site} (n={m['dice']['cases']}) | {arm} | {' | '.join(cells)} | {_fmt(m['lesion_dice']['mean'])} | "
-                f"{_fmt(m['hd95']['mean'], 1)} | {_fmt(m['lesion_hd95']['mean'], 1)} | "
-                f"{_fmt(m['dice']['seed_mean'])} +- {_fmt(m['dice']['seed_std'])} ({m['dice']['seeds']}) |"
+                f"| {site} (n={m['dice'].cases}) | {arm} | {' | '.join(cells)} | {_fmt(m['lesion_dice'].mean)} | "
+                f"{_fmt(m['hd95'].mean, 1)} | {_fmt(m['lesion_hd95'].mean, 1)} | "
+                f"{_fmt(m['dice'].seed_mean)} +- {_fmt(m['dice'].seed_std)} ({m['dice'].seeds}) |"
             )
     out += [
         "",
@@ -463,12 +463,12 @@ def _markdown(report: dict) -> str:
     for site, arms in report["vs_real"].items():
         for arm, regions in arms.items():
             d, lw = regions[MEAN]["dice"], regions[MEAN]["lesion_dice"]
-            p = "n/a" if d["wilcoxon_p"] is None else f"{d['wilcoxon_p']:.3g}"
-            per_region = " | ".join(f"{regions[r]['dice']['difference']:+.3f}" for r in REGIONS)
+            p = "n/a" if d.wilcoxon_p is None else f"{d.wilcoxon_p:.3g}"
+            per_region = " | ".join(f"{regions[r]['dice'].difference:+.3f}" for r in REGIONS)
             per_seed, wider = _seed_columns(d) or ("-", "-")
             out.append(
-                f"| {site} (n={d['cases']}) | {arm} | {per_region} | {d['difference']:+.3f} "
-                f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] | {p} | {per_seed} | {wider} | {_signed_ci(lw)} |"
+                f"| {site} (n={d.cases}) | {arm} | {per_region} | {d.difference:+.3f} "
+                f"[{d.ci95[0]:+.3f}, {d.ci95[1]:+.3f}] | {p} | {per_seed} | {wider} | {_signed_ci(lw)} |"
             )
     if report.get("head_to_head"):
         out += [
@@ -483,11 +483,11 @@ def _markdown(report: dict) -> str:
         ]
         for site, pairs in report["head_to_head"].items():
             for pair, d in pairs.items():
-                p = "n/a" if d["wilcoxon_p"] is None else f"{d['wilcoxon_p']:.3g}"
+                p = "n/a" if d.wilcoxon_p is None else f"{d.wilcoxon_p:.3g}"
                 per_seed, wider = _seed_columns(d) or ("-", "-")
                 out.append(
-                    f"| {site} (n={d['cases']}) | {pair} | {d['difference']:+.3f} [{d['ci95'][0]:+.3f}, "
-                    f"{d['ci95'][1]:+.3f}] | {p} | {per_seed} | {wider} |"
+                    f"| {site} (n={d.cases}) | {pair} | {d.difference:+.3f} [{d.ci95[0]:+.3f}, "
+                    f"{d.ci95[1]:+.3f}] | {p} | {per_seed} | {wider} |"
                 )
     if report.get("vs_real_by_grade"):
         out += [
@@ -504,10 +504,9 @@ def _markdown(report: dict) -> str:
         for group, arms in report["vs_real_by_grade"].items():
             for arm, regions in arms.items():
                 d = regions[MEAN]
-                per_region = " | ".join(f"{regions[r]['difference']:+.3f}" for r in REGIONS)
+                per_region = " | ".join(f"{regions[r].difference:+.3f}" for r in REGIONS)
                 out.append(
-                    f"| {group} (n={d['cases']}) | {arm} | {per_region} | {d['difference']:+.3f} "
-                    f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] |"
+                    f"| {group} (n={d.cases}) | {arm} | {per_region} | {d.difference:+.3f} [{d.ci95[0]:+.3f}, {d.ci95[1]:+.3f}] |"
                 )
     gan = report["gan"]
     if gan:
@@ -551,10 +550,10 @@ def _plots(folder: Path, report: dict, results: dict[str, list[dict]]) -> None:
         width = 0.8 / len(arms)
         for k, arm in enumerate(arms):
             s = report["summary"][site][arm]
-            means = np.array([s[r]["dice"]["mean"] for r in SCORED])
-            ci = np.array([s[r]["dice"]["ci95"] for r in SCORED]).T
+            means = np.array([s[r]["dice"].mean for r in SCORED])
+            ci = np.array([s[r]["dice"].ci95 for r in SCORED]).T
             ax.bar(np.arange(len(SCORED)) + k * width, means, width, yerr=np.abs(ci - means), capsize=2, label=arm)
-        n = report["summary"][site]["real"][MEAN]["dice"]["cases"]
+        n = report["summary"][site]["real"][MEAN]["dice"].cases
         ax.set_xticks(np.arange(len(SCORED)) + 0.4 - width / 2, SCORED)
         ax.set_title(f"{site} test cases (n={n})")
         ax.set_ylim(0, 1)
@@ -575,7 +574,10 @@ def _plots(folder: Path, report: dict, results: dict[str, list[dict]]) -> None:
 
 
 def finite_json(value):
-    """NaN (an empty site or arm) as JSON null, so report.json is strict JSON."""
+    """The report as strict JSON: its typed figures (``segbench.stats``) as objects, NaN (an empty site or
+    arm) as null."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: finite_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, float) and not np.isfinite(value):
         return None
     if isinstance(value, dict):

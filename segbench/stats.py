@@ -11,6 +11,7 @@ difference per seed and a two-level bootstrap CI that resamples seeds, then case
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -24,7 +25,53 @@ __all__ = [
     "paired_comparison",
     "difference_matrix",
     "pooled_comparison",
+    "ArmSummary",
+    "Comparison",
+    "PooledComparison",
 ]
+
+Interval = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class ArmSummary:
+    """One arm's score on a set of test cases: the mean over cases (each averaged over the seeds) with a
+    bootstrap CI over cases, and the mean and standard deviation of the per-seed means."""
+
+    mean: float
+    ci95: Interval
+    cases: int
+    seeds: int
+    seed_mean: float
+    seed_std: float
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """arm - reference, paired per test case: the mean difference, its bootstrap CI over cases and Wilcoxon
+    p; per seed, and the two-level CI over seeds and cases (None with fewer than 2 seeds)."""
+
+    difference: float
+    ci95: Interval
+    cases: int
+    wilcoxon_p: float | None = None
+    per_seed: dict[str, float] = field(default_factory=dict)
+    ci95_seeds_and_cases: Interval | None = None
+
+
+@dataclass(frozen=True)
+class PooledComparison:
+    """arm - reference pooled over cohorts (each cohort weighted equally), with the hierarchical interval
+    over cohorts, seeds and cases; cohorts without a paired case are named in ``without_cases``."""
+
+    difference: float
+    per_cohort: dict[str, float]
+    cohorts: int
+    seeds: list[int]
+    cases: list[int]
+    without_cases: list[str]
+    ci95_cohorts_seeds_and_cases: Interval | None = None
+
 
 #: a case's summary score: the mean of the legacy Dice over WT, TC and ET
 MEAN = "mean"
@@ -134,21 +181,24 @@ def _subset(results: Sequence[dict], site: str | Mapping[str, str] | None) -> se
     }
 
 
-def arm_summary(results: Sequence[dict], metric: str, region: str, site: str | Mapping[str, str] | None, n_boot: int) -> dict:
+def arm_summary(
+    results: Sequence[dict], metric: str, region: str, site: str | Mapping[str, str] | None, n_boot: int
+) -> ArmSummary:
     """Mean over cases (averaged over seeds) with a bootstrap CI, and mean +- std over seeds."""
     keep = _subset(results, site)
     table = {k: v for k, v in case_table(results, metric, region).items() if k in keep}
     per_case = [float(np.mean(list(v.values()))) for v in table.values()]
     per_seed = [float(np.mean([v[s] for v in table.values() if s in v])) for s in sorted({r["seed"] for r in results})]
     low, high = bootstrap_ci(per_case, n_boot)
-    return {
-        "mean": float(np.mean(per_case)) if per_case else float("nan"),
-        "ci95": [low, high],
-        "cases": len(per_case),
-        "seeds": len(per_seed),
-        "seed_mean": float(np.mean(per_seed)) if per_seed else float("nan"),
-        "seed_std": float(np.std(per_seed)) if per_seed else float("nan"),
-    }
+    nan = float("nan")
+    return ArmSummary(
+        mean=float(np.mean(per_case)) if per_case else nan,
+        ci95=(low, high),
+        cases=len(per_case),
+        seeds=len(per_seed),
+        seed_mean=float(np.mean(per_seed)) if per_seed else nan,
+        seed_std=float(np.std(per_seed)) if per_seed else nan,
+    )
 
 
 def difference_matrix(
@@ -168,21 +218,21 @@ def difference_matrix(
 
 def paired_comparison(
     arm: Sequence[dict], reference: Sequence[dict], metric: str, region: str, site: str | Mapping[str, str] | None, n_boot: int
-) -> dict:
+) -> Comparison:
     """arm - reference per test case over the seeds both finished: mean, bootstrap CI over cases,
     Wilcoxon p; and per seed (the seeds every paired case has) with the two-level CI over seeds and cases."""
     per_case, matrix, seeds = difference_matrix(arm, reference, metric, region, site)
     diffs = [float(np.mean(v)) for v in per_case.values()]
     low, high = bootstrap_ci(diffs, n_boot)
     two_level = bootstrap_ci_two_level(matrix, n_boot)
-    return {
-        "difference": float(np.mean(diffs)) if diffs else float("nan"),
-        "ci95": [low, high],
-        "cases": len(diffs),
-        "wilcoxon_p": wilcoxon_p(diffs),
-        "per_seed": {str(s): float(row.mean()) for s, row in zip(seeds, matrix)},
-        "ci95_seeds_and_cases": None if two_level is None else list(two_level),
-    }
+    return Comparison(
+        difference=float(np.mean(diffs)) if diffs else float("nan"),
+        ci95=(low, high),
+        cases=len(diffs),
+        wilcoxon_p=wilcoxon_p(diffs),
+        per_seed={str(s): float(row.mean()) for s, row in zip(seeds, matrix)},
+        ci95_seeds_and_cases=two_level,
+    )
 
 
 def pooled_comparison(
@@ -191,7 +241,7 @@ def pooled_comparison(
     region: str,
     site: str | Mapping[str, str] | None,
     n_boot: int,
-) -> dict:
+) -> PooledComparison:
     """arm - reference pooled over cohorts (cohort name -> (arm results, reference results)).
 
     The pooled difference is the mean of the cohorts' mean differences (each over the seeds every
@@ -208,12 +258,12 @@ def pooled_comparison(
             empty.append(name)
     ci = bootstrap_ci_hierarchical(matrices, n_boot)
     means = [float(m.mean()) for m in matrices]
-    return {
-        "difference": float(np.mean(means)) if means else float("nan"),
-        "per_cohort": dict(zip(names, means)),
-        "cohorts": len(matrices),
-        "seeds": [int(m.shape[0]) for m in matrices],
-        "cases": [int(m.shape[1]) for m in matrices],
-        "without_cases": empty,
-        "ci95_cohorts_seeds_and_cases": None if ci is None else list(ci),
-    }
+    return PooledComparison(
+        difference=float(np.mean(means)) if means else float("nan"),
+        per_cohort=dict(zip(names, means)),
+        cohorts=len(matrices),
+        seeds=[int(m.shape[0]) for m in matrices],
+        cases=[int(m.shape[1]) for m in matrices],
+        without_cases=empty,
+        ci95_cohorts_seeds_and_cases=ci,
+    )

@@ -154,13 +154,13 @@ def test_paired_comparison_by_hand():
     synth = [result(0, [0.6, 0.6, 0.7]), result(1, [0.7, 0.8, 0.9])]
     c = paired_comparison(synth, real, "dice", "WT", "SSA", 1000)
     # case c0: mean(0.1, 0.2) = 0.15; case c1: 0; mean 0.075
-    assert c["cases"] == 2 and c["difference"] == pytest.approx(0.075)
+    assert c.cases == 2 and c.difference == pytest.approx(0.075)
     s = arm_summary(real, "dice", "mean", None, 1000)
-    assert s["mean"] == pytest.approx(np.mean([0.5, 0.7, 0.7])) and s["seeds"] == 2
-    assert s["seed_std"] == pytest.approx(np.std([0.6, 2 / 3]))
+    assert s.mean == pytest.approx(np.mean([0.5, 0.7, 0.7])) and s.seeds == 2
+    assert s.seed_std == pytest.approx(np.std([0.6, 2 / 3]))
     # per seed: seed 0 (0.1 + 0) / 2, seed 1 (0.2 + 0) / 2
-    assert c["per_seed"] == {"0": pytest.approx(0.05), "1": pytest.approx(0.1)}
-    assert paired_comparison(synth[:1], real[:1], "dice", "WT", "SSA", 1000)["ci95_seeds_and_cases"] is None
+    assert c.per_seed == {"0": pytest.approx(0.05), "1": pytest.approx(0.1)}
+    assert paired_comparison(synth[:1], real[:1], "dice", "WT", "SSA", 1000).ci95_seeds_and_cases is None
 
 
 def test_a_gain_that_one_seed_makes_is_not_called_a_gain():
@@ -186,10 +186,10 @@ def test_a_gain_that_one_seed_makes_is_not_called_a_gain():
     split = [result(s, base + shift + rng.normal(0, 0.005, 40)) for s, shift in enumerate([0.06, -0.02, -0.02])]
     agree = [result(s, base + 0.02 + rng.normal(0, 0.005, 40)) for s in range(3)]
     c = paired_comparison(split, real, "dice", "mean", "SSA", 4000)
-    assert c["ci95"][0] > 0 and c["ci95_seeds_and_cases"][0] < 0 < c["ci95_seeds_and_cases"][1]
+    assert c.ci95[0] > 0 and c.ci95_seeds_and_cases[0] < 0 < c.ci95_seeds_and_cases[1]
     assert "not beyond the training seeds' own variation" in _verdict(c)
     c = paired_comparison(agree, real, "dice", "mean", "SSA", 4000)
-    assert c["ci95_seeds_and_cases"][0] > 0.015 and _verdict(c) == "helped"
+    assert c.ci95_seeds_and_cases[0] > 0.015 and _verdict(c) == "helped"
     assert bootstrap_ci_two_level(np.full((1, 5), 0.1)) is None
 
 
@@ -239,9 +239,9 @@ def test_the_report_shows_where_a_difference_comes_from_by_site_and_grade(tmp_pa
     report = write_report(folder)
     by_grade = report["vs_real_by_grade"]
     assert set(by_grade) == {"HIC HGG", "HIC LGG"}
-    assert by_grade["HIC HGG"]["real+synthetic"]["ET"]["difference"] == pytest.approx(0.0)
-    assert by_grade["HIC LGG"]["real+synthetic"]["ET"]["difference"] == pytest.approx(-0.5)
-    assert by_grade["HIC LGG"]["real+synthetic"]["ET"]["cases"] == 2
+    assert by_grade["HIC HGG"]["real+synthetic"]["ET"].difference == pytest.approx(0.0)
+    assert by_grade["HIC LGG"]["real+synthetic"]["ET"].difference == pytest.approx(-0.5)
+    assert by_grade["HIC LGG"]["real+synthetic"]["ET"].cases == 2
     assert "| HIC LGG (n=2) | real+synthetic | +0.000 | +0.000 | -0.500 |" in (folder / "report.md").read_text()
 
 
@@ -671,19 +671,19 @@ def test_the_pooled_interval_counts_a_cohort_that_disagrees():
     rng = np.random.default_rng(1)
     agree = {f"cohort {c}": _cohort_results([0.02, 0.02, 0.02], rng.uniform(0.3, 0.7, 40), 0.01, rng) for c in range(3)}
     pooled = pooled_comparison(agree, "dice", "mean", "SSA", 4000)
-    low, high = pooled["ci95_cohorts_seeds_and_cases"]
-    assert pooled["cohorts"] == 3 and pooled["difference"] == pytest.approx(0.02, abs=0.003) and 0.01 < low < high < 0.03
+    low, high = pooled.ci95_cohorts_seeds_and_cases
+    assert pooled.cohorts == 3 and pooled.difference == pytest.approx(0.02, abs=0.003) and 0.01 < low < high < 0.03
 
     disagree = dict(agree)
     disagree["cohort 2"] = _cohort_results([-0.04, -0.04, -0.04], rng.uniform(0.3, 0.7, 40), 0.01, rng)
     for synth, real in disagree.values():
-        own = paired_comparison(synth, real, "dice", "mean", "SSA", 4000)["ci95_seeds_and_cases"]
+        own = paired_comparison(synth, real, "dice", "mean", "SSA", 4000).ci95_seeds_and_cases
         assert own[0] > 0 or own[1] < 0  # every cohort alone looks decided
     pooled = pooled_comparison(disagree, "dice", "mean", "SSA", 4000)
-    low, high = pooled["ci95_cohorts_seeds_and_cases"]
-    assert pooled["difference"] == pytest.approx((0.02 + 0.02 - 0.04) / 3, abs=0.003)
+    low, high = pooled.ci95_cohorts_seeds_and_cases
+    assert pooled.difference == pytest.approx((0.02 + 0.02 - 0.04) / 3, abs=0.003)
     assert low < 0 < high and high - low > 0.04
-    assert pooled["per_cohort"]["cohort 2"] == pytest.approx(-0.04, abs=0.003)
+    assert pooled.per_cohort["cohort 2"] == pytest.approx(-0.04, abs=0.003)
     # one cohort: the interval over seeds and cases of that cohort
     matrix = np.array([[0.01, 0.03, 0.02], [0.0, 0.05, 0.01]])
     assert bootstrap_ci_hierarchical([matrix], 2000, seed=3) == pytest.approx(bootstrap_ci_two_level(matrix, 2000, seed=3))
@@ -701,9 +701,9 @@ def test_the_pooled_difference_weighs_cohorts_alike_and_names_empty_ones():
         "c": _cohort_results([0.05, 0.05], rng.uniform(0.3, 0.7, 5), 0.0, rng, site="HIC"),
     }
     pooled = pooled_comparison(cohorts, "dice", "mean", "SSA", 2000)
-    assert pooled["difference"] == pytest.approx((0.10 + 0.01) / 2)
-    assert pooled["per_cohort"] == {"a": pytest.approx(0.10), "b": pytest.approx(0.01)}
-    assert pooled["cases"] == [10, 40] and pooled["seeds"] == [2, 2] and pooled["without_cases"] == ["c"]
+    assert pooled.difference == pytest.approx((0.10 + 0.01) / 2)
+    assert pooled.per_cohort == {"a": pytest.approx(0.10), "b": pytest.approx(0.01)}
+    assert pooled.cases == [10, 40] and pooled.seeds == [2, 2] and pooled.without_cases == ["c"]
 
 
 def _two_arm_recipe(tmp_path):
@@ -888,9 +888,9 @@ def test_the_pooled_report_puts_the_gan_against_copy_paste_per_cohort_and_pooled
                 )
     report = build_pooled_report(tmp_path)
     pair = report["head_to_head"]["SSA"]["real+synthetic vs real+paste"]
-    assert pair["per_cohort"] == {"0": pytest.approx(0.03), "1": pytest.approx(-0.01)}
-    assert pair["difference"] == pytest.approx(0.01) and pair["cohorts"] == 2
-    low, high = pair["ci95_cohorts_seeds_and_cases"]
+    assert pair.per_cohort == {"0": pytest.approx(0.03), "1": pytest.approx(-0.01)}
+    assert pair.difference == pytest.approx(0.01) and pair.cohorts == 2
+    low, high = pair.ci95_cohorts_seeds_and_cases
     assert low <= -0.01 + 1e-9 and high >= 0.03 - 1e-9  # two cohorts that disagree: the interval spans both
     write_pooled_report(tmp_path)
     md = (tmp_path / "report.md").read_text()
