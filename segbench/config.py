@@ -79,7 +79,7 @@ class BenchConfig:
     #: segmentation arithmetic: ``none`` (fp32), ``bf16`` autocast, or ``auto`` (bf16 where the
     #: hardware has it: AVX512-BF16 or AMX CPUs, GPUs). Each job records what it used. fp32 is the
     #: default: the recipes' small 32^3 U-Net is overhead-bound on a CPU and was no faster in bf16
-    #: on an AVX512-BF16 CPU (benchmarks/segbench_throughput.py, docs/PERFORMANCE.md)
+    #: (benchmarks/segbench_throughput.py, docs/lab/performance.md)
     amp: str = "none"
     val_every: int = 25
     patch: int = 0

@@ -72,5 +72,5 @@ class SpatialModulation(nn.Module):
     def forward(self, x: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
         gamma, beta = self.scale_shift(self.shared(maps.to(x.dtype))).chunk(2, dim=1)
         # the product added into the fresh sum in place: addcmul's values, one full-size
-        # allocation fewer (1.8-3x faster alone; docs/PERFORMANCE.md)
+        # allocation fewer (docs/lab/performance.md)
         return (x + beta).addcmul_(x, gamma)

@@ -41,8 +41,8 @@ def worker_device(device: str) -> str:
 
 
 #: a generator doing more than this many GFLOP a subject gets a :class:`SlowGenerationWarning` when
-#: it is loaded to render on the CPU (the `quick` recipe's does 8.5; `brats_africa_128`'s 2983, which
-#: took 42 s a subject at one thread on a 2-core AVX2 CPU, docs/AUGMENTER.md)
+#: it is loaded to render on the CPU (the `quick` recipe's does 8.5, `brats_africa_128`'s 2983: tens of
+#: seconds a subject on one CPU thread, docs/AUGMENTER.md)
 SLOW_GFLOP = 100.0
 
 

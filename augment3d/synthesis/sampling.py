@@ -32,8 +32,8 @@ GENERATOR_FILE = GENERATOR  # the bundle's name (augment3d.io.run_files)
 #: labels mode: brain voxels are kept at least this far above the background's -1
 BRAIN_FLOOR = 1e-3
 
-#: generation precisions: fp32 (the reference) or bf16 autocast (1.6-2.3x faster at batch 8 on
-#: this project's CPU, which has bf16 instructions; docs/PERFORMANCE.md)
+#: generation precisions: fp32 (the reference) or bf16 autocast (faster where the CPU has bf16
+#: instructions or on a GPU; docs/PERFORMANCE.md)
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -235,7 +235,7 @@ class SyntheticGenerator:
             images.append(image.cpu())
             labels.append(
                 maps_to_labels(maps).cpu() if maps is not None else logits.float().max(1).indices.to(torch.uint8).cpu()
-            )  # = argmax(1), 8x faster on CPU
+            )  # = argmax(1), much faster on a CPU
         return torch.cat(images).numpy(), torch.cat(labels).numpy()
 
     def _given_maps(self, label_maps_given, n: int) -> torch.Tensor | None:

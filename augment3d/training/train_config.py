@@ -40,9 +40,9 @@ class TrainConfig:
     seg_lr: float = 2e-3
     seg_warmup: int = 200
     #: run that segmenter under the training's autocast and memory layout (``amp``,
-    #: ``channels_last``) as G and D run, instead of fp32 channels-first: 1.4-2.6 s less of a
-    #: 6.5-7.7 s 64^3 step on a 2-core AVX512-BF16 CPU (docs/PERFORMANCE.md), nothing at 32^3; off
-    #: by default: benched alone on the phantom recipe its GAN gave a smaller SSA gain (docs/BENCH.md)
+    #: ``channels_last``) as G and D run, instead of fp32 channels-first: faster at 64^3, no faster at
+    #: 32^3; off by default: benched on the phantom recipe its GAN gave a smaller SSA gain
+    #: (docs/lab/performance.md, docs/lab/bench.md, "the label-consistency segmenter in bf16 alone")
     seg_autocast: bool = False
     #: labels mode: share of G's subjects rendered under a condition drawn apart from their label
     #: map (each site/grade combination of the training data equally likely) instead of the map's
