@@ -205,7 +205,9 @@ class Evaluation:
 
     @classmethod
     def from_json(cls, m: dict[str, Any], source: str | os.PathLike = "metrics.json") -> Evaluation:
-        schema = m.get("schema", 0) if isinstance(m, dict) else None
+        if not isinstance(m, dict):
+            raise DataError(source, f"is not an augment3d metrics.json (a JSON {type(m).__name__}, not an object)")
+        schema = m.get("schema", 0)
         if not isinstance(schema, int) or schema > SCHEMA:
             raise DataError(
                 source,

@@ -299,3 +299,6 @@ def test_metrics_json_of_another_schema_or_damaged_is_refused_naming_the_file(tm
     path.write_text('{"run": ')
     with pytest.raises(DataError, match="cannot be read as JSON"):
         Evaluation.read(path)
+    path.write_text("[1, 2]")
+    with pytest.raises(DataError, match="not an object"):
+        Evaluation.read(path)
