@@ -335,7 +335,6 @@ def setup_bench(
     The folder's lock is held shared (bench jobs may run side by side; ``--force`` from another
     process is refused meanwhile) until ``held`` closes, or until the setup ends without it.
     """
-    from augment3d.data import prepare_cohort
 
     from augment3d.pretrained import run_folder
 
@@ -359,14 +358,7 @@ def setup_bench(
 
     def prepare(folder: Path):
         say(f"preparing {folder} on the {'x'.join(map(str, recipe.data.preprocess().shape))} grid")
-        return prepare_cohort(
-            folder,
-            recipe.data.preprocess(),
-            recipe.data.conditions,
-            recipe.data.categories,
-            skip_bad=skip_bad,
-            cache_dir=cache_dir,
-        )
+        return recipe.data.prepare(folder, skip_bad=skip_bad, cache_dir=cache_dir)
 
     cohort = prepare(data) if data is not None else None  # bad data is refused before OUT is touched
     claim_bench_folder(out, identity, ours, recipe.path)

@@ -26,6 +26,7 @@ __all__ = [
     "TINY_TRAIN",
     "tiny_data",
     "generator_weights",
+    "learning_train",
     "Payload",
 ]
 
@@ -203,3 +204,14 @@ class Payload:
 
     def __reduce__(self):
         return (open, (self.marker, "w"))
+
+
+def learning_train(train, **changes):
+    """``train`` (a tiny TrainConfig) set to learn something in 150 steps: batch 4, StyleGAN2's rates, R1
+    every 16 steps, ADA at its usual pace, no checkpoints on the way."""
+    from dataclasses import replace
+
+    settings = dict(
+        steps=150, batch=4, g_lr=2e-3, d_lr=2e-3, r1_interval=16, checkpoint_every=1000, ada_interval=4, ada_images=5000
+    )
+    return replace(train, **{**settings, **changes})

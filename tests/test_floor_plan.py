@@ -57,7 +57,7 @@ def test_no_module_imports_a_private_name_from_another():
         ("augment3d/data", "augment3d.synthesis"),
         ("augment3d/data", "augment3d.transforms"),
         ("augment3d/models", "augment3d.synthesis"),
-        ("augment3d/config", "augment3d.training.loop"),
+        ("augment3d/config", "augment3d.synthesis"),
         ("augment3d", "segbench"),
     ],
 )
@@ -100,7 +100,7 @@ def test_old_import_paths_give_the_same_objects(old):
     assert importlib.import_module(old).__spec__.name == new  # one module, its own spec kept
 
 
-def test_old_paths_work_in_a_fresh_process_and_stay_light():
+def test_old_paths_work_in_a_fresh_process():
     code = (
         "import sys; from augment3d.config import load_recipe; from augment3d.tumour_paste import TumourPaste; "
         "import augment3d.augmenter as a; import augment3d; "

@@ -213,16 +213,12 @@ def prepare(
 ) -> None:
     """Preprocess a cohort onto the recipe's grid (crop, pad, resample, scale to [-1, 1]) and cache it."""
     from augment3d.config.recipe import load_recipe
-    from augment3d.data import prepare_cohort
 
     r = load_recipe(recipe)
     with _progress() as bar:
         task = bar.add_task("prepare", total=None)
-        cohort = prepare_cohort(
+        cohort = r.data.prepare(
             data,
-            r.data.preprocess(),
-            r.data.conditions,
-            r.data.categories,
             skip_bad=skip_bad,
             cache_dir=cache,
             use_cache=use_cache,

@@ -65,6 +65,13 @@ class DataConfig:
             shape=as_tuple(self.shape), clip_percentiles=as_tuple(self.clip_percentiles), margin_mm=self.margin_mm
         )
 
+    def prepare(self, folder, **options):
+        """The cohort in ``folder`` prepared as this section says (grid, conditions, categories);
+        ``options`` go to :func:`augment3d.data.cohort.prepare_cohort` (``skip_bad``, ``cache_dir``, ...)."""
+        from ..data.cohort import prepare_cohort
+
+        return prepare_cohort(folder, self.preprocess(), self.conditions, self.categories, **options)
+
 
 @dataclass(frozen=True)
 class Recipe:

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..io.atomic import atomic_write_text, remove_stale_temporaries
 from ..config.recipe import Recipe
-from ..data.cohort import PreparedCohort, prepare_cohort
+from ..data.cohort import PreparedCohort
 from ..data.conditions import ConditionEncoder
 from ..errors import DataError, RecipeError
 from ..io.run_files import LOG, RECIPE, SUBJECTS, read_log
@@ -171,9 +171,7 @@ def train_run(
 
 def _training_cohort(data_dir, recipe: Recipe, subjects: Sequence[str] | None, skip_bad: bool, cache_dir) -> PreparedCohort:
     """The prepared cohort, restricted to ``subjects`` when given (every one must exist)."""
-    cohort = prepare_cohort(
-        data_dir, recipe.data.preprocess(), recipe.data.conditions, recipe.data.categories, skip_bad=skip_bad, cache_dir=cache_dir
-    )
+    cohort = recipe.data.prepare(data_dir, skip_bad=skip_bad, cache_dir=cache_dir)
     if subjects is None:
         return cohort
     wanted = set(subjects)

@@ -456,13 +456,10 @@ def test_a_job_trains_at_the_scheduled_learning_rate(tmp_path, monkeypatch, sche
     assert result["lr_schedule"] == schedule
 
 
-@pytest.mark.parametrize("decay", [0.0, 0.8])
-def test_a_job_tests_the_moving_average_of_its_weights(tmp_path, monkeypatch, decay):
-    """``ema_decay`` > 0: the weights validated and tested are the exponential moving average of
-    the trained ones (first step copied, then decay x average + (1 - decay) x weights), while the
-    training itself is the same as without it; 0 tests the trained weights."""
+def _weight_spies(monkeypatch):
+    """Lists that fill as segbench jobs run: the weights after each training step, the weights scored
+    on the test cases, and each step's loss."""
     import segbench.train as train
-    from segbench.config import BenchConfig
 
     trained, tested, losses = [], [], []
     real_step, real_score = train.train_step, train.score_cases
@@ -478,6 +475,18 @@ def test_a_job_tests_the_moving_average_of_its_weights(tmp_path, monkeypatch, de
 
     monkeypatch.setattr(train, "train_step", step_spy)
     monkeypatch.setattr(train, "score_cases", score_spy)
+    return trained, tested, losses
+
+
+@pytest.mark.parametrize("decay", [0.0, 0.8])
+def test_a_job_tests_the_moving_average_of_its_weights(tmp_path, monkeypatch, decay):
+    """``ema_decay`` > 0: the weights validated and tested are the exponential moving average of
+    the trained ones (first step copied, then decay x average + (1 - decay) x weights), while the
+    training itself is the same as without it; 0 tests the trained weights."""
+    import segbench.train as train
+    from segbench.config import BenchConfig
+
+    trained, tested, losses = _weight_spies(monkeypatch)
     case = _one_tumour_case()
     config = BenchConfig(steps=4, val_every=4, batch=1, lr=1e-2, ema_decay=decay, decoder_channels=(16, 16, 8, 8, 8))
     result = train.run_job(tmp_path, "real", 0, config, [case], [case], [case], None)
@@ -503,20 +512,7 @@ def test_a_job_tests_the_uniform_average_of_its_last_steps(tmp_path, monkeypatch
     import segbench.train as train
     from segbench.config import BenchConfig
 
-    trained, tested, losses = [], [], []
-    real_step, real_score = train.train_step, train.score_cases
-
-    def step_spy(model, *args):
-        losses.append(real_step(model, *args))
-        trained.append({k: v.detach().clone() for k, v in model.named_parameters()})
-        return losses[-1]
-
-    def score_spy(model, *args):
-        tested.append({k: v.detach().clone() for k, v in model.named_parameters()})
-        return real_score(model, *args)
-
-    monkeypatch.setattr(train, "train_step", step_spy)
-    monkeypatch.setattr(train, "score_cases", score_spy)
+    trained, tested, losses = _weight_spies(monkeypatch)
     case = _one_tumour_case()
     config = BenchConfig(
         steps=steps, anneal_steps=anneal, average_steps=3, val_every=2, batch=1, lr=1e-2, decoder_channels=(16, 16, 8, 8, 8)

@@ -11,6 +11,7 @@ import torch
 from augment3d.data.label_deformation import deform_maps, draw_deformations
 from augment3d.models import Generator3D, ModelConfig
 from augment3d.models.spatial_conditioning import label_maps, maps_to_labels
+from helpers import learning_train
 
 SMALL = dict(z_dim=16, w_dim=16, channel_max=8, d_channel_max=8, mapping_layers=2)
 
@@ -109,18 +110,7 @@ def test_a_short_run_renders_the_tumour_where_the_map_puts_it(tiny, tmp_path):
         images[i][:, labels[i] > 0] = 0.8
     images += 0.05 * torch.randn(images.shape, generator=rng) * (images > -1)
     conds = torch.from_numpy(tiny.encoder.encode([{"site": "HIC"}, {"site": "SSA"}] * 4))
-    config = replace(
-        tiny.train,
-        steps=150,
-        batch=4,
-        g_lr=2e-3,
-        d_lr=2e-3,
-        r1_interval=16,
-        checkpoint_every=1000,
-        log_every=50,
-        ada_interval=4,
-        ada_images=5000,
-    )
+    config = learning_train(tiny.train, log_every=50)
     train_gan(tmp_path, TrainingData(images, labels, conds), replace(tiny.model, mode="labels"), config, tiny.encoder)
     gen = load_generator(tmp_path)
     before, after = _maps((5, 5, 5), radius=3), _maps((10, 10, 10), radius=3)

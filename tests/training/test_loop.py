@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from helpers import generator_weights, weights_apart
+from helpers import generator_weights, learning_train, weights_apart
 
 from augment3d.synthesis.sampling import load_generator
 from augment3d.training.loop import TrainingData, TrainingLoop
@@ -164,18 +164,7 @@ def test_conditioned_samples_follow_their_condition(tiny, tmp_path):
     images = (0.1 * torch.randn(8, 4, 16, 16, 16, generator=g) + 0.5 * sign[:, None, None, None, None]).clamp(-1, 1)
     conds = torch.from_numpy(tiny.encoder.encode([{"site": "HIC"}, {"site": "SSA"}] * 4))
     data = TrainingData(images, torch.zeros(8, 16, 16, 16, dtype=torch.long), conds)
-    cfg = replace(
-        tiny.train,
-        steps=150,
-        batch=4,
-        g_lr=2e-3,
-        d_lr=2e-3,
-        r1_interval=16,
-        checkpoint_every=1000,
-        log_every=10,
-        ada_interval=4,
-        ada_images=5000,
-    )
+    cfg = learning_train(tiny.train, log_every=10)
     run = tmp_path / "run"
     train_gan(run, data, tiny.model, cfg, tiny.encoder)
     gen = load_generator(run)
