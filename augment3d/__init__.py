@@ -67,6 +67,11 @@ _MOVED = {
     "tumour_bank": "transforms.tumour_bank",
     "tumour_paste": "transforms.tumour_paste",
     "stacked": "transforms.stacked",
+    "training.loss_term": "training.terms.base",
+    "training.mode_seeking": "training.terms.mode_seeking",
+    "training.label_consistency": "training.terms.label_consistency",
+    "training.texture_match": "training.terms.texture_match",
+    "training.contrast_match": "training.terms.contrast_match",
 }
 
 

@@ -2,7 +2,7 @@
 
 Usage:
     python benchmarks/gan_throughput.py [--shapes 32 64] [--steps 5] [--recipe quick] [--amp bf16]
-        [--train-set seg_consistency=1 seg_warmup=0] [--peak-channels 32 16] [--device cuda]
+        [--train-set terms.label_consistency.weight=1 terms.label_consistency.warmup=0] [--peak-channels 32 16] [--device cuda]
 
 Conv3d peak: a 64-channel 3x3x3 convolution on 32^3 (batch 4; on a GPU 64^3, batch 8, so that
 one call is not dominated by its launch) in fp32 (channels-first) and in bf16 with
@@ -54,6 +54,19 @@ def apply_overrides(train_set: list[str], model_set: list[str]) -> None:
         for item in items:
             key, _, value = item.partition("=")
             into[key] = tomllib.loads(f"v = {value}")["v"]
+
+
+def train_overrides(train) -> dict:
+    """TRAIN_SET as ``replace`` keywords for ``train``: ``terms.NAME.KEY`` set inside its term's table."""
+    from dataclasses import asdict
+
+    flat = {k: v for k, v in TRAIN_SET.items() if not k.startswith("terms.")}
+    terms = asdict(train.terms)
+    for key, value in TRAIN_SET.items():
+        if key.startswith("terms."):
+            _, name, field = key.split(".")
+            terms[name][field] = value
+    return {**flat, "terms": terms}
 
 
 def on_gpu() -> bool:
@@ -209,7 +222,7 @@ def step_walls(recipe, shape: int, steps: int, on_step=None) -> list[float]:
         log_every=10**9,
         amp=AMP[0] or recipe.train.amp,
         channels_last=recipe.train.channels_last if LAYOUT[0] is None else LAYOUT[0] == "last",
-        **TRAIN_SET,
+        **train_overrides(recipe.train),
     )
     with tempfile.TemporaryDirectory() as tmp:
         train_gan(tmp, data, model, cfg, enc, device=DEVICE[0], progress=tick)
@@ -267,7 +280,7 @@ def main() -> None:
         nargs="*",
         default=[],
         metavar="KEY=VALUE",
-        help="override [train] fields for the training figures (TOML values, e.g. seg_consistency=1)",
+        help="override [train] fields for the training figures (TOML values, e.g. steps=20 or terms.label_consistency.weight=1)",
     )
     parser.add_argument(
         "--model-set",

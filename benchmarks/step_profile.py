@@ -1,7 +1,7 @@
 """Where one GAN training step's time goes, by kind of op, and the share of the peak it allows.
 
 Usage:
-    python benchmarks/step_profile.py [--shape 64] [--recipe phantom] [--train-set seg_autocast=true]
+    python benchmarks/step_profile.py [--shape 64] [--recipe phantom] [--train-set terms.label_consistency.autocast=true]
                                       [--model-set spade_kernel=1] [--table 25] [--device cuda] [--by-shape]
 
 Runs a few training steps (as ``gan_throughput.py`` does: random data, batch of the recipe) and

@@ -156,6 +156,18 @@ def test_prepare_bad_input_matrix(cohort, tmp_path, key, damage, fragment):
     assert not out_cache.exists() or not any(out_cache.iterdir())  # nothing half-written
 
 
+def test_cli_train_refuses_a_joint_recipe_before_touching_anything(cohort, tmp_path):
+    from augment3d.recipes import recipe_path
+
+    recipe = tmp_path / "joint.toml"
+    recipe.write_text(recipe_path("ci").read_text().replace('mode = "labels"', 'mode = "joint"'))
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["train", str(cohort), "--recipe", str(recipe), "--out", str(run)])
+    assert result.exit_code == 2
+    assert f"{recipe}: [model] mode = 'joint': joint generators" in result.stderr and "no longer trained" in result.stderr
+    assert not run.exists()
+
+
 def test_cli_train_resume_sample(cohort, tmp_path):
     run = tmp_path / "run"
     result = runner.invoke(app, ["train", str(cohort), "--recipe", "ci", "--out", str(run), "--steps", "3"])

@@ -59,3 +59,54 @@ def test_bundled_bench_sections_are_valid(name):
     from segbench.config import bench_config
 
     assert bench_config(load_recipe(name)).seeds
+
+
+def test_each_loss_term_takes_its_settings_from_its_own_table(tmp_path):
+    recipe = _recipe(
+        tmp_path,
+        "[train.terms.label_consistency]\nweight = 1\nwarmup = 50\n[train.terms.contrast_match]\nweight = 0.5\n",
+    )
+    terms = recipe.train.terms
+    assert (terms.label_consistency.weight, terms.label_consistency.warmup, terms.label_consistency.width) == (1.0, 50, 8)
+    assert [name for name, _ in terms.active()] == ["label_consistency", "contrast_match"]  # the order they join G's loss
+    assert not terms.mode_seeking.on and not terms.texture_match.on
+
+
+def test_flat_term_keys_of_older_recipes_and_run_folders_read_as_the_tables(tmp_path):
+    from augment3d.pretrained import bundled_path
+    from augment3d.training.run_folder import recipe_changes
+
+    old = tmp_path / "old.toml"
+    old.write_text("[train]\nseg_consistency = 1.0\nseg_warmup = 7\nseg_autocast = true\ntexture_match = 2\nmode_seeking = 0.1\n")
+    new = tmp_path / "new.toml"
+    new.write_text(
+        "[train.terms.label_consistency]\nweight = 1.0\nwarmup = 7\nautocast = true\n"
+        "[train.terms.texture_match]\nweight = 2.0\n[train.terms.mode_seeking]\nweight = 0.1\n"
+    )
+    assert load_recipe(old).train == load_recipe(new).train
+    assert recipe_changes(load_recipe(old), load_recipe(new)) == []  # a run written with the flat keys resumes
+    changed = recipe_changes(load_recipe(old), _recipe(tmp_path, "[train.terms.label_consistency]\nweight = 1.0\n"))
+    assert "train.terms.label_consistency.warmup: 7 -> 200" in changed
+    # the bundled generator's recipe, written with the flat keys, reads as the phantom recipe's tables
+    assert load_recipe(bundled_path("phantom") / "recipe.toml").train.terms == load_recipe("phantom").train.terms
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            "[train]\nseg_warmup = 5\n[train.terms.label_consistency]\nwarmup = 6\n",
+            r"seg_warmup and \[train.terms.label_consistency\] warmup",
+        ),
+        ("[train.terms.lecam]\nweight = 1\n", r"unknown term\(s\) in \[train.terms\]: lecam"),
+        ("[train.terms.texture_match]\nwieght = 1\n", r"unknown key\(s\) in \[train.terms.texture_match\]: wieght"),
+        ("[train.terms.label_consistency]\nwarmup = 2.5\n", r"\[train.terms.label_consistency\] warmup must be a whole number"),
+        ("[train.terms.label_consistency]\nwidth = 0\n", r"\[train.terms.label_consistency\] width must be >= 1"),
+        ("[train]\nterms = 3\n", r"\[train.terms\] must be a table"),
+        ("[train.terms]\nmode_seeking = 1\n", r"\[train.terms.mode_seeking\] must be a table"),
+    ],
+    ids=["flat-and-table", "unknown-term", "typo", "type", "range", "not-a-table", "term-not-a-table"],
+)
+def test_term_tables_are_checked_with_the_table_named(tmp_path, text, message):
+    with pytest.raises(RecipeError, match=message):
+        _recipe(tmp_path, text)

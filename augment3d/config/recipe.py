@@ -21,6 +21,7 @@ from ..data.preprocess import PreprocessConfig
 from ..errors import RecipeError
 from .field_types import enforce_field_types
 from ..models.architecture import ModelConfig
+from ..training.terms.settings import FLAT_KEYS
 from ..training.train_config import TrainConfig
 
 __all__ = ["DataConfig", "Recipe", "load_recipe", "recipe_toml"]
@@ -93,6 +94,27 @@ class Recipe:
             raise RecipeError(self.path, f"[model]: {exc}") from None
 
 
+def _train_table(table, path: Path):
+    """``[train]`` with the flat term keys of older recipes (``seg_consistency = 1.0``) moved into
+    their ``[train.terms.NAME]`` tables, so old recipes and run folders read as before."""
+    if not isinstance(table, dict) or not set(table) & set(FLAT_KEYS):
+        return table
+    table = dict(table)
+    terms = table.get("terms", {})
+    if not isinstance(terms, dict):
+        return table  # refused with its message by the section check
+    terms = {name: dict(values) if isinstance(values, dict) else values for name, values in terms.items()}
+    for old in sorted(set(table) & set(FLAT_KEYS)):
+        term, key = FLAT_KEYS[old]
+        values = terms.setdefault(term, {})
+        if isinstance(values, dict) and key in values:
+            raise RecipeError(path, f"[train] {old} and [train.terms.{term}] {key} set the same thing; keep the table's")
+        if isinstance(values, dict):
+            values[key] = table.pop(old)
+    table["terms"] = terms
+    return table
+
+
 def _section(cls, table, where: str, path: Path, derived: tuple[str, ...] = ()):
     if not isinstance(table, dict):
         raise RecipeError(path, f"[{where}] must be a table, got {table!r}")
@@ -149,7 +171,7 @@ def load_recipe(name_or_path: str | os.PathLike) -> Recipe:
         phantom=_section(PhantomConfig, raw.get("phantom", {}), "phantom", path),
         path=path,
         model=dict(model),
-        train=_section(TrainConfig, raw.get("train", {}), "train", path),
+        train=_section(TrainConfig, _train_table(raw.get("train", {}), path), "train", path),
         bench=dict(bench),
     )
     recipe.model_config(cond_dim=0)  # the architecture fits the recipe's grid

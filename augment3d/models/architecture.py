@@ -6,11 +6,16 @@ from dataclasses import asdict, dataclass
 
 from ..config.field_types import enforce_field_types
 
-__all__ = ["ModelConfig", "synthesis_plan", "STYLE_MODES", "GENERATOR_MODES", "MAX_SIDE"]
+__all__ = ["ModelConfig", "synthesis_plan", "STYLE_MODES", "GENERATOR_MODES", "JOINT_NOT_TRAINED", "MAX_SIDE"]
 
 STYLE_MODES = ("modulated", "adain")
 #: ``labels``: images rendered from a given label map (the default); ``joint``: images and labels from noise
 GENERATOR_MODES = ("labels", "joint")
+#: why training refuses ``joint``: kept so that runs trained before labels-to-images load and sample
+JOINT_NOT_TRAINED = (
+    "joint generators (images and labels drawn from noise) are loaded and sampled but no longer trained; "
+    'train with [model] mode = "labels" (docs/MODEL.md, "Generator modes")'
+)
 #: the largest grid side built (the proposal's grid is 128)
 MAX_SIDE = 512
 #: sane ranges: a checkpoint or recipe outside them is refused before any network is built

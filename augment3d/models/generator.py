@@ -6,7 +6,8 @@ Two modes (``ModelConfig.mode``, recorded in the checkpoint):
   added to the constant and injected at every layer by spatially-adaptive scale and shift
   (:class:`SpatialModulation`); the output is the four images, zero outside the brain mask
   (-1 on the [-1, 1] scale). The labels are exact by construction.
-* ``joint``: the four images and the tumour-label logits generated together from noise.
+* ``joint``: the four images and the tumour-label logits generated together from noise; kept so
+  that runs trained before labels to images load and sample (training refuses it).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """TinySegmenter, a small 3D U-Net, and the segmentation loss it trains with.
 
 Two users: the label-consistency judge in ``augment3d.metrics`` (trained on real volumes after
-the GAN, it scores synthetic subjects) and the GAN trainer's ``seg_consistency`` term (trained on
+the GAN, it scores synthetic subjects) and the GAN trainer's label-consistency term (trained on
 real volumes alongside the GAN, it tells G where its labels disagree with its images).
 """
 

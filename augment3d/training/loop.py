@@ -32,6 +32,7 @@ import torch
 
 from ..data.conditions import ConditionEncoder
 from ..models import Discriminator3D, Generator3D, ModelConfig
+from ..models.architecture import JOINT_NOT_TRAINED
 from ..models.layers import power_iteration
 from ..data.batched import Batched
 from ..data.label_deformation import Deformation, deform_maps, draw_deformations
@@ -39,19 +40,17 @@ from ..models.segmenter import one_hot
 from ..precision import auto_amp
 from ..models.spatial_conditioning import brain_masks, label_maps
 from .adaptive_augment import AdaptiveAugment3D, AugmentParams, AugmentTuner
-from .contrast_match import ContrastMatch
 from .distributed import World, all_reduce_grads
 from .early_stopping import EarlyStopping, coarse_features, sliced_wasserstein
-from .label_consistency import LabelConsistency
-from .loss_term import Fakes, LossTerm
 from .losses import d_loss, g_loss, r1_penalty, real_sign_threshold
-from .mode_seeking import ModeSeeking
 from .state import TrainState
 from .stats import StepStats
-from .texture_match import TextureMatch, condition_combinations
+from .terms import build_terms
+from .terms.base import Fakes, LossTerm, TermContext
+from .terms.texture_match import condition_combinations
 from .train_config import TrainConfig
 
-__all__ = ["TrainingData", "TrainingLoop", "build_terms", "brain_masks", "maps_to_onehot"]
+__all__ = ["TrainingData", "TrainingLoop", "brain_masks", "maps_to_onehot"]
 
 
 def maps_to_onehot(maps: torch.Tensor) -> torch.Tensor:
@@ -63,7 +62,7 @@ def maps_to_onehot(maps: torch.Tensor) -> torch.Tensor:
 @dataclass(frozen=True)
 class PhaseDraw(Batched):
     """Everything random in one D or G phase, drawn for the global batch and sliced per micro-batch:
-    the real subjects (``idx``; their maps too in labels mode), G's latents and noise, the two ADA
+    the real subjects (``idx``; G renders their maps, deformed), G's latents and noise, the two ADA
     draws, the conditions G renders under; optional parts are None when their option is off."""
 
     idx: torch.Tensor
@@ -72,9 +71,10 @@ class PhaseDraw(Batched):
     aug_fake: AugmentParams
     aug_real: AugmentParams
     cond: torch.Tensor
+    #: how each subject's label map is deformed before G renders it
+    deform: Deformation
     z_mix: torch.Tensor | None = None
     mix_cutoff: torch.Tensor | None = None
-    deform: Deformation | None = None
 
 
 @dataclass
@@ -105,38 +105,6 @@ class TrainingData:
         return cls(images, labels, conds, subject_ids=[c.subject_id for c in cases])
 
 
-def build_terms(
-    config: TrainConfig, model: ModelConfig, data: TrainingData, micro_batch: int, device: str, dtype: torch.dtype | None = None
-) -> list[LossTerm]:
-    """The extra terms of G's loss that ``config`` turns on, in the order they join it."""
-    terms: list[LossTerm] = []
-    if config.mode_seeking > 0:
-        terms.append(ModeSeeking(config.mode_seeking, data, model.label_classes, micro_batch, config.seed))
-    if config.seg_consistency > 0:
-        terms.append(
-            LabelConsistency(
-                config.seg_consistency,
-                model.image_channels,
-                model.label_classes,
-                config.seg_width,
-                config.seg_lr,
-                config.seg_warmup,
-                device,
-                dtype if config.seg_autocast else None,
-                config.channels_last and config.seg_autocast,
-            )
-        )
-    if config.texture_match > 0:
-        terms.append(TextureMatch(config.texture_match, data.images, data.masks, data.conditions, device))
-    if config.contrast_match > 0:
-        terms.append(
-            ContrastMatch(
-                config.contrast_match, data.images, data.labels, data.masks, data.conditions, model.label_classes, device
-            )
-        )
-    return terms
-
-
 def _paired(x: torch.Tensor) -> torch.Tensor:
     """``x`` with its second half replaced by its first half (an odd last row kept)."""
     half = x.shape[0] // 2
@@ -147,6 +115,8 @@ class TrainingLoop:
     """One training run's networks, optimisers, terms and random stream, and its step."""
 
     def __init__(self, data: TrainingData, model_config: ModelConfig, config: TrainConfig, device: str, world: World = World()):
+        if model_config.mode != "labels":
+            raise ValueError(f"mode {model_config.mode!r}: {JOINT_NOT_TRAINED}")
         self.data, self.mc, self.cfg, self.device, self.world = data, model_config, config, device, world
         self.parts = config.micro_batches(world.size)
         self.micro, self.scale = config.batch // self.parts, 1.0 / self.parts
@@ -167,9 +137,8 @@ class TrainingLoop:
         #: the autocast actually used (``auto`` resolved for this machine)
         self.amp = auto_amp(config.amp, device)
         self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.amp)
-        self.terms = build_terms(config, model_config, data, self.micro, device, self.dtype)
-        if config.condition_swap > 0 and not self.G.takes_labels:
-            raise ValueError('condition_swap needs [model] mode = "labels" (a joint generator makes its own maps)')
+        context = TermContext(data, model_config, self.micro, config.seed, device, self.dtype, config.channels_last)
+        self.terms: list[LossTerm] = build_terms(config.terms, context)
         #: the condition combinations the training data holds, each drawn equally often by condition_swap
         self.combos = condition_combinations(data.conditions)[0]
 
@@ -284,20 +253,18 @@ class TrainingLoop:
         aug_fake = self.augment.draw(b, shape, self.rng)
         aug_real = self.augment.draw(b, shape, self.rng)
         z_mix = mix_cutoff = None
-        deform = None
         if self.cfg.style_mixing > 0:  # drawn only when on: runs without it keep their random stream
             mixed = torch.rand(b, generator=self.rng) < self.cfg.style_mixing
             cutoff = torch.randint(1, self.G.num_ws, (b,), generator=self.rng)
             z_mix = torch.randn(b, self.mc.z_dim, generator=self.rng)
             mix_cutoff = torch.where(mixed, cutoff, self.G.num_ws)
-        if self.G.takes_labels:  # the fakes render the batch's own maps, deformed
-            deform = draw_deformations(b, self.rng)
+        deform = draw_deformations(b, self.rng)  # the fakes render the batch's own maps, deformed
         cond = self.data.conditions[idx]  # G renders each map under its own subject's conditions...
         if self.cfg.condition_swap > 0:  # ...or a swapped combination (drawn only when on, as above)
             swapped = torch.rand(b, generator=self.rng) < self.cfg.condition_swap
             combo = self.combos[torch.randint(0, self.combos.shape[0], (b,), generator=self.rng)]
             cond = torch.where(swapped[:, None], combo, cond)
-        return PhaseDraw(idx, z, noise, aug_fake, aug_real, cond, z_mix, mix_cutoff, deform)
+        return PhaseDraw(idx, z, noise, aug_fake, aug_real, cond, deform, z_mix, mix_cutoff)
 
     def _noise(self, batch: int) -> list[torch.Tensor]:
         """G's per-voxel noise for ``batch`` subjects: from the loop's stream on the CPU; on a GPU,
@@ -329,17 +296,10 @@ class TrainingLoop:
         if draw.z_mix is not None and draw.mix_cutoff is not None:  # shared by a pair, as the noise is
             w_mix = self.G.mapping(self._to_device(pair(draw.z_mix)), c)
             w = self.G.mix_styles(w, w_mix, self._to_device(pair(draw.mix_cutoff)))
-        if draw.deform is not None:  # labels mode: made and deformed where G runs
-            maps = self.data.maps(draw.idx, self.device)
-            maps = pair(deform_maps(maps, draw.deform, grid_device=self.device))
-            images, _ = self.G.from_w(w, noise, maps)
-            return images.float(), maps_to_onehot(maps)
-        images, logits = self.G.from_w(w, noise)
-        probs = logits.float().softmax(1)
-        # straight-through: D sees a hard one-hot map like the real labels (a soft map alone
-        # would tell D which input is fake), while G gets the softmax's gradient
-        hard = one_hot(probs.max(1).indices, self.mc.label_classes).to(probs.dtype)  # argmax(1), faster on CPU
-        return images.float(), hard + probs - probs.detach()
+        maps = self.data.maps(draw.idx, self.device)  # made and deformed where G runs
+        maps = pair(deform_maps(maps, draw.deform, grid_device=self.device))
+        images, _ = self.G.from_w(w, noise, maps)
+        return images.float(), maps_to_onehot(maps)
 
     def _judge(self, images, labels, c) -> torch.Tensor:
         """D's scores, in fp32."""
@@ -355,13 +315,8 @@ class TrainingLoop:
         z = torch.randn(n, self.mc.z_dim, generator=g)
         noise = self.G_ema.make_noise(n, g)
         c = self.data.conditions[idx].to(self.device)
-        maps = self.data.maps(idx, self.device) if self.G_ema.takes_labels else None
-        images, logits = self.G_ema.from_w(self.G_ema.mapping(z.to(self.device), c), [x.to(self.device) for x in noise], maps)
-        if logits is None:  # labels to images: the maps it was given are its labels
-            assert maps is not None
-            labels = maps_to_onehot(maps)
-        else:
-            labels = logits.float().softmax(1)
-        fake = coarse_features(images.float().clamp(-1, 1).cpu(), labels.cpu())
+        maps = self.data.maps(idx, self.device)
+        images, _ = self.G_ema.from_w(self.G_ema.mapping(z.to(self.device), c), [x.to(self.device) for x in noise], maps)
+        fake = coarse_features(images.float().clamp(-1, 1).cpu(), maps_to_onehot(maps).cpu())  # its labels: the maps it was given
         real = coarse_features(self.data.images, one_hot(self.data.labels, self.mc.label_classes))
         return sliced_wasserstein(real, fake)

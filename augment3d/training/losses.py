@@ -1,6 +1,5 @@
 """The adversarial losses, LSGAN (the proposal's default) and non-saturating logistic, and the R1
-gradient penalty. Extra terms of G's loss live in their own modules (``mode_seeking``,
-``label_consistency``)."""
+gradient penalty. Extra terms of G's loss live in their own modules (``training.terms``)."""
 
 from __future__ import annotations
 

@@ -15,6 +15,7 @@ from ..config.recipe import Recipe
 from ..data.cohort import PreparedCohort
 from ..data.conditions import ConditionEncoder
 from ..errors import DataError, RecipeError
+from ..models.architecture import JOINT_NOT_TRAINED
 from ..io.run_files import LOG, RECIPE, SUBJECTS, read_log
 from .distributed import barrier, joined_world
 from .run_folder import plan_run, writing_run
@@ -32,7 +33,8 @@ def _encoder(recipe: Recipe, cohort: PreparedCohort) -> ConditionEncoder:
 
 def save_samples_montage(generator, encoder: ConditionEncoder, path: Path, step: int, reals=()) -> None:
     """Per condition: one real case of that condition (when there is one) beside one EMA sample
-    (seed 0); a labels-to-images generator renders that real case's own label map."""
+    (seed 0) rendering that real case's own label map (or the first real case's, for a condition
+    no real case has)."""
     import torch
 
     from ..models.spatial_conditioning import label_maps
@@ -46,24 +48,17 @@ def save_samples_montage(generator, encoder: ConditionEncoder, path: Path, step:
         if real is not None:
             items.append((f"real {name}", real.images, real.label))
         source = real if real is not None else (reals[0] if reals else None)
-        maps = None
-        if generator.takes_labels:
-            if source is None:
-                continue
-            maps = label_maps(
-                torch.from_numpy(source.label[None].astype(np.int64)), torch.from_numpy((source.images > -1 + 1e-3).any(0)[None])
-            )
+        if source is None:
+            continue
+        maps = label_maps(
+            torch.from_numpy(source.label[None].astype(np.int64)), torch.from_numpy((source.images > -1 + 1e-3).any(0)[None])
+        )
         vec = torch.from_numpy(encoder.encode(condition)) if encoder.dim else None
         g = torch.Generator().manual_seed(0)
         z = torch.randn(1, generator.config.z_dim, generator=g)
         with torch.no_grad():
-            images, logits = generator(z, vec, maps=maps, generator=g)
-        if logits is None:  # labels to images: the source's own map was rendered
-            assert source is not None
-            label = source.label
-        else:
-            label = logits[0].argmax(0).numpy().astype(np.uint8)
-        items.append((f"step {step} {name}", images[0].float().clamp(-1, 1).numpy(), label))
+            images, _ = generator(z, vec, maps=maps, generator=g)
+        items.append((f"step {step} {name}", images[0].float().clamp(-1, 1).numpy(), source.label))
     save_montage(items, path)
 
 
@@ -129,6 +124,8 @@ def train_run(
     Under ``torchrun`` every process runs this; only rank 0 touches the run folder.
     """
     out = Path(out)
+    if recipe.model.get("mode", "labels") != "labels":
+        raise RecipeError(recipe.path, f"[model] mode = {recipe.model['mode']!r}: {JOINT_NOT_TRAINED}")
     with joined_world(device) as world:  # left after every rank is done (see distributed.py)
         mode = plan_run(out, recipe, resume=resume, force=force, inputs=[data_dir], allow_changes=allow_changes)
         cohort = _training_cohort(data_dir, recipe, subjects, skip_bad, cache_dir)

@@ -29,12 +29,20 @@ __all__ = ["plan_run", "recipe_changes", "writing_run"]
 
 
 def _settings(recipe: Recipe) -> dict[str, object]:
-    """Every setting that shapes training, flattened to ``section.key``."""
-    flat = {}
-    sections = (("data", asdict(recipe.data)), ("model", recipe.model_config(0).to_dict()), ("train", asdict(recipe.train)))
-    for section, values in sections:
+    """Every setting that shapes training, flattened to ``section.key`` (``train.terms.NAME.key``
+    inside the term tables)."""
+    flat: dict[str, object] = {}
+
+    def add(prefix: str, values: dict) -> None:
         for key, value in values.items():
-            flat[f"{section}.{key}"] = list(value) if isinstance(value, tuple) else value
+            if isinstance(value, dict) and prefix.startswith("train"):
+                add(f"{prefix}.{key}", value)
+            else:
+                flat[f"{prefix}.{key}"] = list(value) if isinstance(value, tuple) else value
+
+    add("data", asdict(recipe.data))
+    add("model", recipe.model_config(0).to_dict())
+    add("train", asdict(recipe.train))
     return flat
 
 

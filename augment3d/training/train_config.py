@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..config.field_types import enforce_field_types
+from .terms.settings import Terms
 
 __all__ = ["TrainConfig", "LOSSES", "AMP_MODES"]
 
@@ -31,32 +32,11 @@ class TrainConfig:
     #: lazy R1 gradient penalty on D's real inputs: its weight gamma, applied every ``r1_interval`` steps
     r1_gamma: float = 1.0
     r1_interval: int = 16
-    #: weight of the mode-seeking term in G's loss (0: off); ``training.mode_seeking``
-    mode_seeking: float = 0.0
-    #: weight of the label-consistency term in G's loss (0: off) and its segmenter's width,
-    #: learning rate and the steps before G hears it; ``training.label_consistency``
-    seg_consistency: float = 0.0
-    seg_width: int = 8
-    seg_lr: float = 2e-3
-    seg_warmup: int = 200
-    #: run that segmenter under the training's autocast and memory layout (``amp``,
-    #: ``channels_last``) as G and D run, instead of fp32 channels-first: faster at 64^3, no faster at
-    #: 32^3; off by default: benched on the phantom recipe its GAN gave a smaller SSA gain
-    #: (docs/lab/performance.md, docs/lab/bench.md, "the label-consistency segmenter in bf16 alone")
-    seg_autocast: bool = False
-    #: labels mode: share of G's subjects rendered under a condition drawn apart from their label
+    #: share of G's subjects rendered under a condition drawn apart from their label
     #: map (each site/grade combination of the training data equally likely) instead of the map's
     #: own subject's; without it G can read the site off the map and ignore the condition, and the
     #: augmenter's restyle (a HIC map asked for SSA) then stays HIC (docs/MODEL.md)
     condition_swap: float = 0.0
-    #: weight of the texture term in G's loss (0: off): each generated subject's high-frequency
-    #: energy per modality pulled to that of the real subjects of its condition (a blurry, noisy
-    #: scarce site stays blurry when a sharp site's map is rendered into it; docs/MODEL.md)
-    texture_match: float = 0.0
-    #: weight of the contrast term in G's loss (0: off): each tumour class's mean intensity over
-    #: the healthy brain's, per modality, pulled to that of the real subjects of its condition
-    #: (enhancing tumour came out too dark on T1, necrosis too bright on T2; docs/MODEL.md)
-    contrast_match: float = 0.0
     #: share of G's subjects made from two latents of one condition (StyleGAN's mixing regularisation)
     style_mixing: float = 0.0
     #: generator EMA: half-life in images, ramped up over the first ``ema_rampup`` x images seen
@@ -79,9 +59,13 @@ class TrainConfig:
     eval_samples: int = 16
     patience: int = 0
     seed: int = 0
+    #: the extra terms of G's loss and their settings, a ``[train.terms.NAME]`` table each
+    #: (``training.terms.settings``): mode_seeking, label_consistency, texture_match, contrast_match
+    terms: Terms = field(default_factory=Terms)
 
     def __post_init__(self):
         enforce_field_types(self)
+        object.__setattr__(self, "terms", Terms.from_table(self.terms))
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.amp not in AMP_MODES:
@@ -92,11 +76,6 @@ class TrainConfig:
         for name in (
             "g_lr",
             "d_lr",
-            "seg_lr",
-            "mode_seeking",
-            "seg_consistency",
-            "texture_match",
-            "contrast_match",
             "r1_gamma",
             "ema_rampup",
         ):
@@ -110,7 +89,6 @@ class TrainConfig:
             "batch",
             "accumulate",
             "r1_interval",
-            "seg_width",
             "ada_interval",
             "checkpoint_every",
             "log_every",
@@ -118,7 +96,7 @@ class TrainConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("seg_warmup", "eval_every", "patience", "seed"):
+        for name in ("eval_every", "patience", "seed"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         self.micro_batches(1)
@@ -128,7 +106,7 @@ class TrainConfig:
         parts = world * self.accumulate
         if self.batch % parts:
             raise ValueError(f"batch {self.batch} does not split into {world} processes x {self.accumulate} accumulation steps")
-        if self.mode_seeking > 0 and self.batch // parts < 2:
+        if self.terms.mode_seeking.on and self.batch // parts < 2:
             raise ValueError(
                 f"mode_seeking needs pairs of samples: batch {self.batch} over {world} processes x "
                 f"{self.accumulate} accumulation steps leaves micro-batches of {self.batch // parts}; "

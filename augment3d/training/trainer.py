@@ -150,7 +150,7 @@ def train_gan(
         )
         start = load_train_state(run_dir, loop.state())["step"] if resume and bundle_exists(run_dir, TRAIN_STATE) else 0
         folder.open(start)
-        if world.main and model_config.mode == "labels":  # the maps ``sample`` draws new subjects from
+        if world.main:  # the maps ``sample`` draws new subjects from
             LabelBank.from_training_data(data, encoder, data.subject_ids).save(run_dir)
         folder.catch_up(start)
         last: dict = {}

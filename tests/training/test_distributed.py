@@ -43,7 +43,7 @@ def _worker(rank: int, world: int, port: int, run_dir: str, config, model, user_
 
 @pytest.mark.parametrize(
     "options",
-    [{}, {"style_mixing": 0.5, "d_spectral_norm": True, "seg_consistency": 1.0, "seg_warmup": 2}],
+    [{}, {"style_mixing": 0.5, "d_spectral_norm": True, "terms": {"label_consistency": {"weight": 1.0, "warmup": 2}}}],
     ids=["plain", "mixing-spectral-label-consistency"],
 )
 def test_two_processes_match_one_with_accumulation(tmp_path, options):
@@ -116,7 +116,13 @@ def test_two_gpus_match_one_gpu_with_accumulation(tmp_path):
     GPU machines lent so far had one GPU.
     """
     config = replace(
-        TINY_TRAIN, batch=4, steps=4, checkpoint_every=4, r1_interval=2, style_mixing=0.5, seg_consistency=1.0, seg_warmup=2
+        TINY_TRAIN,
+        batch=4,
+        steps=4,
+        checkpoint_every=4,
+        r1_interval=2,
+        style_mixing=0.5,
+        terms={"label_consistency": {"weight": 1.0, "warmup": 2}},
     )
     model = replace(TINY_MODEL, d_spectral_norm=True)
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False

@@ -18,22 +18,25 @@ from augment3d.training.trainer import TrainingDiverged, train_gan
 @pytest.mark.parametrize(
     "options, model",
     [
-        ({}, {"mode": "joint"}),
-        ({}, {}),
+        ({"ada_target": 0.0}, {}),
         (
             {
-                "mode_seeking": 1.0,
-                "seg_consistency": 1.0,
-                "seg_warmup": 2,
                 "condition_swap": 0.5,
-                "texture_match": 1.0,
-                "contrast_match": 1.0,
+                "terms": {
+                    "mode_seeking": {"weight": 1.0},
+                    "label_consistency": {"weight": 1.0, "warmup": 2},
+                    "texture_match": {"weight": 1.0},
+                    "contrast_match": {"weight": 1.0},
+                },
             },
             {},
         ),
-        ({"style_mixing": 0.5, "seg_consistency": 1.0, "seg_warmup": 2}, {"d_spectral_norm": True, "style_mode": "adain"}),
+        (
+            {"style_mixing": 0.5, "terms": {"label_consistency": {"weight": 1.0, "warmup": 2}}},
+            {"d_spectral_norm": True, "style_mode": "adain"},
+        ),
     ],
-    ids=["joint", "labels", "mode-seeking+label-consistency+condition-swap+texture+contrast", "mixing+spectral+adain"],
+    ids=["labels", "mode-seeking+label-consistency+condition-swap+texture+contrast", "mixing+spectral+adain"],
 )
 def test_resume_continues_exactly(tiny, tmp_path, options, model):
     data = tiny.data()
@@ -52,7 +55,7 @@ def test_resume_continues_exactly(tiny, tmp_path, options, model):
     assert [r["step"] for r in split] == [1, 2, 3, 4, 5, 6]
     for x, y in zip(straight, split):  # every logged figure, the terms' and ADA's included
         assert {k: v for k, v in x.items() if k != "seconds"} == {k: v for k, v in y.items() if k != "seconds"}
-    if model.mode == "joint":  # D is confident on the reals: augmentation switches on, and resumes exactly
+    if options.get("ada_target") == 0.0:  # D's augmentation switches on (r_t above the target), and resumes exactly
         assert any(r["ada_p"] > 0 for r in split)
 
 
@@ -65,7 +68,7 @@ def test_resume_on_a_gpu_continues_the_same_run(tiny, tmp_path):
     far off."""
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     data = tiny.data()
-    train = replace(tiny.train, style_mixing=0.5, seg_consistency=1.0, seg_warmup=2)
+    train = replace(tiny.train, style_mixing=0.5, terms={"label_consistency": {"weight": 1.0, "warmup": 2}})
     for name in ("straight", "again"):
         train_gan(tmp_path / name, data, tiny.model, train, tiny.encoder, device="cuda")
     train_gan(tmp_path / "split", data, tiny.model, replace(train, steps=3), tiny.encoder, device="cuda")
@@ -206,7 +209,12 @@ def test_condition_swap_renders_the_maps_under_every_condition_equally_often(tin
     assert ssa_share(swapped) == pytest.approx(1 / 2, abs=0.06)
     figures = swapped.step(1)
     assert np.isfinite(figures["d_loss"]) and np.isfinite(figures["g_loss"])
-    with pytest.raises(ValueError, match="condition_swap needs"):
-        TrainingLoop(data, replace(tiny.model, mode="joint"), replace(tiny.train, condition_swap=0.5), "cpu")
     with pytest.raises(ValueError, match="condition_swap must be in"):
         replace(tiny.train, condition_swap=1.5)
+
+
+def test_joint_generators_load_and_sample_but_are_not_trained(tiny, tmp_path):
+    """The joint mode (images and labels from noise) is kept for runs trained before labels to
+    images (tests/test_sampling.py samples one); training one is refused with the reason."""
+    with pytest.raises(ValueError, match="loaded and sampled but no longer trained"):
+        TrainingLoop(tiny.data(), replace(tiny.model, mode="joint"), tiny.train, "cpu")

@@ -11,18 +11,23 @@ import torch
 
 from augment3d.models.segmenter import one_hot
 from augment3d.training import loop as loop_module
-from augment3d.training.contrast_match import ContrastMatch, class_contrasts
-from augment3d.training.label_consistency import LabelConsistency
+from augment3d.training.terms.contrast_match import ContrastMatch, class_contrasts
+from augment3d.training.terms.label_consistency import LabelConsistency
 from augment3d.training.loop import TrainingLoop
-from augment3d.training.loss_term import Fakes
-from augment3d.training.mode_seeking import ModeSeeking, mode_seeking_loss, real_pair_ratio
-from augment3d.training.texture_match import TextureMatch, condition_rows, texture_statistic
+from augment3d.training.terms.base import Fakes
+from augment3d.training.terms.mode_seeking import ModeSeeking, mode_seeking_loss, real_pair_ratio
+from augment3d.training.terms.texture_match import TextureMatch, condition_rows, texture_statistic
 
 
 def test_terms_are_built_from_the_config(tiny):
     plain = TrainingLoop(tiny.data(8), tiny.model, replace(tiny.train, batch=4), "cpu")
     assert plain.terms == []
-    both = TrainingLoop(tiny.data(8), tiny.model, replace(tiny.train, batch=4, mode_seeking=0.2, seg_consistency=1.0), "cpu")
+    both = TrainingLoop(
+        tiny.data(8),
+        tiny.model,
+        replace(tiny.train, batch=4, terms={"mode_seeking": {"weight": 0.2}, "label_consistency": {"weight": 1.0}}),
+        "cpu",
+    )
     assert [type(t) for t in both.terms] == [ModeSeeking, LabelConsistency]
     assert [t.weight for t in both.terms] == [0.2, 1.0]
     state = both.state()  # the segmenter and its optimiser are saved with the run
@@ -67,7 +72,9 @@ def _watch_mapping(loop: TrainingLoop) -> list:
 
 
 def test_mode_seeking_pairs_share_condition_and_noise(tiny):
-    loop = TrainingLoop(tiny.data(8), tiny.model, replace(tiny.train, batch=4, accumulate=2, mode_seeking=1.0), "cpu")
+    loop = TrainingLoop(
+        tiny.data(8), tiny.model, replace(tiny.train, batch=4, accumulate=2, terms={"mode_seeking": {"weight": 1.0}}), "cpu"
+    )
     mapped, noises = _watch_mapping(loop), []
     loop.G.blocks[0].layer1.noise.register_forward_pre_hook(lambda m, args: noises.append(args[1].clone()))
     figures = loop.step(1)
@@ -77,7 +84,9 @@ def test_mode_seeking_pairs_share_condition_and_noise(tiny):
         assert not torch.equal(z[0], z[1])  # a pair differs in z ...
         assert torch.equal(c[0], c[1]) and torch.equal(noise[0], noise[1])  # ... only
     with pytest.raises(ValueError, match="mode_seeking needs pairs"):
-        TrainingLoop(tiny.data(), tiny.model, replace(tiny.train, batch=2, accumulate=2, mode_seeking=1.0), "cpu")
+        TrainingLoop(
+            tiny.data(), tiny.model, replace(tiny.train, batch=2, accumulate=2, terms={"mode_seeking": {"weight": 1.0}}), "cpu"
+        )
 
 
 def test_label_consistency_segmenter_learns_from_reals_only(tiny):
@@ -85,7 +94,12 @@ def test_label_consistency_segmenter_learns_from_reals_only(tiny):
     data.labels[:] = 0
     data.labels[:, 4:12, 4:12, 4:12] = 2  # a cube of oedema the segmenter can learn to find
     data.images[:, :, 4:12, 4:12, 4:12] = 0.9
-    loop = TrainingLoop(data, tiny.model, replace(tiny.train, batch=4, seg_consistency=1.0, seg_warmup=1, seg_lr=1e-2), "cpu")
+    loop = TrainingLoop(
+        data,
+        tiny.model,
+        replace(tiny.train, batch=4, terms={"label_consistency": {"weight": 1.0, "warmup": 1, "lr": 1e-2}}),
+        "cpu",
+    )
     (term,) = loop.terms
     seen = []  # every input S sees: the real batch (trains S), then G's subjects (S judges them, frozen)
     term.S.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()))
@@ -93,26 +107,30 @@ def test_label_consistency_segmenter_learns_from_reals_only(tiny):
     term.S.head.weight.register_hook(lambda g: grads.append(1))
     log = [loop.step(step) for step in range(1, 41)]
     assert len(grads) == 40
-    assert "seg_fake" not in log[0] and log[1]["seg_fake"] > 0  # G's term waits for seg_warmup
+    assert "seg_fake" not in log[0] and log[1]["seg_fake"] > 0  # G's term waits for its warmup
     assert np.mean([m["seg_real"] for m in log[-5:]]) < 0.6 * log[0]["seg_real"]
     reals = {tuple(x.flatten()[:8].tolist()) for x in data.images}
     assert len(seen) == 1 + 2 * 39
     assert all(tuple(x[0].flatten()[:8].tolist()) in reals for x in [seen[0], *seen[1::2]])
     assert not any(tuple(x[0].flatten()[:8].tolist()) in reals for x in seen[2::2])
     assert all(p.requires_grad for p in term.S.parameters())  # unfrozen after G's phase
-    with pytest.raises(ValueError, match="seg_consistency must be >= 0"):
-        replace(tiny.train, seg_consistency=-1.0)
+    with pytest.raises(ValueError, match=r"train.terms.label_consistency\] weight must be >= 0"):
+        replace(tiny.train, terms={"label_consistency": {"weight": -1.0}})
 
 
 @pytest.mark.parametrize("seg_autocast", [False, True])
 def test_label_consistency_segmenter_runs_in_the_loop_s_precision_and_layout_on_request(tiny, seg_autocast):
-    """seg_autocast: S runs as G and D do (bf16 autocast, channels_last_3d; 1.4-2.6 s less of a
+    """autocast: S runs as G and D do (bf16 autocast, channels_last_3d; 1.4-2.6 s less of a
     64^3 step, docs/PERFORMANCE.md); off, as before (fp32 channels-first). Its loss stays fp32."""
     loop = TrainingLoop(
         tiny.data(4),
         tiny.model,
         replace(
-            tiny.train, batch=4, seg_consistency=1.0, seg_warmup=0, amp="bf16", channels_last=True, seg_autocast=seg_autocast
+            tiny.train,
+            batch=4,
+            amp="bf16",
+            channels_last=True,
+            terms={"label_consistency": {"weight": 1.0, "warmup": 0, "autocast": seg_autocast}},
         ),
         "cpu",
     )
@@ -218,19 +236,19 @@ def test_texture_term_pulls_each_subject_towards_its_own_condition_s_real_textur
     "option, term, logged", [("texture_match", TextureMatch, "texture"), ("contrast_match", ContrastMatch, "contrast")]
 )
 def test_a_statistic_term_joins_g_s_loss_from_the_config(tiny, option, term, logged):
-    loop = TrainingLoop(tiny.data(8), tiny.model, replace(tiny.train, batch=4, **{option: 2.0}), "cpu")
+    loop = TrainingLoop(tiny.data(8), tiny.model, replace(tiny.train, batch=4, terms={option: {"weight": 2.0}}), "cpu")
     assert [(type(t), t.weight) for t in loop.terms] == [(term, 2.0)]
     figures = loop.step(1)
     assert np.isfinite(figures[logged]) and figures[logged] >= 0
-    with pytest.raises(ValueError, match=f"{option} must be >= 0"):
-        replace(tiny.train, **{option: -1.0})
+    with pytest.raises(ValueError, match=rf"train.terms.{option}\] weight must be >= 0"):
+        replace(tiny.train, terms={option: {"weight": -1.0}})
 
 
 def test_an_unconditional_run_trains_with_the_swap_and_texture_terms_on(tiny):
     """No condition columns: one combination (the empty one), one texture reference."""
     data = tiny.data(4)
     data.conditions = torch.zeros(4, 0)
-    train = replace(tiny.train, batch=2, condition_swap=0.5, texture_match=1.0)
+    train = replace(tiny.train, batch=2, condition_swap=0.5, terms={"texture_match": {"weight": 1.0}})
     loop = TrainingLoop(data, replace(tiny.model, cond_dim=0), train, "cpu")
     assert loop.combos.shape == (1, 0) and loop.terms[0].reference.shape == (1, 4)
     figures = loop.step(1)

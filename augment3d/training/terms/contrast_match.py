@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import torch
 
-from ..models.segmenter import one_hot
-from ..models.spatial_conditioning import brain_masks
-from .loss_term import Fakes, LossTerm
+from ...models.segmenter import one_hot
+from ...models.spatial_conditioning import brain_masks
+from .base import Fakes, LossTerm, TermContext
 from .texture_match import condition_combinations, condition_rows
 
 __all__ = ["ContrastMatch", "class_contrasts"]
@@ -105,6 +105,13 @@ class ContrastMatch(LossTerm):
         #: the classes some real training subject has (a class no real subject shows is not judged)
         self.known = (pooled_n > 0).to(device)
         self.combos = self.combos.to(device)
+
+    @classmethod
+    def from_settings(cls, settings, context: TermContext) -> ContrastMatch:
+        data = context.data
+        return cls(
+            settings.weight, data.images, data.labels, data.masks, data.conditions, context.model.label_classes, context.device
+        )
 
     def loss(self, fakes: Fakes) -> torch.Tensor:
         rows = condition_rows(fakes.conditions, self.combos, "contrast")

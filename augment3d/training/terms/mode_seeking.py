@@ -11,8 +11,8 @@ import math
 
 import torch
 
-from ..models.segmenter import one_hot
-from .loss_term import Fakes, LossTerm
+from ...models.segmenter import one_hot
+from .base import Fakes, LossTerm, TermContext
 
 __all__ = ["ModeSeeking", "mode_seeking_loss", "real_pair_ratio"]
 
@@ -44,6 +44,10 @@ class ModeSeeking(LossTerm):
 
         #: the term stops pulling pairs apart once they differ as much as real subjects
         self.cap = real_pair_ratio(subject, data.conditions, torch.Generator().manual_seed(seed))
+
+    @classmethod
+    def from_settings(cls, settings, context: TermContext) -> ModeSeeking:
+        return cls(settings.weight, context.data, context.model.label_classes, context.micro_batch, context.seed)
 
     def loss(self, fakes: Fakes) -> torch.Tensor:
         # compared as users get them: clamped to [-1, 1], where -1.5 and -2 are the same black

@@ -1,8 +1,9 @@
 """The interface of an extra loss term: what the training loop needs to know of it.
 
 The adversarial losses and R1 are the loop's own; every other term (mode seeking, label
-consistency, whatever comes next) is a :class:`LossTerm` in its own module, which the loop calls
-at fixed points of a step and otherwise knows nothing about::
+consistency, whatever comes next) is a :class:`LossTerm` in its own module of this package, built
+from its ``[train.terms.NAME]`` settings (:mod:`.settings`) by :meth:`LossTerm.from_settings`;
+the loop calls it at fixed points of a step and otherwise knows nothing about it::
 
     D phase   term.begin_d_phase(); per real micro-batch term.on_real(...); term.end_d_phase(world)
     G phase   per micro-batch, when term.active(step): total += term.weight * term.loss(fakes)
@@ -16,13 +17,33 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-from .distributed import World
-from .stats import StepStats
+from ...models.architecture import ModelConfig
+from ..distributed import World
+from ..stats import StepStats
 
-__all__ = ["Fakes", "LossTerm"]
+__all__ = ["Fakes", "LossTerm", "TermContext"]
+
+
+@dataclass(frozen=True)
+class TermContext:
+    """What a term may need to build itself, beside its own settings."""
+
+    #: the training data (``images``, ``labels``, ``masks``, ``conditions``)
+    data: Any
+    #: the architecture (``image_channels``, ``label_classes``)
+    model: ModelConfig
+    #: subjects per micro-batch
+    micro_batch: int
+    #: the run's seed
+    seed: int
+    device: str
+    #: the training's autocast dtype (None: fp32) and memory layout
+    dtype: torch.dtype | None = None
+    channels_last: bool = False
 
 
 @dataclass
@@ -50,6 +71,11 @@ class LossTerm:
 
     def __init__(self, weight: float):
         self.weight = float(weight)
+
+    @classmethod
+    def from_settings(cls, settings, context: TermContext) -> LossTerm:
+        """The term as its ``[train.terms.NAME]`` settings and the run's ``context`` say."""
+        return cls(settings.weight)
 
     def networks(self) -> dict[str, torch.nn.Module]:
         """Networks the term trains itself, by the name they are saved under."""

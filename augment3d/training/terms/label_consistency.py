@@ -14,10 +14,10 @@ import contextlib
 
 import torch
 
-from ..models.segmenter import TinySegmenter, segmentation_loss
-from .distributed import World, all_reduce_grads
-from .loss_term import Fakes, LossTerm
-from .stats import StepStats
+from ...models.segmenter import TinySegmenter, segmentation_loss
+from ..distributed import World, all_reduce_grads
+from .base import Fakes, LossTerm, TermContext
+from ..stats import StepStats
 
 __all__ = ["LabelConsistency"]
 
@@ -48,6 +48,21 @@ class LabelConsistency(LossTerm):
         self.warmup = warmup
         #: the autocast dtype and layout S runs under (None, False: fp32 channels-first); its loss stays fp32
         self.device_type, self.dtype, self.channels_last = torch.device(device).type, dtype, channels_last
+
+    @classmethod
+    def from_settings(cls, settings, context: TermContext) -> LabelConsistency:
+        on = settings.autocast  # S under the training's autocast and layout, or fp32 channels-first
+        return cls(
+            settings.weight,
+            context.model.image_channels,
+            context.model.label_classes,
+            settings.width,
+            settings.lr,
+            settings.warmup,
+            context.device,
+            context.dtype if on else None,
+            context.channels_last and on,
+        )
 
     def _segment(self, images: torch.Tensor) -> torch.Tensor:
         if self.channels_last:

@@ -16,8 +16,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..models.spatial_conditioning import brain_masks
-from .loss_term import Fakes, LossTerm
+from ...models.spatial_conditioning import brain_masks
+from .base import Fakes, LossTerm, TermContext
 
 __all__ = ["TextureMatch", "texture_statistic", "condition_combinations", "condition_rows"]
 
@@ -82,6 +82,11 @@ class TextureMatch(LossTerm):
         self.combos, index = condition_combinations(conditions)
         self.reference = torch.stack([stats[index == k].mean(0) for k in range(len(self.combos))]).to(device)
         self.combos = self.combos.to(device)
+
+    @classmethod
+    def from_settings(cls, settings, context: TermContext) -> TextureMatch:
+        data = context.data
+        return cls(settings.weight, data.images, data.masks, data.conditions, context.device)
 
     def loss(self, fakes: Fakes) -> torch.Tensor:
         rows = condition_rows(fakes.conditions, self.combos, "texture")
