@@ -163,7 +163,7 @@ def matmul_peak(n: int = 8192, repeats: int = 10) -> float:
 
 def flop_counter():
     """``torch.utils.flop_counter.FlopCounterMode`` that also counts ``aten.mkldnn_convolution``,
-    where ``augment3d.models.layers.conv3d`` sends one fp32 CPU sample (torch's counter knows only
+    where ``augment3d.models.ops.conv3d`` sends one fp32 CPU sample (torch's counter knows only
     ``aten.convolution`` and its GPU kernels, so those convolutions would count as nothing)."""
     from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 

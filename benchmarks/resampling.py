@@ -22,7 +22,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gan_throughput as gt  # noqa: E402  (device, timing)
 
-from augment3d.models.layers import _BoxDown, _channels_last, axis_upsample, block_means  # noqa: E402
+from augment3d.models.ops import _BoxDown, _channels_last, axis_upsample, block_means  # noqa: E402
 
 DOWN = {"avg_pool3d": lambda t: F.avg_pool3d(t, 2), "_BoxDown": _BoxDown.apply, "block_means": block_means}
 UP = {

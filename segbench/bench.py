@@ -22,7 +22,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +33,7 @@ from augment3d.io.run_files import SUBJECTS
 from augment3d.io.output_folders import check_not_an_input, check_replaceable, folder_lock, mark, set_aside
 
 from .config import BenchConfig, bench_config
+from .running import Running
 from .splits import load_splits, make_splits, save_splits
 from .train import result_path, run_job
 
@@ -41,7 +42,6 @@ __all__ = [
     "MARKER",
     "bench_identity",
     "check_bench_folder",
-    "check_workers",
     "claim_bench_folder",
     "setup_bench",
     "run_bench",
@@ -63,6 +63,10 @@ class BenchSetup:
     test: list
     skipped: list
     warnings: list
+
+    def run_job(self, arm: str, seed: int, device: str, progress=None) -> dict:
+        """Train and test one (arm, seed) job on this set-up's splits (:func:`segbench.train.run_job`)."""
+        return run_job(self.folder, arm, seed, self.config, self.train, self.val, self.test, self.generator, device, progress)
 
 
 def bench_identity(recipe: Recipe, data: Path | None, generator: Path | None) -> dict:
@@ -204,11 +208,7 @@ def _gan(
     config: BenchConfig,
     data_dir: Path,
     train_ids,
-    skip_bad: bool,
-    device: str,
-    cache_dir,
-    say,
-    progress,
+    running: Running,
 ) -> Path:
     from augment3d.io.checkpoint import bundle_exists
     from augment3d.training.run import train_run
@@ -217,7 +217,7 @@ def _gan(
     run = out / "gan"
     steps = config.gan_steps or recipe.train.steps
     resume = bundle_exists(run, TRAIN_STATE)
-    say(f"GAN on the {len(train_ids)} training cases: {steps} steps" + (" (resuming)" if resume else ""))
+    running.say(f"GAN on the {len(train_ids)} training cases: {steps} steps" + (" (resuming)" if resume else ""))
     train_run(
         data_dir,
         recipe,
@@ -225,11 +225,11 @@ def _gan(
         resume=resume,
         force=not resume,
         steps=steps,
-        skip_bad=skip_bad,
-        device=device,
-        cache_dir=cache_dir,
+        skip_bad=running.skip_bad,
+        device=running.device,
+        cache_dir=running.cache_dir,
         subjects=train_ids,
-        progress=progress("GAN", steps) if progress else None,
+        progress=running.progress("GAN", steps) if running.progress else None,
     )
     return run
 
@@ -278,21 +278,21 @@ def _check_same_phantom(generator: Path, recipe: Recipe, data: Path | None) -> N
         )
 
 
-def _gan_eval(out: Path, generator: str, data_dir: Path, config: BenchConfig, skip_bad: bool, cache_dir, say) -> None:
+def _gan_eval(out: Path, generator: str, data_dir: Path, config: BenchConfig, running: Running) -> None:
     from augment3d.metrics.evaluate import evaluate_run
 
     if (out / "gan_eval" / "metrics.json").is_file():
         return
-    say(f"GAN metrics on {config.gan_eval_n} synthetic subjects")
+    running.say(f"GAN metrics on {config.gan_eval_n} synthetic subjects")
     evaluate_run(
         generator,
         data_dir,
         out / "gan_eval",
         n=config.gan_eval_n,
         psi=config.psi,
-        skip_bad=skip_bad,
+        skip_bad=running.skip_bad,
         force=True,
-        cache_dir=cache_dir,
+        cache_dir=running.cache_dir,
         segmenter_steps=config.judge_steps,
     )
 
@@ -320,11 +320,7 @@ def setup_bench(
     data: str | os.PathLike | None = None,
     generator: str | os.PathLike | None = None,
     force: bool = False,
-    skip_bad: bool = False,
-    device: str = "cpu",
-    cache_dir=None,
-    say: Callable[[str], None] = lambda m: None,
-    progress=None,
+    running: Running = Running(),
     held: contextlib.ExitStack | None = None,
     gan: bool = True,
 ) -> BenchSetup:
@@ -357,16 +353,14 @@ def setup_bench(
     ours = check_bench_folder(out, identity, force, [data, generator], recipe.path)
 
     def prepare(folder: Path):
-        say(f"preparing {folder} on the {'x'.join(map(str, recipe.data.preprocess().shape))} grid")
-        return recipe.data.prepare(folder, skip_bad=skip_bad, cache_dir=cache_dir)
+        running.say(f"preparing {folder} on the {'x'.join(map(str, recipe.data.preprocess().shape))} grid")
+        return recipe.data.prepare(folder, skip_bad=running.skip_bad, cache_dir=running.cache_dir)
 
     cohort = prepare(data) if data is not None else None  # bad data is refused before OUT is touched
     claim_bench_folder(out, identity, ours, recipe.path)
     with contextlib.ExitStack() as own:
         (held or own).enter_context(folder_lock(out, shared=True))
-        return _shared_stages(
-            out, recipe, config, data, generator, cohort, prepare, skip_bad, device, cache_dir, say, progress, gan
-        )
+        return _shared_stages(out, recipe, config, data, generator, cohort, prepare, running, gan)
 
 
 def _shared_stages(
@@ -377,11 +371,7 @@ def _shared_stages(
     generator,
     cohort,
     prepare,
-    skip_bad: bool,
-    device: str,
-    cache_dir,
-    say,
-    progress,
+    running: Running,
     gan: bool = True,
 ) -> BenchSetup:
     from augment3d.io.checkpoint import bundle_exists
@@ -389,7 +379,7 @@ def _shared_stages(
 
     if not (out / "recipe.toml").is_file():
         atomic_write_text(out / "recipe.toml", recipe.path.read_text(encoding="utf-8"))
-    data_dir = _cohort(out, recipe, data, say)
+    data_dir = _cohort(out, recipe, data, running.say)
     cohort = cohort or prepare(data_dir)
     splits = _splits(out, config, cohort.cases)
     by_id = {c.subject_id: c for c in cohort.cases}
@@ -401,11 +391,11 @@ def _shared_stages(
         if generator is not None:
             gen_path = str(generator)
         elif gan:
-            gen_path = str(_gan(out, recipe, config, data_dir, splits["train"], skip_bad, device, cache_dir, say, progress))
+            gen_path = str(_gan(out, recipe, config, data_dir, splits["train"], running))
         elif bundle_exists(out / "gan", GENERATOR):
             gen_path = str(out / "gan")
         if gan and gen_path is not None:
-            _gan_eval(out, gen_path, data_dir, config, skip_bad, cache_dir, say)
+            _gan_eval(out, gen_path, data_dir, config, running)
             _synthetic_montage(out, gen_path, config)
     return BenchSetup(
         out, recipe, config, data_dir, gen_path, parts["train"], parts["val"], parts["test"], cohort.skipped, cohort.warnings
@@ -422,19 +412,15 @@ def run_bench(
     seed: int | None = None,
     setup_only: bool = False,
     force: bool = False,
-    skip_bad: bool = False,
-    device: str = "cpu",
-    cache_dir=None,
-    say: Callable[[str], None] = lambda m: None,
-    progress=None,
     cohorts: Sequence[int] | None = None,
     cohort: int | None = None,
-    workers: int = 1,
+    running: Running = Running(),
 ):
     """Set up, run the selected jobs that have not finished, and write the report.
 
-    ``workers`` > 1 runs the jobs (and the GAN) side by side in that many processes
-    (:mod:`segbench.parallel`); the GAN is trained only when a selected job generates.
+    ``running`` says how (:class:`segbench.running.Running`): with ``workers`` > 1 the jobs (and
+    the GAN) run side by side in that many processes (:mod:`segbench.parallel`); the GAN is
+    trained only when a selected job generates.
 
     Returns (setup, report), or with several phantom cohorts (``cohorts``, default the recipe's
     ``[bench] cohorts``; :mod:`segbench.cohorts`) (a setup per cohort run, the pooled report).
@@ -466,12 +452,7 @@ def run_bench(
             seed=seed,
             setup_only=setup_only,
             force=force,
-            skip_bad=skip_bad,
-            device=device,
-            cache_dir=cache_dir,
-            say=say,
-            progress=progress,
-            workers=workers,
+            running=running,
         )
     if cohort is not None:
         raise DataError(
@@ -480,8 +461,7 @@ def run_bench(
             "([bench] cohorts or --cohorts); this bench has one",
         )
     selected = jobs(config, arm, seed)
-    check_workers(workers)
-    side_by_side = workers > 1 and not setup_only
+    side_by_side = running.side_by_side and not setup_only
     with contextlib.ExitStack() as held:
         setup = setup_bench(
             recipe,
@@ -489,11 +469,7 @@ def run_bench(
             data=data,
             generator=generator,
             force=force,
-            skip_bad=skip_bad,
-            device=device,
-            cache_dir=cache_dir,
-            say=say,
-            progress=progress,
+            running=running,
             held=held,
             gan=not side_by_side and (setup_only or any("synthetic" in a for a, _ in selected)),
         )
@@ -502,44 +478,18 @@ def run_bench(
         if side_by_side:
             from .parallel import run_side_by_side
 
-            run_side_by_side(
-                [setup],
-                selected,
-                workers,
-                device=device,
-                data=data,
-                generator=generator,
-                skip_bad=skip_bad,
-                cache_dir=cache_dir,
-                say=say,
-                progress=progress,
-            )
+            run_side_by_side([setup], selected, running, data=data, generator=generator)
         else:
-            _run_jobs(setup, selected, device, say, progress)
+            _run_jobs(setup, selected, running)
         return setup, write_report(setup.folder)
 
 
-def check_workers(workers: int) -> None:
-    if not isinstance(workers, int) or workers < 1:
-        raise DataError(None, f"--workers must be a whole number >= 1, got {workers!r}")
-
-
-def _run_jobs(setup: BenchSetup, selected, device: str, say, progress) -> None:
+def _run_jobs(setup: BenchSetup, selected, running: Running) -> None:
+    say, progress = running.say, running.progress
     for a, s in selected:
         if result_path(setup.folder, a, s).is_file():
             say(f"{a} seed {s}: finished earlier, kept")
             continue
         say(f"{a} seed {s}: training on {len(setup.train)} cases")
-        result = run_job(
-            setup.folder,
-            a,
-            s,
-            setup.config,
-            setup.train,
-            setup.val,
-            setup.test,
-            setup.generator,
-            device,
-            progress(f"{a} s{s}", setup.config.steps) if progress else None,
-        )
+        result = setup.run_job(a, s, running.device, progress(f"{a} s{s}", setup.config.steps) if progress else None)
         say(f"{a} seed {s}: best validation Dice {result['best_val_dice']:.3f} at step {result['best_step']}")

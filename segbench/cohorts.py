@@ -23,7 +23,7 @@ import contextlib
 import json
 import os
 import tomllib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -32,12 +32,13 @@ from augment3d.config.recipe import Recipe, load_recipe, recipe_toml
 from augment3d.errors import DataError
 from augment3d.io.output_folders import folder_lock
 
+from .running import Running
+
 from .bench import (
     BenchSetup,
     MARKER,
     bench_identity,
     check_bench_folder,
-    check_workers,
     claim_bench_folder,
     jobs,
     run_bench,
@@ -93,16 +94,11 @@ def run_cohorts(
     seed: int | None = None,
     setup_only: bool = False,
     force: bool = False,
-    skip_bad: bool = False,
-    device: str = "cpu",
-    cache_dir=None,
-    say: Callable[[str], None] = lambda m: None,
-    progress=None,
-    workers: int = 1,
+    running: Running = Running(),
 ) -> tuple[list[BenchSetup], dict | None]:
     """Set up and run every cohort's bench (or only ``cohort``'s), then write the pooled report.
 
-    ``workers`` > 1: every cohort is set up first, then all cohorts' GANs and jobs share the
+    ``running.workers`` > 1: every cohort is set up first, then all cohorts' GANs and jobs share the
     workers (:mod:`segbench.parallel`)."""
     from .config import bench_config
     from .pooled_report import write_pooled_report
@@ -113,34 +109,21 @@ def run_cohorts(
     if cohort is not None and cohort not in cohorts:
         raise DataError(None, f"--cohort {cohort} is not one of this bench's cohorts: {', '.join(map(str, cohorts))}")
     selected = jobs(bench_config(recipe), arm, seed)  # an unknown --arm or --seed is refused before anything is written
-    check_workers(workers)
     out = Path(out)
     identity = {**bench_identity(recipe, None, None), "cohorts": cohorts}
     ours = check_bench_folder(out, identity, force, [], recipe.path)
     claim_bench_folder(out, identity, ours, recipe.path)
     setups = []
-    side_by_side = workers > 1 and not setup_only
+    side_by_side = running.side_by_side and not setup_only
     with folder_lock(out, shared=True), contextlib.ExitStack() as held:
         if not (out / "recipe.toml").is_file():
             atomic_write_text(out / "recipe.toml", recipe.path.read_text(encoding="utf-8"))
         for c in cohorts if cohort is None else [cohort]:
-            say(f"cohort {c} ({cohorts.index(c) + 1} of {len(cohorts)})")
-
-            def said(message: str, c: int = c) -> None:
-                say(f"cohort {c}: {message}")
-
+            running.say(f"cohort {c} ({cohorts.index(c) + 1} of {len(cohorts)})")
+            mine = running.saying(f"cohort {c}: ")
             if side_by_side:  # the shared stages but the GAN now; the GANs and jobs run side by side below
                 setups.append(
-                    setup_bench(
-                        cohort_recipe(recipe, c, out),
-                        cohort_folder(out, c),
-                        skip_bad=skip_bad,
-                        device=device,
-                        cache_dir=cache_dir,
-                        say=said,
-                        held=held,
-                        gan=False,
-                    )
+                    setup_bench(cohort_recipe(recipe, c, out), cohort_folder(out, c), running=mine, held=held, gan=False)
                 )
                 continue
             setup, _ = run_bench(
@@ -149,11 +132,7 @@ def run_cohorts(
                 arm=arm,
                 seed=seed,
                 setup_only=setup_only,
-                skip_bad=skip_bad,
-                device=device,
-                cache_dir=cache_dir,
-                say=said,
-                progress=progress,
+                running=mine,
             )
             setups.append(setup)
         if setup_only:
@@ -162,9 +141,7 @@ def run_cohorts(
             from .parallel import run_side_by_side
             from .report import write_report
 
-            run_side_by_side(
-                setups, selected, workers, device=device, skip_bad=skip_bad, cache_dir=cache_dir, say=say, progress=progress
-            )
+            run_side_by_side(setups, selected, running)
             for setup in setups:
                 write_report(setup.folder)
         return setups, write_pooled_report(out)

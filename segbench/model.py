@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from augment3d.brats import LABEL_CLASSES, MODALITIES, REGIONS
 from augment3d.errors import RecipeError
-from augment3d.models.layers import conv3d
+from augment3d.models.ops import conv3d
 from augment3d.models.segmenter import soft_dice
 
 from .config import BenchConfig
@@ -59,7 +59,7 @@ class BenchConv3d(torch.nn.Conv3d):
       1, 3 and 4 voxels deep are right, and so is fp32). A 32^3 input reaches 2^3 four levels
       down, so a bf16 segbench job trained on noise there. Such a layer is tiny, so it runs in fp32.
     - Prediction runs one case at a time, and in fp32 torch gives the narrow layers of a batch of
-      one its slow im2col kernel: :func:`augment3d.models.layers.conv3d` sends them to oneDNN
+      one its slow im2col kernel: :func:`augment3d.models.ops.conv3d` sends them to oneDNN
       (``predict`` on a 32^3 case with the ``phantom`` recipe's U-Net: 122-134 against 228-262 ms
       on a 2-core AVX2 CPU; the same labels).
     Every other call is an ordinary Conv3d.

@@ -22,7 +22,7 @@ import contextlib
 import multiprocessing
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,6 +30,7 @@ from pathlib import Path
 from augment3d.errors import DataError
 
 from .bench import BenchSetup
+from .running import Running
 from .train import result_path
 
 __all__ = ["Task", "plan_tasks", "run_side_by_side"]
@@ -77,14 +78,13 @@ def plan_tasks(
     return gans, waiting, free
 
 
-def _run_task(task: Task, device: str, threads: int, skip_bad: bool, cache_dir) -> dict:
+def _run_task(task: Task, threads: int, running: Running) -> dict:
     """In a worker process: set up the cohort's folder as a job would, then the task."""
     import torch
 
     from augment3d.config.recipe import load_recipe
 
     from .bench import setup_bench
-    from .train import run_job
 
     torch.set_num_threads(threads)
     start = time.perf_counter()
@@ -96,9 +96,7 @@ def _run_task(task: Task, device: str, threads: int, skip_bad: bool, cache_dir) 
                 task.folder,
                 data=task.data,
                 generator=task.generator,
-                skip_bad=skip_bad,
-                device=device,
-                cache_dir=cache_dir,
+                running=running,
                 held=held,
                 gan=task.arm is None,
             )
@@ -107,9 +105,7 @@ def _run_task(task: Task, device: str, threads: int, skip_bad: bool, cache_dir) 
             assert task.seed is not None  # a job names its seed
             if "synthetic" in task.arm and setup.generator is None:
                 raise DataError(Path(task.folder) / "gan", "holds no trained generator for the synthetic arm")
-            result = run_job(
-                setup.folder, task.arm, task.seed, setup.config, setup.train, setup.val, setup.test, setup.generator, device
-            )
+            result = setup.run_job(task.arm, task.seed, running.device)
             return {
                 "seconds": time.perf_counter() - start,
                 "best_val_dice": result["best_val_dice"],
@@ -124,18 +120,13 @@ def _run_task(task: Task, device: str, threads: int, skip_bad: bool, cache_dir) 
 def run_side_by_side(
     setups: Sequence[BenchSetup],
     selected: Sequence[tuple[str, int]],
-    workers: int,
+    running: Running,
     *,
-    device: str = "cpu",
     data=None,
     generator=None,
-    skip_bad: bool = False,
-    cache_dir=None,
-    say: Callable[[str], None] = lambda m: None,
-    progress=None,
 ) -> None:
     """Run the unfinished ``selected`` jobs of every set-up cohort (and the GANs they need) in
-    ``workers`` processes. A failed task stops new ones from starting; the running ones finish
+    ``running.workers`` processes. A failed task stops new ones from starting; the running ones finish
     (their results are kept) and the first failure is raised as a :class:`DataError`."""
     import torch
 
@@ -144,21 +135,22 @@ def run_side_by_side(
     total = sum(map(len, waiting.values())) + len(free)
     if not queue:
         return
+    workers, say = running.workers, running.say
     threads = max(1, torch.get_num_threads() // workers)
     say(f"{total} jobs and {len(gans)} GAN stage(s) in {workers} worker processes, {threads} thread(s) each")
-    update = progress("jobs", total) if progress else None
+    update = running.progress("jobs", total) if running.progress else None
     done = 0
     failures: list[str] = []
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        running: dict[Future, Task] = {}
-        while running or (queue and not failures):
-            while queue and not failures and len(running) < workers:
+        busy: dict[Future, Task] = {}
+        while busy or (queue and not failures):
+            while queue and not failures and len(busy) < workers:
                 task = queue.pop(0)
                 say(f"{task.label}: started")
-                running[pool.submit(_run_task, task, device, threads, skip_bad, cache_dir)] = task
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                busy[pool.submit(_run_task, task, threads, running.in_worker())] = task
+            finished, _ = wait(busy, return_when=FIRST_COMPLETED)
             for future in finished:
-                task = running.pop(future)
+                task = busy.pop(future)
                 outcome = future.result()
                 if "error" in outcome:
                     failures.append(f"{task.label} failed: {outcome['error']}")

@@ -282,7 +282,8 @@ def _forest(report: dict) -> bytes:
     ax.invert_yaxis()
     ax.set_xlabel(f"mean Dice difference vs real, {site} test cases (95% CI)")
     ax.set_title("per cohort: CI over seeds and cases; pooled: over cohorts, seeds and cases", fontsize=8)
-    ax.legend(fontsize=7, loc="best")
+    if ax.get_legend_handles_labels()[0]:  # no arm has a pooled interval yet (too few cohorts with results): no legend
+        ax.legend(fontsize=7, loc="best")
     return png_bytes(fig)
 
 

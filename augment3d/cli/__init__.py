@@ -590,6 +590,7 @@ def bench(
     """Does synthetic data improve segmentation? Train segmenters with and without it and report per site."""
     from augment3d.config.recipe import load_recipe
     from segbench.bench import run_bench
+    from segbench.running import Running
 
     import time
 
@@ -624,13 +625,9 @@ def bench(
             seed=seed,
             setup_only=setup_only,
             force=force,
-            skip_bad=skip_bad,
-            device=device,
-            say=say,
-            progress=progress,
             cohorts=_seed_list(cohorts, "--cohorts"),
             cohort=cohort,
-            workers=workers,
+            running=Running(device=device, workers=workers, skip_bad=skip_bad, say=say, progress=progress),
         )
     for setup in setups if isinstance(setups, list) else [setups]:
         _report_cohort(setup)

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from .architecture import ModelConfig, synthesis_plan
-from .layers import EqualConv3d, EqualLinear, downsample2
+from .layers import EqualConv3d, EqualLinear
+from .ops import downsample2
 
 __all__ = ["Discriminator3D", "minibatch_stddev"]
 

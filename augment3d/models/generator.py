@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .architecture import ModelConfig, synthesis_plan
-from .layers import LRELU_GAIN, LRELU_SLOPE, AdaINConv3d, EqualConv3d, ModulatedConv3d, NoiseInjection, upsample2
+from .layers import AdaINConv3d, EqualConv3d, ModulatedConv3d, NoiseInjection
+from .ops import LRELU_GAIN, LRELU_SLOPE, upsample2
 from .mapping import MappingNetwork
 from .spatial_conditioning import SpatialModulation, label_maps, map_pyramid
 

@@ -25,8 +25,9 @@ import torch
 import torch.nn.functional as F
 
 from augment3d.synthesis.resampling import resample
-from augment3d.models import Discriminator3D, Generator3D, ModelConfig, layers
-from augment3d.models.layers import ModulatedConv3d, axis_upsample, block_means, conv3d, downsample2
+from augment3d.models import Discriminator3D, Generator3D, ModelConfig, ops
+from augment3d.models.layers import ModulatedConv3d
+from augment3d.models.ops import axis_upsample, block_means, conv3d, downsample2
 from augment3d.models.spatial_conditioning import label_maps
 from augment3d.training.losses import r1_penalty
 
@@ -106,7 +107,7 @@ def test_synthesis_layer_in_place_matches_the_formula(layout):
     lrelu(x * (1 + gamma) + beta + strength * noise) with x the style convolution, within 1e-5,
     and its gradients through autograd as the out-of-place formula's."""
     from augment3d.models.generator import SynthesisLayer
-    from augment3d.models.layers import LRELU_GAIN, LRELU_SLOPE
+    from augment3d.models.ops import LRELU_GAIN, LRELU_SLOPE
 
     torch.manual_seed(0)
     layer = SynthesisLayer(8, 8, ModelConfig(shape=8, cond_dim=2, mode="labels", **SMALL))
@@ -140,7 +141,8 @@ def test_activated_equal_conv_in_place_matches_the_formula_to_the_second_derivat
     """EqualConv3d(activate=True) applies leaky ReLU in place on its convolution's output (the
     discriminator's and SPADE's layers): lrelu(conv) * gain's values, and its first and second
     derivatives (R1 differentiates D's input gradient) as the out-of-place formula's."""
-    from augment3d.models.layers import LRELU_GAIN, LRELU_SLOPE, EqualConv3d
+    from augment3d.models.layers import EqualConv3d
+    from augment3d.models.ops import LRELU_GAIN, LRELU_SLOPE
 
     torch.manual_seed(0)
     layer = EqualConv3d(4, 6, 3, activate=True)
@@ -176,7 +178,7 @@ def test_one_sample_convolution_matches_torch_and_keeps_the_layout(kernel, strid
     args = (stride, kernel // 2, 1, groups)
     ours, ref = conv3d(x, weight, bias, *args), F.conv3d(x.contiguous(), weight, bias, *args)
     assert torch.allclose(ours, ref, rtol=1e-5, atol=1e-5 * float(ref.detach().abs().max()))
-    if layers._X86 and torch.backends.mkldnn.is_available():  # where conv3d takes oneDNN
+    if ops._X86 and torch.backends.mkldnn.is_available():  # where conv3d takes oneDNN
         assert ours.is_contiguous(memory_format=torch.channels_last_3d)
     grads = []
     for out in (ours, ref):  # first derivatives, then second ones (R1 differentiates the gradient)
