@@ -87,9 +87,12 @@ class Recipe:
     bench: dict = field(default_factory=dict)
 
     def model_config(self, cond_dim: int) -> ModelConfig:
-        """The architecture for this recipe's grid and a condition vector of ``cond_dim`` values."""
+        """The architecture for this recipe's grid (an inpainting recipe's: its ``crop``) and a
+        condition vector of ``cond_dim`` values."""
+        crop = self.model.get("crop", 0)
+        shape = (crop,) * 3 if isinstance(crop, int) and not isinstance(crop, bool) and crop > 0 else self.data.preprocess().shape
         try:
-            return ModelConfig(shape=self.data.preprocess().shape, cond_dim=cond_dim, **self.model)
+            return ModelConfig(shape=shape, cond_dim=cond_dim, **self.model)
         except (TypeError, ValueError) as exc:
             raise RecipeError(self.path, f"[model]: {exc}") from None
 

@@ -9,8 +9,9 @@ from ..config.field_types import enforce_field_types
 __all__ = ["ModelConfig", "synthesis_plan", "STYLE_MODES", "GENERATOR_MODES", "JOINT_NOT_TRAINED", "MAX_SIDE"]
 
 STYLE_MODES = ("modulated", "adain")
-#: ``labels``: images rendered from a given label map (the default); ``joint``: images and labels from noise
-GENERATOR_MODES = ("labels", "joint")
+#: ``labels``: images rendered from a given label map (the default); ``joint``: images and labels
+#: from noise (loaded, no longer trained); ``inpaint``: a lesion rendered into a crop of a real subject
+GENERATOR_MODES = ("labels", "joint", "inpaint")
 #: why training refuses ``joint``: kept so that runs trained before labels-to-images load and sample
 JOINT_NOT_TRAINED = (
     "joint generators (images and labels drawn from noise) are loaded and sampled but no longer trained; "
@@ -83,6 +84,9 @@ class ModelConfig:
     #: layer's scale and shift: 3 (3x3x3, as in SPADE) or 1 (1x1x1: 27x fewer multiply-adds
     #: there, the map's own 3x3x3 encoding still sees the neighbourhood; docs/PERFORMANCE.md)
     spade_kernel: int = 3
+    #: inpaint mode: the side of the cubes cut from the prepared subjects, the generator's grid
+    #: (0: the whole data grid); the recipe sets ``shape`` from it (docs/MODEL.md, "Inpainting")
+    crop: int = 0
 
     def __post_init__(self):
         enforce_field_types(self)
@@ -100,6 +104,8 @@ class ModelConfig:
             raise ValueError(f"style_mode must be one of {STYLE_MODES}, got {self.style_mode!r}")
         if self.mode not in GENERATOR_MODES:
             raise ValueError(f"mode must be one of {GENERATOR_MODES}, got {self.mode!r}")
+        if self.crop < 0 or (self.crop and self.mode != "inpaint"):
+            raise ValueError(f"crop is the inpaint mode's crop side (>= 0), got {self.crop!r} in mode {self.mode!r}")
         if self.spade_kernel not in (1, 3):
             raise ValueError(f"spade_kernel must be 1 or 3, got {self.spade_kernel!r}")
         if max(shape) > MAX_SIDE:
@@ -107,6 +113,13 @@ class ModelConfig:
         for name, (low, high) in LIMITS.items():
             if not low <= getattr(self, name) <= high:
                 raise ValueError(f"{name} must be between {low} and {high}, got {getattr(self, name)}")
+
+    @property
+    def map_channels(self) -> int:
+        """Channels of the spatial input: labels, the label maps (brain mask + tumour classes);
+        inpaint, those, the crop's images with the region to render blanked, and that region;
+        joint, none."""
+        return {"labels": self.label_classes, "inpaint": self.label_classes + self.image_channels + 1}.get(self.mode, 0)
 
     def channels(self, resolution: int, discriminator: bool = False) -> int:
         base, cap = (self.d_channel_base, self.d_channel_max) if discriminator else (self.channel_base, self.channel_max)

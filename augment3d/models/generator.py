@@ -8,6 +8,9 @@ Two modes (``ModelConfig.mode``, recorded in the checkpoint):
   (-1 on the [-1, 1] scale). The labels are exact by construction.
 * ``joint``: the four images and the tumour-label logits generated together from noise; kept so
   that runs trained before labels to images load and sample (training refuses it).
+* ``inpaint``: a crop of a real subject with a region to render (:func:`inpaint_maps`: the label
+  map, the crop's images with the region blanked, the region) is the input; the generator renders
+  the region and the crop outside it comes back exactly as given.
 """
 
 from __future__ import annotations
@@ -22,9 +25,9 @@ from .architecture import ModelConfig, synthesis_plan
 from .layers import AdaINConv3d, EqualConv3d, ModulatedConv3d, NoiseInjection
 from .ops import LRELU_GAIN, LRELU_SLOPE, upsample2
 from .mapping import MappingNetwork
-from .spatial_conditioning import SpatialModulation, label_maps, map_pyramid
+from .spatial_conditioning import SpatialModulation, inpaint_maps, label_maps, map_pyramid
 
-__all__ = ["Generator3D", "SynthesisLayer", "SynthesisBlock", "label_maps", "render_flops"]
+__all__ = ["Generator3D", "SynthesisLayer", "SynthesisBlock", "inpaint_maps", "label_maps", "render_flops"]
 
 
 class SynthesisLayer(nn.Module):
@@ -39,9 +42,7 @@ class SynthesisLayer(nn.Module):
             self.conv = ModulatedConv3d(in_ch, out_ch, 3, config.w_dim)
         self.noise = NoiseInjection()
         self.bias = nn.Parameter(torch.zeros(out_ch))
-        self.spatial = (
-            SpatialModulation(config.label_classes, out_ch, kernel=config.spade_kernel) if config.mode == "labels" else None
-        )
+        self.spatial = SpatialModulation(config.map_channels, out_ch, kernel=config.spade_kernel) if config.map_channels else None
 
     def forward(self, x, w, noise, maps=None):
         # lrelu(conv + noise + bias) with lrelu's gain folded into each term: fewer full-size
@@ -107,8 +108,8 @@ class Generator3D(nn.Module):
         res = [min(self.base) * 2**i for i in range(doublings + 1)]
         ch = [config.channels(r) for r in res]
         self.const = nn.Parameter(torch.randn(ch[0], *self.base))
-        #: labels mode: the label map at the base grid, projected and added to the constant
-        self.map_in = EqualConv3d(config.label_classes, ch[0], 3) if config.mode == "labels" else None
+        #: labels and inpaint modes: the spatial input at the base grid, projected and added to the constant
+        self.map_in = EqualConv3d(config.map_channels, ch[0], 3) if config.map_channels else None
         self.first = SynthesisLayer(ch[0], ch[0], config)
         self.first_out = ToOutput(ch[0], config)
         self.blocks = nn.ModuleList(SynthesisBlock(ch[i], ch[i + 1], config) for i in range(doublings))
@@ -129,17 +130,24 @@ class Generator3D(nn.Module):
         """True in labels-to-images mode: the label map is an input, not an output."""
         return self.config.mode == "labels"
 
+    @property
+    def inpaints(self) -> bool:
+        """True in inpaint mode: the input is a label map plus a real crop with a region to render
+        (:func:`~augment3d.models.spatial_conditioning.inpaint_maps`); outside the region the
+        crop comes back as it was."""
+        return self.config.mode == "inpaint"
+
     def synthesize(
         self, ws: torch.Tensor, noises: list[torch.Tensor | None] | None = None, maps: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """ws: (B, num_ws, w_dim); maps (labels mode): (B, label_classes, *shape). Returns
+        """ws: (B, num_ws, w_dim); maps (labels, inpaint modes): (B, map_channels, *shape). Returns
         (B, image_channels [+ label_classes in joint mode], *shape)."""
         if noises is None:
             noises = [None] * len(self.noise_shapes)
         x = self.const[None].expand(ws.shape[0], *self.const.shape).to(ws.dtype)
         pyramid = None
         if self.map_in is not None:
-            assert maps is not None, "a labels-to-images generator needs its label maps"
+            assert maps is not None, "a labels-to-images or inpainting generator needs its maps"
             pyramid = map_pyramid(maps, [self.base, *(n for n in self.noise_shapes[1::2])], self.channels_last)
             x = x + self.map_in(pyramid[tuple(self.base)].to(x.dtype))
         if self.channels_last:
@@ -155,20 +163,25 @@ class Generator3D(nn.Module):
         """Images and label logits (``None`` in labels mode, where ``maps`` are the input) for
         intermediate latents ``w``: (B, w_dim), used by every layer, or (B, num_ws, w_dim), one
         per style input (see :meth:`mix_styles`)."""
-        if self.takes_labels and (
-            maps is None or tuple(maps.shape[2:]) != tuple(self.config.shape) or maps.shape[1] != self.config.label_classes
-        ):
+        channels = self.config.map_channels
+        if channels and (maps is None or tuple(maps.shape[2:]) != tuple(self.config.shape) or maps.shape[1] != channels):
+            made_by = "inpaint_maps()" if self.inpaints else "label_maps()"
             raise ValueError(
-                f"this generator renders images from label maps: give maps of shape "
-                f"(B, {self.config.label_classes}, {', '.join(map(str, self.config.shape))}) (label_maps())"
+                f"this generator renders images from {'a crop and its label map' if self.inpaints else 'label maps'}: "
+                f"give maps of shape (B, {channels}, {', '.join(map(str, self.config.shape))}) ({made_by})"
             )
         ws = w[:, None].expand(-1, self.num_ws, -1) if w.dim() == 2 else w
         out = self.synthesize(ws, noises, maps)
         k = self.config.image_channels
-        if self.takes_labels:  # the background outside the brain mask is exact: -1
-            assert maps is not None
+        if maps is not None:  # the background outside the brain mask is exact: -1
             brain = maps[:, :1].to(out.dtype)
-            return (out[:, :k] * brain + (brain - 1.0)).contiguous(), None
+            rendered = out[:, :k] * brain + (brain - 1.0)
+            if self.inpaints:  # the crop outside the region exactly as given: context + 0 * (...)
+                labels = self.config.label_classes
+                context = maps[:, labels : labels + k].to(out.dtype)
+                region = maps[:, -1:].to(out.dtype)
+                rendered = context + region * (rendered - context)
+            return rendered.contiguous(), None
         return out[:, :k].contiguous(), out[:, k:].contiguous()
 
     def mix_styles(self, w: torch.Tensor, w_mix: torch.Tensor, cutoff: torch.Tensor | int) -> torch.Tensor:
@@ -230,6 +243,6 @@ def render_flops(config: ModelConfig) -> int:
     with torch.device("meta"), torch.no_grad(), counter:
         net = Generator3D(config).eval().requires_grad_(False)  # the counter's module hooks want no grads
         z, c = torch.zeros(1, config.z_dim), torch.zeros(1, config.cond_dim)
-        maps = torch.zeros(1, config.label_classes, *config.shape) if net.takes_labels else None
+        maps = torch.zeros(1, config.map_channels, *config.shape) if config.map_channels else None
         net(z, c, maps=maps)
     return int(counter.get_total_flops())

@@ -15,7 +15,15 @@ from torch import nn
 
 from .layers import EqualConv3d
 
-__all__ = ["SpatialModulation", "brain_masks", "label_maps", "maps_to_labels", "map_pyramid"]
+__all__ = [
+    "SpatialModulation",
+    "brain_masks",
+    "inpaint_maps",
+    "label_maps",
+    "maps_to_labels",
+    "map_pyramid",
+    "tumour_regions",
+]
 
 
 def brain_masks(images: torch.Tensor) -> torch.Tensor:
@@ -36,6 +44,50 @@ def label_maps(labels: torch.Tensor, mask: torch.Tensor, classes: int = 4) -> to
     tumour = F.one_hot(labels, classes).movedim(-1, 1)[:, 1:].float()
     brain = (mask.bool() | (labels > 0)).float()[:, None]
     return torch.cat([brain, tumour], 1)
+
+
+def inpaint_maps(maps: torch.Tensor, images: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """An inpainting generator's input: label ``maps`` (B, classes, ...) as :func:`label_maps`
+    makes them, the crop's ``images`` (B, C, ...) with the region blanked to 0 (mid-grey on the
+    [-1, 1] scale: nothing of what was there shows through) and the ``region`` to render (B, ...),
+    1 inside, 0 outside (values between blend the rendering into the crop).
+
+    Example:
+        >>> maps = label_maps(torch.zeros(1, 2, 2, 2, dtype=torch.long), torch.ones(1, 2, 2, 2))
+        >>> region = torch.zeros(1, 2, 2, 2); region[0, 0] = 1.0
+        >>> x = inpaint_maps(maps, torch.full((1, 4, 2, 2, 2), 0.5), region)
+        >>> tuple(x.shape), x[0, 4:8, 0, 0, 0].tolist(), x[0, 4:8, 1, 0, 0].tolist()
+        ((1, 9, 2, 2, 2), [0.0, 0.0, 0.0, 0.0], [0.5, 0.5, 0.5, 0.5])
+    """
+    region = region.to(images.dtype)[:, None]
+    return torch.cat([maps.to(images.dtype), images * (1.0 - region), region], 1)
+
+
+def tumour_regions(labels: torch.Tensor, grow: torch.Tensor, radius: float = 0.0) -> torch.Tensor:
+    """The regions an inpainting generator renders: each subject's tumour (labels > 0, (B, X, Y, Z))
+    grown by ``grow[i]`` voxels (26-connected), or, for a subject without tumour, a ball of
+    ``radius + grow[i]`` voxels at the grid's centre (healthy tissue to render). (B, X, Y, Z) float, 0 or 1.
+
+    Example:
+        >>> labels = torch.zeros(2, 5, 5, 5, dtype=torch.long); labels[0, 2, 2, 2] = 3
+        >>> regions = tumour_regions(labels, torch.tensor([1, 0]), radius=1.0)
+        >>> int(regions[0].sum()), int(regions[1].sum())  # a 3^3 cube; a ball of radius 1: 7 voxels
+        (27, 7)
+    """
+    tumour = (labels > 0).to(torch.float32)[:, None]
+    grown = [tumour]
+    for _ in range(int(grow.max()) if grow.numel() else 0):
+        grown.append(F.max_pool3d(grown[-1], 3, stride=1, padding=1))
+    index = grow.to(device=labels.device, dtype=torch.long)
+    regions = torch.stack(grown)[index, torch.arange(labels.shape[0], device=labels.device), 0]
+    empty = tumour.flatten(1).sum(1) == 0
+    if empty.any():
+        axes = [torch.arange(n, device=labels.device, dtype=torch.float32) - (n - 1) / 2 for n in labels.shape[1:]]
+        x, y, z = (a.reshape([-1 if i == j else 1 for j in range(3)]) for i, a in enumerate(axes))
+        distance = (x**2 + y**2 + z**2).sqrt()
+        ball = (distance[None] <= (radius + index.float()).reshape(-1, 1, 1, 1)).float()
+        regions = torch.where(empty.reshape(-1, 1, 1, 1), ball, regions)
+    return regions
 
 
 def maps_to_labels(maps: torch.Tensor) -> torch.Tensor:

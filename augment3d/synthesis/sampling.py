@@ -18,12 +18,12 @@ from ..io.checkpoint import load_bundle
 from ..data.conditions import ConditionEncoder
 from ..data.preprocess import PreprocessConfig
 from ..brats import MODALITIES
-from ..errors import CheckpointError
+from ..errors import CheckpointError, DataError
 from ..data.label_bank import LabelBank
 from ..memory import check_fits
 from ..pretrained import run_folder
 from ..io.run_files import GENERATOR, save_generator  # noqa: F401  (re-exported: its old home)
-from ..models.spatial_conditioning import label_maps as map_tensor, maps_to_labels
+from ..models.spatial_conditioning import inpaint_maps, label_maps as map_tensor, maps_to_labels
 from ..models import Generator3D, ModelConfig
 
 __all__ = ["SyntheticGenerator", "load_generator", "save_generator", "GENERATOR_FILE", "PRECISIONS"]
@@ -61,6 +61,11 @@ class SyntheticGenerator:
     def takes_labels(self) -> bool:
         """True for a labels-to-images generator: label maps are its input (``mode`` in generator.json)."""
         return self.network.takes_labels
+
+    @property
+    def inpaints(self) -> bool:
+        """True for an inpainting generator: it renders a region of a real crop (:meth:`inpaint`)."""
+        return self.network.inpaints
 
     @property
     def conditions(self) -> dict[str, list[str]]:
@@ -192,6 +197,12 @@ class SyntheticGenerator:
             >>> images, labels = gen.generate(seeds=[0], mix_seeds=[7], mix_cutoff=5)  # doctest: +SKIP
         """
         check_precision(precision)
+        if self.inpaints:
+            raise DataError(
+                self.path,
+                "is an inpainting generator: it renders a lesion into a crop of a real subject "
+                "(SyntheticGenerator.inpaint), not whole subjects",
+            )
         if seeds is None:
             if n is None:
                 raise ValueError("give n or seeds")
@@ -237,6 +248,62 @@ class SyntheticGenerator:
                 maps_to_labels(maps).cpu() if maps is not None else logits.float().max(1).indices.to(torch.uint8).cpu()
             )  # = argmax(1), much faster on a CPU
         return torch.cat(images).numpy(), torch.cat(labels).numpy()
+
+    @torch.no_grad()
+    def inpaint(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        regions: np.ndarray,
+        condition: Mapping[str, str] | None = None,
+        seeds: Sequence[int] | None = None,
+        psi: float = 1.0,
+        precision: str = "fp32",
+    ) -> np.ndarray:
+        """Render ``regions`` of crops on the model grid (an inpainting generator).
+
+        ``images`` (n, 4, X, Y, Z) in [-1, 1] are the crops, ``labels`` (n, X, Y, Z) in 0-3 the label
+        maps to render there (e.g. a new lesion placed into the crop), ``regions`` (n, X, Y, Z) in
+        [0, 1] where to render (1: the rendering, 0: the crop as given, between: a blend). Returns
+        the crops with the regions rendered, (n, 4, X, Y, Z) float32: every voxel where the region
+        is 0 is bit-identical to the given crop. Seed ``seeds[i]`` (default ``0 .. n-1``) and the
+        condition name the rendering, as in :meth:`generate`.
+        """
+        check_precision(precision)
+        if not self.inpaints:
+            raise DataError(self.path, 'is not an inpainting generator ([model] mode = "inpaint")')
+        images, labels, regions = (np.asarray(a) for a in (images, labels, regions))
+        n = images.shape[0]
+        expected = (n, *self.shape)
+        if images.shape != (n, 4, *self.shape) or labels.shape != expected or regions.shape != expected:
+            raise ValueError(
+                f"inpaint takes images (n, 4, {', '.join(map(str, self.shape))}) and labels and regions of shape "
+                f"{expected}; got {images.shape}, {labels.shape}, {regions.shape}"
+            )
+        if labels.min(initial=0) < 0 or labels.max(initial=0) > 3 or not ((regions >= 0) & (regions <= 1)).all():
+            raise ValueError("labels must be in 0-3 (background, NETC, SNFH, ET) and regions in [0, 1]")
+        seeds = list(range(n)) if seeds is None else [int(s) for s in seeds]
+        if len(seeds) != n:
+            raise ValueError(f"{len(seeds)} seeds for {n} crops: give one per crop")
+        if condition is not None or self.encoder.categories:
+            condition = self.encoder.check(condition or {}, source=str(self.path) if self.path else None)
+        given = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+        label = torch.from_numpy(labels.astype(np.int64))
+        region = torch.from_numpy(np.ascontiguousarray(regions, dtype=np.float32))
+        brain = (given > -1.0 + BRAIN_FLOOR).any(1) | (label > 0)
+        maps = inpaint_maps(map_tensor(label, brain), given, region).to(self.device)
+        latents = [self._draws(s)[:2] for s in seeds]
+        z = torch.cat([lat[0] for lat in latents]).to(self.device)
+        noise = [torch.cat([lat[1][k] for lat in latents]).to(self.device) for k in range(len(latents[0][1]))]
+        c = self._condition_vector(condition, n)
+        w = self.network.truncate(self.network.mapping(z, c), self.w_centre(condition) if psi != 1.0 else None, psi)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            rendered, _ = self.network.from_w(w, noise, maps)
+        rendered = rendered.float().cpu()
+        if not torch.isfinite(rendered).all():
+            raise CheckpointError(self.path, "the generator produced NaN or Inf voxels; its weights are broken")
+        inside = torch.where(brain[:, None], rendered.clamp(-1.0 + BRAIN_FLOOR, 1.0), -1.0)
+        return torch.where(region[:, None] > 0, inside, given).numpy()
 
     def _given_maps(self, label_maps_given, n: int) -> torch.Tensor | None:
         """``label_maps`` = (labels, masks) as the network's map tensor, checked (labels mode only)."""
@@ -286,7 +353,7 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") 
         network.load_state_dict(tensors, strict=True)
         gen = SyntheticGenerator(network, encoder, meta, device=device, path=path)
         _check_run_info(gen)
-        if gen.takes_labels:
+        if gen.takes_labels or gen.inpaints:
             gen.bank = LabelBank.load(path, gen.shape)
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
         raise CheckpointError(path / f"{GENERATOR_FILE}.json", f"does not describe a usable generator ({exc})") from None

@@ -38,7 +38,7 @@ from ..data.batched import Batched
 from ..data.label_deformation import Deformation, deform_maps, draw_deformations
 from ..models.segmenter import one_hot
 from ..precision import auto_amp
-from ..models.spatial_conditioning import brain_masks, label_maps
+from ..models.spatial_conditioning import brain_masks, inpaint_maps, label_maps, tumour_regions
 from .adaptive_augment import AdaptiveAugment3D, AugmentParams, AugmentTuner
 from .distributed import World, all_reduce_grads
 from .early_stopping import EarlyStopping, coarse_features, sliced_wasserstein
@@ -53,6 +53,12 @@ from .train_config import TrainConfig
 __all__ = ["TrainingData", "TrainingLoop", "brain_masks", "maps_to_onehot"]
 
 
+#: inpaint mode: the most voxels a tumour grows into the region G renders (drawn 1..MAX_GROW per
+#: subject), and the growth the validation metric renders with
+MAX_GROW = 3
+VALIDATION_GROW = 2
+
+
 def maps_to_onehot(maps: torch.Tensor) -> torch.Tensor:
     """Label maps (mask, tumour classes) -> the label one-hot (background, tumour classes) D sees."""
     tumour = maps[:, 1:]
@@ -62,8 +68,9 @@ def maps_to_onehot(maps: torch.Tensor) -> torch.Tensor:
 @dataclass(frozen=True)
 class PhaseDraw(Batched):
     """Everything random in one D or G phase, drawn for the global batch and sliced per micro-batch:
-    the real subjects (``idx``; G renders their maps, deformed), G's latents and noise, the two ADA
-    draws, the conditions G renders under; optional parts are None when their option is off."""
+    the real subjects (``idx``; G renders their maps, deformed, or in inpaint mode a region of
+    their crops), G's latents and noise, the two ADA draws, the conditions G renders under;
+    optional parts are None when their option or mode is off."""
 
     idx: torch.Tensor
     z: torch.Tensor
@@ -71,10 +78,12 @@ class PhaseDraw(Batched):
     aug_fake: AugmentParams
     aug_real: AugmentParams
     cond: torch.Tensor
-    #: how each subject's label map is deformed before G renders it
-    deform: Deformation
+    #: labels mode: how each subject's label map is deformed before G renders it
+    deform: Deformation | None
     z_mix: torch.Tensor | None = None
     mix_cutoff: torch.Tensor | None = None
+    #: inpaint mode: by how many voxels each subject's tumour grows into the region G renders
+    grow: torch.Tensor | None = None
 
 
 @dataclass
@@ -115,7 +124,7 @@ class TrainingLoop:
     """One training run's networks, optimisers, terms and random stream, and its step."""
 
     def __init__(self, data: TrainingData, model_config: ModelConfig, config: TrainConfig, device: str, world: World = World()):
-        if model_config.mode != "labels":
+        if model_config.mode == "joint":
             raise ValueError(f"mode {model_config.mode!r}: {JOINT_NOT_TRAINED}")
         self.data, self.mc, self.cfg, self.device, self.world = data, model_config, config, device, world
         self.parts = config.micro_batches(world.size)
@@ -176,7 +185,7 @@ class TrainingLoop:
                 term.on_real(real_img, real_lab, self.scale, stats)
             c_fake = self._to_device(draw.cond)
             with torch.no_grad(), self.autocast():
-                fake_img, fake_lab = self._fake(draw, c_fake)
+                fake_img, fake_lab, _, _ = self._fake(draw, c_fake)
             real = self.augment.apply(real_img, real_lab, draw.aug_real)
             fake = self.augment.apply(fake_img, fake_lab, draw.aug_fake)
             (self._d_loss(real, fake, c, c_fake, r1_now, stats) * self.scale).backward()
@@ -213,8 +222,8 @@ class TrainingLoop:
                 c = self._to_device(draw.cond)
                 c = _paired(c) if paired else c
                 with self.autocast():
-                    fake_img, fake_lab = self._fake(draw, c, paired)
-                fakes = Fakes(fake_img, fake_lab, self._to_device(draw.z), c)
+                    fake_img, fake_lab, crops, regions = self._fake(draw, c, paired)
+                fakes = Fakes(fake_img, fake_lab, self._to_device(draw.z), c, crops, regions)
                 extra = [(term, term.loss(fakes)) for term in active]
                 fake = self.augment.apply(fake_img, fake_lab, draw.aug_fake)
                 loss = g_loss(self.cfg.loss, self._judge(*fake, c))
@@ -258,13 +267,17 @@ class TrainingLoop:
             cutoff = torch.randint(1, self.G.num_ws, (b,), generator=self.rng)
             z_mix = torch.randn(b, self.mc.z_dim, generator=self.rng)
             mix_cutoff = torch.where(mixed, cutoff, self.G.num_ws)
-        deform = draw_deformations(b, self.rng)  # the fakes render the batch's own maps, deformed
+        deform = grow = None
+        if self.G.inpaints:  # the fakes render a region of the batch's own crops, the rest kept
+            grow = torch.randint(1, MAX_GROW + 1, (b,), generator=self.rng)
+        else:  # the fakes render the batch's own maps, deformed
+            deform = draw_deformations(b, self.rng)
         cond = self.data.conditions[idx]  # G renders each map under its own subject's conditions...
         if self.cfg.condition_swap > 0:  # ...or a swapped combination (drawn only when on, as above)
             swapped = torch.rand(b, generator=self.rng) < self.cfg.condition_swap
             combo = self.combos[torch.randint(0, self.combos.shape[0], (b,), generator=self.rng)]
             cond = torch.where(swapped[:, None], combo, cond)
-        return PhaseDraw(idx, z, noise, aug_fake, aug_real, cond, deform, z_mix, mix_cutoff)
+        return PhaseDraw(idx, z, noise, aug_fake, aug_real, cond, deform, z_mix, mix_cutoff, grow)
 
     def _noise(self, batch: int) -> list[torch.Tensor]:
         """G's per-voxel noise for ``batch`` subjects: from the loop's stream on the CPU; on a GPU,
@@ -287,19 +300,32 @@ class TrainingLoop:
         onehot = one_hot(self._to_device(self.data.labels[idx]), self.mc.label_classes)
         return images, onehot, self._to_device(self.data.conditions[idx])
 
+    def _inputs(self, idx, deform: Deformation | None, grow: torch.Tensor | None):
+        """G's spatial input for subjects ``idx`` (made where G runs): their label maps, deformed;
+        or in inpaint mode their maps and crops with the region to render; and (inpaint) the crops
+        and the regions, else None."""
+        maps = self.data.maps(idx, self.device)
+        if grow is None:
+            return (maps if deform is None else deform_maps(maps, deform, grid_device=self.device)), None, None
+        images = self._to_device(self.data.images[idx])
+        regions = tumour_regions(self._to_device(self.data.labels[idx]), self._to_device(grow), self.mc.shape[0] / 6)
+        return inpaint_maps(maps, images, regions), images, regions
+
     def _fake(self, draw: PhaseDraw, c, paired: bool = False):
-        """G's subjects for a (sliced) ``draw``; ``paired`` gives the second half the first half's
-        noise (and label maps): a pair differs only in z."""
+        """G's subjects for a (sliced) ``draw``: images, label one-hots and (inpaint mode) the real
+        crops and rendered regions; ``paired`` gives the second half the first half's noise (and
+        maps): a pair differs only in z."""
         pair = _paired if paired else (lambda x: x)
         noise = [self._to_device(pair(n)) for n in draw.noise]
         w = self.G.mapping(self._to_device(draw.z), c)
         if draw.z_mix is not None and draw.mix_cutoff is not None:  # shared by a pair, as the noise is
             w_mix = self.G.mapping(self._to_device(pair(draw.z_mix)), c)
             w = self.G.mix_styles(w, w_mix, self._to_device(pair(draw.mix_cutoff)))
-        maps = self.data.maps(draw.idx, self.device)  # made and deformed where G runs
-        maps = pair(deform_maps(maps, draw.deform, grid_device=self.device))
+        maps, crops, regions = self._inputs(draw.idx, draw.deform, draw.grow)
+        maps = pair(maps)
+        crops, regions = (None, None) if crops is None or regions is None else (pair(crops), pair(regions))
         images, _ = self.G.from_w(w, noise, maps)
-        return images.float(), maps_to_onehot(maps)
+        return images.float(), maps_to_onehot(maps[:, : self.mc.label_classes]), crops, regions
 
     def _judge(self, images, labels, c) -> torch.Tensor:
         """D's scores, in fp32."""
@@ -315,8 +341,9 @@ class TrainingLoop:
         z = torch.randn(n, self.mc.z_dim, generator=g)
         noise = self.G_ema.make_noise(n, g)
         c = self.data.conditions[idx].to(self.device)
-        maps = self.data.maps(idx, self.device)
+        maps = self._inputs(idx, None, torch.full((n,), VALIDATION_GROW) if self.G_ema.inpaints else None)[0]
         images, _ = self.G_ema.from_w(self.G_ema.mapping(z.to(self.device), c), [x.to(self.device) for x in noise], maps)
-        fake = coarse_features(images.float().clamp(-1, 1).cpu(), maps_to_onehot(maps).cpu())  # its labels: the maps it was given
+        labels = maps_to_onehot(maps[:, : self.mc.label_classes])  # its labels: the maps it was given
+        fake = coarse_features(images.float().clamp(-1, 1).cpu(), labels.cpu())
         real = coarse_features(self.data.images, one_hot(self.data.labels, self.mc.label_classes))
         return sliced_wasserstein(real, fake)

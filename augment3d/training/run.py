@@ -14,6 +14,7 @@ from ..io.atomic import atomic_write_text, remove_stale_temporaries
 from ..config.recipe import Recipe
 from ..data.cohort import PreparedCohort
 from ..data.conditions import ConditionEncoder
+from ..data.crops import tumour_crops
 from ..errors import DataError, RecipeError
 from ..models.architecture import JOINT_NOT_TRAINED
 from ..io.run_files import LOG, RECIPE, SUBJECTS, read_log
@@ -37,7 +38,7 @@ def save_samples_montage(generator, encoder: ConditionEncoder, path: Path, step:
     no real case has)."""
     import torch
 
-    from ..models.spatial_conditioning import label_maps
+    from ..models.spatial_conditioning import inpaint_maps, label_maps, tumour_regions
     from ..viz import save_montage
 
     items = []
@@ -50,9 +51,11 @@ def save_samples_montage(generator, encoder: ConditionEncoder, path: Path, step:
         source = real if real is not None else (reals[0] if reals else None)
         if source is None:
             continue
-        maps = label_maps(
-            torch.from_numpy(source.label[None].astype(np.int64)), torch.from_numpy((source.images > -1 + 1e-3).any(0)[None])
-        )
+        label = torch.from_numpy(source.label[None].astype(np.int64))
+        maps = label_maps(label, torch.from_numpy((source.images > -1 + 1e-3).any(0)[None]))
+        if generator.inpaints:  # the crop with its tumour grown by two voxels rendered again
+            region = tumour_regions(label, torch.tensor([2]), label.shape[1] / 6)
+            maps = inpaint_maps(maps, torch.from_numpy(source.images[None]), region)
         vec = torch.from_numpy(encoder.encode(condition)) if encoder.dim else None
         g = torch.Generator().manual_seed(0)
         z = torch.randn(1, generator.config.z_dim, generator=g)
@@ -124,7 +127,7 @@ def train_run(
     Under ``torchrun`` every process runs this; only rank 0 touches the run folder.
     """
     out = Path(out)
-    if recipe.model.get("mode", "labels") != "labels":
+    if recipe.model.get("mode", "labels") == "joint":
         raise RecipeError(recipe.path, f"[model] mode = {recipe.model['mode']!r}: {JOINT_NOT_TRAINED}")
     with joined_world(device) as world:  # left after every rank is done (see distributed.py)
         mode = plan_run(out, recipe, resume=resume, force=force, inputs=[data_dir], allow_changes=allow_changes)
@@ -137,7 +140,10 @@ def train_run(
         except ValueError as exc:
             raise RecipeError(recipe.path, f"[train]: {exc}") from None
         voxel_mm = float(np.median([np.sqrt((c.affine[:3, :3] ** 2).sum(0)).mean() for c in cohort.cases]))
-        data = TrainingData.from_cases(cohort.cases, encoder)
+        reals: list = list(cohort.cases)
+        if model_cfg.mode == "inpaint":  # crops of the prepared subjects around their tumours
+            reals = tumour_crops(cohort.cases, model_cfg.shape[0], train_cfg.crops_per_case, train_cfg.seed)
+        data = TrainingData.from_cases(reals, encoder)
         barrier(world)  # every rank has read the data before rank 0 changes anything
         with writing_run(out, mode, world.main) as commit:
             if world.main:
@@ -146,7 +152,7 @@ def train_run(
 
             def at_checkpoint(step: int, generator) -> None:
                 commit()
-                _at_checkpoint(out, generator, encoder, step, cohort.cases)
+                _at_checkpoint(out, generator, encoder, step, reals)
 
             last = train_gan(
                 out,

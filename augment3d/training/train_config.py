@@ -59,6 +59,8 @@ class TrainConfig:
     eval_samples: int = 16
     patience: int = 0
     seed: int = 0
+    #: inpaint mode: crops cut per training subject, near its tumour (``augment3d.data.crops``)
+    crops_per_case: int = 4
     #: the extra terms of G's loss and their settings, a ``[train.terms.NAME]`` table each
     #: (``training.terms.settings``): mode_seeking, label_consistency, texture_match, contrast_match
     terms: Terms = field(default_factory=Terms)
@@ -93,6 +95,7 @@ class TrainConfig:
             "checkpoint_every",
             "log_every",
             "eval_samples",
+            "crops_per_case",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -20,6 +20,7 @@ TERM_CLASSES = {
     "label_consistency": ("label_consistency", "LabelConsistency"),
     "texture_match": ("texture_match", "TextureMatch"),
     "contrast_match": ("contrast_match", "ContrastMatch"),
+    "reconstruction": ("reconstruction", "Reconstruction"),
 }
 
 

@@ -58,6 +58,9 @@ class Fakes:
     z: torch.Tensor
     #: the encoded conditions they were rendered under (B, condition width)
     conditions: torch.Tensor | None = None
+    #: inpaint mode: the real crops G rendered into (B, 4, X, Y, Z) and the regions it rendered (B, X, Y, Z)
+    crops: torch.Tensor | None = None
+    regions: torch.Tensor | None = None
 
 
 class LossTerm:

@@ -22,6 +22,7 @@ __all__ = [
     "FLAT_KEYS",
     "LabelConsistencySettings",
     "ModeSeekingSettings",
+    "ReconstructionSettings",
     "Terms",
     "TextureMatchSettings",
 ]
@@ -83,6 +84,12 @@ class ContrastMatchSettings(_TermSettings):
     healthy brain, per modality, pulled to that of the real subjects of its condition."""
 
 
+@dataclass(frozen=True)
+class ReconstructionSettings(_TermSettings):
+    """Reconstruction (``training.terms.reconstruction``), inpaint mode only: G's rendering of a
+    region against the real crop's content there (L1)."""
+
+
 def _table(cls, value, where: str):
     if isinstance(value, cls):
         return value
@@ -107,6 +114,7 @@ class Terms:
     label_consistency: LabelConsistencySettings = field(default_factory=LabelConsistencySettings)
     texture_match: TextureMatchSettings = field(default_factory=TextureMatchSettings)
     contrast_match: ContrastMatchSettings = field(default_factory=ContrastMatchSettings)
+    reconstruction: ReconstructionSettings = field(default_factory=ReconstructionSettings)
 
     def __post_init__(self):
         for f in fields(self):
