@@ -19,7 +19,18 @@ if TYPE_CHECKING:
     from ..data.preprocess import PreprocessConfig
     from ..models import Generator3D
 
-__all__ = ["GENERATOR", "TRAIN_STATE", "LABEL_MAPS", "LOG", "SUBJECTS", "RECIPE", "is_run_folder", "read_log", "save_generator"]
+__all__ = [
+    "GENERATOR",
+    "TRAIN_STATE",
+    "LABEL_MAPS",
+    "LOG",
+    "SUBJECTS",
+    "RECIPE",
+    "generator_mode",
+    "is_run_folder",
+    "read_log",
+    "save_generator",
+]
 
 GENERATOR = "generator"  # generator.safetensors + generator.json: the EMA generator, what sampling loads
 TRAIN_STATE = "train_state"  # train_state.safetensors + .json: everything a resume needs
@@ -33,6 +44,20 @@ def is_run_folder(path: str | os.PathLike) -> bool:
     """Whether ``path`` holds a trained generator or a training state (a run, finished or not)."""
     path = Path(path)
     return (path / f"{GENERATOR}.json").is_file() or (path / f"{TRAIN_STATE}.json").is_file()
+
+
+def generator_mode(folder: str | os.PathLike) -> str:
+    """The mode a run's generator was trained in, as ``generator.json`` records it (``joint``
+    before the option existed), without loading the weights; "" when the folder has none."""
+    path = Path(folder) / f"{GENERATOR}.json"
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return ""
+    except (ValueError, UnicodeDecodeError):
+        raise DataError(path, "is not JSON: the generator's description is damaged") from None
+    model = meta.get("model") if isinstance(meta, dict) else None
+    return str(model.get("mode", "joint")) if isinstance(model, dict) else ""
 
 
 def read_log(path: str | os.PathLike) -> list[dict]:

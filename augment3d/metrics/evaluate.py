@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import DataError
 from ..io.output_folders import claim_output, staged_output
 from ..pretrained import run_folder
 from ..io.run_files import SUBJECTS
@@ -166,6 +167,12 @@ def evaluate_run(
     say = progress or (lambda message: None)
     run = run_folder(run)  # a run folder, or a bundled generator by name
     gen = load_generator(run)
+    if gen.inpaints:
+        raise DataError(
+            run,
+            "is an inpainting generator: evaluate scores whole synthetic subjects; score an inpainting run "
+            "with scripts/inpaint_eval.py (the challenge's masked SSIM, PSNR, MSE)",
+        )
     config = gen.preprocess
     claim_output(out, "evaluation", force=force, inputs=[run, data])  # before the minutes of work, not after
     check_conditions_match(gen, data)

@@ -17,6 +17,7 @@ from .layers import EqualConv3d
 
 __all__ = [
     "SpatialModulation",
+    "ball_regions",
     "brain_masks",
     "inpaint_maps",
     "label_maps",
@@ -63,10 +64,31 @@ def inpaint_maps(maps: torch.Tensor, images: torch.Tensor, region: torch.Tensor)
     return torch.cat([maps.to(images.dtype), images * (1.0 - region), region], 1)
 
 
-def tumour_regions(labels: torch.Tensor, grow: torch.Tensor, radius: float = 0.0) -> torch.Tensor:
+def ball_regions(shape, centres: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
+    """Balls (B, X, Y, Z) float, 0 or 1: ball i of radius ``radii[i]`` voxels around ``centres[i]``
+    (B, 3; voxel coordinates)."""
+    device = centres.device
+    grid = [torch.arange(n, device=device, dtype=torch.float32) for n in shape]
+    x, y, z = (g.reshape([1] + [-1 if i == j else 1 for j in range(3)]) for i, g in enumerate(grid))
+    c = centres.to(torch.float32)
+    distance = (
+        (x - c[:, 0, None, None, None]) ** 2 + (y - c[:, 1, None, None, None]) ** 2 + (z - c[:, 2, None, None, None]) ** 2
+    ).sqrt()
+    return (distance <= radii.to(device=device, dtype=torch.float32).reshape(-1, 1, 1, 1)).float()
+
+
+def tumour_regions(
+    labels: torch.Tensor,
+    grow: torch.Tensor,
+    radius: float = 0.0,
+    balls: torch.Tensor | None = None,
+    centres: torch.Tensor | None = None,
+) -> torch.Tensor:
     """The regions an inpainting generator renders: each subject's tumour (labels > 0, (B, X, Y, Z))
-    grown by ``grow[i]`` voxels (26-connected), or, for a subject without tumour, a ball of
-    ``radius + grow[i]`` voxels at the grid's centre (healthy tissue to render). (B, X, Y, Z) float, 0 or 1.
+    grown by ``grow[i]`` voxels (26-connected); or a ball of ``radius + grow[i]`` voxels around
+    ``centres[i]`` (B, 3; default the grid's centre) for a subject without tumour or where
+    ``balls[i]`` (B,) bool is set (healthy tissue, or whatever the map says there, rendered again).
+    (B, X, Y, Z) float, 0 or 1.
 
     Example:
         >>> labels = torch.zeros(2, 5, 5, 5, dtype=torch.long); labels[0, 2, 2, 2] = 3
@@ -80,13 +102,14 @@ def tumour_regions(labels: torch.Tensor, grow: torch.Tensor, radius: float = 0.0
         grown.append(F.max_pool3d(grown[-1], 3, stride=1, padding=1))
     index = grow.to(device=labels.device, dtype=torch.long)
     regions = torch.stack(grown)[index, torch.arange(labels.shape[0], device=labels.device), 0]
-    empty = tumour.flatten(1).sum(1) == 0
-    if empty.any():
-        axes = [torch.arange(n, device=labels.device, dtype=torch.float32) - (n - 1) / 2 for n in labels.shape[1:]]
-        x, y, z = (a.reshape([-1 if i == j else 1 for j in range(3)]) for i, a in enumerate(axes))
-        distance = (x**2 + y**2 + z**2).sqrt()
-        ball = (distance[None] <= (radius + index.float()).reshape(-1, 1, 1, 1)).float()
-        regions = torch.where(empty.reshape(-1, 1, 1, 1), ball, regions)
+    ball = tumour.flatten(1).sum(1) == 0
+    if balls is not None:
+        ball = ball | balls.to(labels.device)
+    if ball.any():
+        if centres is None:
+            centres = torch.tensor([(n - 1) / 2 for n in labels.shape[1:]], device=labels.device).expand(labels.shape[0], 3)
+        drawn = ball_regions(labels.shape[1:], centres.to(labels.device), radius + index.float())
+        regions = torch.where(ball.reshape(-1, 1, 1, 1), drawn, regions)
     return regions
 
 

@@ -66,6 +66,30 @@ def maps_to_onehot(maps: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
+class RegionDraw(Batched):
+    """Inpaint mode: the region G renders in each crop: the tumour grown by ``grow`` voxels, or
+    where ``ball`` is set a ball of the crop's sixth plus ``grow`` around ``centre`` (voxels)."""
+
+    grow: torch.Tensor
+    ball: torch.Tensor
+    centre: torch.Tensor
+
+    @classmethod
+    def draw(cls, batch: int, shape, ball_share: float, rng: torch.Generator) -> RegionDraw:
+        """``batch`` regions for crops of ``shape``: growth 1..MAX_GROW, a ball with probability
+        ``ball_share``, its centre in the crop's central half; drawn from ``rng`` in this order."""
+        grow = torch.randint(1, MAX_GROW + 1, (batch,), generator=rng)
+        ball = torch.rand(batch, generator=rng) < ball_share
+        side = torch.tensor(shape, dtype=torch.float32)
+        return cls(grow, ball, side / 4 + torch.rand(batch, 3, generator=rng) * side / 2)
+
+    def regions(self, labels: torch.Tensor) -> torch.Tensor:
+        """The regions (B, X, Y, Z) of crops with these ``labels``, where the labels are."""
+        where = self.to(labels.device)
+        return tumour_regions(labels, where.grow, labels.shape[1] / 6, where.ball, where.centre)
+
+
+@dataclass(frozen=True)
 class PhaseDraw(Batched):
     """Everything random in one D or G phase, drawn for the global batch and sliced per micro-batch:
     the real subjects (``idx``; G renders their maps, deformed, or in inpaint mode a region of
@@ -82,8 +106,8 @@ class PhaseDraw(Batched):
     deform: Deformation | None
     z_mix: torch.Tensor | None = None
     mix_cutoff: torch.Tensor | None = None
-    #: inpaint mode: by how many voxels each subject's tumour grows into the region G renders
-    grow: torch.Tensor | None = None
+    #: inpaint mode: the region of each subject's crop G renders
+    region: RegionDraw | None = None
 
 
 @dataclass
@@ -267,9 +291,9 @@ class TrainingLoop:
             cutoff = torch.randint(1, self.G.num_ws, (b,), generator=self.rng)
             z_mix = torch.randn(b, self.mc.z_dim, generator=self.rng)
             mix_cutoff = torch.where(mixed, cutoff, self.G.num_ws)
-        deform = grow = None
+        deform = region = None
         if self.G.inpaints:  # the fakes render a region of the batch's own crops, the rest kept
-            grow = torch.randint(1, MAX_GROW + 1, (b,), generator=self.rng)
+            region = RegionDraw.draw(b, shape, self.cfg.ball_regions, self.rng)
         else:  # the fakes render the batch's own maps, deformed
             deform = draw_deformations(b, self.rng)
         cond = self.data.conditions[idx]  # G renders each map under its own subject's conditions...
@@ -277,7 +301,7 @@ class TrainingLoop:
             swapped = torch.rand(b, generator=self.rng) < self.cfg.condition_swap
             combo = self.combos[torch.randint(0, self.combos.shape[0], (b,), generator=self.rng)]
             cond = torch.where(swapped[:, None], combo, cond)
-        return PhaseDraw(idx, z, noise, aug_fake, aug_real, cond, deform, z_mix, mix_cutoff, grow)
+        return PhaseDraw(idx, z, noise, aug_fake, aug_real, cond, deform, z_mix, mix_cutoff, region)
 
     def _noise(self, batch: int) -> list[torch.Tensor]:
         """G's per-voxel noise for ``batch`` subjects: from the loop's stream on the CPU; on a GPU,
@@ -300,15 +324,15 @@ class TrainingLoop:
         onehot = one_hot(self._to_device(self.data.labels[idx]), self.mc.label_classes)
         return images, onehot, self._to_device(self.data.conditions[idx])
 
-    def _inputs(self, idx, deform: Deformation | None, grow: torch.Tensor | None):
+    def _inputs(self, idx, deform: Deformation | None, region: RegionDraw | None):
         """G's spatial input for subjects ``idx`` (made where G runs): their label maps, deformed;
         or in inpaint mode their maps and crops with the region to render; and (inpaint) the crops
         and the regions, else None."""
         maps = self.data.maps(idx, self.device)
-        if grow is None:
+        if region is None:
             return (maps if deform is None else deform_maps(maps, deform, grid_device=self.device)), None, None
         images = self._to_device(self.data.images[idx])
-        regions = tumour_regions(self._to_device(self.data.labels[idx]), self._to_device(grow), self.mc.shape[0] / 6)
+        regions = region.regions(self._to_device(self.data.labels[idx]))
         return inpaint_maps(maps, images, regions), images, regions
 
     def _fake(self, draw: PhaseDraw, c, paired: bool = False):
@@ -321,7 +345,7 @@ class TrainingLoop:
         if draw.z_mix is not None and draw.mix_cutoff is not None:  # shared by a pair, as the noise is
             w_mix = self.G.mapping(self._to_device(pair(draw.z_mix)), c)
             w = self.G.mix_styles(w, w_mix, self._to_device(pair(draw.mix_cutoff)))
-        maps, crops, regions = self._inputs(draw.idx, draw.deform, draw.grow)
+        maps, crops, regions = self._inputs(draw.idx, draw.deform, draw.region)
         maps = pair(maps)
         crops, regions = (None, None) if crops is None or regions is None else (pair(crops), pair(regions))
         images, _ = self.G.from_w(w, noise, maps)
@@ -341,7 +365,11 @@ class TrainingLoop:
         z = torch.randn(n, self.mc.z_dim, generator=g)
         noise = self.G_ema.make_noise(n, g)
         c = self.data.conditions[idx].to(self.device)
-        maps = self._inputs(idx, None, torch.full((n,), VALIDATION_GROW) if self.G_ema.inpaints else None)[0]
+        region = None
+        if self.G_ema.inpaints:  # each crop's tumour grown by VALIDATION_GROW
+            middle = torch.tensor([(side - 1) / 2 for side in self.mc.shape]).expand(n, 3)
+            region = RegionDraw(torch.full((n,), VALIDATION_GROW), torch.zeros(n, dtype=torch.bool), middle)
+        maps = self._inputs(idx, None, region)[0]
         images, _ = self.G_ema.from_w(self.G_ema.mapping(z.to(self.device), c), [x.to(self.device) for x in noise], maps)
         labels = maps_to_onehot(maps[:, : self.mc.label_classes])  # its labels: the maps it was given
         fake = coarse_features(images.float().clamp(-1, 1).cpu(), labels.cpu())

@@ -59,8 +59,12 @@ class TrainConfig:
     eval_samples: int = 16
     patience: int = 0
     seed: int = 0
-    #: inpaint mode: crops cut per training subject, near its tumour (``augment3d.data.crops``)
+    #: inpaint mode: crops cut per training subject, near its tumour (``augment3d.data.crops``),
+    #: and the share of the regions G renders that are balls at a random place of the crop's
+    #: central half instead of the grown tumour (healthy tissue, as the BraTS inpainting task
+    #: asks, or part of the lesion)
     crops_per_case: int = 4
+    ball_regions: float = 0.25
     #: the extra terms of G's loss and their settings, a ``[train.terms.NAME]`` table each
     #: (``training.terms.settings``): mode_seeking, label_consistency, texture_match, contrast_match
     terms: Terms = field(default_factory=Terms)
@@ -83,7 +87,7 @@ class TrainConfig:
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (0 turns it off), got {getattr(self, name)}")
-        for name in ("beta1", "beta2", "style_mixing", "condition_swap", "ada_target"):
+        for name in ("beta1", "beta2", "style_mixing", "condition_swap", "ada_target", "ball_regions"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         for name in (

@@ -38,6 +38,7 @@ from ..synthesis.generator_cache import (  # the cache's names stay importable f
     one_thread,
     worker_device,
 )
+from ..io.run_files import generator_mode
 from ..pretrained import run_folder
 from ..io.subjects import check_file, check_same_shape, label_values, read_voxels, resolve_names
 from ..synthesis.sampling import check_precision
@@ -268,6 +269,12 @@ class SyntheticAugmenter(RandomTransform):
         if path is None:
             raise ValueError("the generator must come from a run folder (load_generator(path)) or be a path")
         self.checkpoint = str(run_folder(path))  # a bundled generator's name ("phantom") names its folder
+        if generator_mode(self.checkpoint) == "inpaint":
+            raise DataError(
+                self.checkpoint,
+                "is an inpainting generator: it renders lesions into crops of real subjects "
+                "(SyntheticGenerator.inpaint), not the whole subjects SyntheticAugmenter swaps in",
+            )
         self.checkpoint_sha256 = checkpoint_hash(self.checkpoint)
         if not isinstance(generator, (str, os.PathLike)):
             keep_generator(self.checkpoint, generator)

@@ -111,6 +111,7 @@ def test_augment3d_train_makes_an_inpainting_run_that_loads_and_renders_into_cro
     from augment3d.errors import CheckpointError, DataError
     from augment3d.recipes import recipe_path
     from augment3d.synthesis.sampling import load_generator
+    from augment3d.transforms.augmenter import SyntheticAugmenter
 
     recipe = tmp_path / "inpaint.toml"
     text = recipe_path("ci").read_text().replace('mode = "labels"', 'mode = "inpaint"\ncrop = 16')
@@ -138,6 +139,10 @@ def test_augment3d_train_makes_an_inpainting_run_that_loads_and_renders_into_cro
         gen.generate(seeds=[0])
     sampled = runner.invoke(app, ["sample", str(run), str(tmp_path / "out"), "--n", "1"])
     assert sampled.exit_code == 2 and "is an inpainting generator" in sampled.stderr
+    with pytest.raises(DataError, match="is an inpainting generator"):
+        SyntheticAugmenter(run)  # refused at once, not in a loader's worker
+    evaluated = runner.invoke(app, ["evaluate", str(run), str(cohort), "--out", str(tmp_path / "eval")])
+    assert evaluated.exit_code == 2 and "is an inpainting generator" in evaluated.stderr
     weights = run / "generator.safetensors"
     weights.write_bytes(weights.read_bytes()[:-100])  # damaged
     with pytest.raises(CheckpointError, match="generator"):
