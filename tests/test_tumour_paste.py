@@ -198,7 +198,7 @@ def test_in_a_queue_and_a_loader_with_workers(bank, healthy):
 
 def test_overlap_lets_the_lesion_cover_the_recipients_tumour_and_leaves_the_rest_of_it_exact(bank, tmp_path):
     from augment3d.transforms.tumour_bank import TumourBank
-    from augment3d.transforms.tumour_paste import _donor_in_grid
+    from augment3d.transforms.tumour_paste import donor_in_grid
 
     images, label = brain(seed=7, tumour_at=(0.0, 0.0, 0.0), radius=0.45)  # a tumour filling the middle
     subject = subject_of(write(tmp_path / "big", "BraTS-BIG-00000-000", images, label), "BraTS-BIG-00000-000")
@@ -208,7 +208,7 @@ def test_overlap_lets_the_lesion_cover_the_recipients_tumour_and_leaves_the_rest
     out = over(subject)
     assert clear.no_room == 1 and over.pasted == 1  # no room clear of it; room over it
     (twin,) = [t for t in out.get_applied_transforms() if t.name == "TumourPlacement"]
-    lesion_box = _donor_in_grid(TumourBank.load(bank), twin.donor, twin.flips, AFFINE)[0] > 0
+    lesion_box = donor_in_grid(TumourBank.load(bank), twin.donor, twin.flips, AFFINE)[0] > 0
     lesion = np.zeros(SHAPE, bool)
     lesion[tuple(slice(c, c + n) for c, n in zip(twin.corner, lesion_box.shape))] = lesion_box
     assert (lesion & (label > 0)).any()  # it does cover part of the recipient's tumour

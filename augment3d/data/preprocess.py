@@ -19,7 +19,7 @@ from ..models.architecture import MAX_SIDE
 from ..brats import MODALITIES
 from .validation import LoadedCase
 
-__all__ = ["PreprocessConfig", "PreparedCase", "CubeBox", "cube_box", "preprocess_case", "to_canonical"]
+__all__ = ["PreprocessConfig", "PreparedCase", "CubeBox", "cube_box", "normalise", "preprocess_case", "to_canonical"]
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,8 @@ def _bounding_box(mask: np.ndarray, margin: tuple[int, ...]) -> tuple[np.ndarray
     return lo, hi
 
 
-def _normalise(x: np.ndarray, mask: np.ndarray, percentiles, path) -> np.ndarray:
+def normalise(x: np.ndarray, mask: np.ndarray, percentiles, path) -> np.ndarray:
+    """``x`` clipped to its in-``mask`` ``percentiles`` and scaled to [-1, 1], -1 outside the mask."""
     inside = x[mask]
     lo, hi = np.percentile(inside, percentiles)
     if not hi > lo:
@@ -184,7 +185,7 @@ def preprocess_case(loaded: LoadedCase, config: PreprocessConfig) -> PreparedCas
 
     crop_mask = crop_pad(mask, False)
     images = np.stack(
-        [_normalise(crop_pad(stack[i], 0.0), crop_mask, config.clip_percentiles, paths[key]) for i, key in enumerate(MODALITIES)]
+        [normalise(crop_pad(stack[i], 0.0), crop_mask, config.clip_percentiles, paths[key]) for i, key in enumerate(MODALITIES)]
     )
     label = crop_pad(label, 0)
 

@@ -39,12 +39,12 @@ from ..io.subjects import label_values, read_voxels, resolve_names
 from ..errors import CheckpointError, DataError
 from .tumour_bank import BANK_FILE, RAS, TumourBank, reorient, orientation, spacing_of
 
-__all__ = ["TumourPaste", "TumourPlacement"]
+__all__ = ["TumourPaste", "TumourPlacement", "cached_bank", "donor_in_grid", "find_room", "recipient", "with_lesion"]
 
 _BANKS: OrderedDict = OrderedDict()
 
 
-def _bank(path: str, sha256: str) -> TumourBank:
+def cached_bank(path: str, sha256: str) -> TumourBank:
     """The bank at ``path``, loaded once per process; a bank whose weights changed is refused."""
     key = (str(Path(path).resolve()), sha256)
     if key not in _BANKS:
@@ -56,7 +56,7 @@ def _bank(path: str, sha256: str) -> TumourBank:
     return _BANKS[key]
 
 
-def _donor_in_grid(bank: TumourBank, donor: int, flips: tuple[bool, ...], affine) -> tuple[np.ndarray, ...]:
+def donor_in_grid(bank: TumourBank, donor: int, flips: tuple[bool, ...], affine) -> tuple[np.ndarray, ...]:
     """The donor's label, images and brain in the recipient's axis order and voxel size."""
     from scipy import ndimage
 
@@ -79,7 +79,8 @@ def _donor_in_grid(bank: TumourBank, donor: int, flips: tuple[bool, ...], affine
     return label, images.astype(np.float32), brain
 
 
-def _recipient(subject, names: dict[str, str], label_key: str):
+def recipient(subject, names: dict[str, str], label_key: str):
+    """The subject's label map, images (by canonical key), brain mask and affine, checked (one grid, BraTS labels)."""
     if label_key not in subject:
         raise DataError(None, f"subject has no label map '{label_key}' (it has {', '.join(sorted(subject.get_images_names()))})")
     label_image = subject[label_key]
@@ -102,6 +103,51 @@ def _recipient(subject, names: dict[str, str], label_key: str):
     for v in images.values():
         brain |= v > v.min()
     return label, images, brain | (label > 0), np.asarray(label_image.affine)
+
+
+def with_lesion(label: np.ndarray, d_label: np.ndarray, corner) -> np.ndarray:
+    """``label`` with the donor's classes written on the donor's lesion voxels at ``corner``, in the
+    recipient's convention (ET 3, or 4 where the recipient's map is BraTS 2021's)."""
+    et = 4 if 4 in label_values(label) else 3
+    new_label = label.copy()
+    box = tuple(slice(c, c + n) for c, n in zip(corner, d_label.shape))
+    written = np.where(d_label == 3, et, d_label).astype(label.dtype)
+    lesion = d_label > 0
+    new_label[box][lesion] = written[lesion]
+    return new_label
+
+
+def find_room(
+    bank: TumourBank,
+    subject,
+    names,
+    label_key: str,
+    rng: np.random.Generator,
+    flip: bool,
+    overlap: bool,
+    margin: int,
+    max_tries: int,
+):
+    """(donor, flips, corner) drawn with ``rng`` in this order: a donor of the bank, its flips, and
+    a place where its whole lesion lies in the subject's brain and (without ``overlap``) ``margin``
+    voxels clear of the subject's tumour (``corner`` None: none in ``max_tries`` tries)."""
+    from scipy import ndimage
+
+    donor = int(rng.integers(len(bank)))
+    flips = tuple(bool(f) for f in (rng.random(3) < 0.5)) if flip else (False, False, False)
+    label, _, brain, affine = recipient(subject, names, label_key)
+    lesion = donor_in_grid(bank, donor, flips, affine)[0] > 0
+    blocked = ~brain
+    if (label > 0).any() and not overlap:
+        blocked |= ndimage.binary_dilation(label > 0, iterations=margin)
+    room = np.array(label.shape) - np.array(lesion.shape)
+    if (room >= 0).all():
+        for _ in range(max_tries):
+            start = tuple(int(rng.integers(r + 1)) for r in room)
+            box = tuple(slice(a, a + n) for a, n in zip(start, lesion.shape))
+            if not blocked[box][lesion].any():
+                return donor, flips, start
+    return donor, flips, None
 
 
 class TumourPlacement(Transform):
@@ -138,8 +184,8 @@ class TumourPlacement(Transform):
         from scipy import ndimage
 
         names = resolve_names(subject, self.modalities)
-        label, images, brain, affine = _recipient(subject, names, self.label_key)
-        d_label, d_images, d_brain = _donor_in_grid(_bank(self.bank, self.bank_sha256), self.donor, self.flips, affine)
+        label, images, brain, affine = recipient(subject, names, self.label_key)
+        d_label, d_images, d_brain = donor_in_grid(cached_bank(self.bank, self.bank_sha256), self.donor, self.flips, affine)
         box = tuple(slice(c, c + n) for c, n in zip(self.corner, d_label.shape))
         if any(s.stop > n or s.start < 0 for s, n in zip(box, label.shape)):
             raise DataError(None, f"the placement {self.corner} does not fit a {'x'.join(map(str, label.shape))} subject")
@@ -172,11 +218,7 @@ class TumourPlacement(Transform):
                 blended = np.rint(blended)
             region[changed] = blended[changed].astype(out.dtype)
             subject[name].set_data(torch.from_numpy(out[None]))
-        et = 4 if 4 in label_values(label) else 3
-        new_label = label.copy()
-        written = np.where(d_label == 3, et, d_label).astype(label.dtype)
-        new_label[box][lesion] = written[lesion]
-        subject[self.label_key].set_data(torch.from_numpy(new_label[None]))
+        subject[self.label_key].set_data(torch.from_numpy(with_lesion(label, d_label, self.corner)[None]))
         return subject
 
 
@@ -222,7 +264,7 @@ class TumourPaste(RandomTransform):
             raise ValueError("save the bank first (bank.save(folder)): workers load it from its folder")
         self.bank = str(path)
         self.bank_sha256 = checkpoint_hash(self.bank, BANK_FILE)
-        _bank(self.bank, self.bank_sha256)  # a damaged bank fails here, not in a worker (cached per process)
+        cached_bank(self.bank, self.bank_sha256)  # a damaged bank fails here, not in a worker (cached per process)
         if max_tries < 1 or margin < 1:
             raise ValueError("max_tries and margin must be at least 1")
         self.margin, self.flip, self.max_tries, self.overlap = int(margin), bool(flip), int(max_tries), bool(overlap)
@@ -256,26 +298,18 @@ class TumourPaste(RandomTransform):
     def placement(self, subject, rng: np.random.Generator) -> TumourPlacement:
         """The twin that pastes a donor drawn with ``rng`` into ``subject`` (``corner=None``: no room).
         A fixed ``rng`` per subject makes a fixed pasted cohort (segbench's ``real+paste`` arm)."""
-        from scipy import ndimage
-
-        bank = _bank(self.bank, self.bank_sha256)
-        donor = int(rng.integers(len(bank)))
-        flips = tuple(bool(f) for f in (rng.random(3) < 0.5)) if self.flip else (False, False, False)
         names = resolve_names(subject, self.modalities)
-        label, _, brain, affine = _recipient(subject, names, self.label_key)
-        lesion = _donor_in_grid(bank, donor, flips, affine)[0] > 0
-        blocked = ~brain
-        if (label > 0).any() and not self.overlap:
-            blocked |= ndimage.binary_dilation(label > 0, iterations=self.margin)
-        corner = None
-        room = np.array(label.shape) - np.array(lesion.shape)
-        if (room >= 0).all():
-            for _ in range(self.max_tries):
-                start = tuple(int(rng.integers(r + 1)) for r in room)
-                box = tuple(slice(s, s + n) for s, n in zip(start, lesion.shape))
-                if not blocked[box][lesion].any():
-                    corner = start
-                    break
+        donor, flips, corner = find_room(
+            cached_bank(self.bank, self.bank_sha256),
+            subject,
+            names,
+            self.label_key,
+            rng,
+            self.flip,
+            self.overlap,
+            self.margin,
+            self.max_tries,
+        )
         if corner is None:
             self.no_room += 1
         else:
