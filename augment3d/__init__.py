@@ -40,6 +40,7 @@ _LAZY = {
     "TumourBank": "augment3d.transforms.tumour_bank",
     "TumourPaste": "augment3d.transforms.tumour_paste",
     "TumourPlacement": "augment3d.transforms.tumour_paste",
+    "TumourInpainter": "augment3d.transforms.tumour_inpaint",
 }
 
 __all__ = ["Augment3DError", "CheckpointError", "DataError", "RecipeError", "__version__", *_LAZY]  # noqa: PLE0604 (the lazy names are strings)

@@ -26,6 +26,7 @@ __all__ = [
     "LOG",
     "SUBJECTS",
     "RECIPE",
+    "generator_meta",
     "generator_mode",
     "is_run_folder",
     "read_log",
@@ -46,18 +47,25 @@ def is_run_folder(path: str | os.PathLike) -> bool:
     return (path / f"{GENERATOR}.json").is_file() or (path / f"{TRAIN_STATE}.json").is_file()
 
 
-def generator_mode(folder: str | os.PathLike) -> str:
-    """The mode a run's generator was trained in, as ``generator.json`` records it (``joint``
-    before the option existed), without loading the weights; "" when the folder has none."""
+def generator_meta(folder: str | os.PathLike) -> dict:
+    """A run's ``generator.json`` (its architecture, conditions, preprocessing, voxel size), without
+    the weights; {} when the folder has none, one :class:`DataError` when it is damaged."""
     path = Path(folder) / f"{GENERATOR}.json"
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        return ""
+        return {}
     except (ValueError, UnicodeDecodeError):
         raise DataError(path, "is not JSON: the generator's description is damaged") from None
-    model = meta.get("model") if isinstance(meta, dict) else None
-    return str(model.get("mode", "joint")) if isinstance(model, dict) else ""
+    if not isinstance(meta, dict) or not isinstance(meta.get("model", {}), dict):
+        raise DataError(path, "is not a generator description")
+    return meta
+
+
+def generator_mode(folder: str | os.PathLike) -> str:
+    """The mode a run's generator was trained in (``joint`` before the option existed); "" without one."""
+    meta = generator_meta(folder)
+    return str(meta.get("model", {}).get("mode", "joint")) if meta else ""
 
 
 def read_log(path: str | os.PathLike) -> list[dict]:
