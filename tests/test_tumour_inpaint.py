@@ -99,3 +99,17 @@ def test_it_runs_in_loader_workers_and_refuses_what_it_cannot_use(inpaint_run, b
     no_site = subject_of(folders[0], "BraTS-REC-00000-000")
     with pytest.raises(DataError, match="no 'site' attribute"):
         TumourInpainter(inpaint_run, bank, p=1.0, seed=0)(no_site)
+
+
+def test_the_subject_s_own_tumour_keeps_its_voxels(inpaint_run, bank, tmp_path):  # noqa: F811
+    sid = "BraTS-REC-00009-000"
+    images, label = brain(seed=4, tumour_at=(0.0, 0.0, 0.0), radius=0.3)  # a large tumour in the middle
+    subject = subject_of(write(tmp_path / "rec", sid, images, label), sid, site="SSA")
+    before = arrays(subject)
+    own = before["seg"][0] > 0
+    out = TumourInpainter(inpaint_run, bank, p=1.0, seed=1, grow=3, margin=1)(subject)  # the soft edge reaches past the clearance
+    assert _placed(out).corner is not None
+    own &= out["seg"].data[0] == before["seg"][0]  # where the placed lesion covers it, the lesion wins (as in TumourPaste)
+    assert own.sum() > 20
+    for key in KEYS[:-1]:
+        assert torch.equal(out[key].data[0][own], before[key][0][own]), key

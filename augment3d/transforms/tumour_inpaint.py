@@ -8,7 +8,8 @@ copying the donor's intensities it lets an inpainting generator (``[model] mode 
 docs/MODEL.md) render the lesion and its surroundings into the subject:
 
 * the region rendered: the placed lesion grown by ``grow`` voxels, with a weight falling
-  linearly to 0 over ``margin`` more voxels (a soft edge), inside the brain;
+  linearly to 0 over ``margin`` more voxels (a soft edge), inside the brain and off the
+  subject's own tumour;
 * a crop of the generator's grid at its voxel size (RAS axes, as the run's data were prepared)
   is cut around the lesion: the subject's images scaled to [-1, 1] by their in-brain
   percentiles (the run's preprocessing), the new label map and the region; the generator
@@ -155,6 +156,7 @@ class InpaintPlacement(Transform):
         lesion[box] = d_label > 0
         distance = ndimage.distance_transform_edt(~lesion)
         weight = np.clip(1.0 - (distance - self.grow) / (self.margin + 1), 0.0, 1.0) * brain
+        weight[(label > 0) & ~lesion] = 0.0  # the subject's own tumour keeps its voxels (labels and images agree)
         centre = np.argwhere(lesion).mean(0)
         side = gen.shape[0]
         crop_affine = crop_geometry(affine, centre, side, gen.voxel_mm)
