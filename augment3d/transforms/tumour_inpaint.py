@@ -31,6 +31,8 @@ import torch
 from torchio.transforms.augmentation import RandomTransform
 from torchio.transforms.transform import Transform
 
+from .seeded_twin import SeededTwin
+
 from ..brats import MODALITIES
 from ..errors import DataError
 from ..io.checkpoint import checkpoint_hash
@@ -189,7 +191,7 @@ class InpaintPlacement(Transform):
         return subject
 
 
-class TumourInpainter(RandomTransform):
+class TumourInpainter(SeededTwin, RandomTransform):
     """Place a bank's tumour into the subject and render it with an inpainting run (see the module).
 
     Args:
@@ -254,8 +256,6 @@ class TumourInpainter(RandomTransform):
         self.label_key, self.device, self.seed = label_key, device, seed
         self.no_room = 0
         self.inpainted = 0
-        self._rng: np.random.Generator | None = None
-        self._rng_worker: int | None = None
         self.args_names = [
             "generator",
             "bank",
@@ -272,21 +272,6 @@ class TumourInpainter(RandomTransform):
             "precision",
             "seed",
         ]
-
-    def _generator(self) -> np.random.Generator:
-        if self.seed is None:
-            return np.random.default_rng(int(torch.randint(0, 2**31, (1,)).item()))
-        info = torch.utils.data.get_worker_info()
-        worker = -1 if info is None else info.id
-        if self._rng is None or self._rng_worker != worker:
-            self._rng, self._rng_worker = np.random.default_rng([int(self.seed), worker + 1]), worker
-        return np.random.default_rng(int(self._rng.integers(0, 2**31)))
-
-    def apply_transform(self, subject):
-        twin = self.placement(subject, self._generator())
-        subject = twin.apply_transform(subject)
-        subject.add_transform(twin, twin._get_reproducing_arguments())
-        return subject
 
     def placement(self, subject, rng: np.random.Generator) -> InpaintPlacement:
         """The twin that inpaints a donor drawn with ``rng`` into ``subject`` (``corner=None``: no room)."""

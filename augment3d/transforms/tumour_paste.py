@@ -33,6 +33,8 @@ import torch
 from torchio.transforms.augmentation import RandomTransform
 from torchio.transforms.transform import Transform
 
+from .seeded_twin import SeededTwin
+
 from ..brats import MODALITIES
 from ..io.checkpoint import checkpoint_hash
 from ..io.subjects import label_values, read_voxels, resolve_names
@@ -222,7 +224,7 @@ class TumourPlacement(Transform):
         return subject
 
 
-class TumourPaste(RandomTransform):
+class TumourPaste(SeededTwin, RandomTransform):
     """Paste a real tumour from a bank into the subject (see the module docstring).
 
     Args:
@@ -273,27 +275,7 @@ class TumourPaste(RandomTransform):
         self.seed = seed
         self.no_room = 0
         self.pasted = 0
-        self._rng: np.random.Generator | None = None
-        self._rng_worker: int | None = None
         self.args_names = ["bank", "margin", "flip", "max_tries", "overlap", "modalities", "label_key", "seed"]
-
-    def _generator(self) -> np.random.Generator:
-        if self.seed is None:
-            return np.random.default_rng(int(torch.randint(0, 2**31, (1,)).item()))
-        info = torch.utils.data.get_worker_info()
-        worker = -1 if info is None else info.id
-        if self._rng is None or self._rng_worker != worker:
-            self._rng, self._rng_worker = np.random.default_rng([int(self.seed), worker + 1]), worker
-        return np.random.default_rng(int(self._rng.integers(0, 2**31)))
-
-    def apply_transform(self, subject):
-        # torchio's __call__ has drawn whether to apply (p) already
-        twin = self.placement(subject, self._generator())
-        # the subject is already this transform's copy: apply the twin in place and record it, as
-        # SyntheticAugmenter does (replaying the history copies as usual)
-        subject = twin.apply_transform(subject)
-        subject.add_transform(twin, twin._get_reproducing_arguments())
-        return subject
 
     def placement(self, subject, rng: np.random.Generator) -> TumourPlacement:
         """The twin that pastes a donor drawn with ``rng`` into ``subject`` (``corner=None``: no room).
