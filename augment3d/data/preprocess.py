@@ -103,10 +103,10 @@ def _bounding_box(mask: np.ndarray, margin: tuple[int, ...]) -> tuple[np.ndarray
     return lo, hi
 
 
-def normalise(x: np.ndarray, mask: np.ndarray, percentiles, path) -> np.ndarray:
-    """``x`` clipped to its in-``mask`` ``percentiles`` and scaled to [-1, 1], -1 outside the mask."""
-    inside = x[mask]
-    lo, hi = np.percentile(inside, percentiles)
+def normalise(x: np.ndarray, mask: np.ndarray, percentiles, path, bounds=None) -> np.ndarray:
+    """``x`` clipped to its in-``mask`` ``percentiles`` and scaled to [-1, 1], -1 outside the mask;
+    ``bounds`` (low, high): those values, already computed, instead of the percentiles."""
+    lo, hi = bounds if bounds is not None else np.percentile(x[mask], percentiles)
     if not hi > lo:
         raise DataError(path, "image is constant inside the brain; cannot scale it to [-1, 1]")
     out = (np.clip(x, lo, hi) - lo) / (hi - lo) * 2.0 - 1.0

@@ -133,6 +133,12 @@ class SyntheticGenerator:
         maps, source = self.bank.draw(g, condition)
         return z, noise, maps, source
 
+    def _stacked(self, latents) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The z and per-layer noise of several :meth:`_draws` as one batch on this generator's device."""
+        z = torch.cat([lat[0] for lat in latents]).to(self.device)
+        noise = [torch.cat([lat[1][k] for lat in latents]).to(self.device) for k in range(len(latents[0][1]))]
+        return z, noise
+
     def map_sources(
         self, seeds: Sequence[int], condition: Mapping[str, str] | None = None, maps_matching: Sequence[str] | None = None
     ) -> list[str]:
@@ -220,8 +226,7 @@ class SyntheticGenerator:
         for start in range(0, len(seeds), batch_size):
             chunk = seeds[start : start + batch_size]
             latents = [self._draws(s, maps_condition, with_map=self.takes_labels and given is None) for s in chunk]
-            z = torch.cat([lat[0] for lat in latents]).to(self.device)
-            noise = [torch.cat([lat[1][k] for lat in latents]).to(self.device) for k in range(len(latents[0][1]))]
+            z, noise = self._stacked(latents)
             maps = None
             if self.takes_labels:
                 maps = given[start : start + batch_size] if given is not None else torch.cat([lat[2] for lat in latents])
@@ -292,9 +297,7 @@ class SyntheticGenerator:
         region = torch.from_numpy(np.ascontiguousarray(regions, dtype=np.float32))
         brain = (given > -1.0 + BRAIN_FLOOR).any(1) | (label > 0)
         maps = inpaint_maps(map_tensor(label, brain), given, region).to(self.device)
-        latents = [self._draws(s)[:2] for s in seeds]
-        z = torch.cat([lat[0] for lat in latents]).to(self.device)
-        noise = [torch.cat([lat[1][k] for lat in latents]).to(self.device) for k in range(len(latents[0][1]))]
+        z, noise = self._stacked([self._draws(s) for s in seeds])
         c = self._condition_vector(condition, n)
         w = self.network.truncate(self.network.mapping(z, c), self.w_centre(condition) if psi != 1.0 else None, psi)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):

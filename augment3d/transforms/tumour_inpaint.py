@@ -34,6 +34,7 @@ from torchio.transforms.transform import Transform
 from .seeded_twin import SeededTwin
 
 from ..brats import MODALITIES
+from ..data.preprocess import normalise
 from ..errors import DataError
 from ..io.checkpoint import checkpoint_hash
 from ..io.run_files import generator_meta
@@ -56,15 +57,6 @@ def crop_geometry(affine: np.ndarray, centre_voxel, side: int, voxel_mm: float) 
     crop = np.diag([voxel_mm] * 3 + [1.0])
     crop[:3, 3] = centre - voxel_mm * (side - 1) / 2.0
     return crop
-
-
-def _scaled(x: np.ndarray, brain: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """``x`` on [-1, 1] by its in-brain range (lo, hi), -1 outside the brain, as preprocessing scales it."""
-    if not hi > lo:
-        raise DataError(None, "an image is constant inside the brain; cannot scale it to [-1, 1]")
-    out = (np.clip(x.astype(np.float32), lo, hi) - lo) / (hi - lo) * 2.0 - 1.0
-    out[~brain] = -1.0
-    return out.astype(np.float32)
 
 
 def subject_condition(gen, subject, partial: Mapping[str, str] | None, source: str) -> dict | None:
@@ -165,7 +157,7 @@ class InpaintPlacement(Transform):
         shape = gen.shape
         low, high = gen.preprocess.clip_percentiles
         ranges = {k: np.percentile(images[k][brain], [low, high]) for k in MODALITIES}  # each modality's in-brain range
-        scaled = np.stack([_scaled(images[k], brain, *ranges[k]) for k in MODALITIES])
+        scaled = np.stack([normalise(images[k], brain, (low, high), None, bounds=ranges[k]) for k in MODALITIES])
         crop = resample(scaled + 1.0, affine, crop_affine, shape, "bilinear") - 1.0
         crop_label = resample(new_label[None].astype(np.float32), affine, crop_affine, shape, "nearest")[0]
         crop_label = np.where(crop_label == 4, 3, np.rint(crop_label)).astype(np.uint8)
@@ -277,14 +269,14 @@ class TumourInpainter(SeededTwin, RandomTransform):
         """The twin that inpaints a donor drawn with ``rng`` into ``subject`` (``corner=None``: no room)."""
         names = resolve_names(subject, self.modalities)
         bank = cached_bank(self.bank, self.bank_sha256)
-        donor, flips, corner = find_room(
+        donor, flips, corner, lesion = find_room(
             bank, subject, names, self.label_key, rng, self.flip, self.overlap, self.margin, self.max_tries
         )
         seed = int(rng.integers(0, 2**31))
         if corner is not None:  # the lesion and its rendered surroundings must lie inside the generator's crop
-            affine = recipient(subject, names, self.label_key)[3]
-            lesion = np.argwhere(donor_in_grid(bank, donor, flips, affine)[0] > 0)
-            extent = (lesion.max(0) - lesion.min(0) + 1 + 2 * (self.grow + self.margin + 1)) * spacing_of(affine)
+            voxels = np.argwhere(lesion)
+            grown = voxels.max(0) - voxels.min(0) + 1 + 2 * (self.grow + self.margin + 1)
+            extent = grown * spacing_of(subject[self.label_key].affine)
             if (extent > self.crop_mm).any():
                 corner = None
         if corner is None:

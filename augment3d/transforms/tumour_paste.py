@@ -130,9 +130,10 @@ def find_room(
     margin: int,
     max_tries: int,
 ):
-    """(donor, flips, corner) drawn with ``rng`` in this order: a donor of the bank, its flips, and
-    a place where its whole lesion lies in the subject's brain and (without ``overlap``) ``margin``
-    voxels clear of the subject's tumour (``corner`` None: none in ``max_tries`` tries)."""
+    """(donor, flips, corner, lesion) drawn with ``rng`` in this order: a donor of the bank, its
+    flips, and a place where its whole lesion lies in the subject's brain and (without ``overlap``)
+    ``margin`` voxels clear of the subject's tumour (``corner`` None: none in ``max_tries`` tries);
+    ``lesion`` is the donor's lesion in its box on the subject's grid."""
     from scipy import ndimage
 
     donor = int(rng.integers(len(bank)))
@@ -148,8 +149,8 @@ def find_room(
             start = tuple(int(rng.integers(r + 1)) for r in room)
             box = tuple(slice(a, a + n) for a, n in zip(start, lesion.shape))
             if not blocked[box][lesion].any():
-                return donor, flips, start
-    return donor, flips, None
+                return donor, flips, start, lesion
+    return donor, flips, None, lesion
 
 
 class TumourPlacement(Transform):
@@ -281,7 +282,7 @@ class TumourPaste(SeededTwin, RandomTransform):
         """The twin that pastes a donor drawn with ``rng`` into ``subject`` (``corner=None``: no room).
         A fixed ``rng`` per subject makes a fixed pasted cohort (segbench's ``real+paste`` arm)."""
         names = resolve_names(subject, self.modalities)
-        donor, flips, corner = find_room(
+        donor, flips, corner, _ = find_room(
             cached_bank(self.bank, self.bank_sha256),
             subject,
             names,

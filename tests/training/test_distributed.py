@@ -16,6 +16,9 @@ from helpers import TINY_ENCODER, TINY_MODEL, TINY_TRAIN, generator_weights, tin
 
 from augment3d.training.trainer import train_gan
 
+#: global batch 4 (two processes x 2, or one process accumulating 2 x 2), R1 every other step
+DDP_TRAIN = replace(TINY_TRAIN, batch=4, steps=4, checkpoint_every=4, r1_interval=2)
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -47,14 +50,7 @@ def _worker(rank: int, world: int, port: int, run_dir: str, config, model, user_
     ids=["plain", "mixing-spectral-label-consistency"],
 )
 def test_two_processes_match_one_with_accumulation(tmp_path, options):
-    config = replace(
-        TINY_TRAIN,
-        batch=4,
-        steps=4,
-        checkpoint_every=4,
-        r1_interval=2,
-        **{k: v for k, v in options.items() if k != "d_spectral_norm"},
-    )
+    config = replace(DDP_TRAIN, **{k: v for k, v in options.items() if k != "d_spectral_norm"})
     model = replace(TINY_MODEL, d_spectral_norm=options.get("d_spectral_norm", False))
     # one process: global batch 4 as 2 accumulated micro-batches of 2
     torch.set_num_threads(1)
@@ -115,15 +111,7 @@ def test_two_gpus_match_one_gpu_with_accumulation(tmp_path):
     distance, plus the gloo test's allowance for the order of the gradient sums. Not yet run: the
     GPU machines lent so far had one GPU.
     """
-    config = replace(
-        TINY_TRAIN,
-        batch=4,
-        steps=4,
-        checkpoint_every=4,
-        r1_interval=2,
-        style_mixing=0.5,
-        terms={"label_consistency": {"weight": 1.0, "warmup": 2}},
-    )
+    config = replace(DDP_TRAIN, style_mixing=0.5, terms={"label_consistency": {"weight": 1.0, "warmup": 2}})
     model = replace(TINY_MODEL, d_spectral_norm=True)
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     for name in ("single", "again"):
