@@ -31,27 +31,12 @@ import torch
 from augment3d.config.recipe import load_recipe
 from augment3d.data.crops import tumour_crops
 from augment3d.io.run_files import LOG, read_log
+from augment3d.metrics.inpaint_evaluate import healthy_ball, mean_fill
 from augment3d.metrics.inpainting import inpainting_scores
 from augment3d.models.segmenter import TinySegmenter
 from augment3d.models.spatial_conditioning import inpaint_maps, label_maps, tumour_regions
 from augment3d.synthesis.sampling import load_generator
 from augment3d.training.loop import RegionDraw
-
-
-def healthy_ball(label: np.ndarray, images: np.ndarray, rng: np.random.Generator, radius: int = 5) -> np.ndarray:
-    """A ball of ``radius`` in brain tissue, at least 3 voxels from the tumour (the crop's centre if none fits)."""
-    from scipy import ndimage
-
-    side = label.shape[0]
-    brain = (images > -1 + 1e-3).any(0)
-    far = ndimage.distance_transform_edt(label == 0) > radius + 3
-    inside = ndimage.binary_erosion(brain, iterations=radius)
-    box = np.zeros_like(brain)
-    box[radius : side - radius, radius : side - radius, radius : side - radius] = True
-    candidates = np.argwhere(far & inside & box)
-    centre = candidates[rng.integers(len(candidates))] if len(candidates) else np.array([side // 2] * 3)
-    grid = np.indices(label.shape)
-    return (((grid - centre[:, None, None, None]) ** 2).sum(0) <= radius**2).astype(np.float32)
 
 
 def train_unet(crops, width: int, seconds: float, ball_share: float, seed: int = 0) -> tuple[TinySegmenter, int]:
@@ -84,13 +69,6 @@ def unet_fill(net, images: np.ndarray, label: np.ndarray, region: np.ndarray) ->
     brain = (images > -1 + 1e-3).any(0) | (label > 0)
     rendered = np.where(brain, np.clip(out, -1 + 1e-3, 1), -1.0)
     return np.where(region > 0, rendered, images).astype(np.float32)
-
-
-def mean_fill(images: np.ndarray, region: np.ndarray) -> np.ndarray:
-    brain = (images > -1 + 1e-3).any(0) & (region == 0)
-    means = [float(m[brain].mean()) if brain.any() else 0.0 for m in images]
-    filled = np.stack([np.where(region > 0, v, m) for v, m in zip(means, images)])
-    return filled.astype(np.float32)
 
 
 def main() -> None:

@@ -11,6 +11,9 @@ checkpoint), and independent ``--arm/--seed`` jobs can run on other machines ove
     OUT/gan/                    the GAN run, trained on the training split (unless --generator)
     OUT/gan_eval/               ``augment3d evaluate`` of that generator
     OUT/synthetic_samples.png   synthetic subjects of the conditions the arms generate
+    OUT/inpaint_recipe.toml     the inpaint arms' recipe as run (``[bench] inpaint_recipe``, this [train] seed)
+    OUT/inpaint_gan/            the inpainting GAN of the inpaint arms, trained on the training split
+    OUT/inpainted_samples.png   recipients, the same lesion pasted and inpainted into them
     OUT/arms/<arm>/seed<S>/result.json
     OUT/report.json, report.md, dice_by_arm.png, learning_curves.png
 """
@@ -22,22 +25,26 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from augment3d.io.atomic import atomic_write_text
-from augment3d.config.recipe import Recipe
-from augment3d.errors import DataError
+from augment3d.config.recipe import Recipe, train_table
+from augment3d.brats import MODALITIES
+from augment3d.errors import DataError, RecipeError
 from augment3d.io.run_files import SUBJECTS
 from augment3d.io.output_folders import check_not_an_input, check_replaceable, folder_lock, mark, set_aside
 
 from .config import BenchConfig, bench_config
+from .data import placing_kind
 from .running import Running
 from .splits import load_splits, make_splits, save_splits
 from .train import result_path, run_job
 
 __all__ = [
+    "STAGES",
+    "arm_stage",
     "BenchSetup",
     "MARKER",
     "bench_identity",
@@ -49,6 +56,17 @@ __all__ = [
 ]
 
 MARKER = "bench.json"
+
+#: the GANs a bench may train, each a folder of OUT: the labels-to-images GAN of the synthetic arms
+#: and the inpainting GAN of the inpaint arms
+STAGES = ("gan", "inpaint_gan")
+
+
+def arm_stage(arm: str) -> str | None:
+    """The GAN stage (:data:`STAGES`) an arm's jobs wait for, or None."""
+    if "synthetic" in arm.split("+"):
+        return "gan"
+    return "inpaint_gan" if placing_kind(arm) == "inpaint" else None
 
 
 @dataclass
@@ -63,10 +81,17 @@ class BenchSetup:
     test: list
     skipped: list
     warnings: list
+    #: the inpaint arms' inpainting run (None: no inpaint arm, or not trained yet)
+    inpainter: str | None = None
+
+    def stage_run(self, arm: str) -> str | None:
+        """The run an arm's jobs use: the GAN for the synthetic arms, the inpainting GAN for the inpaint arms."""
+        return {"gan": self.generator, "inpaint_gan": self.inpainter}.get(arm_stage(arm) or "")
 
     def run_job(self, arm: str, seed: int, device: str, progress=None) -> dict:
         """Train and test one (arm, seed) job on this set-up's splits (:func:`segbench.train.run_job`)."""
-        return run_job(self.folder, arm, seed, self.config, self.train, self.val, self.test, self.generator, device, progress)
+        run = self.stage_run(arm)
+        return run_job(self.folder, arm, seed, self.config, self.train, self.val, self.test, run, device, progress)
 
 
 def bench_identity(recipe: Recipe, data: Path | None, generator: Path | None) -> dict:
@@ -107,6 +132,8 @@ def check_bench_folder(out: Path, identity: dict, force: bool, inputs, recipe_fi
 
 
 GROWABLE = ("arms", "seeds")  # [bench] lists a bench may grow: the new jobs run, the finished ones are kept
+#: [bench] keys only the inpaint arms read: a folder that ran none may gain them with its first inpaint arm
+ARM_KEYS = ("inpaint_recipe", "inpaint_grow", "inpaint_margin", "inpaint_precision")
 
 
 def _grown(old, new) -> bool:
@@ -115,8 +142,10 @@ def _grown(old, new) -> bool:
 
 def _only_grew(out: Path, found: dict, identity: dict, changed: list[str], recipe_file: Path | None) -> bool:
     """True when the recipe (``OUT/recipe.toml`` against the one given) differs only by more
-    ``[bench]`` arms or seeds (and a pooled bench only by more cohorts): the finished stages and
-    jobs stay valid, so the bench continues with the new ones instead of refusing the folder."""
+    ``[bench]`` arms or seeds (and a pooled bench only by more cohorts), the settings of inpaint arms
+    added to a folder that ran none, or the form of the loss-term keys (flat or ``[train.terms]``):
+    the finished stages and jobs stay valid, so the bench continues with the new ones instead of
+    refusing the folder."""
     import tomllib
 
     if any(k not in ("recipe_sha256", "cohorts") for k in changed):
@@ -135,9 +164,16 @@ def _only_grew(out: Path, found: dict, identity: dict, changed: list[str], recip
     b, a = before.get("bench", {}), after.get("bench", {})
     if not all(_grown(b.get(k, []), a.get(k, [])) for k in GROWABLE):
         return False
+    # the settings of the inpaint arms may come with them, when the folder ran none
+    unread = ARM_KEYS if not any(placing_kind(arm) == "inpaint" for arm in b.get("arms", [])) else ()
 
     def strip(raw: dict) -> dict:
-        return {**raw, "bench": {k: v for k, v in raw.get("bench", {}).items() if k not in GROWABLE}}
+        bench = {k: v for k, v in raw.get("bench", {}).items() if k not in GROWABLE and k not in unread}
+        try:  # the flat term keys of older recipes and their [train.terms] tables are the same recipe
+            train = train_table(raw.get("train", {}), out / "recipe.toml")
+        except RecipeError:
+            train = raw.get("train", {})
+        return {**raw, "bench": bench, "train": train}
 
     return strip(before) == strip(after)
 
@@ -313,6 +349,78 @@ def _synthetic_montage(out: Path, generator: str, config: BenchConfig) -> None:
     save_montage(items, path)
 
 
+def inpaint_source(recipe: Recipe, config: BenchConfig) -> Recipe:
+    """The inpaint arms' recipe (``[bench] inpaint_recipe``: a file relative to ``recipe``'s folder, a
+    path, or a bundled recipe's name), checked to train an inpainting generator. Raises RecipeError."""
+    from augment3d.config.recipe import load_recipe
+
+    beside = recipe.path.parent / config.inpaint_recipe
+    source = load_recipe(beside if beside.suffix == ".toml" and beside.is_file() else config.inpaint_recipe)
+    if source.model.get("mode") != "inpaint":
+        raise RecipeError(
+            recipe.path,
+            f'[bench] inpaint_recipe = {config.inpaint_recipe!r} does not train an inpainting generator ([model] mode = "inpaint")',
+        )
+    return source
+
+
+def _inpaint_gan(out: Path, recipe: Recipe, config: BenchConfig, data_dir: Path, train_ids, running: Running) -> Path:
+    """Train (or resume) the inpaint arms' GAN on the training split: ``[bench] inpaint_recipe`` with
+    this recipe's ``[train] seed`` (so a cohort's seed names it too), written to ``OUT/inpaint_recipe.toml``."""
+    import tomllib
+
+    from augment3d.config.recipe import load_recipe, recipe_toml
+    from augment3d.io.checkpoint import bundle_exists
+    from augment3d.training.run import train_run
+    from augment3d.training.state import TRAIN_STATE
+
+    source = inpaint_source(recipe, config)
+    raw = tomllib.loads(source.path.read_text(encoding="utf-8"))
+    raw.setdefault("train", {})["seed"] = recipe.train.seed
+    raw.pop("bench", None)
+    text = f"# {source.name} with [train] seed = {recipe.train.seed} (written by augment3d bench)\n" + recipe_toml(raw)
+    path = out / "inpaint_recipe.toml"
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:
+        atomic_write_text(path, text)
+    inpaint_recipe = replace(load_recipe(path), name=source.name)
+    run = out / "inpaint_gan"
+    steps = inpaint_recipe.train.steps
+    resume = bundle_exists(run, TRAIN_STATE)
+    running.say(f"inpainting GAN on the {len(train_ids)} training cases: {steps} steps" + (" (resuming)" if resume else ""))
+    train_run(
+        data_dir,
+        inpaint_recipe,
+        run,
+        resume=resume,
+        force=not resume,
+        steps=steps,
+        skip_bad=running.skip_bad,
+        device=running.device,
+        cache_dir=running.cache_dir,
+        subjects=train_ids,
+        progress=running.progress("inpainting GAN", steps) if running.progress else None,
+    )
+    return run
+
+
+def _inpaint_montage(out: Path, inpainter: str, config: BenchConfig, train: list) -> None:
+    from augment3d.viz import save_montage
+
+    from .data import placing_examples
+
+    path = out / "inpainted_samples.png"
+    if path.is_file():
+        return
+    items = []
+    for recipient, pasted, inpainted, lesion in placing_examples(config, train, out / "inpaint_examples", inpainter, n=2):
+        name = recipient["subject_id"]
+        for title, subject in ((f"{name}", recipient), ("pasted", pasted), ("inpainted", inpainted)):
+            items.append((title, {k: subject[k].numpy()[0] for k in MODALITIES}, lesion))
+    if items:
+        save_montage(items, path)
+    shutil.rmtree(out / "inpaint_examples", ignore_errors=True)
+
+
 def setup_bench(
     recipe: Recipe,
     out: str | os.PathLike,
@@ -322,12 +430,14 @@ def setup_bench(
     force: bool = False,
     running: Running = Running(),
     held: contextlib.ExitStack | None = None,
-    gan: bool = True,
+    stages: Collection[str] = STAGES,
 ) -> BenchSetup:
-    """Every shared stage: folder, cohort, preparation, splits, GAN (+ its metrics and montage).
+    """Every shared stage: folder, cohort, preparation, splits, the GANs the arms need (the GAN + its
+    metrics and montage; the inpainting GAN + its montage).
 
-    With ``gan=False`` the GAN stage is left out (jobs that do not generate need not wait for it);
-    ``setup.generator`` is then the given generator, or the bench's GAN if one was trained, else None.
+    Only the GAN stages named in ``stages`` run (jobs that do not generate need not wait for them);
+    for one left out, ``setup.generator`` (``setup.inpainter``) is the given generator, or the bench's
+    run if one was trained, else None.
     The folder's lock is held shared (bench jobs may run side by side; ``--force`` from another
     process is refused meanwhile) until ``held`` closes, or until the setup ends without it.
     """
@@ -338,6 +448,8 @@ def setup_bench(
     data = Path(data) if data is not None else None
     generator = run_folder(generator) if generator is not None else None  # a folder, or a bundled generator's name
     config = bench_config(recipe)
+    if any(arm_stage(a) == "inpaint_gan" for a in config.arms):
+        inpaint_source(recipe, config)  # a missing or wrong inpainting recipe is refused before OUT is touched
     if data is not None and not data.is_dir():
         raise DataError(data, "cohort folder does not exist")
     if generator is not None:
@@ -360,7 +472,7 @@ def setup_bench(
     claim_bench_folder(out, identity, ours, recipe.path)
     with contextlib.ExitStack() as own:
         (held or own).enter_context(folder_lock(out, shared=True))
-        return _shared_stages(out, recipe, config, data, generator, cohort, prepare, running, gan)
+        return _shared_stages(out, recipe, config, data, generator, cohort, prepare, running, stages)
 
 
 def _shared_stages(
@@ -372,7 +484,7 @@ def _shared_stages(
     cohort,
     prepare,
     running: Running,
-    gan: bool = True,
+    stages: Collection[str] = STAGES,
 ) -> BenchSetup:
     from augment3d.io.checkpoint import bundle_exists
     from augment3d.io.run_files import GENERATOR
@@ -387,18 +499,36 @@ def _shared_stages(
     gen_path = None
     if generator is not None:
         _check_generator_held_out(generator, splits)
-    if any("synthetic" in a for a in config.arms):
+    needed = {arm_stage(a) for a in config.arms}
+    if "gan" in needed:
         if generator is not None:
             gen_path = str(generator)
-        elif gan:
+        elif "gan" in stages:
             gen_path = str(_gan(out, recipe, config, data_dir, splits["train"], running))
         elif bundle_exists(out / "gan", GENERATOR):
             gen_path = str(out / "gan")
-        if gan and gen_path is not None:
+        if "gan" in stages and gen_path is not None:
             _gan_eval(out, gen_path, data_dir, config, running)
             _synthetic_montage(out, gen_path, config)
+    inpainter = None
+    if "inpaint_gan" in needed:
+        if "inpaint_gan" in stages:
+            inpainter = str(_inpaint_gan(out, recipe, config, data_dir, splits["train"], running))
+            _inpaint_montage(out, inpainter, config, parts["train"])
+        elif bundle_exists(out / "inpaint_gan", GENERATOR):
+            inpainter = str(out / "inpaint_gan")
     return BenchSetup(
-        out, recipe, config, data_dir, gen_path, parts["train"], parts["val"], parts["test"], cohort.skipped, cohort.warnings
+        out,
+        recipe,
+        config,
+        data_dir,
+        gen_path,
+        parts["train"],
+        parts["val"],
+        parts["test"],
+        cohort.skipped,
+        cohort.warnings,
+        inpainter,
     )
 
 
@@ -471,7 +601,7 @@ def run_bench(
             force=force,
             running=running,
             held=held,
-            gan=not side_by_side and (setup_only or any("synthetic" in a for a, _ in selected)),
+            stages=() if side_by_side else STAGES if setup_only else {s for a, _ in selected if (s := arm_stage(a))},
         )
         if setup_only:
             return setup, None

@@ -123,7 +123,7 @@ def run_cohorts(
             mine = running.saying(f"cohort {c}: ")
             if side_by_side:  # the shared stages but the GAN now; the GANs and jobs run side by side below
                 setups.append(
-                    setup_bench(cohort_recipe(recipe, c, out), cohort_folder(out, c), running=mine, held=held, gan=False)
+                    setup_bench(cohort_recipe(recipe, c, out), cohort_folder(out, c), running=mine, held=held, stages=())
                 )
                 continue
             setup, _ = run_bench(

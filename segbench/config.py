@@ -10,13 +10,24 @@ from dataclasses import asdict, dataclass, field, fields
 from augment3d.errors import RecipeError
 from augment3d.config.field_types import enforce_field_types
 
-__all__ = ["ARMS", "LR_SCHEDULES", "BenchConfig", "bench_config"]
+__all__ = ["ARMS", "DEFAULT_ARMS", "LR_SCHEDULES", "BenchConfig", "bench_config"]
 
 #: learning-rate schedules of the segmentation nets (``BenchConfig.lr_schedule``)
 LR_SCHEDULES = ("constant", "poly")
 
-#: the four arms, in report order; ``real`` is the reference every other arm is compared with
-ARMS = ("real", "real+classic", "real+synthetic", "real+classic+synthetic", "real+paste", "real+classic+paste")
+#: the arms a bench may run, in report order; ``real`` is the reference every other arm is compared with
+ARMS = (
+    "real",
+    "real+classic",
+    "real+synthetic",
+    "real+classic+synthetic",
+    "real+paste",
+    "real+classic+paste",
+    "real+inpaint",
+    "real+classic+inpaint",
+)
+#: the arms run when a recipe names none: the inpaint arms need an inpainting GAN of their own (opt in)
+DEFAULT_ARMS = ARMS[:6]
 
 
 @dataclass(frozen=True)
@@ -35,7 +46,7 @@ class BenchConfig:
     the subject being replaced. ``gan_steps`` = 0 keeps the recipe's ``[train] steps``.
     """
 
-    arms: tuple[str, ...] = ARMS
+    arms: tuple[str, ...] = DEFAULT_ARMS
     seeds: tuple[int, ...] = (0,)
     #: phantom cohort seeds: each a whole bench of its own ([phantom] seed, split_seed and [train] seed set to it),
     #: pooled in one report (``segbench.cohorts``); empty (the default): one cohort, the recipe's own
@@ -99,6 +110,16 @@ class BenchConfig:
     #: the paste arms: the pasted tumour may cover part of the recipient's own (on a 32^3 grid a second
     #: tumour clear of the first rarely fits; docs/AUGMENTER.md); False: clear of it by ``margin`` voxels
     paste_overlap: bool = True
+    #: the inpaint arms: the recipe of the inpainting GAN the bench trains on the training split (``[model]
+    #: mode = "inpaint"``; a bundled recipe's name, or a file, relative to this recipe's folder), with this
+    #: recipe's ``[train] seed``; it renders the same donors' lesions into the same recipients as the paste arms
+    inpaint_recipe: str = "phantom_inpaint"
+    #: voxels of the subject's grid around the placed lesion rendered anew, and of soft edge beyond them
+    #: (``TumourInpainter``'s ``grow`` and ``margin``)
+    inpaint_grow: int = 1
+    inpaint_margin: int = 1
+    #: the inpainting generator's arithmetic (``auto``: bf16 where the hardware has it)
+    inpaint_precision: str = "auto"
     #: a trained run folder or a bundled generator's name (``"phantom"``, ``augment3d.pretrained``) used instead
     #: of training a GAN on the training split of the recipe's phantom cohort (with ``--data`` the bench
     #: trains one); empty (the default): the bench trains one
@@ -182,6 +203,10 @@ class BenchConfig:
             raise ValueError("val_fraction and test_fraction must leave cases for training")
         if not 0 <= self.synthetic_p <= 1 or self.synthetic_ratio <= 0:
             raise ValueError("synthetic_p must be in [0, 1] and synthetic_ratio > 0")
+        if self.inpaint_grow < 0 or self.inpaint_margin < 1:
+            raise ValueError("inpaint_grow must be >= 0 and inpaint_margin >= 1")
+        if self.inpaint_precision not in ("auto", "bf16", "fp32"):
+            raise ValueError(f"inpaint_precision must be 'auto', 'bf16' or 'fp32', got {self.inpaint_precision!r}")
         if self.gan_eval_n < 4 or self.gan_steps < 0 or self.workers < 0:
             raise ValueError("gan_eval_n must be >= 4, gan_steps and workers >= 0")
         if len(self.decoder_channels) != 5:

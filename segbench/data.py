@@ -15,7 +15,16 @@ from augment3d.errors import DataError
 
 from .config import BenchConfig
 
-__all__ = ["to_subject", "classic_augmentation", "arm_transform", "arm_dataset", "pasted_subjects", "voxel_spacing"]
+__all__ = [
+    "to_subject",
+    "classic_augmentation",
+    "arm_transform",
+    "arm_dataset",
+    "placed_subjects",
+    "placing_examples",
+    "placing_kind",
+    "voxel_spacing",
+]
 
 
 def voxel_spacing(affine: np.ndarray) -> tuple[float, ...]:
@@ -81,69 +90,134 @@ def arm_transform(arm: str, config: BenchConfig, generator: str | None, seed: in
     return tio.Compose(steps)
 
 
-class PastedDataset(torch.utils.data.ConcatDataset):
-    """The real subjects, then the pasted ones; ``paste_counts`` says how the pasting went."""
+class PlacedDataset(torch.utils.data.ConcatDataset):
+    """The real subjects, then the ones a tumour was placed into; ``counts`` says how the placing went
+    and ``kind`` by what (``paste`` or ``inpaint``)."""
 
-    def __init__(self, parts, paste_counts: dict):
+    def __init__(self, parts, kind: str, counts: dict):
         super().__init__(parts)
-        self.paste_counts = paste_counts
+        self.kind, self.counts = kind, counts
 
 
-def pasted_subjects(config: BenchConfig, cases: Sequence[PreparedCase], seed: int, folder: Path) -> tuple[list, dict]:
-    """The ``real+paste`` arm's fixed cohort: as many subjects as ``real+synthetic`` adds
-    (``synthetic_ratio`` x the training cases), each a training case of ``synthetic_condition``
-    (the recipients, in turn) with a tumour pasted from the same donors the GAN's label maps come
-    from (training cases matching the condition on ``synthetic_maps_matching``, all its columns by
-    default). Subject ``i`` of seed ``s`` is placed by ``default_rng([s, i])``; where its recipient
-    has no room for the drawn lesion, the next recipients are tried in turn (``moved``), so the arm
-    adds as many pasted tumours as ``real+synthetic`` adds tumours. Returns the subjects and the
-    counts (pasted; no room: no recipient had room, the subject is kept as it is)."""
-    from augment3d import TumourBank, TumourPaste
+def placing_kind(arm: str) -> str | None:
+    """``paste`` or ``inpaint`` for the arms that add subjects with a placed tumour, else None."""
+    return next((k for k in ("paste", "inpaint") if k in arm.split("+")), None)
+
+
+def _placer(config: BenchConfig, cases: Sequence[PreparedCase], folder: Path, kind: str, inpainter: str | None):
+    """(the placing transform, its recipients, donors) of a paste or inpaint arm (:func:`placed_subjects`)."""
+    from augment3d import TumourBank, TumourInpainter, TumourPaste
 
     condition = config.synthetic_condition
     columns = [k for k in (config.synthetic_maps_matching or condition) if k in condition]
     donors = [c for c in cases if all(c.conditions.get(k) == condition[k] for k in columns)]
     recipients = [c for c in cases if all(c.conditions.get(k) == v for k, v in condition.items())]
     if not recipients:
-        raise DataError(None, f"no training case of {condition} to paste tumours into (real+paste)")
+        raise DataError(None, f"no training case of {condition} to place tumours into (real+{kind})")
     built = TumourBank.from_subjects([to_subject(c) for c in donors])  # the tumour-free ones are left out
     bank = built.save(folder / "tumour_bank")
-    paste = TumourPaste(bank, p=1.0, max_tries=500, overlap=config.paste_overlap)  # placement is cheap: try hard
+    # placement is cheap: try hard
+    if kind == "paste":
+        return TumourPaste(bank, p=1.0, max_tries=500, overlap=config.paste_overlap), recipients, built.donors
+    if inpainter is None:
+        raise ValueError("the inpaint arms need an inpainting run")
+    place = TumourInpainter(
+        inpainter,
+        bank,
+        p=1.0,
+        grow=config.inpaint_grow,
+        margin=config.inpaint_margin,
+        psi=config.psi,
+        max_tries=500,
+        overlap=config.paste_overlap,
+        precision=config.inpaint_precision,
+    )
+    return place, recipients, built.donors
+
+
+def placed_subjects(
+    config: BenchConfig,
+    cases: Sequence[PreparedCase],
+    seed: int,
+    folder: Path,
+    kind: str = "paste",
+    inpainter: str | None = None,
+) -> tuple[list, dict]:
+    """The fixed cohort of the ``real+paste`` (``kind = "paste"``) or ``real+inpaint`` arm: as many
+    subjects as ``real+synthetic`` adds (``synthetic_ratio`` x the training cases), each a training
+    case of ``synthetic_condition`` (the recipients, in turn) with a tumour placed from the same
+    donors the GAN's label maps come from (training cases matching the condition on
+    ``synthetic_maps_matching``, all its columns by default): pasted with the donor's intensities
+    (:class:`~augment3d.TumourPaste`), or rendered there by the inpainting run ``inpainter``
+    (:class:`~augment3d.TumourInpainter`, under the recipient's condition, the lesion grown by
+    ``inpaint_grow`` voxels with ``inpaint_margin`` of soft edge). Subject ``i`` of seed ``s`` is
+    placed by ``default_rng([s, i])``; where its recipient has no room for the drawn lesion (an
+    inpainted one must also fit the generator's crop), the next recipients are tried in turn
+    (``moved``), so the arm adds as many tumours as ``real+synthetic`` adds. Returns the subjects and
+    the counts (placed; no room: no recipient had room, the subject is kept as it is). Raises
+    DataError when no subject had room (e.g. an inpainting crop too small for the lesions)."""
+    from augment3d.transforms.tumour_paste import placements
+
+    place, recipients, donors = _placer(config, cases, folder, kind, inpainter)
     n = max(1, round(config.synthetic_ratio * len(cases)))
     out, moved, no_room = [], 0, 0
-    for i in range(n):
-        rng = np.random.default_rng([seed, i])
-        for k in range(len(recipients)):
-            subject = to_subject(recipients[(i + k) % len(recipients)])
-            twin = paste.placement(subject, rng)
-            if twin.corner is not None:
-                break
-        moved += k > 0 and twin.corner is not None
+    for i, (subject, twin, was_moved) in enumerate(placements(place, [to_subject(c) for c in recipients], n, seed)):
+        moved += was_moved
         no_room += twin.corner is None
         subject = twin(subject)
-        subject["subject_id"] = f"pasted-{seed}-{i}"
+        subject["subject_id"] = f"{'pasted' if kind == 'paste' else 'inpainted'}-{seed}-{i}"
         out.append(subject)
+    if no_room == n:
+        raise DataError(
+            inpainter if kind == "inpaint" else None,
+            f"no recipient had room for any of the {len(donors)} donors' lesions (real+{kind})"
+            + (
+                ": the lesions with their edge do not fit the generator's crop (a larger [model] crop, or a "
+                "smaller inpaint_grow / inpaint_margin)"
+                if kind == "inpaint"
+                else ""
+            ),
+        )
     return out, {
-        "pasted": n - no_room,
+        "pasted" if kind == "paste" else "inpainted": n - no_room,
         "no_room": no_room,
         "moved": moved,
-        "donors": len(built.donors),
+        "donors": len(donors),
         "recipients": len(recipients),
     }
+
+
+def placing_examples(config: BenchConfig, cases: Sequence[PreparedCase], folder: Path, inpainter: str, n: int = 2):
+    """``n`` (recipient, the lesion pasted, the same lesion inpainted, the lesion's label map) of the
+    inpaint arm's seed 0 (its first subjects), for a montage."""
+    from augment3d.transforms.tumour_paste import TumourPlacement, placements
+
+    place, recipients, _ = _placer(config, cases, folder, "inpaint", inpainter)
+    examples = []
+    for subject, twin, _ in placements(place, [to_subject(c) for c in recipients], n, 0):
+        if twin.corner is None:
+            continue
+        pasted = TumourPlacement(twin.bank, twin.bank_sha256, twin.donor, twin.flips, twin.corner, twin.margin)(subject)
+        inpainted = twin(subject)
+        lesion = inpainted["seg"].numpy()[0] * (subject["seg"].numpy()[0] == 0)
+        examples.append((subject, pasted, inpainted, lesion))
+    return examples
 
 
 def arm_dataset(
     arm: str, config: BenchConfig, cases: Sequence[PreparedCase], generator: str | None, seed: int, folder: Path | None = None
 ) -> torch.utils.data.Dataset:
-    """The training subjects of one arm (a synthetic cohort concatenated in ``cohort`` mode, a pasted
-    cohort for the paste arms, whose tumour bank is written into ``folder``)."""
-    transform = arm_transform(arm, config, generator, seed)
+    """The training subjects of one arm (a synthetic cohort concatenated in ``cohort`` mode, a cohort
+    with placed tumours for the paste and inpaint arms, whose tumour bank is written into ``folder``;
+    ``generator`` is the inpainting run for the inpaint arms)."""
+    kind = placing_kind(arm)
+    transform = arm_transform(arm, config, None if kind else generator, seed)
     real = tio.SubjectsDataset([to_subject(c) for c in cases], transform=transform)
-    if "paste" in arm:
+    if kind is not None:
         if folder is None:
-            raise ValueError("the paste arms need a folder for their tumour bank")
-        subjects, counts = pasted_subjects(config, cases, seed, folder)
-        return PastedDataset([real, tio.SubjectsDataset(subjects, transform=transform)], counts)
+            raise ValueError(f"the {kind} arms need a folder for their tumour bank")
+        subjects, counts = placed_subjects(config, cases, seed, folder, kind, generator)
+        return PlacedDataset([real, tio.SubjectsDataset(subjects, transform=transform)], kind, counts)
     if "synthetic" not in arm or config.synthetic != "cohort":
         return real
     from augment3d import SyntheticSubjectsDataset

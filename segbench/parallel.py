@@ -5,9 +5,9 @@ job 1.2x faster than one thread did; two one-thread jobs side by side did twice 
 the time: docs/PERFORMANCE.md). So with N workers every process gets cores / N threads and
 the bench's tasks are handed out in this order as workers free up:
 
-1. each cohort's GAN stage (training, its metrics and montage), when a selected job generates:
-   the longest task, on which the synthetic jobs wait;
-2. the jobs whose GAN is ready (the synthetic arms, once their cohort's GAN stage finished);
+1. each cohort's GAN stages (training, metrics and montage) that a selected job waits for: the
+   GAN of the synthetic arms, the inpainting GAN of the inpaint arms; the longest tasks;
+2. the jobs whose GAN is ready (once their cohort's stage finished);
 3. every other job (``real``, ``real+classic``, ``real+paste``), which never waits for a GAN.
 
 Each task runs in a fresh (spawned) process that re-opens the bench folder as a job of a job
@@ -29,7 +29,7 @@ from pathlib import Path
 
 from augment3d.errors import DataError
 
-from .bench import BenchSetup
+from .bench import STAGES, BenchSetup, arm_stage
 from .running import Running
 from .train import result_path
 
@@ -38,7 +38,7 @@ __all__ = ["Task", "plan_tasks", "run_side_by_side"]
 
 @dataclass(frozen=True)
 class Task:
-    """One unit of work for a worker: a cohort's GAN stage (``arm`` None) or one (arm, seed) job."""
+    """One unit of work for a worker: a cohort's GAN stage (``stage``, ``arm`` None) or one (arm, seed) job."""
 
     recipe: str  # the recipe file this cohort runs (OUT/cohort-<C>.toml, or the recipe given)
     name: str  # the recipe's name (bench identity)
@@ -48,17 +48,20 @@ class Task:
     arm: str | None = None
     seed: int | None = None
     where: str = ""  # "cohort 101 " in a bench over several cohorts
+    stage: str | None = None  # a GAN stage's name (segbench.bench.STAGES)
 
     @property
     def label(self) -> str:
-        return f"{self.where}GAN" if self.arm is None else f"{self.where}{self.arm} seed {self.seed}"
+        if self.arm is None:
+            return f"{self.where}{'inpainting GAN' if self.stage == 'inpaint_gan' else 'GAN'}"
+        return f"{self.where}{self.arm} seed {self.seed}"
 
 
 def plan_tasks(
     setups: Sequence[BenchSetup], selected: Sequence[tuple[str, int]], data=None, generator=None
-) -> tuple[list[Task], dict[str, list[Task]], list[Task]]:
-    """(GAN tasks, synthetic jobs waiting per cohort folder, jobs that need no GAN) of the jobs
-    not finished yet."""
+) -> tuple[list[Task], dict[tuple[str, str], list[Task]], list[Task]]:
+    """(GAN stage tasks, the jobs waiting per (cohort folder, stage), jobs that need no GAN) of the
+    jobs not finished yet."""
     gans, waiting, free = [], {}, []
     for setup in setups:
         base = Task(
@@ -70,11 +73,12 @@ def plan_tasks(
             where=f"{Path(setup.folder).name.replace('-', ' ')} " if len(setups) > 1 else "",
         )
         todo = [(a, s) for a, s in selected if not result_path(setup.folder, a, s).is_file()]
-        generating = [replace(base, arm=a, seed=s) for a, s in todo if "synthetic" in a]
-        if generating:
-            gans.append(base)
-            waiting[base.folder] = generating
-        free += [replace(base, arm=a, seed=s) for a, s in todo if "synthetic" not in a]
+        for stage in STAGES:
+            generating = [replace(base, arm=a, seed=s) for a, s in todo if arm_stage(a) == stage]
+            if generating:
+                gans.append(replace(base, stage=stage))
+                waiting[(base.folder, stage)] = generating
+        free += [replace(base, arm=a, seed=s) for a, s in todo if arm_stage(a) is None]
     return gans, waiting, free
 
 
@@ -98,13 +102,14 @@ def _run_task(task: Task, threads: int, running: Running) -> dict:
                 generator=task.generator,
                 running=running,
                 held=held,
-                gan=task.arm is None,
+                stages=(task.stage,) if task.arm is None and task.stage else (),
             )
             if task.arm is None:
                 return {"seconds": time.perf_counter() - start}
             assert task.seed is not None  # a job names its seed
-            if "synthetic" in task.arm and setup.generator is None:
-                raise DataError(Path(task.folder) / "gan", "holds no trained generator for the synthetic arm")
+            stage = arm_stage(task.arm)
+            if stage is not None and setup.stage_run(task.arm) is None:
+                raise DataError(Path(task.folder) / stage, f"holds no trained generator for the {task.arm} arm")
             result = setup.run_job(task.arm, task.seed, running.device)
             return {
                 "seconds": time.perf_counter() - start,
@@ -158,7 +163,7 @@ def run_side_by_side(
                     continue
                 if task.arm is None:
                     say(f"{task.label} ready ({outcome['seconds']:.0f} s)")
-                    ready = waiting.pop(task.folder, [])
+                    ready = waiting.pop((task.folder, task.stage or ""), [])
                     at = sum(t.arm is None for t in queue)  # after any GAN still queued, before the other jobs
                     queue[at:at] = ready
                     continue

@@ -103,7 +103,7 @@ def build_pooled_report(folder: str | Path) -> dict:
             for a in arms
         }
         real[name] = {c: arm_summary(by_arm["real"], "dice", MEAN, site, config.bootstrap) for c, by_arm in results.items()}
-        # the GAN against copy-paste with the same donors and ratio, paired per case, pooled the same way
+        # the generators against copy-paste with the same donors and ratio, paired per case, pooled the same way
         head_to_head[name] = {
             f"{a} vs {b}": pooled_comparison(
                 {c: (by_arm[a], by_arm[b]) for c, by_arm in results.items() if a in by_arm and b in by_arm},
@@ -201,7 +201,7 @@ def _markdown(report: dict) -> str:
         out.append("")
     if report.get("head_to_head"):
         out += [
-            "## The GAN against copy-paste",
+            "## The generators against copy-paste",
             "",
             "Paired per test case, the same way as against `real`: positive means the first arm scored higher.",
             "",

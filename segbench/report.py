@@ -29,8 +29,14 @@ METRICS = ("dice", "hd95", "lesion_dice", "lesion_hd95")
 SCORED = (*REGIONS, MEAN)
 
 
-#: arm pairs compared head to head when both ran (the GAN against copy-paste)
-HEAD_TO_HEAD = (("real+synthetic", "real+paste"), ("real+classic+synthetic", "real+classic+paste"))
+#: arm pairs compared head to head when both ran (the generators against copy-paste, with the same donors
+#: and as many added tumours)
+HEAD_TO_HEAD = (
+    ("real+synthetic", "real+paste"),
+    ("real+classic+synthetic", "real+classic+paste"),
+    ("real+inpaint", "real+paste"),
+    ("real+classic+inpaint", "real+classic+paste"),
+)
 
 
 def load_results(folder: Path) -> dict[str, list[dict]]:
@@ -122,7 +128,7 @@ def build_report(folder: Path, results: dict[str, list[dict]] | None = None) -> 
         }
         for site, grade in _site_grades(results)
     }
-    # the GAN against the cheap alternative, paired per case: synthetic vs paste with the same donors and ratio
+    # the generators against the cheap alternative, paired per case: synthetic or inpaint vs paste with the same donors and ratio
     head_to_head = {
         _name(s): {
             f"{a} vs {b}": paired_comparison(results[a], results[b], "dice", MEAN, s, config.bootstrap)
@@ -302,7 +308,7 @@ def _seed_spread(comparison: Comparison) -> str:
 def _answer(report: dict, config) -> str:
     site = config.headline_site if config.headline_site in report["vs_real"] else "all"
     lines = []
-    for arm in ("real+synthetic", "real+classic+synthetic"):
+    for arm in ("real+synthetic", "real+classic+synthetic", "real+inpaint", "real+classic+inpaint"):
         c = report["vs_real"][site].get(arm)
         if c is None:
             continue
@@ -473,10 +479,10 @@ def _markdown(report: dict) -> str:
     if report.get("head_to_head"):
         out += [
             "",
-            "### The GAN against copy-paste",
+            "### The generators against copy-paste",
             "",
-            "Per test case, the synthetic arm minus the paste arm with the same donors and as many added "
-            "subjects (mean Dice; CIs as above).",
+            "Per test case, the synthetic (or inpaint) arm minus the paste arm with the same donors and as many "
+            "added subjects (mean Dice; CIs as above).",
             "",
             "| site | comparison | difference [95% CI over cases] | Wilcoxon p | per seed | 95% CI over seeds and cases |",
             "|---|---|---|---|---|---|",

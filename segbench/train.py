@@ -16,7 +16,7 @@ from augment3d.data.preprocess import PreparedCase
 from augment3d.metrics.regions import REGIONS, dice
 
 from .config import BenchConfig
-from .data import arm_dataset, voxel_spacing
+from .data import PlacedDataset, arm_dataset, voxel_spacing
 from .metrics import LESION_RULES, score_case
 from .model import autocast, build_model, pad_to, predict, seg_loss
 from .plateau import plateau_index
@@ -237,7 +237,7 @@ def run_job(
         "cases": score_cases(judged, test, device, config.patch, amp),
         "regions": list(REGIONS),
         "lesion_rules": LESION_RULES,
-        **({"paste": dataset.paste_counts} if hasattr(dataset, "paste_counts") else {}),
+        **({dataset.kind: dataset.counts} if isinstance(dataset, PlacedDataset) else {}),
     }
     path = result_path(bench_dir, arm, seed)
     atomic_write_text(path, json.dumps(result, indent=1) + "\n")

@@ -8,7 +8,7 @@ from augment3d.config.recipe import load_recipe
 from augment3d.errors import RecipeError
 
 
-@pytest.mark.parametrize("name", ["ci", "quick", "phantom", "brats_africa_128", "phantom_inpaint"])
+@pytest.mark.parametrize("name", ["ci", "quick", "phantom", "brats_africa_128", "phantom_inpaint", "phantom_inpaint32"])
 def test_bundled_recipes_load(name):
     recipe = load_recipe(name)
     assert recipe.name == name

@@ -113,3 +113,57 @@ def test_the_subject_s_own_tumour_keeps_its_voxels(inpaint_run, bank, tmp_path):
     assert own.sum() > 20
     for key in KEYS[:-1]:
         assert torch.equal(out[key].data[0][own], before[key][0][own]), key
+
+
+def test_sample_into_writes_inpainted_copies_of_a_real_cohort(tmp_path, phantom_cohort, tiny_run):
+    """`augment3d sample RUN OUT --into COHORT`: real subjects with a new lesion from the chosen donors,
+    rendered by the run; every other voxel, the grid and the affine the recipient's; a seed names the copies."""
+    import csv
+
+    from typer.testing import CliRunner
+
+    from augment3d.cli import app
+    from augment3d.data import discover_cases, read_case
+
+    run = _run(tmp_path / "run", voxel_mm=10.0)  # a 160 mm crop: the phantom's lesions fit on its 6 mm grid
+    runner = CliRunner()
+
+    def sample(out, *extra):
+        args = ["sample", run, out, "--into", phantom_cohort, "--n", "3", "--seed", "4", *extra]
+        return runner.invoke(app, [str(a) for a in args])
+
+    result = sample(tmp_path / "copies", "--donors-where", "site=SSA")
+    assert result.exit_code == 0, result.output
+    assert "3 with a new lesion" in result.stdout
+    with open(tmp_path / "copies" / "metadata.csv") as f:
+        rows = list(csv.DictReader(f))
+    real = {c.subject_id: read_case(c) for c in discover_cases(phantom_cohort)}
+    with open(phantom_cohort / "metadata.csv") as f:
+        ssa = {r["subject_id"] for r in csv.DictReader(f) if r["site"] == "SSA"}
+    copies = {c.subject_id: read_case(c) for c in discover_cases(tmp_path / "copies")}
+    assert len(rows) == 3 == len(copies)
+    for row in rows:
+        assert row["inpainted"] == "True" and row["donor"] in ssa and row["recipient"] in real
+        copy, recipient = copies[row["subject_id"]], real[row["recipient"]]
+        assert np.array_equal(copy.affine, recipient.affine) and copy.label.shape == recipient.label.shape
+        assert (copy.label > 0).sum() > (recipient.label > 0).sum()  # its own tumour and a new one
+        changed = np.zeros(copy.label.shape, bool)
+        for key in copy.images:
+            changed |= copy.images[key] != recipient.images[key]
+        assert changed.any()
+        grown = copy.label != recipient.label
+        from scipy import ndimage
+
+        near = ndimage.distance_transform_edt(~grown) < 2 + 2 + 1  # within the grown region and its soft edge
+        assert not (changed & ~near).any()  # nothing changed away from the new lesion
+    again = sample(tmp_path / "again", "--donors-where", "site=SSA")
+    assert again.exit_code == 0, again.output
+    for sid, copy in copies.items():
+        other = read_case(next(c for c in discover_cases(tmp_path / "again") if c.subject_id == sid))
+        assert all(np.array_equal(copy.images[k], other.images[k]) for k in copy.images)
+    # what it cannot do: one clear error each, nothing written
+    for extra, message in ((("--donors-where", "site=XYZ"), "no case matches"), (("--format", "nnunet"), "leave out --format")):
+        bad = sample(tmp_path / "bad", *extra)
+        assert bad.exit_code == 2 and message in bad.output and not (tmp_path / "bad").exists()
+    labels = runner.invoke(app, ["sample", str(tiny_run), str(tmp_path / "bad"), "--into", str(phantom_cohort)])
+    assert labels.exit_code == 2 and "is not an inpainting run" in labels.output and not (tmp_path / "bad").exists()

@@ -374,11 +374,42 @@ def evaluate(
     skip_bad: Annotated[bool, typer.Option(help="Skip bad real cases and list them.")] = False,
     force: ReplaceOut = False,
 ) -> None:
-    """GAN metrics with references: FID/KID (with the real-vs-real floor), SSIM/MSE, diversity, PRDC, memorisation, consistency."""
+    """GAN metrics with references: FID/KID (with the real-vs-real floor), SSIM/MSE, diversity, PRDC, memorisation, consistency.
+
+    An inpainting run is scored on held-out crops instead: the BraTS inpainting challenge's masked SSIM,
+    PSNR and MSE on healthy tissue against a trivial fill, and the label consistency of rendered lesions."""
+    from augment3d.io.run_files import generator_mode
     from augment3d.metrics.evaluate import evaluate_run
+    from augment3d.pretrained import run_folder
 
     if features not in ("fixed", "medicalnet", "segmenter"):
         fail(f"--features must be fixed, medicalnet or segmenter, got {features!r}")
+    if generator_mode(run_folder(run)) == "inpaint":
+        from augment3d.metrics.inpaint_evaluate import evaluate_inpainting
+
+        try:
+            scores = evaluate_inpainting(
+                run_folder(run),
+                data,
+                out,
+                n=n,
+                psi=psi,
+                seed=seed,
+                skip_bad=skip_bad,
+                force=force,
+                progress=lambda m: typer.echo(m, err=True),
+            )
+        except ValueError as exc:
+            fail(str(exc))
+        gan, fill = scores["healthy"]["gan"], scores["healthy"]["fill"]
+        ratio = (scores["lesion_label_consistency"] or {}).get("ratio")
+        typer.echo(
+            f"healthy tissue SSIM {gan['ssim']['mean']:.4f} (trivial fill {fill['ssim']['mean']:.4f}), PSNR "
+            f"{gan['psnr']['mean']:.2f} dB ({fill['psnr']['mean']:.2f}); rendered lesions' label consistency "
+            + ("n/a" if ratio is None else f"{ratio:.2f}x real")
+            + f"; report: {out / 'report.md'}"
+        )
+        return
     try:
         metrics = evaluate_run(
             run,
@@ -483,14 +514,31 @@ def sample(
             help="Labels-to-images runs: render the label maps of this cohort folder (BraTS layout, images give the brain mask) or joint run, instead of the run's own training maps deformed by each seed."
         ),
     ] = None,
+    into: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Inpainting runs: write inpainted copies of this cohort's subjects (BraTS layout): each gets a lesion of one of its cases (--donors-where), rendered by the run; everything else stays the recipient's."
+        ),
+    ] = None,
+    donors_where: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            help="With --into: KEY=VALUE (repeatable): take lesions only from the cases whose metadata.csv row matches."
+        ),
+    ] = None,
     device: Device = "cpu",
     force: ReplaceOut = False,
 ) -> None:
-    """Generate synthetic subjects (images + labels) from a trained run; a seed names a subject."""
+    """Generate synthetic subjects (images + labels) from a trained run; a seed names a subject.
+
+    With an inpainting run, --into COHORT writes inpainted copies of a real cohort instead."""
     from augment3d.synthesis.export import FORMATS, check_nnunet_name, export_synthetic
     from augment3d.synthesis.sampling import load_generator
     from augment3d.synthesis.cohort import sample_subjects
 
+    if into is not None or donors_where:
+        _sample_into(run, out, into, n, seed, condition, donors_where, psi, fmt, labels_from, device, force)
+        return
     if fmt not in FORMATS:
         fail(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if seed + n - 1 > 99_999:
@@ -526,6 +574,36 @@ def sample(
         preview=preview,
     )
     typer.echo(f"wrote {n} synthetic subjects ({fmt}) to {out}")
+
+
+def _sample_into(run, out, into, n, seed, condition, donors_where, psi, fmt, labels_from, device, force) -> None:
+    """``augment3d sample RUN OUT --into COHORT``: inpainted copies of a real cohort."""
+    from augment3d.synthesis.inpaint_cohort import inpaint_into_cohort
+
+    if into is None:
+        fail("--donors-where chooses the lesions of --into COHORT; give --into")
+    if fmt != "brats" or labels_from is not None:
+        fail("--into writes inpainted copies of real subjects in the BraTS layout: leave out --format and --labels-from")
+    with _progress() as bar:
+        task = bar.add_task("inpaint", total=n)
+        counts = inpaint_into_cohort(
+            run,
+            into,
+            out,
+            n=n,
+            seed=seed,
+            condition=_parse_conditions(condition or []) or None,
+            donors_where=_parse_conditions(donors_where or []) or None,
+            psi=psi,
+            device=device,
+            force=force,
+            progress=lambda done, total: bar.update(task, completed=done),
+        )
+    typer.echo(
+        f"wrote {n} inpainted copies of {into}'s subjects to {out}: {counts['inpainted']} with a new lesion "
+        f"({counts['moved']} moved to another recipient, {counts['no_room']} without room: written unchanged), "
+        f"lesions from {counts['donors']} donors"
+    )
 
 
 def _seed_list(text: str | None, option: str) -> list[int] | None:

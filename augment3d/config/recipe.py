@@ -24,7 +24,7 @@ from ..models.architecture import ModelConfig
 from ..training.terms.settings import FLAT_KEYS
 from ..training.train_config import TrainConfig
 
-__all__ = ["DataConfig", "Recipe", "load_recipe", "recipe_toml"]
+__all__ = ["DataConfig", "Recipe", "load_recipe", "recipe_toml", "train_table"]
 
 SECTIONS = ("description", "data", "phantom", "model", "train", "bench")
 #: options that measured runs retired (docs/MODEL.md, "Removed options"): named, not just unknown
@@ -97,7 +97,7 @@ class Recipe:
             raise RecipeError(self.path, f"[model]: {exc}") from None
 
 
-def _train_table(table, path: Path):
+def train_table(table, path: Path):
     """``[train]`` with the flat term keys of older recipes (``seg_consistency = 1.0``) moved into
     their ``[train.terms.NAME]`` tables, so old recipes and run folders read as before."""
     if not isinstance(table, dict) or not set(table) & set(FLAT_KEYS):
@@ -174,7 +174,7 @@ def load_recipe(name_or_path: str | os.PathLike) -> Recipe:
         phantom=_section(PhantomConfig, raw.get("phantom", {}), "phantom", path),
         path=path,
         model=dict(model),
-        train=_section(TrainConfig, _train_table(raw.get("train", {}), path), "train", path),
+        train=_section(TrainConfig, train_table(raw.get("train", {}), path), "train", path),
         bench=dict(bench),
     )
     recipe.model_config(cond_dim=0)  # the architecture fits the recipe's grid

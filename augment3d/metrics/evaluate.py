@@ -39,7 +39,8 @@ __all__ = ["evaluate_run", "split_for_evaluation"]
 
 
 def split_for_evaluation(run: Path, cases, seed: int = 0):
-    """Training cases (as recorded by the run) and held-out cases; a seeded half split if none is held out."""
+    """Training cases (as recorded by the run) and held-out cases; a seeded half split when fewer than two
+    cases are held out, or fewer than two were trained on."""
     listed = None
     record = run / SUBJECTS
     if record.is_file():
@@ -47,13 +48,17 @@ def split_for_evaluation(run: Path, cases, seed: int = 0):
     train = [c for c in cases if listed is None or c.subject_id in listed]
     held = [c for c in cases if listed is not None and c.subject_id not in listed]
     note = None
-    if len(held) < 2:
+    if len(held) < 2 or len(train) < 2:
+        unseen = len(held) >= 2
         order = np.random.default_rng(seed).permutation(len(cases))
         half = len(cases) // 2
         held, train = [cases[i] for i in order[:half]], [cases[i] for i in order[half:]]
         note = (
             "the run trained on every case given (or did not record its training cases): the references "
             "compare two seeded halves of the data, both seen in training"
+            if not unseen
+            else "the run trained on (almost) none of the cases given: the references compare two seeded "
+            "halves of the data, neither seen in training"
         )
     if len(train) < 2 or len(held) < 2:
         raise ValueError("evaluation needs at least 4 real cases")
@@ -170,8 +175,8 @@ def evaluate_run(
     if gen.inpaints:
         raise DataError(
             run,
-            "is an inpainting generator: evaluate scores whole synthetic subjects; score an inpainting run "
-            "with scripts/inpaint_eval.py (the challenge's masked SSIM, PSNR, MSE)",
+            "is an inpainting generator: evaluate_run scores whole synthetic subjects; score an inpainting run "
+            "with augment3d.metrics.inpaint_evaluate.evaluate_inpainting (what `augment3d evaluate` runs for it)",
         )
     config = gen.preprocess
     claim_output(out, "evaluation", force=force, inputs=[run, data])  # before the minutes of work, not after

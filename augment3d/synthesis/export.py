@@ -33,6 +33,8 @@ __all__ = [
     "check_nnunet_name",
     "INTENSITY_RANGE",
     "MAX_SEED",
+    "csv_text",
+    "write_brats",
 ]
 
 FORMATS = ("brats", "nnunet")
@@ -83,7 +85,7 @@ def check_nnunet_name(out: str | os.PathLike) -> None:
         )
 
 
-def _write_brats(work: Path, ids, images, labels, affine) -> None:
+def write_brats(work: Path, ids, images, labels, affine) -> None:
     for sid, subject, label in zip(ids, images, labels):
         folder = work / sid
         folder.mkdir()
@@ -157,7 +159,7 @@ def export_cohort_nnunet(
     return out
 
 
-def _csv(rows: list[dict]) -> str:
+def csv_text(rows: list[dict]) -> str:
     columns = list(dict.fromkeys(k for row in rows for k in row))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n", restval="")
@@ -203,12 +205,12 @@ def export_synthetic(
     ids = [subject_id(s, k) for s, k in zip(seeds, condition_ids or [0] * len(seeds))]
     with staged_output(out, "samples", force=force, inputs=inputs) as work:
         if fmt == "brats":
-            _write_brats(work, ids, scaled, labels, affine)
+            write_brats(work, ids, scaled, labels, affine)
             rows = [
                 {"subject_id": sid, **conditions[i], "seed": seed, "psi": psi, **{k: v[i] for k, v in extra.items()}}
                 for i, (sid, seed) in enumerate(zip(ids, seeds))
             ]
-            atomic_write_text(work / "metadata.csv", _csv(rows))
+            atomic_write_text(work / "metadata.csv", csv_text(rows))
             atomic_write_text(work / "README.txt", f"Synthetic subjects written by augment3d: {_space(affine)}.\n")
         else:
             _write_nnunet(work, ids, scaled, labels, affine)

@@ -25,6 +25,8 @@ passes through unchanged; ``no_room`` counts them in this process (``TumourPlace
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from collections import OrderedDict
 from pathlib import Path
 
@@ -41,7 +43,16 @@ from ..io.subjects import label_values, read_voxels, resolve_names
 from ..errors import CheckpointError, DataError
 from .tumour_bank import BANK_FILE, RAS, TumourBank, reorient, orientation, spacing_of
 
-__all__ = ["TumourPaste", "TumourPlacement", "cached_bank", "donor_in_grid", "find_room", "recipient", "with_lesion"]
+__all__ = [
+    "TumourPaste",
+    "TumourPlacement",
+    "cached_bank",
+    "donor_in_grid",
+    "find_room",
+    "placements",
+    "recipient",
+    "with_lesion",
+]
 
 _BANKS: OrderedDict = OrderedDict()
 
@@ -308,3 +319,20 @@ class TumourPaste(SeededTwin, RandomTransform):
             self.label_key,
             **self._get_base_args(),
         )
+
+
+def placements(place, recipients: Sequence, n: int, seed: int):
+    """A fixed cohort's placements: per subject ``i`` < ``n``, (its recipient, the twin placing a
+    lesion into it, whether it moved on), drawn by ``default_rng([seed, i])`` with ``place``'s
+    ``placement`` (a :class:`TumourPaste` or :class:`~augment3d.TumourInpainter`). Subject ``i``
+    goes into ``recipients[i % len]``; where that one has no room for the drawn lesion the next
+    ones are tried in turn (moved), so every subject gets a lesion while any recipient has room
+    (``twin.corner`` None: none had)."""
+    for i in range(n):
+        rng = np.random.default_rng([seed, i])
+        for k in range(len(recipients)):
+            subject = recipients[(i + k) % len(recipients)]
+            twin = place.placement(subject, rng)
+            if twin.corner is not None:
+                break
+        yield subject, twin, k > 0 and twin.corner is not None

@@ -301,7 +301,7 @@ def test_the_paste_arm_adds_as_many_pasted_subjects_as_the_synthetic_arm_from_th
     ]
     config = BenchConfig(synthetic_ratio=0.5, synthetic_condition={"site": "SSA"})
     dataset = arm_dataset("real+paste", config, cases, None, seed=0, folder=tmp_path)
-    assert len(dataset) == 4 + 2 and dataset.paste_counts == {"pasted": 2, "no_room": 0, "moved": 0, "donors": 2, "recipients": 2}
+    assert len(dataset) == 4 + 2 and dataset.counts == {"pasted": 2, "no_room": 0, "moved": 0, "donors": 2, "recipients": 2}
     from augment3d import TumourBank
 
     bank = TumourBank.load(tmp_path / "tumour_bank")
@@ -321,7 +321,7 @@ def test_the_paste_arm_adds_as_many_pasted_subjects_as_the_synthetic_arm_from_th
     small.label[:] = 0
     config = BenchConfig(synthetic_ratio=0.6, synthetic_condition={"site": "SSA"})  # 3 subjects: s0, s1, s2 -> s0
     moved = arm_dataset("real+paste", config, [*cases, small], None, seed=0, folder=tmp_path / "moved")
-    assert moved.paste_counts == {"pasted": 3, "no_room": 0, "moved": 1, "donors": 2, "recipients": 3}
+    assert moved.counts == {"pasted": 3, "no_room": 0, "moved": 1, "donors": 2, "recipients": 3}
     third = moved[5 + 2]
     assert (third["seg"].data > 0).sum() > (cases[2].label > 0).sum()  # s0's tumour and a pasted one
 
@@ -891,5 +891,6 @@ def test_the_pooled_report_puts_the_gan_against_copy_paste_per_cohort_and_pooled
     write_pooled_report(tmp_path)
     md = (tmp_path / "report.md").read_text()
     assert (
-        "## The GAN against copy-paste" in md and "| SSA | real+synthetic vs real+paste | 0: +0.030, 1: -0.010 | +0.010 |" in md
+        "## The generators against copy-paste" in md
+        and "| SSA | real+synthetic vs real+paste | 0: +0.030, 1: -0.010 | +0.010 |" in md
     )

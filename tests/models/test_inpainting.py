@@ -104,7 +104,7 @@ def test_an_inpainting_loop_trains_resumes_exactly_and_reconstructs(tiny, tmp_pa
         TrainingLoop(tiny.data(), tiny.model, replace(tiny.train, terms={"reconstruction": {"weight": 1.0}}), "cpu")
 
 
-def test_augment3d_train_makes_an_inpainting_run_that_loads_and_renders_into_crops(cohort, tmp_path):
+def test_augment3d_train_makes_an_inpainting_run_that_loads_and_renders_into_crops(cohort, phantom_cohort, tmp_path):
     from typer.testing import CliRunner
 
     from augment3d.cli import app
@@ -141,8 +141,25 @@ def test_augment3d_train_makes_an_inpainting_run_that_loads_and_renders_into_cro
     assert sampled.exit_code == 2 and "is an inpainting generator" in sampled.stderr
     with pytest.raises(DataError, match="is an inpainting generator"):
         SyntheticAugmenter(run)  # refused at once, not in a loader's worker
-    evaluated = runner.invoke(app, ["evaluate", str(run), str(cohort), "--out", str(tmp_path / "eval")])
-    assert evaluated.exit_code == 2 and "is an inpainting generator" in evaluated.stderr
+    # evaluate scores an inpainting run on held-out crops (here another cohort's): the challenge's metrics
+    # against a trivial fill, the rendered lesions' label consistency, a montage
+    evaluated = runner.invoke(app, ["evaluate", str(run), str(phantom_cohort), "--out", str(tmp_path / "eval"), "--n", "4"])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert "healthy tissue SSIM" in evaluated.stdout and "label consistency" in evaluated.stdout
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["kind"] == "inpainting" and 2 <= metrics["cases"] <= 4 and metrics["crop"] == 16
+    for method in ("gan", "fill"):
+        assert 0 < metrics["healthy"][method]["ssim"]["mean"] <= 1 and metrics["healthy"][method]["mse"]["mean"] >= 0
+    gap = metrics["healthy_gan_minus_fill"]["psnr"]
+    assert gap["ci95"][0] <= gap["difference"] <= gap["ci95"][1]
+    consistency = metrics["lesion_label_consistency"]
+    assert consistency["cases"] >= 1 and set(consistency["real"]) == set(consistency["inpainted"]) == {"WT", "TC", "ET"}
+    assert "Healthy tissue" in (tmp_path / "eval" / "report.md").read_text()
+    assert (tmp_path / "eval" / "inpainting.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(DataError, match="is an inpainting generator"):
+        from augment3d.metrics.evaluate import evaluate_run
+
+        evaluate_run(run, cohort, tmp_path / "eval2")  # the whole-subject metrics say where to go instead
     weights = run / "generator.safetensors"
     weights.write_bytes(weights.read_bytes()[:-100])  # damaged
     with pytest.raises(CheckpointError, match="generator"):

@@ -109,7 +109,7 @@ def test_interrupted_bench_keeps_finished_jobs(phantom_cohort, tiny_run, tmp_pat
     assert again.exit_code == 0, again.output
     assert again.output.count("finished earlier, kept") == 2
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
-    from segbench.config import ARMS
+    from segbench.config import DEFAULT_ARMS
 
-    assert len(list(out.glob("arms/*/seed*/result.json"))) == len(ARMS)  # the ci recipe: every arm, one seed
+    assert len(list(out.glob("arms/*/seed*/result.json"))) == len(DEFAULT_ARMS)  # the ci recipe: every default arm, one seed
     assert json.loads((out / "report.json").read_text())["missing"] == []
