@@ -238,22 +238,17 @@ def _splits(out: Path, config: BenchConfig, cases) -> dict[str, list[str]]:
     return splits
 
 
-def _gan(
-    out: Path,
-    recipe: Recipe,
-    config: BenchConfig,
-    data_dir: Path,
-    train_ids,
-    running: Running,
+def _train_stage(
+    out: Path, folder: str, what: str, recipe: Recipe, steps: int, data_dir: Path, train_ids, running: Running
 ) -> Path:
+    """Train (or resume) one GAN stage's run ``OUT/folder`` with ``recipe`` on the training split."""
     from augment3d.io.checkpoint import bundle_exists
     from augment3d.training.run import train_run
     from augment3d.training.state import TRAIN_STATE
 
-    run = out / "gan"
-    steps = config.gan_steps or recipe.train.steps
+    run = out / folder
     resume = bundle_exists(run, TRAIN_STATE)
-    running.say(f"GAN on the {len(train_ids)} training cases: {steps} steps" + (" (resuming)" if resume else ""))
+    running.say(f"{what} on the {len(train_ids)} training cases: {steps} steps" + (" (resuming)" if resume else ""))
     train_run(
         data_dir,
         recipe,
@@ -265,9 +260,13 @@ def _gan(
         device=running.device,
         cache_dir=running.cache_dir,
         subjects=train_ids,
-        progress=running.progress("GAN", steps) if running.progress else None,
+        progress=running.progress(what, steps) if running.progress else None,
     )
     return run
+
+
+def _gan(out: Path, recipe: Recipe, config: BenchConfig, data_dir: Path, train_ids, running: Running) -> Path:
+    return _train_stage(out, "gan", "GAN", recipe, config.gan_steps or recipe.train.steps, data_dir, train_ids, running)
 
 
 def _check_generator_held_out(generator: Path, splits: dict[str, list[str]]) -> None:
@@ -370,9 +369,6 @@ def _inpaint_gan(out: Path, recipe: Recipe, config: BenchConfig, data_dir: Path,
     import tomllib
 
     from augment3d.config.recipe import load_recipe, recipe_toml
-    from augment3d.io.checkpoint import bundle_exists
-    from augment3d.training.run import train_run
-    from augment3d.training.state import TRAIN_STATE
 
     source = inpaint_source(recipe, config)
     raw = tomllib.loads(source.path.read_text(encoding="utf-8"))
@@ -383,24 +379,8 @@ def _inpaint_gan(out: Path, recipe: Recipe, config: BenchConfig, data_dir: Path,
     if not path.is_file() or path.read_text(encoding="utf-8") != text:
         atomic_write_text(path, text)
     inpaint_recipe = replace(load_recipe(path), name=source.name)
-    run = out / "inpaint_gan"
     steps = inpaint_recipe.train.steps
-    resume = bundle_exists(run, TRAIN_STATE)
-    running.say(f"inpainting GAN on the {len(train_ids)} training cases: {steps} steps" + (" (resuming)" if resume else ""))
-    train_run(
-        data_dir,
-        inpaint_recipe,
-        run,
-        resume=resume,
-        force=not resume,
-        steps=steps,
-        skip_bad=running.skip_bad,
-        device=running.device,
-        cache_dir=running.cache_dir,
-        subjects=train_ids,
-        progress=running.progress("inpainting GAN", steps) if running.progress else None,
-    )
-    return run
+    return _train_stage(out, "inpaint_gan", "inpainting GAN", inpaint_recipe, steps, data_dir, train_ids, running)
 
 
 def _inpaint_montage(out: Path, inpainter: str, config: BenchConfig, train: list) -> None:

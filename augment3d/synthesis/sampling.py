@@ -81,8 +81,12 @@ class SyntheticGenerator:
 
     @property
     def preprocess(self) -> PreprocessConfig:
-        """The preprocessing the run's data went through onto the model grid."""
-        return PreprocessConfig.from_dict({**self.meta.get("preprocess", {}), "shape": list(self.shape)})
+        """The preprocessing the run's data went through: onto the model grid, or for an inpainting
+        run onto the data grid its crops were cut from (``[data] shape``; the model grid is the crop)."""
+        recorded = self.meta.get("preprocess", {})
+        if self.inpaints and "shape" in recorded:
+            return PreprocessConfig.from_dict(recorded)
+        return PreprocessConfig.from_dict({**recorded, "shape": list(self.shape)})
 
     @property
     def voxel_mm(self) -> float:

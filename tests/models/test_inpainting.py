@@ -126,6 +126,7 @@ def test_augment3d_train_makes_an_inpainting_run_that_loads_and_renders_into_cro
     assert (run / "samples_latest.png").is_file()
     gen = load_generator(run)
     assert gen.inpaints and gen.shape == (16, 16, 16)
+    assert tuple(gen.preprocess.shape) == (24, 24, 24)  # the data grid the crops were cut from, not the crop
     images, labels = (t.numpy() for t in _crop(3))
     regions = tumour_regions(torch.from_numpy(labels), torch.tensor([2])).numpy()
     out = gen.inpaint(images, labels, regions, condition={"site": "SSA", "grade": "HGG"}, seeds=[5])
