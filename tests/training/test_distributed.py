@@ -41,6 +41,7 @@ def _worker(rank: int, world: int, port: int, run_dir: str, config, model, user_
     assert json.loads((Path(run_dir) / "generator.json").read_text())["step"] == config.steps
     assert dist.is_initialized() == user_group
     if user_group:
+        dist.barrier()  # as a user's script would: no rank tears gloo down while another still reads (seen once: SIGABRT)
         dist.destroy_process_group()
 
 
