@@ -190,14 +190,16 @@ def placed_subjects(
 def placing_examples(config: BenchConfig, cases: Sequence[PreparedCase], folder: Path, inpainter: str, n: int = 2):
     """``n`` (recipient, the lesion pasted, the same lesion inpainted, the lesion's label map) of the
     inpaint arm's seed 0 (its first subjects), for a montage."""
+    from augment3d import TumourPaste
     from augment3d.transforms.tumour_paste import TumourPlacement, placements
 
     place, recipients, _ = _placer(config, cases, folder, "inpaint", inpainter)
+    margin = TumourPaste(place.bank).margin  # pasted as the paste arm pastes (its soft shell)
     examples = []
     for subject, twin, _ in placements(place, [to_subject(c) for c in recipients], n, 0):
         if twin.corner is None:
             continue
-        pasted = TumourPlacement(twin.bank, twin.bank_sha256, twin.donor, twin.flips, twin.corner, twin.margin)(subject)
+        pasted = TumourPlacement(twin.bank, twin.bank_sha256, twin.donor, twin.flips, twin.corner, margin)(subject)
         inpainted = twin(subject)
         lesion = inpainted["seg"].numpy()[0] * (subject["seg"].numpy()[0] == 0)
         examples.append((subject, pasted, inpainted, lesion))
