@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,28 +26,40 @@ from ..errors import DataError
 __all__ = ["inpaint_into_cohort"]
 
 
-def _subjects(cohort: Path, columns, categories, given: Mapping[str, str]) -> tuple[list, dict]:
-    """Every case of ``cohort`` as a torchio subject (read and checked), and the metadata rows."""
-    import torch
-    import torchio as tio
+class _CohortSubjects(Sequence):
+    """A cohort's cases as torchio subjects, each read (and checked) when asked for, so a cohort of
+    full-size scans need not fit in memory; every case is read once up front, so a damaged one is
+    refused before any work."""
 
-    from ..data import discover_cases, read_case, read_metadata
+    def __init__(self, cohort: Path, columns, categories, given: Mapping[str, str]):
+        from ..data import discover_cases, read_metadata
 
-    metadata = read_metadata(cohort)
-    cases = discover_cases(cohort)
-    if not cases:
-        raise DataError(cohort, "holds no case folders in BraTS layout")
-    subjects = []
-    for case in cases:
-        loaded = read_case(case, metadata, [c for c in columns if c not in given], categories)
+        self.metadata = read_metadata(cohort)
+        self.cases = discover_cases(cohort)
+        if not self.cases:
+            raise DataError(cohort, "holds no case folders in BraTS layout")
+        self.columns = [c for c in columns if c not in given]
+        self.categories, self.given = categories, dict(given)
+        self.rows = self.metadata.rows if self.metadata is not None else {}
+        for i in range(len(self.cases)):
+            self[i]
+
+    def __len__(self) -> int:
+        return len(self.cases)
+
+    def __getitem__(self, i):
+        import torch
+        import torchio as tio
+
+        from ..data import read_case
+
+        loaded = read_case(self.cases[i], self.metadata, self.columns, self.categories)
         images = {
             m: tio.ScalarImage(tensor=torch.from_numpy(np.ascontiguousarray(loaded.images[m]))[None], affine=loaded.affine)
             for m in MODALITIES
         }
         seg = tio.LabelMap(tensor=torch.from_numpy(loaded.label.astype(np.uint8))[None], affine=loaded.affine)
-        subjects.append(tio.Subject(**images, seg=seg, subject_id=loaded.subject_id, **{**loaded.conditions, **given}))
-    rows = metadata.rows if metadata is not None else {}
-    return subjects, rows
+        return tio.Subject(**images, seg=seg, subject_id=loaded.subject_id, **{**loaded.conditions, **self.given})
 
 
 def inpaint_into_cohort(
@@ -87,17 +99,20 @@ def inpaint_into_cohort(
     claim_output(out, "samples", force=force, inputs=[run, cohort])
     gen = load_generator(run)
     given = gen.encoder.check_partial(dict(condition), source="--condition") if condition and gen.conditions else {}
-    subjects, rows = _subjects(cohort, list(gen.conditions), gen.conditions, given)
+    subjects = _CohortSubjects(cohort, list(gen.conditions), gen.conditions, given)
+    rows = subjects.rows
     where = dict(donors_where or {})
     unknown = sorted(k for k in where if not any(k in row for row in rows.values()))
     if unknown:
         raise DataError(cohort / "metadata.csv", f"has no column {', '.join(unknown)} to choose donors by")
-    donors = [s for s in subjects if all(rows.get(s["subject_id"], {}).get(k) == v for k, v in where.items())]
+    donors = [
+        i for i, case in enumerate(subjects.cases) if all(rows.get(case.subject_id, {}).get(k) == v for k, v in where.items())
+    ]
     if not donors:
         raise DataError(cohort, f"no case matches {where} to take lesions from")
     n = len(subjects) if n is None else n
     with tempfile.TemporaryDirectory(prefix="augment3d-bank-") as scratch:
-        built = TumourBank.from_subjects(donors)  # the tumour-free ones are left out
+        built = TumourBank.from_subjects(subjects[i] for i in donors)  # the tumour-free ones are left out
         bank = built.save(Path(scratch) / "bank")
         place = TumourInpainter(
             run,
