@@ -31,7 +31,7 @@ import torch
 from augment3d.config.recipe import load_recipe
 from augment3d.data.crops import tumour_crops
 from augment3d.io.run_files import LOG, read_log
-from augment3d.metrics.inpaint_evaluate import healthy_ball, mean_fill
+from augment3d.metrics.inpaint_evaluate import healthy_ball, mean_fill, paired_difference
 from augment3d.metrics.inpainting import inpainting_scores
 from augment3d.models.segmenter import TinySegmenter
 from augment3d.models.spatial_conditioning import inpaint_maps, label_maps, tumour_regions
@@ -125,11 +125,11 @@ def main() -> None:
             shown = ", ".join(f"{k} {m:.4f} +- {s:.4f}" for k, (m, s) in figures.items())
             print(f"{task:8s} {method:5s} {shown}")
         for k in ("ssim", "psnr"):  # paired per case: the GAN against the U-Net, 95% bootstrap CI over cases
-            gap = np.array([g[k] - u[k] for g, u in zip(rows[task]["gan"], rows[task]["unet"])])
-            boot = np.random.default_rng(0).choice(gap, (5000, len(gap))).mean(1)
-            low, high = np.percentile(boot, [2.5, 97.5])
+            gap = paired_difference([g[k] - u[k] for g, u in zip(rows[task]["gan"], rows[task]["unet"])])
+            low, high = gap["ci95"]
             print(
-                f"{task:8s} gan - unet {k}: {gap.mean():+.4f} [{low:+.4f}, {high:+.4f}], gan better in {(gap > 0).sum()}/{len(gap)}"
+                f"{task:8s} gan - unet {k}: {gap['difference']:+.4f} [{low:+.4f}, {high:+.4f}], "
+                f"gan better in {gap['better_in']}/{len(rows[task]['gan'])}"
             )
 
 

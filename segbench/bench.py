@@ -26,7 +26,7 @@ import json
 import os
 import shutil
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from augment3d.io.atomic import atomic_write_text
@@ -133,7 +133,7 @@ def check_bench_folder(out: Path, identity: dict, force: bool, inputs, recipe_fi
 
 GROWABLE = ("arms", "seeds")  # [bench] lists a bench may grow: the new jobs run, the finished ones are kept
 #: [bench] keys only the inpaint arms read: a folder that ran none may gain them with its first inpaint arm
-ARM_KEYS = ("inpaint_recipe", "inpaint_grow", "inpaint_margin", "inpaint_precision")
+ARM_KEYS = tuple(f.name for f in fields(BenchConfig) if f.name.startswith("inpaint_"))
 
 
 def _grown(old, new) -> bool:

@@ -27,7 +27,7 @@ ARMS = (
     "real+classic+inpaint",
 )
 #: the arms run when a recipe names none: the inpaint arms need an inpainting GAN of their own (opt in)
-DEFAULT_ARMS = ARMS[:6]
+DEFAULT_ARMS = tuple(a for a in ARMS if "inpaint" not in a.split("+"))
 
 
 @dataclass(frozen=True)

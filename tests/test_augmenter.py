@@ -376,3 +376,18 @@ def test_keep_matching_leaves_the_scarce_site_s_real_subjects_and_restyles_the_o
         SyntheticAugmenter(tiny_run, p=1.0, seed=0, condition={"site": "SSA"})(ssa)["t1n"].data, ssa["t1n"].data
     )
     assert not torch.equal(SyntheticAugmenter(tiny_run, p=1.0, seed=0, keep_matching=True)(ssa)["t1n"].data, ssa["t1n"].data)
+
+
+def test_a_subject_s_condition_comes_from_the_given_part_and_its_attributes():
+    """The augmenter and the inpainter render each subject under the condition given, the columns it
+    leaves out read from the subject; a missing attribute or an unknown value is one clear error."""
+    from augment3d.data import ConditionEncoder
+
+    encoder = ConditionEncoder({"site": ["HIC", "SSA"], "grade": ["HGG", "LGG"]})
+    subject = dict(site="HIC", grade="LGG", subject_id="s1")  # a tio.Subject is a dict
+    assert encoder.for_subject(subject, {"site": "SSA"}) == {"site": "SSA", "grade": "LGG"}
+    assert encoder.for_subject(subject) == {"site": "HIC", "grade": "LGG"}
+    with pytest.raises(DataError, match="subject has no 'grade' attribute"):
+        encoder.for_subject(dict(site="HIC", subject_id="s2"), {"site": "SSA"})
+    with pytest.raises(DataError, match="s3"):
+        encoder.for_subject(dict(site="XYZ", grade="HGG", subject_id="s3"))

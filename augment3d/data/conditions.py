@@ -82,6 +82,25 @@ class ConditionEncoder:
             out[column] = str(value)
         return out
 
+    def for_subject(
+        self, subject: Mapping, partial: Mapping[str, str] | None = None, source: str | None = None
+    ) -> dict[str, str]:
+        """The full condition of one torchio subject: ``partial``'s values (checked against ``source``),
+        the other columns from the subject's attributes (``subject["site"]``). Raises :class:`DataError`
+        naming a missing attribute or a value outside the categories."""
+        values = self.check_partial(dict(partial), source) if partial else {}
+        for column in self.categories:
+            if column in values:
+                continue
+            if column not in subject:
+                raise DataError(
+                    None,
+                    f"subject has no '{column}' attribute to condition on; add it "
+                    f"(tio.Subject(..., {column}=...)) or give it in condition={{...}}",
+                )
+            values[column] = str(subject[column])
+        return self.check(values, source=f"subject {subject.get('subject_id', '')}".strip())
+
     def matching(self, partial: Mapping[str, str], source: str | None = None) -> list[dict[str, str]]:
         """Every full condition that agrees with ``partial`` (checked), in :meth:`all_conditions` order."""
         fixed = self.check_partial(partial, source)

@@ -319,18 +319,7 @@ class SyntheticAugmenter(RandomTransform):
         if self.condition is None:
             options = gen.encoder.all_conditions()
             return options[self._draw_seed() % len(options)]
-        values = gen.encoder.check_partial(self.condition, self.checkpoint) if isinstance(self.condition, dict) else {}
-        for column in gen.conditions:
-            if column in values:
-                continue
-            if column not in subject:
-                raise DataError(
-                    None,
-                    f"subject has no '{column}' attribute to condition on; add it "
-                    f"(tio.Subject(..., {column}=...)) or fix it in condition={{...}}",
-                )
-            values[column] = str(subject[column])
-        return gen.encoder.check(values, source=f"subject {subject.get('subject_id', '')}".strip())
+        return gen.encoder.for_subject(subject, self.condition if isinstance(self.condition, dict) else None, self.checkpoint)
 
     def _already_matches(self, subject) -> bool:
         return (

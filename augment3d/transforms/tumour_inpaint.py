@@ -59,24 +59,6 @@ def crop_geometry(affine: np.ndarray, centre_voxel, side: int, voxel_mm: float) 
     return crop
 
 
-def subject_condition(gen, subject, partial: Mapping[str, str] | None, source: str) -> dict | None:
-    """The condition to render under: ``partial``'s values, the rest from the subject's attributes."""
-    if not gen.conditions:
-        return None
-    values = gen.encoder.check_partial(dict(partial), source) if partial else {}
-    for column in gen.conditions:
-        if column in values:
-            continue
-        if column not in subject:
-            raise DataError(
-                None,
-                f"subject has no '{column}' attribute to condition on; add it (tio.Subject(..., {column}=...)) "
-                "or give it in condition={...}",
-            )
-        values[column] = str(subject[column])
-    return gen.encoder.check(values, source=f"subject {subject.get('subject_id', '')}".strip())
-
-
 class InpaintPlacement(Transform):
     """Deterministic twin of :class:`TumourInpainter`: render donor ``donor`` of the bank, flipped by
     ``flips``, with its box's first voxel at ``corner`` (None: no room, the subject passes through),
@@ -162,7 +144,7 @@ class InpaintPlacement(Transform):
         crop_label = resample(new_label[None].astype(np.float32), affine, crop_affine, shape, "nearest")[0]
         crop_label = np.where(crop_label == 4, 3, np.rint(crop_label)).astype(np.uint8)
         crop_region = np.clip(resample(weight[None].astype(np.float32), affine, crop_affine, shape, "bilinear")[0], 0, 1)
-        condition = subject_condition(gen, subject, self.condition, self.generator)
+        condition = gen.encoder.for_subject(subject, self.condition, self.generator) if gen.conditions else None
         with one_thread():
             rendered = gen.inpaint(
                 crop[None], crop_label[None], crop_region[None], condition, [self.seed], self.psi, self.precision
